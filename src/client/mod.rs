@@ -1,0 +1,246 @@
+//! A small HTTP client over HTTP/1.1, HTTP/2 (hyper + rustls) and HTTP/3 (quinn + h3), with
+//! streamed request and response bodies. The end-to-end tests drive the server with it, and
+//! it is the base of xferd's own upload/download client.
+
+use crate::core::body::{BodyError, BodyStream};
+use anyhow::Context;
+use bytes::{Buf, Bytes};
+use futures_util::{StreamExt, TryStreamExt};
+use http::{HeaderMap, Request, StatusCode, Version};
+use http_body_util::{combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// HTTP version to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    H1,
+    H2,
+    H3,
+}
+
+impl Proto {
+    pub const ALL: [Proto; 3] = [Proto::H1, Proto::H2, Proto::H3];
+}
+
+/// A response with a streamed body.
+pub struct ClientResponse {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: BodyStream,
+}
+
+impl ClientResponse {
+    /// Reads the whole body into memory (for small bodies).
+    pub async fn bytes(self) -> anyhow::Result<Bytes> {
+        let chunks: Vec<Bytes> = self.body.try_collect().await.map_err(anyhow::Error::msg)?;
+        Ok(Bytes::from(chunks.concat()))
+    }
+}
+
+type ReqBody = UnsyncBoxBody<Bytes, BodyError>;
+
+enum Conn {
+    H1(hyper::client::conn::http1::SendRequest<ReqBody>),
+    H2(hyper::client::conn::http2::SendRequest<ReqBody>),
+    H3 {
+        send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+        conn: quinn::Connection,
+        _endpoint: quinn::Endpoint,
+    },
+}
+
+/// One connection to a server.
+pub struct Client {
+    conn: Conn,
+    authority: String,
+}
+
+/// A rustls client config trusting exactly `roots`, with the given ALPN.
+pub fn tls_config(
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> anyhow::Result<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store.add(c.clone()).context("adding trusted certificate")?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Ok(cfg)
+}
+
+impl Client {
+    /// Connects to `addr` with TLS, verifying the server as `server_name` against `roots`.
+    pub async fn connect(
+        proto: Proto,
+        addr: SocketAddr,
+        server_name: &str,
+        roots: &[CertificateDer<'static>],
+    ) -> anyhow::Result<Client> {
+        let authority = format!("{server_name}:{}", addr.port());
+        let conn = match proto {
+            Proto::H1 | Proto::H2 => {
+                let alpn: &[u8] = if proto == Proto::H1 {
+                    b"http/1.1"
+                } else {
+                    b"h2"
+                };
+                let cfg = tls_config(roots, &[alpn])?;
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                let name = ServerName::try_from(server_name.to_string())?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                    .connect(name, tcp)
+                    .await?;
+                let io = TokioIo::new(tls);
+                if proto == Proto::H1 {
+                    let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+                    tokio::spawn(conn);
+                    Conn::H1(send)
+                } else {
+                    let (send, conn) =
+                        hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                            .initial_stream_window_size(4 << 20)
+                            .initial_connection_window_size(16 << 20)
+                            .handshake(io)
+                            .await?;
+                    tokio::spawn(conn);
+                    Conn::H2(send)
+                }
+            }
+            Proto::H3 => {
+                let cfg = tls_config(roots, &[b"h3"])?;
+                let quic_cfg = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?;
+                let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_cfg));
+                let mut transport = quinn::TransportConfig::default();
+                transport
+                    .stream_receive_window((8u32 << 20).into())
+                    .receive_window((32u32 << 20).into())
+                    .send_window(32 << 20);
+                client_cfg.transport_config(Arc::new(transport));
+                let bind: SocketAddr = if addr.is_ipv6() {
+                    "[::]:0".parse()?
+                } else {
+                    "0.0.0.0:0".parse()?
+                };
+                let mut endpoint = quinn::Endpoint::client(bind)?;
+                endpoint.set_default_client_config(client_cfg);
+                let conn = endpoint.connect(addr, server_name)?.await?;
+                let (mut driver, send) =
+                    h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
+                tokio::spawn(async move {
+                    let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+                });
+                Conn::H3 {
+                    send,
+                    conn,
+                    _endpoint: endpoint,
+                }
+            }
+        };
+        Ok(Client { conn, authority })
+    }
+
+    /// Sends `req` (path and query in its URI; headers as given) with an optional body.
+    pub async fn send(
+        &mut self,
+        req: Request<()>,
+        body: Option<BodyStream>,
+    ) -> anyhow::Result<ClientResponse> {
+        let (mut parts, ()) = req.into_parts();
+        let path_q = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        match &mut self.conn {
+            Conn::H1(send) => {
+                parts
+                    .headers
+                    .insert(http::header::HOST, self.authority.parse()?);
+                parts.uri = path_q.parse()?;
+                parts.version = Version::HTTP_11;
+                send.ready().await?;
+                let resp = send
+                    .send_request(Request::from_parts(parts, hyper_body(body)))
+                    .await?;
+                Ok(from_hyper(resp))
+            }
+            Conn::H2(send) => {
+                parts.uri = format!("https://{}{}", self.authority, path_q).parse()?;
+                parts.version = Version::HTTP_2;
+                send.ready().await?;
+                let resp = send
+                    .send_request(Request::from_parts(parts, hyper_body(body)))
+                    .await?;
+                Ok(from_hyper(resp))
+            }
+            Conn::H3 { send, .. } => {
+                parts.uri = format!("https://{}{}", self.authority, path_q).parse()?;
+                parts.version = Version::HTTP_3;
+                let mut stream = send.send_request(Request::from_parts(parts, ())).await?;
+                if let Some(mut body) = body {
+                    while let Some(chunk) = body.next().await {
+                        match chunk {
+                            Ok(b) => stream.send_data(b).await?,
+                            Err(e) => {
+                                stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                                anyhow::bail!("request body failed: {e}");
+                            }
+                        }
+                    }
+                }
+                stream.finish().await?;
+                let resp = stream.recv_response().await?;
+                let body: BodyStream =
+                    Box::pin(futures_util::stream::unfold(Some(stream), |s| async move {
+                        let mut s = s?;
+                        match s.recv_data().await {
+                            Ok(Some(mut b)) => Some((Ok(b.copy_to_bytes(b.remaining())), Some(s))),
+                            Ok(None) => None,
+                            Err(e) => Some((Err(BodyError(e.to_string())), None)),
+                        }
+                    }));
+                Ok(ClientResponse {
+                    status: resp.status(),
+                    version: Version::HTTP_3,
+                    headers: resp.headers().clone(),
+                    body,
+                })
+            }
+        }
+    }
+
+    /// The QUIC connection, for HTTP/3 clients (statistics, migration).
+    pub fn quic(&self) -> Option<&quinn::Connection> {
+        match &self.conn {
+            Conn::H3 { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+}
+
+fn hyper_body(body: Option<BodyStream>) -> ReqBody {
+    match body {
+        None => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        Some(s) => BodyExt::boxed_unsync(StreamBody::new(s.map(|r| r.map(Frame::data)))),
+    }
+}
+
+fn from_hyper(resp: http::Response<hyper::body::Incoming>) -> ClientResponse {
+    let (parts, incoming) = resp.into_parts();
+    ClientResponse {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body: Box::pin(BodyDataStream::new(incoming).map_err(|e| BodyError(e.to_string()))),
+    }
+}

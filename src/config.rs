@@ -1,0 +1,482 @@
+//! TOML configuration -> a validated [`Config`].
+//!
+//! Rules: every key has a documented default (see `config/xferd.toml`); sizes are integers
+//! (bytes) or strings like `"100MB"` (binary multiples, like HFS); durations are integers
+//! (seconds) or strings like `"5m"`. An unknown key or a bad value is one [`ConfigError`]
+//! naming the key - never a silent default. The older HMAC File Server's key names are
+//! accepted as aliases (see [`HFS_ALIASES`]) and each use yields a warning.
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, always naming the key or file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub security: SecurityConfig,
+    pub downloads: DownloadsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// TCP (HTTPS: HTTP/1.1 + HTTP/2) and UDP (HTTP/3) address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Optional plaintext HTTP/1.1 + h2c listener (behind a reverse proxy).
+    pub plain_listen: Option<SocketAddr>,
+    pub storage_path: PathBuf,
+    /// Where the generated certificate and secret are kept.
+    pub state_path: PathBuf,
+    #[serde(deserialize_with = "de_size")]
+    pub max_upload_size: u64,
+    /// Lower-case extensions without the dot; empty = all allowed.
+    #[serde(deserialize_with = "de_extensions")]
+    pub allowed_extensions: Vec<String>,
+    /// Stripped from the decoded path before the signature check (e.g. `upload/`).
+    pub path_prefix: String,
+    pub max_connections: usize,
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read_timeout: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    #[serde(deserialize_with = "de_size")]
+    pub udp_recv_buffer: u64,
+    #[serde(deserialize_with = "de_size")]
+    pub udp_send_buffer: u64,
+    /// I/O buffer size for streaming bodies to and from storage.
+    #[serde(deserialize_with = "de_size")]
+    pub io_buffer_size: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            plain_listen: None,
+            storage_path: PathBuf::from("./data"),
+            state_path: PathBuf::from("./xferd-state"),
+            max_upload_size: 10 << 30,
+            allowed_extensions: Vec::new(),
+            path_prefix: String::new(),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            udp_recv_buffer: 8 << 20,
+            udp_send_buffer: 8 << 20,
+            io_buffer_size: 256 << 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The shared HMAC secret; absent = generated once and stored in `state_path`.
+    pub secret: Option<String>,
+    /// Older secrets still accepted during a rotation.
+    pub previous_secrets: Vec<String>,
+    /// 403 (default) or 401.
+    pub auth_failure_status: u16,
+    #[serde(deserialize_with = "de_duration")]
+    pub allowed_clock_skew: Duration,
+    /// HFS compatibility: accept MACs over the path alone (size not bound). Insecure; logged.
+    pub compat_path_only_mac: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            secret: None,
+            previous_secrets: Vec::new(),
+            auth_failure_status: 403,
+            allowed_clock_skew: Duration::from_secs(60),
+            compat_path_only_mac: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadsConfig {
+    /// Require a v3 `GET` signature on downloads.
+    pub require_signature: bool,
+    /// Most ranges served in one multi-range response (after merging).
+    pub max_ranges: usize,
+}
+
+impl Default for DownloadsConfig {
+    fn default() -> Self {
+        DownloadsConfig {
+            require_signature: false,
+            max_ranges: 16,
+        }
+    }
+}
+
+/// HFS key -> xferd key (both as `section.key`).
+pub const HFS_ALIASES: &[(&str, &str)] = &[
+    ("server.listen_address", "server.listen"),
+    ("server.listenport", "server.listen"),
+    ("server.storagepath", "server.storage_path"),
+    ("server.maxuploadsize", "server.max_upload_size"),
+    ("server.max_connections_limit", "server.max_connections"),
+    ("uploads.allowed_extensions", "server.allowed_extensions"),
+    ("uploads.allowedextensions", "server.allowed_extensions"),
+    ("server.allowed_extensions", "server.allowed_extensions"),
+    ("security.secret", "security.secret"),
+    ("server.secret", "security.secret"),
+    ("server.graceful_shutdown_timeout", "server.shutdown_grace"),
+    ("downloads.require_signature", "downloads.require_signature"),
+    ("tls.cert_file", "tls.cert"),
+    ("tls.key_file", "tls.key"),
+    ("server.tls_cert_file", "tls.cert"),
+    ("server.tls_key_file", "tls.key"),
+];
+
+/// Parsed configuration plus the warnings raised while reading it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let (table, warnings) = apply_aliases(table)?;
+        let config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: origin.to_string(),
+                message: e.to_string().trim().to_string(),
+            })?;
+        config.validate()?;
+        Ok(Loaded { config, warnings })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if !matches!(self.security.auth_failure_status, 401 | 403) {
+            return bad("security.auth_failure_status", "must be 401 or 403");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        if self.server.max_upload_size == 0 {
+            return bad("server.max_upload_size", "must be greater than 0");
+        }
+        if !(4096..=(64 << 20)).contains(&self.server.io_buffer_size) {
+            return bad("server.io_buffer_size", "must be between 4KB and 64MB");
+        }
+        if self.downloads.max_ranges == 0 {
+            return bad("downloads.max_ranges", "must be at least 1");
+        }
+        if matches!(&self.security.secret, Some(s) if s.is_empty()) {
+            return bad(
+                "security.secret",
+                "must not be empty (omit it to generate one)",
+            );
+        }
+        if self.security.previous_secrets.iter().any(|s| s.is_empty()) {
+            return bad(
+                "security.previous_secrets",
+                "must not contain empty secrets",
+            );
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert", "`cert` and `key` must be given together");
+        }
+        if self.server.path_prefix.contains("..") || self.server.path_prefix.contains('\\') {
+            return bad("server.path_prefix", "must not contain `..` or `\\`");
+        }
+        Ok(())
+    }
+
+    /// The path prefix without leading or trailing slashes (`upload`), or empty.
+    pub fn normalized_prefix(&self) -> String {
+        self.server.path_prefix.trim_matches('/').to_string()
+    }
+}
+
+/// Moves HFS-named keys to their xferd names, returning one warning per alias used.
+fn apply_aliases(mut table: toml::Table) -> Result<(toml::Table, Vec<String>), ConfigError> {
+    let mut warnings = Vec::new();
+    for (from, to) in HFS_ALIASES {
+        if from == to {
+            continue;
+        }
+        let (fsec, fkey) = from.split_once('.').unwrap_or(("", from));
+        let Some(value) = table
+            .get_mut(fsec)
+            .and_then(|v| v.as_table_mut())
+            .and_then(|t| t.remove(fkey))
+        else {
+            continue;
+        };
+        let (tsec, tkey) = to.split_once('.').unwrap_or(("", to));
+        let value = if *to == "server.listen" {
+            normalize_hfs_listen(&value, from)?
+        } else {
+            value
+        };
+        let section = table
+            .entry(tsec.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section) = section.as_table_mut() else {
+            return Err(ConfigError::Invalid {
+                key: tsec.to_string(),
+                message: "must be a table".into(),
+            });
+        };
+        if section.contains_key(tkey) {
+            return Err(ConfigError::Invalid {
+                key: from.to_string(),
+                message: format!("HFS alias conflicts with `{to}`, which is also set"),
+            });
+        }
+        section.insert(tkey.to_string(), value);
+        warnings.push(format!("config key `{from}` is an HFS alias; use `{to}`"));
+    }
+    // Sections HFS had that are now empty after moving their keys are dropped.
+    table.retain(|name, v| !(name == "uploads" && v.as_table().is_some_and(|t| t.is_empty())));
+    Ok((table, warnings))
+}
+
+/// HFS wrote `listen_address = "8080"` or `":8080"`; xferd wants `host:port`.
+fn normalize_hfs_listen(value: &toml::Value, key: &str) -> Result<toml::Value, ConfigError> {
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: key.to_string(),
+                message: "must be a string like \":8080\"".into(),
+            })
+        }
+    };
+    let addr = if text.chars().all(|c| c.is_ascii_digit()) {
+        format!("0.0.0.0:{text}")
+    } else if let Some(port) = text.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        text
+    };
+    Ok(toml::Value::String(addr))
+}
+
+/// Parses `"100MB"`, `"32KB"`, `"1GiB"`, `"512"` into bytes (binary multiples).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit `{other}` in `{text}`")),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like \"100MB\""))?;
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("size `{text}` is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses `"5m"`, `"30s"`, `"1h30m"`, `"250ms"`, `"2d"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}` is not a duration like \"5m\""));
+        }
+        let (num, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let n: u64 = num.parse().map_err(|_| format!("bad number in `{text}`"))?;
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            _ => return Err(format!("unknown duration unit `{unit}` in `{text}`")),
+        };
+        total = total.saturating_add(part);
+        rest = next;
+    }
+    Ok(total)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrText {
+    Num(i64),
+    Text(String),
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => u64::try_from(n).map_err(|_| de::Error::custom("size must be >= 0")),
+        NumOrText::Text(s) => parse_size(&s).map_err(de::Error::custom),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => u64::try_from(n)
+            .map(Duration::from_secs)
+            .map_err(|_| de::Error::custom("duration must be >= 0")),
+        NumOrText::Text(s) => parse_duration(&s).map_err(de::Error::custom),
+    }
+}
+
+fn de_extensions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    Ok(list
+        .into_iter()
+        .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
+        .filter(|e| !e.is_empty())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Loaded, ConfigError> {
+        Config::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = parse("").unwrap().config;
+        assert_eq!(c.server.listen.port(), 8443);
+        assert_eq!(c.security.auth_failure_status, 403);
+        assert!(!c.downloads.require_signature);
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("100MB").unwrap(), 100 << 20);
+        assert_eq!(parse_size("32KB").unwrap(), 32 << 10);
+        assert_eq!(parse_size("1.5GB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("77").unwrap(), 77);
+        assert!(parse_size("10XB").is_err());
+        assert!(parse_size("MB").is_err());
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("42").unwrap(), Duration::from_secs(42));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m5").is_err());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = parse("[server]\nlisten_adress = \"1.2.3.4:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_adress"), "{err}");
+        let err = parse("[nonsense]\nx = 1\n").unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_an_error_naming_it() {
+        let err = parse("[server]\nmax_upload_size = \"lots\"\n").unwrap_err();
+        assert!(err.to_string().contains("max_upload_size"), "{err}");
+        let err = parse("[security]\nauth_failure_status = 500\n").unwrap_err();
+        assert!(err.to_string().contains("auth_failure_status"), "{err}");
+    }
+
+    #[test]
+    fn hfs_aliases_are_accepted_with_warnings() {
+        let loaded = parse(
+            "[server]\nlisten_address = \":8080\"\nmax_upload_size = \"1GB\"\n\
+             [uploads]\nallowed_extensions = [\".JPG\", \"png\"]\n[security]\nsecret = \"s\"\n",
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.server.allowed_extensions, vec!["jpg", "png"]);
+        assert_eq!(c.security.secret.as_deref(), Some("s"));
+        assert_eq!(loaded.warnings.len(), 2);
+    }
+
+    #[test]
+    fn alias_conflicting_with_real_key_is_an_error() {
+        let err =
+            parse("[server]\nlisten_address = \"8080\"\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_address"), "{err}");
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let text = include_str!("../config/xferd.toml");
+        parse(text).unwrap();
+    }
+}

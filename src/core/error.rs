@@ -1,0 +1,65 @@
+//! The core's one error type. Each variant has a stable machine-readable code; the HTTP
+//! status lives in [`super::response`], so the core's logic never speaks in status codes.
+
+use super::auth::AuthError;
+use super::path::PathError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("bad path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("not authorised: {0}")]
+    Auth(#[from] AuthError),
+    #[error("Content-Length is required for signed uploads")]
+    LengthRequired,
+    #[error("upload of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+    #[error("body length does not match the declared size")]
+    SizeMismatch,
+    #[error("the request body ended before the declared size: {0}")]
+    BodyIncomplete(String),
+    #[error("file extension `{0}` is not allowed")]
+    ExtensionNotAllowed(String),
+    #[error("a file already exists at this path")]
+    Exists,
+    #[error("no such file")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("not enough storage space")]
+    InsufficientStorage,
+    #[error("storage error: {0}")]
+    Storage(std::io::Error),
+}
+
+impl CoreError {
+    /// The stable code sent in error bodies and used as a metrics label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CoreError::BadPath(_) => "bad_path",
+            CoreError::Auth(AuthError::Expired) => "signature_expired",
+            CoreError::Auth(AuthError::Missing) => "signature_missing",
+            CoreError::Auth(_) => "signature_invalid",
+            CoreError::LengthRequired => "length_required",
+            CoreError::TooLarge { .. } => "too_large",
+            CoreError::SizeMismatch => "size_mismatch",
+            CoreError::BodyIncomplete(_) => "body_incomplete",
+            CoreError::ExtensionNotAllowed(_) => "extension_not_allowed",
+            CoreError::Exists => "file_exists",
+            CoreError::NotFound => "not_found",
+            CoreError::MethodNotAllowed => "method_not_allowed",
+            CoreError::InsufficientStorage => "insufficient_storage",
+            CoreError::Storage(_) => "storage_error",
+        }
+    }
+}
+
+impl From<std::io::Error> for CoreError {
+    fn from(e: std::io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            CoreError::InsufficientStorage
+        } else {
+            CoreError::Storage(e)
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Outcomes and typed errors -> response heads. The only place that maps [`CoreError`] to
+//! HTTP status codes (XEP-0363 and PROTOCOLS.md section 1), and that sets the headers every
+//! response carries (CORS, `nosniff`).
+
+use super::auth::AuthError;
+use super::body::Body;
+use super::error::CoreError;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+/// Methods the server answers, for `Allow` and CORS preflight.
+pub const ALLOWED_METHODS: &str = "GET, HEAD, PUT, OPTIONS";
+const ALLOWED_HEADERS: &str =
+    "Content-Type, Content-Length, Range, If-Range, If-None-Match, If-Modified-Since, \
+     If-Match, If-Unmodified-Since, Authorization";
+const EXPOSED_HEADERS: &str =
+    "Content-Length, Content-Range, Content-Type, ETag, Last-Modified, Accept-Ranges, Location, Repr-Digest";
+
+/// The HTTP status for an error; `auth_status` is the configured 401/403.
+pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
+    match err {
+        CoreError::BadPath(_) => StatusCode::BAD_REQUEST,
+        CoreError::Auth(AuthError::SizeRequired) => StatusCode::LENGTH_REQUIRED,
+        CoreError::Auth(_) => auth_status,
+        CoreError::LengthRequired => StatusCode::LENGTH_REQUIRED,
+        CoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        CoreError::SizeMismatch | CoreError::BodyIncomplete(_) => StatusCode::BAD_REQUEST,
+        CoreError::ExtensionNotAllowed(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        CoreError::Exists => StatusCode::CONFLICT,
+        CoreError::NotFound => StatusCode::NOT_FOUND,
+        CoreError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        CoreError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        CoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A JSON error response `{"error": code, "message": ...}`.
+pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
+    let status = status_of(err, auth_status);
+    // Internal details stay in the log, not in the response.
+    let message = match err {
+        CoreError::Storage(_) => "internal storage error".to_string(),
+        other => other.to_string(),
+    };
+    let body = Body::json(&serde_json::json!({ "error": err.code(), "message": message }));
+    let mut resp = build(status, body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if matches!(err, CoreError::MethodNotAllowed) {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    }
+    resp
+}
+
+/// A response with `body`, its `Content-Length`, and nothing else yet.
+pub fn build(status: StatusCode, body: Body) -> Response<Body> {
+    let len = body.len();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+/// The CORS preflight answer.
+pub fn preflight() -> Response<Body> {
+    let mut resp = build(StatusCode::NO_CONTENT, Body::Empty);
+    let h = resp.headers_mut();
+    h.remove(header::CONTENT_LENGTH);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOWED_METHODS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOWED_HEADERS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    h.insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    resp
+}
+
+/// Headers every response carries.
+pub fn add_common(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::path::PathError;
+
+    #[test]
+    fn xep0363_statuses() {
+        let f = StatusCode::FORBIDDEN;
+        let cases: Vec<(CoreError, u16)> = vec![
+            (CoreError::Auth(AuthError::Mismatch), 403),
+            (CoreError::Auth(AuthError::Expired), 403),
+            (CoreError::Auth(AuthError::SizeRequired), 411),
+            (CoreError::Exists, 409),
+            (CoreError::LengthRequired, 411),
+            (CoreError::TooLarge { size: 2, max: 1 }, 413),
+            (CoreError::SizeMismatch, 400),
+            (CoreError::ExtensionNotAllowed("exe".into()), 415),
+            (CoreError::InsufficientStorage, 507),
+            (CoreError::BadPath(PathError::Traversal), 400),
+            (CoreError::NotFound, 404),
+        ];
+        for (e, want) in cases {
+            assert_eq!(status_of(&e, f).as_u16(), want, "{e:?}");
+        }
+        assert_eq!(
+            status_of(
+                &CoreError::Auth(AuthError::Mismatch),
+                StatusCode::UNAUTHORIZED
+            )
+            .as_u16(),
+            401
+        );
+    }
+
+    #[test]
+    fn storage_errors_do_not_leak_details() {
+        let e = CoreError::Storage(std::io::Error::other("/secret/path exploded"));
+        let r = error(&e, StatusCode::FORBIDDEN);
+        match r.body() {
+            Body::Full(b) => assert!(!String::from_utf8_lossy(b).contains("/secret")),
+            _ => panic!("error bodies are in memory"),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! # xferd
+//!
+//! A file-transfer server: XEP-0363 signed uploads and range downloads, identical over
+//! HTTP/1.1, HTTP/2 (hyper, TCP+TLS) and HTTP/3 (quinn + h3, UDP) on one port.
+//!
+//! ## Layout
+//!
+//! - [`config`]: TOML -> validated [`config::Config`] (sizes, durations, HFS key aliases).
+//! - [`core`]: the protocol-neutral transfer core. It sees `http` request heads, a stream of
+//!   body `Bytes` and the current time; it answers with an [`core::Outcome`]. It imports
+//!   neither hyper, h3, quinn nor tokio's networking (checked by `tests/boundaries.rs`).
+//!   - [`core::auth`]: signature schemes v, v2/token, v3 (constant-time).
+//!   - [`core::path`]: percent-decoding and validation of request paths.
+//!   - [`core::range`]: `Range` parsing, merging and caps.
+//!   - [`core::upload`]: single-shot PUT uploads.
+//!   - [`core::download`]: conditional and range downloads.
+//!   - [`core::response`]: outcomes and typed errors -> response heads.
+//! - [`storage`]: the storage trait's local-filesystem implementation (temp file, fsync,
+//!   atomic no-overwrite rename; positional reads).
+//! - [`transport`]: the two front doors (hyper over TCP, h3 over quinn), TLS, shutdown.
+//! - [`client`]: a small HTTP/1.1, HTTP/2 and HTTP/3 client used by tests and the CLI.
+//! - [`server`]: wires config, core and transports together.
+
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod server;
+pub mod storage;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,231 @@
+//! The `xferd` command: `serve`, `sign`, `check-config`. Thin: everything lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use xferd::config::{parse_duration, Config};
+use xferd::core::auth::{message_for, Keys, Scheme};
+
+#[derive(Parser)]
+#[command(
+    name = "xferd",
+    version,
+    about = "File-transfer server: signed uploads and range downloads over HTTP/1.1, HTTP/2 and HTTP/3"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded defaults without --config).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Mint a signed URL for a path.
+    Sign {
+        /// Config file to take the secret, listen address and prefix from.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Secret (overrides the config's).
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long, value_enum, default_value = "v3")]
+        scheme: SchemeArg,
+        /// Path without the prefix, e.g. `abc/photo.jpg` (not percent-encoded).
+        #[arg(long)]
+        path: String,
+        /// Size in bytes (schemes v and v2).
+        #[arg(long, default_value_t = 0)]
+        size: u64,
+        /// Content type (scheme v2).
+        #[arg(long, default_value = "application/octet-stream")]
+        content_type: String,
+        /// HTTP method (scheme v3).
+        #[arg(long, default_value = "PUT")]
+        method: String,
+        /// Validity (scheme v3): seconds or a duration like "1h".
+        #[arg(long, default_value = "1h")]
+        expires: String,
+        /// Base URL; default `https://<listen>/<prefix>/`.
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Validate a config file and print the result.
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemeArg {
+    V,
+    V2,
+    Token,
+    V3,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XFERD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xferd: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match config {
+        None => Ok(Config::default()),
+        Some(p) => {
+            let loaded = Config::load(p)?;
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(loaded.config)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load(config.as_ref())?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(serve(config))
+        }
+        Command::CheckConfig { file } => {
+            let loaded = Config::load(&file)?;
+            for w in &loaded.warnings {
+                println!("warning: {w}");
+            }
+            println!("{}: OK", file.display());
+            Ok(())
+        }
+        Command::Sign {
+            config,
+            secret,
+            scheme,
+            path,
+            size,
+            content_type,
+            method,
+            expires,
+            base_url,
+        } => {
+            let cfg = load(config.as_ref())?;
+            let secret = match secret {
+                Some(s) => s,
+                None => xferd::server::resolve_secret(&cfg)?.0,
+            };
+            let rel = xferd::core::path::validate(&path).context("invalid --path")?;
+            let scheme = match scheme {
+                SchemeArg::V => Scheme::V,
+                SchemeArg::V2 => Scheme::V2,
+                SchemeArg::Token => Scheme::Token,
+                SchemeArg::V3 => Scheme::V3,
+            };
+            let validity = parse_duration(&expires).map_err(anyhow::Error::msg)?;
+            let exp = (SystemTime::now() + validity)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs();
+            let method = method.to_ascii_uppercase();
+            let msg = message_for(scheme, &method, rel.as_str(), size, &content_type, exp);
+            let mac = Keys::new(&secret, &[], false).sign(&msg);
+            let base = base_url.unwrap_or_else(|| {
+                let prefix = cfg.normalized_prefix();
+                let prefix = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                };
+                format!("https://{}/{prefix}", cfg.server.listen)
+            });
+            let base = if base.ends_with('/') {
+                base
+            } else {
+                format!("{base}/")
+            };
+            let encoded: Vec<String> = rel
+                .segments()
+                .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+                .collect();
+            let mut url = format!("{base}{}?{}={mac}", encoded.join("/"), scheme.param());
+            if scheme == Scheme::V3 {
+                url.push_str(&format!("&expires={exp}"));
+            }
+            println!("{url}");
+            Ok(())
+        }
+    }
+}
+
+/// Characters escaped in a path segment (RFC 3986 pchar complement, plus `%`).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = xferd::server::start(config).await?;
+    let port = server.addr.port();
+    println!(
+        "xferd listening on https://{0} (HTTP/1.1, HTTP/2 over TCP; HTTP/3 over UDP {0})",
+        server.addr
+    );
+    if let Some(p) = server.plain_addr {
+        println!("plaintext HTTP/1.1 + h2c on http://{p}");
+    }
+    println!(
+        "certificate: {}   UDP buffers granted: recv {} / send {} bytes",
+        server.cert_path.display(),
+        server.udp_buffers.0,
+        server.udp_buffers.1
+    );
+    if server.secret_generated {
+        println!(
+            "generated secret (stored in the state directory): {}",
+            server.secret
+        );
+    } else {
+        println!("secret: configured or stored in the state directory (see `xferd sign`)");
+    }
+    println!(
+        "try:  URL=$(xferd sign --path demo/hello.txt)  &&  curl -k -T README.md \"$URL\"  \
+         &&  curl -k https://localhost:{port}/demo/hello.txt"
+    );
+    wait_for_signal().await;
+    println!("shutting down: finishing in-flight transfers");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the server still runs; only Ctrl-C handling is lost.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,173 @@
+//! Wires configuration, core and front doors together: [`start`] binds TCP and UDP on the
+//! same port (a free one when the configured port is 0), starts every listener and returns
+//! a [`Server`] handle whose [`Server::shutdown`] drains in-flight transfers.
+
+use crate::config::Config;
+use crate::core::{auth::Keys, Core, Settings};
+use crate::storage::FsStorage;
+use crate::transport::{quic, tcp, Limits, Shared};
+use anyhow::Context;
+use http::HeaderValue;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+/// A running server.
+pub struct Server {
+    /// TCP (TLS) address; UDP (HTTP/3) uses the same one.
+    pub addr: SocketAddr,
+    pub plain_addr: Option<SocketAddr>,
+    /// PEM certificate the server presents (trust it in clients).
+    pub cert_path: PathBuf,
+    /// The current signing secret.
+    pub secret: String,
+    /// Whether the secret was generated (and should be shown to the operator).
+    pub secret_generated: bool,
+    /// UDP socket buffer sizes granted by the kernel.
+    pub udp_buffers: (usize, usize),
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight transfers finish (up to `shutdown_grace`), returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Returns the configured secret, or the one stored in `state_path` (generated once).
+pub fn resolve_secret(config: &Config) -> anyhow::Result<(String, bool)> {
+    if let Some(s) = &config.security.secret {
+        return Ok((s.clone(), false));
+    }
+    let path = config.server.state_path.join("secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_string();
+        anyhow::ensure!(!s.is_empty(), "stored secret {} is empty", path.display());
+        return Ok((s, false));
+    }
+    std::fs::create_dir_all(&config.server.state_path)
+        .with_context(|| format!("creating {}", config.server.state_path.display()))?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    crate::tls::write_private(&path, secret.as_bytes())?;
+    Ok((secret, true))
+}
+
+/// Starts every listener described by `config`.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&config.server.state_path).with_context(|| {
+        format!(
+            "creating state directory {}",
+            config.server.state_path.display()
+        )
+    })?;
+    let storage = FsStorage::open(&config.server.storage_path)
+        .with_context(|| format!("opening storage {}", config.server.storage_path.display()))?;
+    let swept = storage
+        .sweep_temp_files()
+        .context("sweeping temporary files")?;
+    if swept > 0 {
+        tracing::info!(
+            count = swept,
+            "removed temporary files left by an earlier crash"
+        );
+    }
+    let (secret, secret_generated) = resolve_secret(&config)?;
+    if config.security.compat_path_only_mac {
+        tracing::warn!(
+            "INSECURE: security.compat_path_only_mac accepts MACs that do not bind the size"
+        );
+    }
+    let keys = Keys::new(
+        &secret,
+        &config.security.previous_secrets,
+        config.security.compat_path_only_mac,
+    );
+    let core = Arc::new(Core::new(Settings::from_config(&config), keys, storage));
+
+    let certs = crate::tls::load_or_generate(
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+        &config.server.state_path,
+    )?;
+    let tcp_tls = tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::tcp_server_config(&certs)?));
+    let quic_tls = crate::tls::quic_server_config(&certs)?;
+
+    let tuning = quic::UdpTuning {
+        recv_buffer: usize::try_from(config.server.udp_recv_buffer).unwrap_or(usize::MAX),
+        send_buffer: usize::try_from(config.server.udp_send_buffer).unwrap_or(usize::MAX),
+    };
+    let (listener, udp, granted_rx, granted_tx) = bind_pair(config.server.listen, tuning).await?;
+    let addr = listener.local_addr()?;
+    let endpoint = quic::endpoint(udp, quic_tls, config.server.idle_timeout)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Shared {
+        core,
+        connections: Arc::new(Semaphore::new(config.server.max_connections)),
+        shutdown: shutdown_rx,
+        limits: Limits {
+            header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
+        },
+    };
+    let grace = config.server.shutdown_grace;
+    let alt_svc = HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", addr.port()))?;
+    let mut tasks = vec![
+        tokio::spawn(tcp::run(
+            listener,
+            Some(tcp_tls),
+            Some(alt_svc),
+            shared.clone(),
+            grace,
+        )),
+        tokio::spawn(quic::run(endpoint, shared.clone(), grace)),
+    ];
+    let mut plain_addr = None;
+    if let Some(p) = config.server.plain_listen {
+        let l = TcpListener::bind(p)
+            .await
+            .with_context(|| format!("binding plain_listen {p}"))?;
+        plain_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(tcp::run(l, None, None, shared.clone(), grace)));
+    }
+    Ok(Server {
+        addr,
+        plain_addr,
+        cert_path: certs.cert_path,
+        secret,
+        secret_generated,
+        udp_buffers: (granted_rx, granted_tx),
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+/// Binds TCP and UDP on the same port; with port 0, retries until both get the same one.
+async fn bind_pair(
+    addr: SocketAddr,
+    tuning: quic::UdpTuning,
+) -> anyhow::Result<(TcpListener, std::net::UdpSocket, usize, usize)> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding TCP {addr}"))?;
+        let bound = listener.local_addr()?;
+        match quic::bind_udp(bound, tuning) {
+            Ok((udp, rx, tx)) => return Ok((listener, udp, rx, tx)),
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("binding UDP {bound}")),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "could not bind TCP and UDP on one free port: {:?}",
+        last_err
+    ))
+}

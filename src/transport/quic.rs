@@ -1,0 +1,215 @@
+//! QUIC front door: a quinn endpoint on a tuned UDP socket (large buffers, GSO on by
+//! default in quinn-udp), HTTP/3 through h3 + h3-quinn.
+//!
+//! Connections beyond the shared cap are refused at the `Incoming` stage. Handshakes without
+//! SNI are accepted (one certificate for every name). On shutdown each connection sends a
+//! GOAWAY and keeps serving its in-flight requests; after the grace period the endpoint
+//! closes with H3_NO_ERROR. 0-RTT is off (see [`crate::tls::quic_server_config`]).
+
+use super::{shutdown_signalled, Shared};
+use crate::core::body::{Body, BodyError, BodyStream};
+use bytes::{Buf, Bytes};
+use futures_util::StreamExt;
+use h3::server::RequestResolver;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// HTTP/3's "no error" code, for closing connections cleanly.
+const H3_NO_ERROR: u32 = 0x100;
+
+/// UDP socket settings.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpTuning {
+    pub recv_buffer: usize,
+    pub send_buffer: usize,
+}
+
+/// Binds a UDP socket with the requested buffer sizes (the kernel caps them at
+/// `net.core.rmem_max`/`wmem_max`); returns the socket and the sizes actually granted.
+pub fn bind_udp(
+    addr: SocketAddr,
+    t: UdpTuning,
+) -> std::io::Result<(std::net::UdpSocket, usize, usize)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = sock.set_only_v6(false);
+    }
+    let _ = sock.set_recv_buffer_size(t.recv_buffer);
+    let _ = sock.set_send_buffer_size(t.send_buffer);
+    sock.bind(&addr.into())?;
+    sock.set_nonblocking(true)?;
+    let granted = (sock.recv_buffer_size()?, sock.send_buffer_size()?);
+    Ok((sock.into(), granted.0, granted.1))
+}
+
+/// Builds the quinn endpoint on `socket`.
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    rustls_config: rustls::ServerConfig,
+    idle_timeout: Duration,
+) -> anyhow::Result<quinn::Endpoint> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config)?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(256u32.into())
+        .max_concurrent_uni_streams(16u32.into())
+        .stream_receive_window((8u32 << 20).into())
+        .receive_window((32u32 << 20).into())
+        .send_window(32 << 20)
+        .max_idle_timeout(Some(idle_timeout.try_into()?));
+    server_config.transport_config(Arc::new(transport));
+    server_config.migration(true);
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    Ok(endpoint)
+}
+
+/// Accepts connections until shutdown; then waits up to `grace` for them to finish.
+pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = shutdown_signalled(&mut shutdown) => break,
+        };
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %incoming.remote_address(), "connection cap reached; refusing QUIC connection");
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let peer = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, shared).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    endpoint.set_server_config(None);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!("QUIC connections still open after the shutdown grace period; closing");
+    }
+    endpoint.close(H3_NO_ERROR.into(), b"shutdown");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+async fn serve_connection(conn: quinn::Connection, shared: Shared) {
+    let peer = conn.remote_address();
+    // Kept beside the h3 connection: h3-quinn hides it, and its stats feed readings later.
+    let quinn_conn = conn.clone();
+    let mut h3 = match h3::server::builder()
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 setup failed");
+            return;
+        }
+    };
+    let mut shutdown = shared.shutdown.clone();
+    let mut requests = tokio::task::JoinSet::new();
+    let mut draining = false;
+    loop {
+        let next = tokio::select! {
+            r = h3.accept() => r,
+            _ = shutdown_signalled(&mut shutdown), if !draining => {
+                draining = true;
+                // GOAWAY: no new requests; in-flight ones continue.
+                let _ = h3.shutdown(0).await;
+                continue;
+            }
+        };
+        match next {
+            Ok(Some(resolver)) => {
+                let core = shared.core.clone();
+                requests.spawn(handle_request(core, resolver));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if !e.is_h3_no_error() {
+                    tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                }
+                break;
+            }
+        }
+        while requests.try_join_next().is_some() {}
+    }
+    while requests.join_next().await.is_some() {}
+    quinn_conn.close(H3_NO_ERROR.into(), b"");
+}
+
+type Resolver = RequestResolver<h3_quinn::Connection, Bytes>;
+
+async fn handle_request(core: Arc<crate::core::Core>, resolver: Resolver) {
+    let (req, stream) = match resolver.resolve_request().await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad HTTP/3 request");
+            return;
+        }
+    };
+    let (mut send, recv) = stream.split();
+    let body: BodyStream = Box::pin(futures_util::stream::unfold(
+        Some(recv),
+        |state| async move {
+            let mut recv = state?;
+            match recv.recv_data().await {
+                Ok(Some(mut buf)) => {
+                    let bytes = buf.copy_to_bytes(buf.remaining());
+                    Some((Ok(bytes), Some(recv)))
+                }
+                Ok(None) => None,
+                Err(e) => Some((Err(BodyError(format!("h3: {e}"))), None)),
+            }
+        },
+    ));
+    let (parts, _) = req.into_parts();
+    let resp = core.handle(parts, body, SystemTime::now()).await;
+    let (parts, body) = resp.into_parts();
+    if let Err(e) = send
+        .send_response(http::Response::from_parts(parts, ()))
+        .await
+    {
+        tracing::debug!(error = %e, "sending HTTP/3 response head failed");
+        return;
+    }
+    let sent = match body {
+        Body::Empty => Ok(()),
+        Body::Full(b) => send.send_data(b).await,
+        Body::Stream { mut stream, .. } => loop {
+            match stream.next().await {
+                Some(Ok(b)) => {
+                    if let Err(e) = send.send_data(b).await {
+                        break Err(e);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "response body failed; resetting stream");
+                    send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                    return;
+                }
+                None => break Ok(()),
+            }
+        },
+    };
+    let finished = match sent {
+        Ok(()) => send.finish().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = finished {
+        tracing::debug!(error = %e, "HTTP/3 response not completed");
+    }
+}

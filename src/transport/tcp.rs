@@ -1,0 +1,183 @@
+//! TCP front door: TLS with ALPN (h2, http/1.1) or plaintext (HTTP/1.1 + h2c), served by
+//! hyper's auto builder.
+//!
+//! Accept loop (after mini-redis): take a connection permit *before* `accept` (the cap is
+//! shared with QUIC), back off exponentially on accept errors (e.g. EMFILE), stop accepting on
+//! shutdown and let hyper's graceful shutdown finish in-flight requests. Each connection has
+//! a TLS handshake deadline, hyper's header-read timeout and an idle watchdog.
+
+use super::idle::{Activity, IdleIo};
+use super::{shutdown_signalled, Protocol, Shared};
+use crate::core::body::{Body, BodyError, BodyStream};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http::{HeaderValue, Request, Response};
+use http_body_util::{
+    combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Empty, Full, StreamBody,
+};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+/// The body type handed to hyper.
+pub type HyperBody = UnsyncBoxBody<Bytes, BodyError>;
+
+/// Serves `listener` until shutdown, then waits up to `grace` for connections to finish.
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    alt_svc: Option<HeaderValue>,
+    shared: Shared,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = shared.shutdown.clone();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            p = shared.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown_signalled(&mut shutdown) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; backing off {:?}", backoff);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            _ = shutdown_signalled(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let alt_svc = alt_svc.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, tls, alt_svc, &shared, watcher).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("TCP connections still open after the shutdown grace period; closing");
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    alt_svc: Option<HeaderValue>,
+    shared: &Shared,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let limits = shared.limits;
+    let activity = Activity::new();
+    let core = shared.core.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let core = core.clone();
+        let alt_svc = alt_svc.clone();
+        async move { Ok::<_, Infallible>(handle(core, req, alt_svc).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_send_buf_size(1 << 20)
+        .keep_alive_interval(Duration::from_secs(30));
+    let result = match tls {
+        Some(acceptor) => {
+            let tls_stream =
+                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let io = TokioIo::new(IdleIo::new(tls_stream, activity.clone()));
+            let conn = watcher.watch(builder.serve_connection(io, service));
+            tokio::select! {
+                r = conn => r,
+                _ = activity.expired(limits.idle_timeout) => {
+                    tracing::debug!(%peer, "closing idle connection");
+                    Ok(())
+                }
+            }
+        }
+        None => {
+            let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+            let conn = watcher.watch(builder.serve_connection(io, service));
+            tokio::select! {
+                r = conn => r,
+                _ = activity.expired(limits.idle_timeout) => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+async fn handle(
+    core: Arc<crate::core::Core>,
+    req: Request<Incoming>,
+    alt_svc: Option<HeaderValue>,
+) -> Response<HyperBody> {
+    let protocol = if req.version() == http::Version::HTTP_2 {
+        Protocol::H2
+    } else {
+        Protocol::H1
+    };
+    let (parts, incoming) = req.into_parts();
+    let body: BodyStream = Box::pin(
+        BodyDataStream::new(incoming)
+            .map_err(move |e| BodyError(format!("{}: {e}", protocol.label()))),
+    );
+    let resp = core.handle(parts, body, SystemTime::now()).await;
+    let (mut parts, body) = resp.into_parts();
+    if let Some(v) = alt_svc {
+        parts.headers.insert(http::header::ALT_SVC, v);
+    }
+    Response::from_parts(parts, to_hyper(body))
+}
+
+fn to_hyper(body: Body) -> HyperBody {
+    match body {
+        Body::Empty => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        Body::Full(b) => Full::new(b).map_err(|never| match never {}).boxed_unsync(),
+        Body::Stream { stream, .. } => {
+            BodyExt::boxed_unsync(StreamBody::new(stream.map(|r| r.map(Frame::data))))
+        }
+    }
+}
