@@ -19,7 +19,7 @@ XFERD=""
 if [ "$1" = "--xmpp-only" ]; then
     XMPP_ONLY=1
 else
-    XFERD=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+    XFERD=$(realpath -m -- "$1")
 fi
 
 HERE=$(cd "$(dirname "$0")" && pwd)

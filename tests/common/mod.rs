@@ -1,0 +1,258 @@
+//! Shared helpers for the end-to-end tests: a server started in-process on 127.0.0.1 port 0
+//! over a temporary directory, URL signing, and request helpers over h1, h2 and h3.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::{HeaderMap, Request, StatusCode, Version};
+use rustls::pki_types::CertificateDer;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use xferd::client::{Client, Proto};
+use xferd::config::Config;
+use xferd::core::auth::{message_for, Keys, Scheme};
+use xferd::core::body::{BodyError, BodyStream};
+
+pub const SECRET: &str = "test-secret";
+
+pub struct TestServer {
+    pub server: Option<xferd::server::Server>,
+    pub dir: tempfile::TempDir,
+    pub roots: Vec<CertificateDer<'static>>,
+    pub prefix: String,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.storage_path = dir.path().join("data");
+        config.server.state_path = dir.path().join("state");
+        config.server.shutdown_grace = Duration::from_secs(5);
+        config.security.secret = Some(SECRET.to_string());
+        tweak(&mut config);
+        let prefix = config.normalized_prefix();
+        let server = xferd::server::start(config).await.expect("server starts");
+        let roots = xferd::tls::read_certs(&server.cert_path).expect("cert");
+        TestServer {
+            server: Some(server),
+            dir,
+            roots,
+            prefix,
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().expect("running").addr
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn client(&self, proto: Proto) -> Client {
+        Client::connect(proto, self.addr(), "localhost", &self.roots)
+            .await
+            .expect("client connects")
+    }
+
+    /// Every regular file under the storage root (relative names), temp files included.
+    pub fn stored_files(&self) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(base, &p, out);
+                    } else {
+                        out.push(p.strip_prefix(base).unwrap().display().to_string());
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.storage(), &self.storage(), &mut out);
+        out.sort();
+        out
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Percent-encodes each segment of a relative path for a URL.
+pub fn encode_path(rel: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    rel.split('/')
+        .map(|s| percent_encoding::utf8_percent_encode(s, SET).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `/<path>?<scheme>=<mac>[&expires=..]` for `rel` (the MAC covers `rel`, not the prefix).
+pub fn signed(
+    prefix: &str,
+    scheme: Scheme,
+    method: &str,
+    rel: &str,
+    size: u64,
+    ct: &str,
+    expires: u64,
+) -> String {
+    let mac =
+        Keys::new(SECRET, &[], false).sign(&message_for(scheme, method, rel, size, ct, expires));
+    let p = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut u = format!("/{p}{}?{}={mac}", encode_path(rel), scheme.param());
+    if scheme == Scheme::V3 {
+        u.push_str(&format!("&expires={expires}"));
+    }
+    u
+}
+
+pub fn signed_v(rel: &str, size: u64) -> String {
+    signed("", Scheme::V, "PUT", rel, size, "", 0)
+}
+
+pub fn body_once(data: Bytes) -> BodyStream {
+    Box::pin(futures_util::stream::iter(vec![Ok::<_, BodyError>(data)]))
+}
+
+/// A body of `len` pseudo-random bytes made on the fly (never all in memory).
+pub fn generated_body(len: u64, seed: u64, chunk: usize) -> BodyStream {
+    Box::pin(futures_util::stream::unfold(0u64, move |sent| async move {
+        if sent >= len {
+            return None;
+        }
+        let n = (len - sent).min(chunk as u64) as usize;
+        Some((Ok(pattern(seed, sent, n)), sent + n as u64))
+    }))
+}
+
+/// Deterministic bytes: position-dependent, so misplaced chunks change the hash.
+pub fn pattern(seed: u64, offset: u64, n: usize) -> Bytes {
+    let mut v = Vec::with_capacity(n);
+    let mut x = seed ^ offset.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push((x >> 24) as u8);
+    }
+    Bytes::from(v)
+}
+
+pub async fn request(
+    client: &mut Client,
+    method: &str,
+    path_q: &str,
+    headers: &[(&str, &str)],
+    body: Option<BodyStream>,
+) -> Reply {
+    let mut b = Request::builder().method(method).uri(path_q);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .send(b.body(()).unwrap(), body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path_q}: {e:#}"));
+    let status = resp.status;
+    let version = resp.version;
+    let headers = resp.headers.clone();
+    let chunks: Vec<Bytes> = resp.body.try_collect().await.expect("response body");
+    Reply {
+        status,
+        version,
+        headers,
+        body: Bytes::from(chunks.concat()),
+    }
+}
+
+pub async fn put(
+    client: &mut Client,
+    path_q: &str,
+    data: &[u8],
+    headers: &[(&str, &str)],
+) -> Reply {
+    let len = data.len().to_string();
+    let mut h: Vec<(&str, &str)> = vec![("content-length", &len)];
+    h.extend_from_slice(headers);
+    request(
+        client,
+        "PUT",
+        path_q,
+        &h,
+        Some(body_once(Bytes::copy_from_slice(data))),
+    )
+    .await
+}
+
+pub async fn get(client: &mut Client, path_q: &str, headers: &[(&str, &str)]) -> Reply {
+    request(client, "GET", path_q, headers, None).await
+}
+
+pub fn version_of(p: Proto) -> Version {
+    match p {
+        Proto::H1 => Version::HTTP_11,
+        Proto::H2 => Version::HTTP_2,
+        Proto::H3 => Version::HTTP_3,
+    }
+}
+
+pub fn label(p: Proto) -> &'static str {
+    match p {
+        Proto::H1 => "h1",
+        Proto::H2 => "h2",
+        Proto::H3 => "h3",
+    }
+}
+
+/// Waits (bounded) until `cond` holds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
