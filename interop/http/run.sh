@@ -164,6 +164,7 @@ evidence() { # file method url curl-http-flag hdrfile bodyfile
         echo "response body (first 400 bytes, non-printable shown as .):"
         head -c 400 "$6" 2>/dev/null | LC_ALL=C tr -c '[:print:]\n' '.' || true
         echo
+        if [ -s "$WORK/out/err" ]; then echo "curl stderr:"; head -c 400 "$WORK/out/err"; fi
     } >"$1"
 }
 
@@ -193,6 +194,7 @@ curl_suite() {
     fi
 
     # 1. signed PUT -> 201
+    rm -f "$H" "$B"
     line=$("${CURL[@]}" "$flag" -X PUT -T "$ORIG" -D "$H" -o "$B" -w '%{http_code} %{http_version}' "$url" 2>"$WORK/out/err" || true)
     code=${line%% *}; ver=${line#* }
     evidence "$E" PUT "$url" "$flag" "$H" "$B"
@@ -212,6 +214,7 @@ curl_suite() {
     local get_url=${url%%\?*}
 
     # 2. full GET -> 200, same bytes
+    rm -f "$H" "$B"
     line=$("${CURL[@]}" "$flag" -D "$H" -o "$B" -w '%{http_code} %{http_version}' "$get_url" 2>"$WORK/out/err" || true)
     code=${line%% *}; ver=${line#* }
     evidence "$E" GET "$get_url" "$flag" "$H" "$B"
@@ -228,6 +231,7 @@ curl_suite() {
     fi
 
     # 3. ranged GET -> 206 with bytes 100..199
+    rm -f "$H" "$B"
     line=$("${CURL[@]}" "$flag" -r 100-199 -D "$H" -o "$B" -w '%{http_code} %{http_version}' "$get_url" 2>"$WORK/out/err" || true)
     code=${line%% *}; ver=${line#* }
     evidence "$E" "GET (Range: bytes=100-199)" "$get_url" "$flag" "$H" "$B"
@@ -240,6 +244,7 @@ curl_suite() {
     fi
 
     # 4. HEAD -> 200, Content-Length, no body
+    rm -f "$H" "$B"
     line=$("${CURL[@]}" "$flag" -I -D "$H" -o "$B" -w '%{http_code} %{http_version} %{size_download}' "$get_url" 2>"$WORK/out/err" || true)
     read -r code ver out <<<"$line"
     evidence "$E" HEAD "$get_url" "$flag" "$H" "$B"
@@ -252,6 +257,7 @@ curl_suite() {
     fi
 
     # 5. second PUT to the same URL (different bytes) -> 409, original kept
+    rm -f "$H" "$B"
     line=$("${CURL[@]}" "$flag" -X PUT -T "$OTHER" -D "$H" -o "$B" -w '%{http_code} %{http_version}' "$url" 2>"$WORK/out/err" || true)
     code=${line%% *}
     evidence "$E" "PUT (again)" "$url" "$flag" "$H" "$B"
@@ -260,6 +266,7 @@ curl_suite() {
     else
         fail "$label PUT to an existing path -> 409" "got status '$code' $(head -c 200 "$WORK/out/err")" "$E"
     fi
+    rm -f "$H" "$B"
     line=$("${CURL[@]}" "$flag" -o "$B" -w '%{http_code}' "$get_url" 2>/dev/null || true)
     if [ "$line" = 200 ] && [ "$(sha "$B")" = "$ORIG_SHA" ]; then
         pass "$label after 409 the stored file is unchanged"
@@ -271,6 +278,7 @@ curl_suite() {
     local name2="interop/$label/tampered.bin" url2
     url2=$(sign_put "$name2" "$SIZE") || { fail "$label signing" "could not sign PUT for $name2"; return; }
     tampered=$(tamper_url "$url2")
+    rm -f "$H" "$B"
     line=$("${CURL[@]}" "$flag" -X PUT -T "$ORIG" -D "$H" -o "$B" -w '%{http_code}' "$tampered" 2>"$WORK/out/err" || true)
     evidence "$E" "PUT (tampered MAC)" "$tampered" "$flag" "$H" "$B"
     if [ "$line" = 403 ]; then
@@ -279,6 +287,7 @@ curl_suite() {
         fail "$label PUT with tampered signature -> 403" "got status '$line' $(head -c 200 "$WORK/out/err")" "$E"
     fi
     local get2="${tampered%%\?*}"
+    rm -f "$H" "$B"
     line=$("${CURL[@]}" "$flag" -o /dev/null -w '%{http_code}' "$get2" 2>/dev/null || true)
     if [ "$line" = 404 ]; then
         pass "$label after 403 nothing was stored (GET -> 404)"
@@ -294,6 +303,7 @@ curl_suite h2 --http2 2
 ENC_NAME="interop/enc/My Photo é.bin"
 if ENC_URL=$(sign_put "$ENC_NAME" "$SIZE"); then
     H="$WORK/out/enc.h"; B="$WORK/out/enc.b"; E="$WORK/out/enc.ev"
+    rm -f "$H" "$B"
     code=$("${CURL[@]}" --http1.1 -T "$ORIG" -D "$H" -o "$B" -w '%{http_code}' "$ENC_URL" 2>"$WORK/out/err" || true)
     evidence "$E" PUT "$ENC_URL" --http1.1 "$H" "$B"
     if [ "$code" = 201 ]; then
@@ -301,6 +311,7 @@ if ENC_URL=$(sign_put "$ENC_NAME" "$SIZE"); then
     else
         fail "h1 PUT percent-encoded UTF-8 name -> 201" "got status '$code' $(head -c 200 "$WORK/out/err")" "$E"
     fi
+    rm -f "$H" "$B"
     code=$("${CURL[@]}" --http1.1 -D "$H" -o "$B" -w '%{http_code}' "${ENC_URL%%\?*}" 2>"$WORK/out/err" || true)
     evidence "$E" GET "${ENC_URL%%\?*}" --http1.1 "$H" "$B"
     if [ "$code" = 200 ] && [ "$(sha "$B")" = "$ORIG_SHA" ]; then

@@ -256,3 +256,17 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// A raw TLS connection (for tests that misbehave below HTTP).
+pub async fn raw_tls(
+    addr: std::net::SocketAddr,
+    roots: &[CertificateDer<'static>],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let cfg = xferd::client::tls_config(roots, &[b"http/1.1"]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
