@@ -10,6 +10,9 @@ use xferd::client::Proto;
 use xferd::core::auth::Scheme;
 use xferd::core::body::BodyError;
 
+/// (stored path, signed URL, extra request headers)
+type UploadCase = (String, String, Vec<(&'static str, &'static str)>);
+
 #[tokio::test]
 async fn every_signature_scheme_uploads_and_downloads() {
     let srv = TestServer::start().await;
@@ -18,7 +21,7 @@ async fn every_signature_scheme_uploads_and_downloads() {
         let l = label(proto);
         let data = pattern(1, 0, 5000);
         let exp = now_unix() + 300;
-        let cases: Vec<(String, String, Vec<(&str, &str)>)> = vec![
+        let cases: Vec<UploadCase> = vec![
             (
                 format!("{l}/v/a.bin"),
                 signed_v(&format!("{l}/v/a.bin"), 5000),

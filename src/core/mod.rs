@@ -166,9 +166,9 @@ pub fn unix_secs(now: SystemTime) -> u64 {
 }
 
 /// A header's value as text, if present and visible ASCII.
-pub fn header_str<'a>(
-    h: &'a http::HeaderMap,
+pub fn header_str(
+    h: &http::HeaderMap,
     name: impl http::header::AsHeaderName,
-) -> Option<&'a str> {
+) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }

@@ -65,7 +65,7 @@ pub async fn put(
     }
     if !s.allowed_extensions.is_empty() {
         let ext = rel.extension().unwrap_or_default();
-        if !s.allowed_extensions.iter().any(|a| *a == ext) {
+        if !s.allowed_extensions.contains(&ext) {
             return Err(CoreError::ExtensionNotAllowed(ext));
         }
     }
