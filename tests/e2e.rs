@@ -567,3 +567,21 @@ async fn previous_secrets_still_verify() {
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn clients_connecting_by_ip_address_without_sni_are_served() {
+    // rustls sends no SNI for an IP address; QUIC clients that connect by IP do the same.
+    let srv = TestServer::start().await;
+    for proto in Proto::ALL {
+        let mut c = xferd::client::Client::connect(proto, srv.addr(), "127.0.0.1", &srv.roots)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:#}", label(proto)));
+        assert_eq!(
+            get(&mut c, "/health", &[]).await.status,
+            200,
+            "{}",
+            label(proto)
+        );
+    }
+    srv.stop().await;
+}

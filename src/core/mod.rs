@@ -166,9 +166,6 @@ pub fn unix_secs(now: SystemTime) -> u64 {
 }
 
 /// A header's value as text, if present and visible ASCII.
-pub fn header_str(
-    h: &http::HeaderMap,
-    name: impl http::header::AsHeaderName,
-) -> Option<&str> {
+pub fn header_str(h: &http::HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
