@@ -185,7 +185,7 @@ EOF
 # ---------------------------------------------------------------- curl: HTTP/1.1 and HTTP/2
 curl_suite() {
     local label=$1 flag=$2 want_ver=$3
-    local name="interop/$label/name.bin" url tampered out code ver line ev
+    local name="interop/$label/name.bin" url tampered out code ver line
     local H="$WORK/out/$label.h" B="$WORK/out/$label.b" E="$WORK/out/$label.ev"
 
     if ! url=$(sign_put "$name" "$SIZE"); then

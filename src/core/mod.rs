@@ -120,7 +120,7 @@ impl Core {
 }
 
 /// Most bytes of a refused request's body read and discarded before answering.
-const DRAIN_LIMIT: u64 = 1 << 20;
+const DRAIN_LIMIT: u64 = 8 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Reads and discards what is left of a small refused body (bounded in bytes and time).

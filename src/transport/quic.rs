@@ -56,8 +56,8 @@ pub fn endpoint(
     transport
         .max_concurrent_bidi_streams(256u32.into())
         .max_concurrent_uni_streams(16u32.into())
-        .stream_receive_window((8u32 << 20).into())
-        .receive_window((32u32 << 20).into())
+        .stream_receive_window((4u32 << 20).into())
+        .receive_window((12u32 << 20).into())
         .send_window(32 << 20)
         .max_idle_timeout(Some(idle_timeout.try_into()?));
     server_config.transport_config(Arc::new(transport));
