@@ -12,6 +12,7 @@ pub mod error;
 pub mod path;
 pub mod range;
 pub mod response;
+pub mod resumable;
 pub mod stream;
 pub mod upload;
 

@@ -17,7 +17,116 @@ use std::fs::File;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-type WriteJob = JoinHandle<std::io::Result<(File, Sha256)>>;
+/// Digests computed while bytes are written: an optional SHA-256 of everything, and an
+/// optional per-request checksum (tus `Upload-Checksum`).
+#[derive(Clone, Default)]
+pub struct Digests {
+    pub sha256: Option<Sha256>,
+    pub check: Option<super::resumable::checksum::Hasher>,
+}
+
+impl Digests {
+    fn update(&mut self, data: &[u8]) {
+        if let Some(h) = &mut self.sha256 {
+            h.update(data);
+        }
+        if let Some(h) = &mut self.check {
+            h.update(data);
+        }
+    }
+}
+
+type WriteJob = JoinHandle<std::io::Result<(File, Digests)>>;
+
+/// Writes a stream of chunks to a file at increasing offsets from `start`, in buffers of
+/// `buf_size`, hashing on the blocking pool while the next buffer fills. At most two
+/// buffers exist at once.
+pub struct Writer {
+    idle: Option<(File, Digests)>,
+    pending: Option<WriteJob>,
+    buf: BytesMut,
+    buf_size: usize,
+    /// Offset where the buffered bytes will be written.
+    next: u64,
+    start: u64,
+}
+
+impl Writer {
+    pub fn new(file: File, start: u64, buf_size: usize, digests: Digests) -> Writer {
+        Writer {
+            idle: Some((file, digests)),
+            pending: None,
+            buf: BytesMut::with_capacity(buf_size),
+            buf_size,
+            next: start,
+            start,
+        }
+    }
+
+    /// Bytes accepted so far (written or buffered).
+    pub fn accepted(&self) -> u64 {
+        self.next - self.start + self.buf.len() as u64
+    }
+
+    /// The offset just past the last accepted byte.
+    pub fn end(&self) -> u64 {
+        self.start + self.accepted()
+    }
+
+    pub async fn push(&mut self, chunk: &[u8]) -> Result<(), CoreError> {
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= self.buf_size {
+            self.write_buffer().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_buffer(&mut self) -> Result<(), CoreError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = self.buf.split().freeze();
+        let (file, mut digests) = self.take().await?;
+        let offset = self.next;
+        self.next += data.len() as u64;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            digests.update(&data);
+            write_at(&file, &data, offset)?;
+            Ok((file, digests))
+        }));
+        Ok(())
+    }
+
+    async fn take(&mut self) -> Result<(File, Digests), CoreError> {
+        match self.pending.take() {
+            Some(job) => job
+                .await
+                .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?
+                .map_err(CoreError::from),
+            None => self
+                .idle
+                .take()
+                .ok_or_else(|| CoreError::Storage(lost_file())),
+        }
+    }
+
+    /// Writes everything accepted and makes it durable (`fdatasync`).
+    pub async fn sync(&mut self) -> Result<(), CoreError> {
+        self.write_buffer().await?;
+        let (file, digests) = self.take().await?;
+        let file = tokio::task::spawn_blocking(move || file.sync_data().map(|()| file))
+            .await
+            .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))??;
+        self.idle = Some((file, digests));
+        Ok(())
+    }
+
+    /// Writes everything accepted (without fsync) and returns the file and digests.
+    pub async fn finish(mut self) -> Result<(File, Digests), CoreError> {
+        self.write_buffer().await?;
+        self.take().await
+    }
+}
 
 /// Reads exactly `expected` bytes from `body` into `file`, returning the file and the
 /// SHA-256 of what was written. A short or long body is an error; the caller discards the file.
@@ -27,63 +136,24 @@ pub async fn receive(
     expected: u64,
     buf_size: usize,
 ) -> Result<(File, [u8; 32]), CoreError> {
-    let mut idle: Option<(File, Sha256)> = Some((file, Sha256::new()));
-    let mut pending: Option<WriteJob> = None;
-    let mut buf = BytesMut::with_capacity(buf_size);
-    let mut offset = 0u64;
-    let mut received = 0u64;
+    let digests = Digests {
+        sha256: Some(Sha256::new()),
+        check: None,
+    };
+    let mut w = Writer::new(file, 0, buf_size, digests);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|BodyError(e)| CoreError::BodyIncomplete(e))?;
-        received = received.saturating_add(chunk.len() as u64);
-        if received > expected {
+        if w.accepted() + chunk.len() as u64 > expected {
             return Err(CoreError::SizeMismatch);
         }
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= buf_size {
-            let data = buf.split().freeze();
-            let job = start_write(&mut idle, &mut pending, data, offset).await?;
-            offset += job.1;
-            pending = Some(job.0);
-        }
+        w.push(&chunk).await?;
     }
-    if received != expected {
+    if w.accepted() != expected {
         return Err(CoreError::SizeMismatch);
     }
-    if !buf.is_empty() {
-        let data = buf.split().freeze();
-        let job = start_write(&mut idle, &mut pending, data, offset).await?;
-        pending = Some(job.0);
-    }
-    let (file, hasher) = match pending.take() {
-        Some(job) => join(job).await?,
-        None => idle.take().ok_or_else(|| CoreError::Storage(lost_file()))?,
-    };
-    Ok((file, hasher.finalize().into()))
-}
-
-async fn start_write(
-    idle: &mut Option<(File, Sha256)>,
-    pending: &mut Option<WriteJob>,
-    data: Bytes,
-    offset: u64,
-) -> Result<(WriteJob, u64), CoreError> {
-    let (file, mut hasher) = match pending.take() {
-        Some(job) => join(job).await?,
-        None => idle.take().ok_or_else(|| CoreError::Storage(lost_file()))?,
-    };
-    let len = data.len() as u64;
-    let job = tokio::task::spawn_blocking(move || {
-        hasher.update(&data);
-        write_at(&file, &data, offset)?;
-        Ok((file, hasher))
-    });
-    Ok((job, len))
-}
-
-async fn join(job: WriteJob) -> Result<(File, Sha256), CoreError> {
-    job.await
-        .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?
-        .map_err(CoreError::from)
+    let (file, digests) = w.finish().await?;
+    let hash = digests.sha256.unwrap_or_default().finalize().into();
+    Ok((file, hash))
 }
 
 fn lost_file() -> std::io::Error {

@@ -147,13 +147,46 @@ impl FsStorage {
         .await
     }
 
+    /// Moves a finished file (already fsynced) from `src` to `rel` without overwriting,
+    /// creating parent directories and fsyncing the destination directory.
+    pub fn commit_file_blocking(&self, src: &Path, rel: &RelPath) -> Result<(), CommitError> {
+        let dest = self.full(rel);
+        let parent = dest
+            .parent()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent"))?;
+        let created = create_dirs(&self.root, parent)?;
+        match rename_noreplace(src, &dest) {
+            Ok(()) => {}
+            Err(e) => {
+                remove_dirs(&created);
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    return Err(CommitError::Exists);
+                }
+                return Err(e.into());
+            }
+        }
+        File::open(parent)?.sync_all()?;
+        Ok(())
+    }
+
+    /// True when something exists at `rel` (blocking).
+    pub fn exists_blocking(&self, rel: &RelPath) -> io::Result<bool> {
+        match std::fs::symlink_metadata(self.full(rel)) {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes temporary files left by a crash (`kill -9` mid-write). Returns how many.
     pub fn sweep_temp_files(&self) -> io::Result<usize> {
         fn walk(dir: &Path, n: &mut usize) -> io::Result<()> {
             for entry in std::fs::read_dir(dir)? {
                 let entry = entry?;
                 let ft = entry.file_type()?;
-                if ft.is_dir() {
+                if ft.is_dir() && entry.file_name() == super::parts::PARTS_DIR {
+                    continue;
+                } else if ft.is_dir() {
                     walk(&entry.path(), n)?;
                 } else if entry
                     .file_name()
