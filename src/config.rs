@@ -34,6 +34,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub security: SecurityConfig,
     pub downloads: DownloadsConfig,
+    pub resumable: ResumableConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +111,9 @@ pub struct SecurityConfig {
     pub allowed_clock_skew: Duration,
     /// HFS compatibility: accept MACs over the path alone (size not bound). Insecure; logged.
     pub compat_path_only_mac: bool,
+    /// HFS compatibility: accept `X-Signature` (a MAC over the constant `/upload`, replayable
+    /// forever) on `POST /upload`. Insecure; logged.
+    pub compat_hfs_x_signature: bool,
 }
 
 impl Default for SecurityConfig {
@@ -120,6 +124,7 @@ impl Default for SecurityConfig {
             auth_failure_status: 403,
             allowed_clock_skew: Duration::from_secs(60),
             compat_path_only_mac: false,
+            compat_hfs_x_signature: false,
         }
     }
 }
@@ -142,6 +147,57 @@ impl Default for DownloadsConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResumableConfig {
+    /// Where tus upload resources live (`/files/<id>`).
+    pub tus_path: String,
+    /// Where IETF-draft upload resources live (`/resumable/<id>`).
+    pub ietf_path: String,
+    /// Most sessions in progress on this server.
+    pub max_sessions: usize,
+    /// Most sessions in progress per client (IP address).
+    pub max_sessions_per_client: usize,
+    /// Sum of the lengths of unfinished sessions (deferred lengths count as the maximum).
+    #[serde(deserialize_with = "de_size")]
+    pub max_reserved_bytes: u64,
+    /// Longest resumable upload.
+    #[serde(deserialize_with = "de_size")]
+    pub max_session_length: u64,
+    /// A session expires this long after its last write.
+    #[serde(deserialize_with = "de_duration")]
+    pub session_ttl: Duration,
+    /// How often expired sessions are collected.
+    #[serde(deserialize_with = "de_duration")]
+    pub expiry_interval: Duration,
+    /// Chunk size handed out by HFS's `/chunked-upload` creation.
+    #[serde(deserialize_with = "de_size")]
+    pub chunk_size: u64,
+    /// Progress within one long request is made durable every this many bytes.
+    #[serde(deserialize_with = "de_size")]
+    pub commit_every: u64,
+    /// Directory (under storage_path) where HFS's `POST /upload` form uploads land.
+    pub form_upload_dir: String,
+}
+
+impl Default for ResumableConfig {
+    fn default() -> Self {
+        ResumableConfig {
+            tus_path: "/files/".into(),
+            ietf_path: "/resumable/".into(),
+            max_sessions: 1000,
+            max_sessions_per_client: 50,
+            max_reserved_bytes: 100 << 30,
+            max_session_length: 10 << 30,
+            session_ttl: Duration::from_secs(24 * 3600),
+            expiry_interval: Duration::from_secs(300),
+            chunk_size: 8 << 20,
+            commit_every: 16 << 20,
+            form_upload_dir: "uploads".into(),
+        }
+    }
+}
+
 /// HFS key -> xferd key (both as `section.key`).
 pub const HFS_ALIASES: &[(&str, &str)] = &[
     ("server.listen_address", "server.listen"),
@@ -156,6 +212,8 @@ pub const HFS_ALIASES: &[(&str, &str)] = &[
     ("server.secret", "security.secret"),
     ("server.graceful_shutdown_timeout", "server.shutdown_grace"),
     ("downloads.require_signature", "downloads.require_signature"),
+    ("uploads.chunk_size", "resumable.chunk_size"),
+    ("uploads.max_resumable_age", "resumable.session_ttl"),
     ("tls.cert_file", "tls.cert"),
     ("tls.key_file", "tls.key"),
     ("server.tls_cert_file", "tls.cert"),
@@ -213,6 +271,35 @@ impl Config {
         }
         if !(4096..=(64 << 20)).contains(&self.server.io_buffer_size) {
             return bad("server.io_buffer_size", "must be between 4KB and 64MB");
+        }
+        for (key, p) in [
+            ("resumable.tus_path", &self.resumable.tus_path),
+            ("resumable.ietf_path", &self.resumable.ietf_path),
+        ] {
+            if !(p.starts_with('/') && p.ends_with('/') && p.len() > 2) {
+                return bad(key, "must start and end with `/`, like \"/files/\"");
+            }
+        }
+        if self.resumable.tus_path == self.resumable.ietf_path {
+            return bad("resumable.ietf_path", "must differ from resumable.tus_path");
+        }
+        if self.resumable.chunk_size == 0 || self.resumable.commit_every == 0 {
+            return bad(
+                "resumable.chunk_size",
+                "chunk_size and commit_every must be > 0",
+            );
+        }
+        if self.resumable.max_sessions == 0 || self.resumable.max_sessions_per_client == 0 {
+            return bad(
+                "resumable.max_sessions",
+                "session limits must be at least 1",
+            );
+        }
+        if crate::core::path::validate(&self.resumable.form_upload_dir).is_err() {
+            return bad(
+                "resumable.form_upload_dir",
+                "must be a relative directory like \"uploads\"",
+            );
         }
         if self.downloads.max_ranges == 0 {
             return bad("downloads.max_ranges", "must be at least 1");

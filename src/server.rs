@@ -89,7 +89,32 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &config.security.previous_secrets,
         config.security.compat_path_only_mac,
     );
-    let core = Arc::new(Core::new(Settings::from_config(&config), keys, storage));
+    let parts = crate::storage::PartStore::open(&storage).context("opening session data")?;
+    let sessions =
+        crate::storage::SessionStore::open(&config.server.state_path.join("sessions.redb"))
+            .context("opening the session store")?;
+    let r = &config.resumable;
+    let limits = crate::core::resumable::Limits {
+        max_sessions: r.max_sessions,
+        max_sessions_per_client: r.max_sessions_per_client,
+        max_reserved_bytes: r.max_reserved_bytes,
+        max_length: r.max_session_length.min(config.server.max_upload_size),
+        ttl_secs: r.session_ttl.as_secs().max(1),
+        buf_size: usize::try_from(config.server.io_buffer_size).unwrap_or(256 << 10),
+        commit_every: r.commit_every,
+    };
+    let engine = crate::core::resumable::Engine::open(sessions, parts, limits)
+        .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))?;
+    if config.security.compat_hfs_x_signature {
+        tracing::warn!("INSECURE: security.compat_hfs_x_signature accepts replayable X-Signature headers on POST /upload");
+    }
+    let core = Arc::new(Core::new(
+        Settings::from_config(&config),
+        keys,
+        storage,
+        engine,
+    ));
+    let expiry_interval = config.resumable.expiry_interval;
 
     let certs = crate::tls::load_or_generate(
         config.tls.cert.as_deref(),
@@ -129,6 +154,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         )),
         tokio::spawn(quic::run(endpoint, shared.clone(), grace)),
     ];
+    tasks.push(tokio::spawn(collect_expired(
+        shared.core.clone(),
+        expiry_interval,
+        shared.shutdown.clone(),
+    )));
     let mut plain_addr = None;
     if let Some(p) = config.server.plain_listen {
         let l = TcpListener::bind(p)
@@ -170,4 +200,24 @@ async fn bind_pair(
         "could not bind TCP and UDP on one free port: {:?}",
         last_err
     ))
+}
+
+/// Collects expired resumable sessions every `interval` until shutdown.
+async fn collect_expired(
+    core: Arc<Core>,
+    interval: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = crate::transport::shutdown_signalled(&mut shutdown) => return,
+        }
+        let now = crate::core::unix_secs(std::time::SystemTime::now());
+        match core.engine.expire(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "collected expired upload sessions"),
+            Err(e) => tracing::warn!(error = %e, "collecting expired sessions failed"),
+        }
+    }
 }

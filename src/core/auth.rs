@@ -175,6 +175,11 @@ impl Keys {
         }
     }
 
+    /// Constant-time check of a raw MAC over `message` (for HFS's legacy header).
+    pub fn verify_raw(&self, message: &[u8], tag: &[u8]) -> bool {
+        tag.len() == 32 && self.any_key_verifies(message, tag)
+    }
+
     fn any_key_verifies(&self, message: &[u8], tag: &[u8]) -> bool {
         // Every key is tried (no early exit), so timing does not reveal which key matched.
         let mut ok = false;

@@ -30,6 +30,12 @@ pub enum CoreError {
     InsufficientStorage,
     #[error("storage error: {0}")]
     Storage(std::io::Error),
+    #[error("{0}")]
+    Session(#[from] super::resumable::SessionError),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
 }
 
 impl CoreError {
@@ -50,6 +56,9 @@ impl CoreError {
             CoreError::MethodNotAllowed => "method_not_allowed",
             CoreError::InsufficientStorage => "insufficient_storage",
             CoreError::Storage(_) => "storage_error",
+            CoreError::Session(e) => e.code(),
+            CoreError::BadRequest(_) => "bad_request",
+            CoreError::Forbidden(_) => "forbidden",
         }
     }
 }

@@ -35,6 +35,11 @@ pub struct Settings {
     pub require_download_signature: bool,
     pub max_ranges: usize,
     pub io_buffer_size: usize,
+    pub tus_path: String,
+    pub ietf_path: String,
+    pub hfs_chunk_size: u64,
+    pub form_upload_dir: String,
+    pub compat_hfs_x_signature: bool,
 }
 
 impl Settings {
@@ -49,23 +54,59 @@ impl Settings {
             require_download_signature: c.downloads.require_signature,
             max_ranges: c.downloads.max_ranges,
             io_buffer_size: usize::try_from(c.server.io_buffer_size).unwrap_or(256 << 10),
+            tus_path: c.resumable.tus_path.clone(),
+            ietf_path: c.resumable.ietf_path.clone(),
+            hfs_chunk_size: c.resumable.chunk_size,
+            form_upload_dir: c.resumable.form_upload_dir.trim_matches('/').to_string(),
+            compat_hfs_x_signature: c.security.compat_hfs_x_signature,
         }
     }
 }
 
-/// The transfer core: settings, keys and storage.
+/// The transfer core: settings, keys, storage and the resumable-upload engine.
 pub struct Core {
     pub settings: Settings,
     pub keys: auth::Keys,
     pub storage: FsStorage,
+    pub engine: resumable::Engine,
+}
+
+/// Sends informational (1xx) responses where the transport can (HTTP/3 here).
+pub type Interim = tokio::sync::mpsc::Sender<http::Response<()>>;
+
+/// What the core knows about a request besides its head and body.
+#[derive(Clone)]
+pub struct Ctx {
+    pub now: SystemTime,
+    pub peer: std::net::IpAddr,
+    pub interim: Option<Interim>,
+}
+
+impl Ctx {
+    pub fn new(peer: std::net::IpAddr) -> Ctx {
+        Ctx {
+            now: SystemTime::now(),
+            peer,
+            interim: None,
+        }
+    }
+    pub fn unix(&self) -> u64 {
+        unix_secs(self.now)
+    }
 }
 
 impl Core {
-    pub fn new(settings: Settings, keys: auth::Keys, storage: FsStorage) -> Core {
+    pub fn new(
+        settings: Settings,
+        keys: auth::Keys,
+        storage: FsStorage,
+        engine: resumable::Engine,
+    ) -> Core {
         Core {
             settings,
             keys,
             storage,
+            engine,
         }
     }
 
@@ -74,11 +115,15 @@ impl Core {
         &self,
         head: http::request::Parts,
         body: BodyStream,
-        now: SystemTime,
+        ctx: Ctx,
     ) -> Response<Body> {
         let mut body = body;
-        let result = self.route(&head, &mut body, now).await;
-        if result.is_err() && head.method == Method::PUT && !expects_continue(&head.headers) {
+        let result = self.route(&head, &mut body, &ctx).await;
+        let has_body = matches!(head.method, Method::PUT | Method::POST | Method::PATCH);
+        if has_body
+            && !result.as_ref().is_ok_and(|r| r.status().is_success())
+            && !expects_continue(&head.headers)
+        {
             drain(&mut body).await;
         }
         let mut resp = match result {
@@ -107,14 +152,38 @@ impl Core {
         &self,
         head: &http::request::Parts,
         body: &mut BodyStream,
-        now: SystemTime,
+        ctx: &Ctx,
     ) -> Result<Response<Body>, CoreError> {
         let path = head.uri.path();
-        match head.method {
-            Method::OPTIONS => Ok(response::preflight()),
-            Method::GET | Method::HEAD if path == "/health" => Ok(health()),
-            Method::GET | Method::HEAD => download::serve(self, head, now).await,
-            Method::PUT => upload::put(self, head, body, now).await,
+        let s = &self.settings;
+        let h = &head.headers;
+        if path.starts_with(s.tus_path.as_str()) {
+            return Ok(resumable::tus::resource(self, head, body, ctx).await);
+        }
+        if path.starts_with(s.ietf_path.as_str()) {
+            return Ok(resumable::ietf::resource(self, head, body, ctx).await);
+        }
+        match (&head.method, path) {
+            (&Method::OPTIONS, _) => {
+                let mut r = response::preflight();
+                r.headers_mut()
+                    .insert("upload-limit", resumable::ietf::upload_limit(self));
+                Ok(r)
+            }
+            (&Method::GET | &Method::HEAD, "/health") => Ok(health()),
+            (&Method::POST | &Method::PUT, "/chunked-upload") => {
+                resumable::hfs::chunked(self, head, body, ctx).await
+            }
+            (&Method::GET, "/upload-status") => resumable::hfs::status(self, head, ctx).await,
+            (&Method::POST, "/upload") => resumable::form::upload(self, head, body, ctx).await,
+            (&Method::GET | &Method::HEAD, _) => download::serve(self, head, ctx.now).await,
+            (&Method::POST, _) if resumable::tus::is_tus(h) => {
+                Ok(resumable::tus::create(self, head, body, ctx).await)
+            }
+            (&Method::POST | &Method::PUT, _) if resumable::ietf::is_creation(h) => {
+                Ok(resumable::ietf::create(self, head, body, ctx).await)
+            }
+            (&Method::PUT, _) => upload::put(self, head, body, ctx.now).await,
             _ => Err(CoreError::MethodNotAllowed),
         }
     }

@@ -5,16 +5,23 @@
 use super::auth::AuthError;
 use super::body::Body;
 use super::error::CoreError;
+use super::resumable::SessionError;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 /// Methods the server answers, for `Allow` and CORS preflight.
-pub const ALLOWED_METHODS: &str = "GET, HEAD, PUT, OPTIONS";
+pub const ALLOWED_METHODS: &str = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS";
 const ALLOWED_HEADERS: &str =
     "Content-Type, Content-Length, Range, If-Range, If-None-Match, If-Modified-Since, \
-     If-Match, If-Unmodified-Since, Authorization";
+     If-Match, If-Unmodified-Since, Authorization, Tus-Resumable, Upload-Length, Upload-Offset, \
+     Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Checksum, Upload-Complete, \
+     Upload-Draft-Interop-Version, Repr-Digest, X-Filename, X-Total-Size, X-Upload-Session-ID, \
+     X-Chunk-Number, X-Requested-With";
 const EXPOSED_HEADERS: &str =
-    "Content-Length, Content-Range, Content-Type, ETag, Last-Modified, Accept-Ranges, Location, Repr-Digest";
+    "Content-Length, Content-Range, Content-Type, ETag, Last-Modified, Accept-Ranges, Location, \
+     Repr-Digest, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, \
+     Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Concat, \
+     Upload-Defer-Length, Upload-Complete, Upload-Limit";
 
 /// The HTTP status for an error; `auth_status` is the configured 401/403.
 pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
@@ -31,6 +38,30 @@ pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
         CoreError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         CoreError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         CoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
+        CoreError::Session(e) => session_status(e),
+    }
+}
+
+/// Default statuses of session errors (a protocol may override some, e.g. tus's 460).
+pub fn session_status(e: &SessionError) -> StatusCode {
+    use SessionError as S;
+    match e {
+        S::NotFound => StatusCode::NOT_FOUND,
+        S::Gone => StatusCode::GONE,
+        S::OffsetMismatch { .. } | S::TargetExists | S::Preempted => StatusCode::CONFLICT,
+        S::TooLarge { .. } | S::ReservedBytesExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+        S::TooManySessions | S::TooManyForClient => StatusCode::TOO_MANY_REQUESTS,
+        S::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        S::AlreadyCompleted
+        | S::LengthExceeded
+        | S::LengthMismatch
+        | S::ChecksumMismatch
+        | S::Checksum(_)
+        | S::DigestMismatch
+        | S::InvalidConcat(_)
+        | S::Interrupted(_) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -39,7 +70,9 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
     let status = status_of(err, auth_status);
     // Internal details stay in the log, not in the response.
     let message = match err {
-        CoreError::Storage(_) => "internal storage error".to_string(),
+        CoreError::Storage(_) | CoreError::Session(SessionError::Storage(_)) => {
+            "internal storage error".to_string()
+        }
         other => other.to_string(),
     };
     let body = Body::json(&serde_json::json!({ "error": err.code(), "message": message }));
@@ -50,6 +83,13 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if matches!(
+        err,
+        CoreError::Session(SessionError::TooManySessions | SessionError::TooManyForClient)
+    ) {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
     if matches!(err, CoreError::MethodNotAllowed) {
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));

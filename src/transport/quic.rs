@@ -8,12 +8,13 @@
 
 use super::{shutdown_signalled, Shared};
 use crate::core::body::{Body, BodyError, BodyStream};
+use crate::core::Ctx;
 use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use h3::server::RequestResolver;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// HTTP/3's "no error" code, for closing connections cleanly.
 const H3_NO_ERROR: u32 = 0x100;
@@ -135,7 +136,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared) {
         match next {
             Ok(Some(resolver)) => {
                 let core = shared.core.clone();
-                requests.spawn(handle_request(core, resolver));
+                requests.spawn(handle_request(core, resolver, peer));
             }
             Ok(None) => break,
             Err(e) => {
@@ -153,7 +154,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared) {
 
 type Resolver = RequestResolver<h3_quinn::Connection, Bytes>;
 
-async fn handle_request(core: Arc<crate::core::Core>, resolver: Resolver) {
+async fn handle_request(core: Arc<crate::core::Core>, resolver: Resolver, peer: SocketAddr) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(x) => x,
         Err(e) => {
@@ -177,7 +178,22 @@ async fn handle_request(core: Arc<crate::core::Core>, resolver: Resolver) {
         },
     ));
     let (parts, _) = req.into_parts();
-    let resp = core.handle(parts, body, SystemTime::now()).await;
+    // Informational responses (104) are sent on this stream while the core works.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<http::Response<()>>(4);
+    let mut ctx = Ctx::new(peer.ip());
+    ctx.interim = Some(tx);
+    let handling = core.handle(parts, body, ctx);
+    tokio::pin!(handling);
+    let resp = loop {
+        tokio::select! {
+            r = &mut handling => break r,
+            Some(interim) = rx.recv() => {
+                if let Err(e) = send.send_response(interim).await {
+                    tracing::debug!(error = %e, "sending an informational response failed");
+                }
+            }
+        }
+    };
     let (parts, body) = resp.into_parts();
     if let Err(e) = send
         .send_response(http::Response::from_parts(parts, ()))

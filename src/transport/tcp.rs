@@ -9,6 +9,7 @@
 use super::idle::{Activity, IdleIo};
 use super::{shutdown_signalled, Protocol, Shared};
 use crate::core::body::{Body, BodyError, BodyStream};
+use crate::core::Ctx;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, Request, Response};
@@ -22,7 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -93,7 +94,7 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let core = core.clone();
         let alt_svc = alt_svc.clone();
-        async move { Ok::<_, Infallible>(handle(core, req, alt_svc).await) }
+        async move { Ok::<_, Infallible>(handle(core, req, peer, alt_svc).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -152,6 +153,7 @@ async fn serve_connection(
 async fn handle(
     core: Arc<crate::core::Core>,
     req: Request<Incoming>,
+    peer: SocketAddr,
     alt_svc: Option<HeaderValue>,
 ) -> Response<HyperBody> {
     let protocol = if req.version() == http::Version::HTTP_2 {
@@ -164,7 +166,7 @@ async fn handle(
         BodyDataStream::new(incoming)
             .map_err(move |e| BodyError(format!("{}: {e}", protocol.label()))),
     );
-    let resp = core.handle(parts, body, SystemTime::now()).await;
+    let resp = core.handle(parts, body, Ctx::new(peer.ip())).await;
     let (mut parts, body) = resp.into_parts();
     if let Some(v) = alt_svc {
         parts.headers.insert(http::header::ALT_SVC, v);

@@ -5,9 +5,14 @@
 //! follow-up requests are authorised by the session's unguessable id alone.
 
 pub mod checksum;
+pub mod common;
 pub mod engine;
+pub mod form;
+pub mod hfs;
+pub mod ietf;
 pub mod ranges;
 pub mod session;
+pub mod tus;
 
 pub use engine::{Engine, Limits, NewSession, Placement, SessionError, Write};
 pub use session::{Kind, Origin, Session};
