@@ -28,6 +28,8 @@ impl Proto {
 
 /// A response with a streamed body.
 pub struct ClientResponse {
+    /// Informational (1xx) responses received before the final one (HTTP/3 only).
+    pub interim: Vec<(StatusCode, HeaderMap)>,
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
@@ -199,7 +201,14 @@ impl Client {
                     }
                 }
                 stream.finish().await?;
-                let resp = stream.recv_response().await?;
+                let mut interim = Vec::new();
+                let resp = loop {
+                    let r = stream.recv_response().await?;
+                    if !r.status().is_informational() || interim.len() >= 16 {
+                        break r;
+                    }
+                    interim.push((r.status(), r.headers().clone()));
+                };
                 let body: BodyStream =
                     Box::pin(futures_util::stream::unfold(Some(stream), |s| async move {
                         let mut s = s?;
@@ -210,6 +219,7 @@ impl Client {
                         }
                     }));
                 Ok(ClientResponse {
+                    interim,
                     status: resp.status(),
                     version: Version::HTTP_3,
                     headers: resp.headers().clone(),
@@ -238,6 +248,7 @@ fn hyper_body(body: Option<BodyStream>) -> ReqBody {
 fn from_hyper(resp: http::Response<hyper::body::Incoming>) -> ClientResponse {
     let (parts, incoming) = resp.into_parts();
     ClientResponse {
+        interim: Vec::new(),
         status: parts.status,
         version: parts.version,
         headers: parts.headers,

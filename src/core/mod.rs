@@ -117,7 +117,8 @@ impl Core {
         body: BodyStream,
         ctx: Ctx,
     ) -> Response<Body> {
-        let mut body = body;
+        // Fused: handlers and the drain below may poll a body after it ended.
+        let mut body: BodyStream = Box::pin(futures_util::StreamExt::fuse(body));
         let result = self.route(&head, &mut body, &ctx).await;
         let has_body = matches!(head.method, Method::PUT | Method::POST | Method::PATCH);
         if has_body

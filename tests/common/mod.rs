@@ -23,6 +23,7 @@ pub struct TestServer {
 }
 
 pub struct Reply {
+    pub interim: Vec<(StatusCode, HeaderMap)>,
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
@@ -196,10 +197,12 @@ pub async fn request(
         .await
         .unwrap_or_else(|e| panic!("{method} {path_q}: {e:#}"));
     let status = resp.status;
+    let interim = resp.interim.clone();
     let version = resp.version;
     let headers = resp.headers.clone();
     let chunks: Vec<Bytes> = resp.body.try_collect().await.expect("response body");
     Reply {
+        interim,
         status,
         version,
         headers,
