@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// I/O buffer size for streaming bodies to and from storage.
     #[serde(deserialize_with = "de_size")]
     pub io_buffer_size: u64,
+    /// Memory for transfer buffers across all transfers; with many transfers active, each
+    /// gets a smaller buffer (down to 32 KB) so the total stays near this.
+    #[serde(deserialize_with = "de_size")]
+    pub io_memory_budget: u64,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             udp_recv_buffer: 8 << 20,
             udp_send_buffer: 8 << 20,
             io_buffer_size: 256 << 10,
+            io_memory_budget: 32 << 20,
         }
     }
 }

@@ -93,6 +93,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let sessions =
         crate::storage::SessionStore::open(&config.server.state_path.join("sessions.redb"))
             .context("opening the session store")?;
+    let buffers = crate::core::buffers::Buffers::new(
+        usize::try_from(config.server.io_buffer_size).unwrap_or(256 << 10),
+        config.server.io_memory_budget,
+    );
     let r = &config.resumable;
     let limits = crate::core::resumable::Limits {
         max_sessions: r.max_sessions,
@@ -100,7 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         max_reserved_bytes: r.max_reserved_bytes,
         max_length: r.max_session_length.min(config.server.max_upload_size),
         ttl_secs: r.session_ttl.as_secs().max(1),
-        buf_size: usize::try_from(config.server.io_buffer_size).unwrap_or(256 << 10),
+        buffers: buffers.clone(),
         commit_every: r.commit_every,
     };
     let engine = crate::core::resumable::Engine::open(sessions, parts, limits)
@@ -113,6 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         keys,
         storage,
         engine,
+        buffers,
     ));
     let expiry_interval = config.resumable.expiry_interval;
 

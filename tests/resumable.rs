@@ -7,6 +7,7 @@ mod common;
 use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
+use futures_util::StreamExt;
 use sha1::Digest as _;
 use xferd::client::Proto;
 use xferd::core::auth::Scheme;
@@ -727,5 +728,112 @@ async fn creation_limits_and_auth() {
         (429, Some("too_many_uploads_for_client"))
     );
     assert!(r.header("retry-after").is_some());
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn interrupted_appends_keep_their_bytes_on_every_transport() {
+    let srv = TestServer::start().await;
+    for proto in Proto::ALL {
+        let l = label(proto);
+        let c = srv.client(proto).await;
+        let rel = format!("{l}/cut/x.bin");
+        let r = request_on(
+            &c,
+            "POST",
+            &v3("POST", &rel),
+            &[TUS, ("upload-length", "3000000")],
+            None,
+        )
+        .await;
+        let loc = r.header("location").unwrap().to_string();
+        // 1 MB goes out, then the client's body fails: the request is reset (h2, h3) or the
+        // connection dropped (h1) while the server is still waiting for 2 MB more.
+        let first = pattern(17, 0, 1_000_000);
+        let body = futures_util::stream::once(async move { Ok(first) }).chain(
+            futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Err(xferd::core::body::BodyError("network gone".into()))
+            }),
+        );
+        let req = http::Request::builder()
+            .method("PATCH")
+            .uri(&loc)
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", "0")
+            .header("content-length", "3000000")
+            .body(())
+            .unwrap();
+        let _ = c.send(req, Some(Box::pin(body))).await;
+        drop(c);
+        let c = srv.client(proto).await;
+        let mut offset = 0;
+        for _ in 0..50 {
+            let h = request_on(&c, "HEAD", &loc, &[TUS], None).await;
+            offset = h.header("upload-offset").unwrap().parse::<u64>().unwrap();
+            if offset > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            offset > 0 && offset <= 1_000_000,
+            "{l}: offset {offset} after an interrupted append"
+        );
+        let d = pattern(17, 0, 1_000_000);
+        let rest = pattern(18, 0, 3_000_000 - offset as usize);
+        let off = offset.to_string();
+        let len = rest.len().to_string();
+        let r = request_on(
+            &c,
+            "PATCH",
+            &loc,
+            &[
+                TUS,
+                ("content-type", "application/offset+octet-stream"),
+                ("upload-offset", &off),
+                ("content-length", &len),
+            ],
+            Some(body_once(rest.clone())),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{l}");
+        let g = request_on(&c, "GET", &format!("/{rel}"), &[], None).await;
+        assert_eq!(&g.body[..offset as usize], &d[..offset as usize], "{l}");
+        assert_eq!(&g.body[offset as usize..], &rest[..], "{l}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn paths_under_the_upload_collections_are_ordinary_paths() {
+    let srv = TestServer::start().await;
+    for proto in Proto::ALL {
+        let l = label(proto);
+        let mut c = srv.client(proto).await;
+        let rel = format!("files/{l}/photo.jpg");
+        assert_eq!(
+            put(&mut c, &signed_v(&rel, 3), b"abc", &[]).await.status,
+            201,
+            "{l}"
+        );
+        assert_eq!(&get(&mut c, &format!("/{rel}"), &[]).await.body[..], b"abc");
+        let rel = format!("resumable/{l}/n.bin");
+        let r = request(
+            &mut c,
+            "POST",
+            &v3("POST", &rel),
+            &[TUS, ("upload-length", "0")],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 201, "{l}: {:?}", r.body);
+        assert_eq!(
+            get(&mut c, &format!("/{rel}"), &[]).await.status,
+            200,
+            "{l}: empty upload completes at once"
+        );
+    }
     srv.stop().await;
 }

@@ -133,23 +133,24 @@ def request(args, method, url, headers=(), body=None, abort_after=None, sink=Non
         c.setopt(pycurl.NOBODY, 1)
     elif body is not None:
         pos = [0]
-        limit = len(body) if abort_after is None else abort_after
 
         def reader(n):
-            if pos[0] >= limit:
-                if abort_after is not None:
-                    time.sleep(0.3)  # let what was sent reach the server first
-                    return pycurl.READFUNC_ABORT
-                return b""
-            chunk = body[pos[0]:min(pos[0] + n, limit)]
+            chunk = body[pos[0]:pos[0] + n]
             pos[0] += len(chunk)
-            r.sent = pos[0]
             return chunk
 
         c.setopt(pycurl.UPLOAD, 1)
         c.setopt(pycurl.READFUNCTION, reader)
         c.setopt(pycurl.INFILESIZE_LARGE, len(body))
         c.setopt(pycurl.CUSTOMREQUEST, method)
+        if abort_after is not None:
+            # Abort once libcurl reports that many body bytes sent: the request is cut
+            # mid-body (HTTP/2 RST_STREAM, HTTP/3 stream reset).
+            def progress(_dt, _dn, _ut, un):
+                r.sent = un
+                return 1 if un >= abort_after else 0
+            c.setopt(pycurl.NOPROGRESS, 0)
+            c.setopt(pycurl.XFERINFOFUNCTION, progress)
     elif method != "GET":
         c.setopt(pycurl.CUSTOMREQUEST, method)
     try:
@@ -173,7 +174,7 @@ def raw_interrupted(args, url, headers, body, send):
     s = socket.create_connection((u.hostname, u.port or 443), timeout=10)
     t = ctx.wrap_socket(s, server_hostname=u.hostname)
     target = u.path + ("?" + u.query if u.query else "")
-    head = "PATCH %s HTTP/1.1\r\nHost: %s\r\n%s\r\nContent-Length: %d\r\n\r\n" % (
+    head = "PATCH %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n" % (
         target, u.netloc, "".join(h + "\r\n" for h in headers), len(body))
     t.sendall(head.encode() + body[:send])
     time.sleep(0.3)  # let the server read what was sent before the connection drops
@@ -272,15 +273,16 @@ def ietf(args):
     else:
         ri = request(args, "PATCH", res, ph, rest, abort_after=half)
     time.sleep(0.5)
+    sent = ri.sent or half
     r = request(args, "HEAD", res, ih)
     got = int_or_none(r.h("upload-offset"))
-    check(r.status == 204 and got is not None and off <= got <= off + half and r.h("upload-complete") == "?0",
-          "%s IETF after an append cut mid-body HEAD -> 204, offset in [%d, %d], Upload-Complete ?0" % (
-              L, off, off + half),
+    check(r.status == 204 and got is not None and off <= got <= off + sent and r.h("upload-complete") == "?0",
+          "%s IETF after an append cut mid-body (%d bytes sent) HEAD -> 204, offset in [%d, %d], Upload-Complete ?0" % (
+              L, sent, off, off + sent),
           "status %s, Upload-Offset %s, Upload-Complete %s" % (r.status, got, r.h("upload-complete")), [ri, r])
     check(got is not None and got > off,
           "%s IETF bytes received before the interruption were kept" % L,
-          "offset %s after sending %d bytes from %d" % (got, half, off), [ri, r])
+          "offset %s after sending %d bytes from %d" % (got, sent, off), [ri, r])
     if got is None:
         got = off
 
@@ -386,9 +388,27 @@ def tus(args):
               h.status, h.h("upload-offset"), h.h("upload-length"), h.h("cache-control")), [h])
     check("filename %s" % b64(b"h3 test.bin") in (h.h("upload-metadata") or ""),
           "%s tus HEAD returns the Upload-Metadata" % L, "Upload-Metadata %r" % h.h("upload-metadata"), [h])
-    p = request(args, "PATCH", res, TH + [OCT, "Upload-Offset: %d" % half], data[half:])
+    # A PATCH cut mid-body: what arrived before the interruption is kept (tus core).
+    rest = data[half:]
+    ph = TH + [OCT, "Upload-Offset: %d" % half]
+    if args.http == "1.1":
+        ri = raw_interrupted(args, res, ph, rest, len(rest) // 2)
+    else:
+        ri = request(args, "PATCH", res, ph, rest, abort_after=len(rest) // 2)
+    time.sleep(0.5)
+    sent = ri.sent or len(rest) // 2
+    h = request(args, "HEAD", res, TH)
+    got = int_or_none(h.h("upload-offset"))
+    check(got is not None and half <= got <= half + sent,
+          "%s tus after a PATCH cut mid-body (%d bytes sent) HEAD -> offset in [%d, %d]" % (L, sent, half, half + sent),
+          "status %s, Upload-Offset %s" % (h.status, got), [ri, h])
+    check(got is not None and got > half, "%s tus bytes received before the interruption were kept" % L,
+          "offset %s after sending %d bytes from %d" % (got, sent, half), [ri, h])
+    if got is None or not half <= got <= size:
+        got = half
+    p = request(args, "PATCH", res, TH + [OCT, "Upload-Offset: %d" % got], data[got:])
     check(p.status == 204 and int_or_none(p.h("upload-offset")) == size and version_ok(args, p),
-          "%s tus PATCH second half -> 204, Upload-Offset %d" % (L, size),
+          "%s tus PATCH the rest from the HEAD offset -> 204, Upload-Offset %d" % (L, size),
           "status %s over HTTP/%s, Upload-Offset %s" % (p.status, p.version, p.h("upload-offset")), [p])
     g, digest, n = get_sha(args, strip_query(args.url))
     check(g.status == 200 and digest == want and version_ok(args, g),

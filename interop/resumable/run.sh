@@ -9,17 +9,21 @@
 #   c. the IETF draft flow through libcurl (pycurl) over HTTP/1.1 and HTTP/2: creation
 #      with Upload-Complete ?0, an append cut mid-body (a raw TLS socket over HTTP/1.1),
 #      HEAD, 409 + problem details at a wrong offset, the rest with ?1; one-shot PUT;
-#      DELETE. Plus tus protocol details through libcurl (OPTIONS, checksums, 409/412/415,
-#      deferred length, concatenation by hand, DELETE);
+#      DELETE. A tus flow with a PATCH cut mid-body over HTTP/1.1 and HTTP/2, and tus
+#      protocol details through libcurl (OPTIONS, checksums, 409/412/415, deferred length,
+#      concatenation by hand, DELETE);
 #   d. crash: 20 concurrent tus uploads (http.client), xferd SIGKILLed when half of the
 #      bytes are acknowledged, restarted on the same config, every upload resumed from its
 #      HEAD offset, every file checked by SHA-256;
-#   e. HTTP/3 (pycurl, CURL_HTTP_VERSION_3ONLY): the IETF draft flow and a tus flow.
-# Every upload is checked by GET of its target path and SHA-256.
+#   e. HTTP/3 (pycurl, CURL_HTTP_VERSION_3ONLY): the IETF draft flow and a tus flow, each
+#      with a request cut mid-body (stream reset).
+# Every upload is checked by GET of its target path and SHA-256. Also: signed PUTs to
+# target paths under files/ and resumable/ are stored (the upload endpoints must not
+# shadow storage paths). Test files live under rs/.
 #
 # Usage: interop/resumable/run.sh /path/to/xferd
-# Needs interop/resumable/install.sh (tuspy, tus-js-client) and interop/http/install.sh
-# (curl, pycurl with HTTP/3). Prints "PASS name" / "FAIL name: reason" lines and a final
+# Needs interop/resumable/install.sh (tuspy, tus-js-client; it runs interop/http/install.sh
+# for curl and pycurl with HTTP/3 when they are missing). Prints "PASS name" / "FAIL name: reason" lines and a final
 # "N passed, M failed"; exits non-zero on any failure.
 # Env: PYTHON (default python3), NODE (default node), KEEP_WORK=1 keeps the temp dir.
 set -euo pipefail
@@ -133,6 +137,8 @@ CA="$WORK/state/cert.pem"
 start_xferd() { # log file -> 0 when healthy within 30 s
     "$XFERD" serve --config "$CONF" >>"$1" 2>&1 &
     XPID=$!
+    # The crash test SIGKILLs it: no job notice ("Killed") from this shell for that.
+    disown "$XPID" 2>/dev/null || true
     for _ in $(seq 1 150); do
         kill -0 "$XPID" 2>/dev/null || return 1
         if [ "$(curl -sk --connect-timeout 1 --max-time 2 -o /dev/null -w '%{http_code}' "$BASE/health" || true)" = 200 ]; then
@@ -171,7 +177,7 @@ sign() { # path -> signed v3 PUT URL
 sha() { [ -f "$1" ] || { echo none; return 0; }; sha256sum "$1" | cut -d' ' -f1; }
 hdr() { # file name -> value of the last such header (case-insensitive), CR stripped
     [ -f "$1" ] || return 0
-    tr -d '\r' <"$1" | awk -v n="$(printf '%s' "$2" | tr 'A-Z' 'a-z')" -F': *' \
+    tr -d '\r' <"$1" | awk -v n="$(printf '%s' "$2" | tr '[:upper:]' '[:lower:]')" -F': *' \
         'tolower($1)==n { sub(/^[^:]*: */, ""); v=$0 } END { print v }'
 }
 j() { "$PY" -c 'import json,sys
@@ -216,10 +222,11 @@ fi
 FA="$WORK/files/tuspy-30M.bin"
 head -c $((30 * 1024 * 1024 + 12345)) /dev/urandom >"$FA"
 CH=$((4 * 1024 * 1024))
-if URL=$(sign "resumable/tuspy/data 30M.bin"); then
+if URL=$(sign "rs/tuspy/data 30M.bin"); then
     J="$WORK/out/a1.json"
-    rc=0; timeout 120 "$PY" "$TUSPY" upload "$URL" "$FA" "${TUSPY_TLS[@]}" --chunk-size $CH --checksum \
-        --metadata "filename=data 30M.bin" --metadata filetype=application/octet-stream \
+    # In an inner shell, so that its "Killed" notice goes to the .err file.
+    rc=0; bash -c 'timeout 120 "$@"; exit $?' _ "$PY" "$TUSPY" upload "$URL" "$FA" "${TUSPY_TLS[@]}" \
+        --chunk-size $CH --checksum --metadata "filename=data 30M.bin" --metadata filetype=application/octet-stream \
         --store "$WORK/out/tuspy-urls.json" --crash-after-chunks 2 >"$J" 2>"$J.err" || rc=$?
     stored=$(j "$J" url)
     if [ "$rc" = 137 ] && [ "$(j "$J" offset)" = $((2 * CH)) ] && [[ "$stored" == "$BASE/files/"* ]]; then
@@ -261,7 +268,7 @@ fi
 # ---------------------------------------------------------------- b. tus-js-client
 FB="$WORK/files/js-20M.bin"
 head -c $((20 * 1024 * 1024 + 777)) /dev/urandom >"$FB"
-if URL=$(sign "resumable/js/parallel.bin"); then
+if URL=$(sign "rs/js/parallel.bin"); then
     J="$WORK/out/b1.json"
     rc=0; timeout 120 "$NODE" "$TUSJS" upload "$URL" "$FB" --parallel 4 >"$J" 2>"$J.err" || rc=$?
     posts=$("$PY" -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(sum(1 for r in d["requests"] if r.startswith("POST")))' "$J" 2>/dev/null || echo 0)
@@ -273,7 +280,7 @@ if URL=$(sign "resumable/js/parallel.bin"); then
     fi
     get_check "$URL" "$FB" "tus-js-client parallel upload: GET target path -> 200, SHA-256 matches"
 fi
-if URL=$(sign "resumable/js/aborted.bin"); then
+if URL=$(sign "rs/js/aborted.bin"); then
     J="$WORK/out/b2.json"
     rc=0; timeout 120 "$NODE" "$TUSJS" abort "$URL" "$FB" --chunk-size $((2 * 1024 * 1024)) --abort-at 0.45 \
         --store "$WORK/out/js-urls.json" >"$J" 2>"$J.err" || rc=$?
@@ -298,7 +305,7 @@ if URL=$(sign "resumable/js/aborted.bin"); then
     fi
     get_check "$URL" "$FB" "tus-js-client aborted+resumed upload: GET target path -> 200, SHA-256 matches"
 fi
-if URL=$(sign "resumable/js/ietf.bin"); then
+if URL=$(sign "rs/js/ietf.bin"); then
     J="$WORK/out/b4.json"
     rc=0; timeout 120 "$NODE" "$TUSJS" upload "$URL" "$FB" --protocol ietf-draft-05 --chunk-size $((4 * 1024 * 1024)) \
         >"$J" 2>"$J.err" || rc=$?
@@ -316,31 +323,50 @@ FC="$WORK/files/ietf-6M.bin"
 head -c $((6 * 1024 * 1024 + 99)) /dev/urandom >"$FC"
 for v in 1.1 2; do
     l=h${v%%.*}
-    if U1=$(sign "resumable/ietf/$l/main.bin") && U2=$(sign "resumable/ietf/$l/put.bin") \
-        && U3=$(sign "resumable/ietf/$l/deleted.bin"); then
+    if U1=$(sign "rs/ietf/$l/main.bin") && U2=$(sign "rs/ietf/$l/put.bin") \
+        && U3=$(sign "rs/ietf/$l/deleted.bin"); then
         run_checks "IETF flow over HTTP/$v" 180 "$PY" "$PYC" ietf "$U1" "$FC" --http "$v" "${PYCA[@]}" \
             --put-url "$U2" --delete-url "$U3"
     fi
 done
-if U1=$(sign "resumable/tus/h2/main.bin") && U2=$(sign "resumable/tus/h2/deferred.bin") \
-    && U3=$(sign "resumable/tus/h2/concat.bin") && U4=$(sign "resumable/tus/h2/details.bin"); then
+if U1=$(sign "rs/tus/h1/main.bin"); then
+    run_checks "tus flow over HTTP/1.1" 180 "$PY" "$PYC" tus "$U1" "$FC" --http 1.1 "${PYCA[@]}"
+fi
+if U1=$(sign "rs/tus/h2/main.bin") && U2=$(sign "rs/tus/h2/deferred.bin") \
+    && U3=$(sign "rs/tus/h2/concat.bin") && U4=$(sign "rs/tus/h2/details.bin"); then
     run_checks "tus details over HTTP/2" 180 "$PY" "$PYC" tus "$U1" "$FC" --http 2 "${PYCA[@]}" --details \
         --delete-url "$U2" --concat-url "$U3" --checksum-url "$U4"
 fi
 
 # ---------------------------------------------------------------- e. HTTP/3
-if U1=$(sign "resumable/ietf/h3/main.bin") && U3=$(sign "resumable/ietf/h3/deleted.bin"); then
+if U1=$(sign "rs/ietf/h3/main.bin") && U3=$(sign "rs/ietf/h3/deleted.bin"); then
     run_checks "IETF flow over HTTP/3" 180 "$PY" "$PYC" ietf "$U1" "$FC" --http 3 "${PYCA[@]}" --delete-url "$U3"
 fi
-if U1=$(sign "resumable/tus/h3/main.bin"); then
+if U1=$(sign "rs/tus/h3/main.bin"); then
     run_checks "tus flow over HTTP/3" 180 "$PY" "$PYC" tus "$U1" "$FC" --http 3 "${PYCA[@]}"
 fi
+
+# ---------------------------------------------------------------- storage paths next to the upload endpoints
+# A signed target path is any path (Prosody/ejabberd pick them; a deployment may put its
+# upload base under /files/). The tus and IETF endpoints must not swallow such paths.
+for p in "files/photo.jpg" "resumable/photo.jpg" "files/sub/photo.jpg"; do
+    if URL=$(sign "$p"); then
+        B="$WORK/out/shadow"
+        code=$("${CURL[@]}" -T "$FC" -D "$B.h" -o "$B.b" -w '%{http_code}' "$URL" 2>/dev/null || true)
+        { echo "request: PUT $URL (curl -T, $(stat -c %s "$FC") bytes)"; tr -d '\r' <"$B.h"; head -c 300 "$B.b"; echo; } >"$B.ev"
+        if [ "$code" = 201 ]; then
+            get_check "$URL" "$FC" "signed PUT to target path '$p' -> 201, GET serves it"
+        else
+            fail "signed PUT to target path '$p' -> 201, GET serves it" "PUT -> '$code'" "$B.ev"
+        fi
+    fi
+done
 
 # ---------------------------------------------------------------- d. crash: kill -9 mid-upload, restart, resume
 CW="$WORK/crash"
 mkdir -p "$CW"
 : >"$CW/urls.txt"
-for i in $(seq -w 1 20); do sign "resumable/crash/upload-$i.bin" >>"$CW/urls.txt" || true; done
+for i in $(seq -w 1 20); do sign "rs/crash/upload-$i.bin" >>"$CW/urls.txt" || true; done
 if [ "$(wc -l <"$CW/urls.txt")" = 20 ] && kill -0 "$XPID" 2>/dev/null; then
     J="$WORK/out/crash.json"
     rc=0; timeout 150 "$PY" "$CRASH" run "$CW/urls.txt" "$CW" --kill-pid "$XPID" --kill-at 0.5 \
@@ -348,6 +374,11 @@ if [ "$(wc -l <"$CW/urls.txt")" = 20 ] && kill -0 "$XPID" 2>/dev/null; then
     # Reap the killed server (bounded: it was sent SIGKILL).
     dead=0
     for _ in $(seq 1 100); do kill -0 "$XPID" 2>/dev/null || { dead=1; break; }; sleep 0.1; done
+    if [ "$dead" = 0 ]; then
+        # crash.py never got to the kill (a failure below): kill it here so the restart
+        # does not race a live server on the same port.
+        kill -KILL "$XPID" 2>/dev/null || true
+    fi
     wait "$XPID" 2>/dev/null || true
     if [ "$rc" = 0 ] && [ "$dead" = 1 ]; then
         pass "crash: 20 concurrent tus uploads (8 MiB, 1 MiB PATCHes), xferd SIGKILLed at $(j "$J" killed_at_bytes) of $(j "$J" total) bytes acknowledged ($(j "$J" complete_before_kill) complete before)"
@@ -363,7 +394,7 @@ if [ "$(wc -l <"$CW/urls.txt")" = 20 ] && kill -0 "$XPID" 2>/dev/null; then
         fail "crash: xferd restarts on the same config after kill -9" "no 200 on /health within 30 s" "$WORK/xferd.log"
     fi
     # Uploads finished before the crash are still served.
-    get_check "$(sign "resumable/tuspy/data 30M.bin" || true)" "$FA" "after the restart the tuspy upload is still served, SHA-256 matches"
+    get_check "$(sign "rs/tuspy/data 30M.bin" || true)" "$FA" "after the restart the tuspy upload is still served, SHA-256 matches"
 else
     fail "crash test setup" "could not sign 20 URLs or xferd is not running"
 fi

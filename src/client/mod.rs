@@ -2,6 +2,8 @@
 //! streamed request and response bodies. The end-to-end tests drive the server with it, and
 //! it is the base of xferd's own upload/download client.
 
+pub mod upload;
+
 use crate::core::body::{BodyError, BodyStream};
 use anyhow::Context;
 use bytes::{Buf, Bytes};
@@ -47,7 +49,8 @@ impl ClientResponse {
 type ReqBody = UnsyncBoxBody<Bytes, BodyError>;
 
 enum Conn {
-    H1(hyper::client::conn::http1::SendRequest<ReqBody>),
+    /// HTTP/1.1 carries one request at a time.
+    H1(tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<ReqBody>>),
     H2(hyper::client::conn::http2::SendRequest<ReqBody>),
     H3 {
         send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
@@ -106,7 +109,7 @@ impl Client {
                 if proto == Proto::H1 {
                     let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
                     tokio::spawn(conn);
-                    Conn::H1(send)
+                    Conn::H1(tokio::sync::Mutex::new(send))
                 } else {
                     let (send, conn) =
                         hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -152,8 +155,9 @@ impl Client {
     }
 
     /// Sends `req` (path and query in its URI; headers as given) with an optional body.
+    /// Over HTTP/2 and HTTP/3, concurrent calls are multiplexed on the one connection.
     pub async fn send(
-        &mut self,
+        &self,
         req: Request<()>,
         body: Option<BodyStream>,
     ) -> anyhow::Result<ClientResponse> {
@@ -163,8 +167,9 @@ impl Client {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        match &mut self.conn {
+        match &self.conn {
             Conn::H1(send) => {
+                let mut send = send.lock().await;
                 parts
                     .headers
                     .insert(http::header::HOST, self.authority.parse()?);
@@ -177,6 +182,7 @@ impl Client {
                 Ok(from_hyper(resp))
             }
             Conn::H2(send) => {
+                let mut send = send.clone();
                 parts.uri = format!("https://{}{}", self.authority, path_q).parse()?;
                 parts.version = Version::HTTP_2;
                 send.ready().await?;
@@ -186,6 +192,7 @@ impl Client {
                 Ok(from_hyper(resp))
             }
             Conn::H3 { send, .. } => {
+                let mut send = send.clone();
                 parts.uri = format!("https://{}{}", self.authority, path_q).parse()?;
                 parts.version = Version::HTTP_3;
                 let mut stream = send.send_request(Request::from_parts(parts, ())).await?;

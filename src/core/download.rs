@@ -108,7 +108,6 @@ pub async fn serve(
         _ => RangeDecision::Full,
     };
     let file = Arc::new(file);
-    let buf = s.io_buffer_size;
     let body_of = |parts: Vec<Part>| {
         let len = parts.iter().map(Part::len).sum();
         if head.method == Method::HEAD || len == 0 {
@@ -118,7 +117,7 @@ pub async fn serve(
             }
         } else {
             Body::Stream {
-                stream: stream::send(file.clone(), parts, buf),
+                stream: stream::send(file.clone(), parts, core.buffers.lease()),
                 len,
             }
         }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod buffers;
 pub mod download;
 pub mod error;
 pub mod path;
@@ -69,6 +70,7 @@ pub struct Core {
     pub keys: auth::Keys,
     pub storage: FsStorage,
     pub engine: resumable::Engine,
+    pub buffers: std::sync::Arc<buffers::Buffers>,
 }
 
 /// Sends informational (1xx) responses where the transport can (HTTP/3 here).
@@ -101,12 +103,14 @@ impl Core {
         keys: auth::Keys,
         storage: FsStorage,
         engine: resumable::Engine,
+        buffers: std::sync::Arc<buffers::Buffers>,
     ) -> Core {
         Core {
             settings,
             keys,
             storage,
             engine,
+            buffers,
         }
     }
 
@@ -158,10 +162,14 @@ impl Core {
         let path = head.uri.path();
         let s = &self.settings;
         let h = &head.headers;
-        if path.starts_with(s.tus_path.as_str()) {
+        // Only the collection itself and `<path><32 hex id>` are upload resources; any other
+        // path under them (`/files/photo.jpg`) is an ordinary storage path.
+        let is_resource =
+            |base: &str| path == base || resumable::common::session_id(path, base).is_some();
+        if is_resource(&s.tus_path) {
             return Ok(resumable::tus::resource(self, head, body, ctx).await);
         }
-        if path.starts_with(s.ietf_path.as_str()) {
+        if is_resource(&s.ietf_path) {
             return Ok(resumable::ietf::resource(self, head, body, ctx).await);
         }
         match (&head.method, path) {

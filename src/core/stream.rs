@@ -8,6 +8,7 @@
 //! channel of capacity one, so the disk read of the next buffer overlaps sending this one.
 
 use super::body::{BodyError, BodyStream};
+use super::buffers::Lease;
 use super::error::CoreError;
 use crate::storage::fs::{read_at, write_at};
 use bytes::{Bytes, BytesMut};
@@ -46,18 +47,21 @@ pub struct Writer {
     pending: Option<WriteJob>,
     buf: BytesMut,
     buf_size: usize,
+    _lease: Lease,
     /// Offset where the buffered bytes will be written.
     next: u64,
     start: u64,
 }
 
 impl Writer {
-    pub fn new(file: File, start: u64, buf_size: usize, digests: Digests) -> Writer {
+    pub fn new(file: File, start: u64, lease: Lease, digests: Digests) -> Writer {
+        let buf_size = lease.size;
         Writer {
             idle: Some((file, digests)),
             pending: None,
             buf: BytesMut::with_capacity(buf_size),
             buf_size,
+            _lease: lease,
             next: start,
             start,
         }
@@ -134,13 +138,13 @@ pub async fn receive(
     body: &mut BodyStream,
     file: File,
     expected: u64,
-    buf_size: usize,
+    lease: Lease,
 ) -> Result<(File, [u8; 32]), CoreError> {
     let digests = Digests {
         sha256: Some(Sha256::new()),
         check: None,
     };
-    let mut w = Writer::new(file, 0, buf_size, digests);
+    let mut w = Writer::new(file, 0, lease, digests);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|BodyError(e)| CoreError::BodyIncomplete(e))?;
         if w.accepted() + chunk.len() as u64 > expected {
@@ -182,9 +186,11 @@ impl Part {
 }
 
 /// Streams `parts` (file regions and literal bytes) in buffers of `buf_size`.
-pub fn send(file: Arc<File>, parts: Vec<Part>, buf_size: usize) -> BodyStream {
+pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease) -> BodyStream {
+    let buf_size = lease.size;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
     tokio::spawn(async move {
+        let _lease = lease;
         for part in parts {
             match part {
                 Part::Bytes(b) => {
@@ -238,6 +244,10 @@ mod tests {
         })))
     }
 
+    fn lease(size: usize) -> Lease {
+        crate::core::buffers::Buffers::new(size, 1 << 20).lease()
+    }
+
     fn temp() -> (tempfile::TempDir, File, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
@@ -249,7 +259,7 @@ mod tests {
     async fn receive_writes_and_hashes() {
         let (_d, f, p) = temp();
         let mut body = body_of(vec![Ok(b"hello "), Ok(b"wor"), Ok(b"ld")]);
-        let (_f, hash) = receive(&mut body, f, 11, 4).await.unwrap();
+        let (_f, hash) = receive(&mut body, f, 11, lease(4)).await.unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"hello world");
         assert_eq!(hash.to_vec(), Sha256::digest(b"hello world").to_vec());
     }
@@ -257,13 +267,13 @@ mod tests {
     #[tokio::test]
     async fn receive_refuses_wrong_sizes_and_errors() {
         let (_d, f, _) = temp();
-        let r = receive(&mut body_of(vec![Ok(b"abc")]), f, 4, 4).await;
+        let r = receive(&mut body_of(vec![Ok(b"abc")]), f, 4, lease(4)).await;
         assert!(matches!(r, Err(CoreError::SizeMismatch)));
         let (_d, f, _) = temp();
-        let r = receive(&mut body_of(vec![Ok(b"abcde")]), f, 4, 4).await;
+        let r = receive(&mut body_of(vec![Ok(b"abcde")]), f, 4, lease(4)).await;
         assert!(matches!(r, Err(CoreError::SizeMismatch)));
         let (_d, f, _) = temp();
-        let r = receive(&mut body_of(vec![Ok(b"ab"), Err("reset")]), f, 4, 4).await;
+        let r = receive(&mut body_of(vec![Ok(b"ab"), Err("reset")]), f, 4, lease(4)).await;
         assert!(matches!(r, Err(CoreError::BodyIncomplete(_))));
     }
 
@@ -277,7 +287,7 @@ mod tests {
             Part::File { offset: 2, len: 5 },
             Part::Bytes(Bytes::from_static(b"]")),
         ];
-        let chunks: Vec<Bytes> = send(f, parts, 2).map(|c| c.unwrap()).collect().await;
+        let chunks: Vec<Bytes> = send(f, parts, lease(2)).map(|c| c.unwrap()).collect().await;
         assert!(chunks.iter().all(|c| c.len() <= 2));
         assert_eq!(chunks.concat(), b"[23456]");
     }

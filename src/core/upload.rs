@@ -77,7 +77,7 @@ pub async fn put(
     }
     let (temp, file) = core.storage.create_temp(&rel).await?;
     // On any error below, `temp` is dropped and the temporary file removed.
-    let (file, sha256) = stream::receive(body, file, size, s.io_buffer_size).await?;
+    let (file, sha256) = stream::receive(body, file, size, core.buffers.lease()).await?;
     tokio::task::spawn_blocking(move || temp.commit_blocking(file))
         .await
         .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?

@@ -94,6 +94,22 @@ impl PartStore {
         out.sync_all()
     }
 
+    /// Feeds bytes `[from, to)` of a session's data into `h`.
+    pub fn hash_range(&self, id: &str, h: &mut Sha256, from: u64, to: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = File::open(self.path(id))?;
+        f.seek(SeekFrom::Start(from))?;
+        let mut f = f.take(to.saturating_sub(from));
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            h.update(&buf[..n]);
+        }
+    }
+
     /// SHA-256 of the first `len` bytes of a session's data.
     pub fn sha256(&self, id: &str, len: u64) -> io::Result<[u8; 32]> {
         let mut f = File::open(self.path(id))?.take(len);

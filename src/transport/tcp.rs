@@ -101,6 +101,9 @@ async fn serve_connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // hyper's read buffer grows to this; 128 KiB keeps uploads fast and memory per
+        // connection small (the default allows about 400 KiB).
+        .max_buf_size(128 << 10)
         .keep_alive(true);
     builder
         .http2()
@@ -166,7 +169,19 @@ async fn handle(
         BodyDataStream::new(incoming)
             .map_err(move |e| BodyError(format!("{}: {e}", protocol.label()))),
     );
-    let resp = core.handle(parts, body, Ctx::new(peer.ip())).await;
+    // Spawned, so that a client resetting its stream (hyper then drops this future) does
+    // not cancel the handler half-way: it sees the body end with an error and commits
+    // what arrived, as on the other transports.
+    let handling = tokio::spawn(async move { core.handle(parts, body, Ctx::new(peer.ip())).await });
+    let resp = match handling.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "request handler failed");
+            let err =
+                crate::core::error::CoreError::Storage(std::io::Error::other("handler failed"));
+            crate::core::response::error(&err, http::StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    };
     let (mut parts, body) = resp.into_parts();
     if let Some(v) = alt_svc {
         parts.headers.insert(http::header::ALT_SVC, v);

@@ -188,6 +188,17 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<BodyStream>,
 ) -> Reply {
+    request_on(client, method, path_q, headers, body).await
+}
+
+/// Like [`request`], on a shared client (HTTP/2 and HTTP/3 multiplex concurrent calls).
+pub async fn request_on(
+    client: &Client,
+    method: &str,
+    path_q: &str,
+    headers: &[(&str, &str)],
+    body: Option<BodyStream>,
+) -> Reply {
     let mut b = Request::builder().method(method).uri(path_q);
     for (k, v) in headers {
         b = b.header(*k, *v);

@@ -60,7 +60,6 @@ const options = {
   metadata: { filename: o.file.split('/').pop(), ...o.metadata },
   // No silent retries: a failure must show, not be papered over.
   retryDelays: [],
-  uploadSize: size,
   onAfterResponse(req, res) {
     const m = req.getMethod()
     if (m === 'HEAD' && out.head_offset === undefined) {

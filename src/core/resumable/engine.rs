@@ -15,6 +15,10 @@
 //!    expected digest, and moved to its target without overwriting; the record is kept
 //!    (completed) until it expires so clients can still ask for the offset.
 //! 6. Records and data of sessions past their expiry are collected by [`Engine::expire`].
+//! 7. The file's SHA-256 is kept as a running hash of the contiguous prefix: appends hash
+//!    while they write, out-of-order chunks hash the newly contiguous bytes when the prefix
+//!    grows (from the page cache), so completion does not read the file again. After a
+//!    restart the running hash is gone and completion hashes what it lacks.
 //!
 //! Time comes in as Unix seconds; nothing here reads a clock or touches a socket.
 
@@ -27,6 +31,7 @@ use crate::core::stream::{Digests, Writer};
 use crate::storage::fs::CommitError;
 use crate::storage::{PartStore, SessionStore};
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -40,7 +45,7 @@ pub struct Limits {
     pub max_length: u64,
     /// Seconds a session lives after its last write.
     pub ttl_secs: u64,
-    pub buf_size: usize,
+    pub buffers: Arc<crate::core::buffers::Buffers>,
     /// Bytes between progress commits within one request.
     pub commit_every: u64,
 }
@@ -167,6 +172,14 @@ struct Slot {
     record: tokio::sync::Mutex<()>,
     writer: tokio::sync::Mutex<()>,
     preempt: watch::Sender<u64>,
+    /// Running SHA-256 of the bytes `[0, upto)`.
+    prefix: tokio::sync::Mutex<Prefix>,
+}
+
+#[derive(Clone, Default)]
+struct Prefix {
+    sha: Sha256,
+    upto: u64,
 }
 
 #[derive(Clone)]
@@ -254,6 +267,7 @@ impl Engine {
                     record: tokio::sync::Mutex::new(()),
                     writer: tokio::sync::Mutex::new(()),
                     preempt: watch::channel(0).0,
+                    prefix: tokio::sync::Mutex::new(Prefix::default()),
                 })
             })
             .clone()
@@ -375,6 +389,10 @@ impl Engine {
             let _ = self.parts.remove(&id);
             return Err(e);
         }
+        if session.data_complete() {
+            // An empty upload is complete as soon as it exists.
+            return self.finish(&id, now).await;
+        }
         Ok(session)
     }
 
@@ -460,11 +478,20 @@ impl Engine {
         let parts = self.parts.clone();
         let pid = id.to_string();
         let file = blocking(move || Ok(parts.open_write(&pid)?)).await?;
+        // An append that continues the running hash carries it (exclusive: writer lock).
+        let mut prefix = match w.placement {
+            Placement::Append { .. } => Some(slot.prefix.lock().await),
+            Placement::At { .. } => None,
+        };
+        let carry = prefix
+            .as_ref()
+            .filter(|p| p.upto == start)
+            .map(|p| p.sha.clone());
         let digests = Digests {
-            sha256: None,
+            sha256: carry,
             check: w.checksum.as_ref().map(Expected::hasher),
         };
-        let mut writer = Writer::new(file, start, self.limits.buf_size, digests);
+        let mut writer = Writer::new(file, start, self.limits.buffers.lease(), digests);
         let mut committed = start;
         let mut failure: Option<SessionError> = None;
         loop {
@@ -525,6 +552,17 @@ impl Engine {
         }
         let set_len = (w.last && failure.is_none()).then_some(end);
         let s = self.commit_range(id, committed, end, set_len, now).await?;
+        match (prefix.as_mut(), digests.sha256) {
+            (Some(p), Some(sha)) => {
+                p.sha = sha;
+                p.upto = end;
+            }
+            _ => {
+                self.extend_prefix(id, &slot, s.received.prefix_end())
+                    .await?
+            }
+        }
+        drop(prefix);
         if let Some(f) = failure {
             return Err(f);
         }
@@ -532,6 +570,29 @@ impl Engine {
             return self.finish(id, now).await;
         }
         Ok(s)
+    }
+
+    /// Hashes newly contiguous bytes into the running prefix hash (out-of-order chunks).
+    async fn extend_prefix(
+        &self,
+        id: &str,
+        slot: &Slot,
+        prefix_end: u64,
+    ) -> Result<(), SessionError> {
+        let mut p = slot.prefix.lock().await;
+        if p.upto >= prefix_end {
+            return Ok(());
+        }
+        let (parts, pid, mut sha, from) =
+            (self.parts.clone(), id.to_string(), p.sha.clone(), p.upto);
+        let sha = blocking(move || {
+            parts.hash_range(&pid, &mut sha, from, prefix_end)?;
+            Ok(sha)
+        })
+        .await?;
+        p.sha = sha;
+        p.upto = prefix_end;
+        Ok(())
     }
 
     async fn commit_range(
@@ -569,9 +630,18 @@ impl Engine {
             return Ok(s);
         }
         let len = s.length.unwrap_or(0);
+        let running = {
+            let p = slot.prefix.lock().await;
+            (p.upto <= len).then(|| p.clone()).unwrap_or_default()
+        };
         let parts = self.parts.clone();
         let pid = id.to_string();
-        let sha = blocking(move || Ok(parts.sha256(&pid, len)?)).await?;
+        let sha: [u8; 32] = blocking(move || {
+            let mut sha = running.sha;
+            parts.hash_range(&pid, &mut sha, running.upto, len)?;
+            Ok(sha.finalize().into())
+        })
+        .await?;
         if let Some(expected) = &s.expected_sha256 {
             if *expected != hex::encode(sha) {
                 drop(_r);

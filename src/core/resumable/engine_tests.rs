@@ -24,7 +24,7 @@ fn limits() -> Limits {
         max_reserved_bytes: 1 << 20,
         max_length: 100_000,
         ttl_secs: 100,
-        buf_size: 64,
+        buffers: crate::core::buffers::Buffers::new(64, 1 << 20),
         commit_every: 100,
     }
 }

@@ -71,7 +71,7 @@ pub async fn upload(
             sha256: Some(Sha256::new()),
             check: None,
         };
-        let mut w = Writer::new(file, 0, s.io_buffer_size, digests);
+        let mut w = Writer::new(file, 0, core.buffers.lease(), digests);
         while let Some(chunk) = field.chunk().await.map_err(form_error)? {
             w.push(&chunk).await?;
         }
