@@ -557,9 +557,11 @@ impl Engine {
                 p.sha = sha;
                 p.upto = end;
             }
-            _ => {
+            // An append behind the running hash (after a restart): completion hashes the rest.
+            (Some(_), None) => {}
+            (None, _) => {
                 self.extend_prefix(id, &slot, s.received.prefix_end())
-                    .await?
+                    .await?;
             }
         }
         drop(prefix);
