@@ -288,7 +288,7 @@ async fn cut_off_and_short_uploads_leave_nothing() {
         let l = label(proto);
         // The client's body fails half-way: the request is aborted on the wire.
         let rel = format!("{l}/cut.bin");
-        let mut c = srv.client(proto).await;
+        let c = srv.client(proto).await;
         let half: Vec<Result<Bytes, BodyError>> = vec![
             Ok(pattern(4, 0, 300_000)),
             Err(BodyError("client gave up".into())),
@@ -319,7 +319,7 @@ async fn short_body_for_declared_length_is_not_stored() {
     for proto in [Proto::H2, Proto::H3] {
         let l = label(proto);
         let rel = format!("{l}/short.bin");
-        let mut c = srv.client(proto).await;
+        let c = srv.client(proto).await;
         let req = http::Request::builder()
             .method("PUT")
             .uri(signed_v(&rel, 1000))

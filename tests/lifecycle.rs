@@ -111,7 +111,7 @@ async fn shutdown_lets_in_flight_downloads_finish() {
     let mut streams = Vec::new();
     let mut clients = Vec::new();
     for proto in Proto::ALL {
-        let mut c = srv.client(proto).await;
+        let c = srv.client(proto).await;
         let req = http::Request::builder().uri("/big.bin").body(()).unwrap();
         let resp = c.send(req, None).await.unwrap();
         assert_eq!(resp.status, 200);

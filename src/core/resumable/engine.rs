@@ -634,7 +634,11 @@ impl Engine {
         let len = s.length.unwrap_or(0);
         let running = {
             let p = slot.prefix.lock().await;
-            (p.upto <= len).then(|| p.clone()).unwrap_or_default()
+            if p.upto <= len {
+                p.clone()
+            } else {
+                Prefix::default()
+            }
         };
         let parts = self.parts.clone();
         let pid = id.to_string();
