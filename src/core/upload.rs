@@ -63,15 +63,7 @@ pub async fn put(
             max: s.max_upload_size,
         });
     }
-    if !s.allowed_extensions.is_empty() {
-        let ext = rel.extension().unwrap_or_default();
-        if !s.allowed_extensions.contains(&ext) {
-            return Err(CoreError::ExtensionNotAllowed(ext));
-        }
-    }
-    if core.storage.exists(&rel).await? {
-        return Err(CoreError::Exists);
-    }
+    check_destination(core, &rel).await?;
     if core.storage.available_bytes().await? < size.saturating_add(FREE_SPACE_MARGIN) {
         return Err(CoreError::InsufficientStorage);
     }
@@ -102,6 +94,21 @@ pub async fn put(
         h.insert("repr-digest", v);
     }
     Ok(resp)
+}
+
+/// Refuses a destination whose extension is not allowed or which already exists.
+pub async fn check_destination(core: &Core, rel: &path::RelPath) -> Result<(), CoreError> {
+    let s = &core.settings;
+    if !s.allowed_extensions.is_empty() {
+        let ext = rel.extension().unwrap_or_default();
+        if !s.allowed_extensions.contains(&ext) {
+            return Err(CoreError::ExtensionNotAllowed(ext));
+        }
+    }
+    if core.storage.exists(rel).await? {
+        return Err(CoreError::Exists);
+    }
+    Ok(())
 }
 
 /// Standard base64 with padding (RFC 4648), for `Repr-Digest`.

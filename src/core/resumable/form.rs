@@ -57,15 +57,7 @@ pub async fn upload(
             return Err(path::PathError::Traversal.into());
         }
         let rel = path::validate(&format!("{}/{name}", s.form_upload_dir))?;
-        if !s.allowed_extensions.is_empty() {
-            let ext = rel.extension().unwrap_or_default();
-            if !s.allowed_extensions.contains(&ext) {
-                return Err(CoreError::ExtensionNotAllowed(ext));
-            }
-        }
-        if core.storage.exists(&rel).await? {
-            return Err(CoreError::Exists);
-        }
+        crate::core::upload::check_destination(core, &rel).await?;
         let (temp, file) = core.storage.create_temp(&rel).await?;
         let digests = Digests {
             sha256: Some(Sha256::new()),
