@@ -19,13 +19,7 @@ PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket
-while True:
-    t=socket.socket(); t.bind(("127.0.0.1",0)); p=t.getsockname()[1]
-    u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try: u.bind(("127.0.0.1",p)); print(p); break
-    except OSError: pass
-    finally: t.close(); u.close()'; }
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port
 
 start_server() {
     PORT=$(free_port)

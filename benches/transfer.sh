@@ -77,28 +77,7 @@ if [ "$avail_mb" -lt "$need_mb" ]; then
     exit 1
 fi
 
-free_port() {
-    "$PY" - <<'EOF'
-import socket, sys
-for _ in range(100):
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    t.bind(("127.0.0.1", 0))
-    port = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", port))
-    except OSError:
-        t.close(); u.close(); continue
-    t.close(); u.close()
-    print(port); sys.exit(0)
-sys.exit(1)
-EOF
-}
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # pid -> utime+stime in clock ticks (0 when gone)
-    local f
-    if read -r -a f <"/proc/$1/stat" 2>/dev/null; then echo $((f[13] + f[14])); else echo 0; fi
-}
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks
 
 # ------------------------------------------------------------------ the file
 SIZE=$((SIZE_MB * 1024 * 1024))

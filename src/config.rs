@@ -212,11 +212,8 @@ pub const HFS_ALIASES: &[(&str, &str)] = &[
     ("server.max_connections_limit", "server.max_connections"),
     ("uploads.allowed_extensions", "server.allowed_extensions"),
     ("uploads.allowedextensions", "server.allowed_extensions"),
-    ("server.allowed_extensions", "server.allowed_extensions"),
-    ("security.secret", "security.secret"),
     ("server.secret", "security.secret"),
     ("server.graceful_shutdown_timeout", "server.shutdown_grace"),
-    ("downloads.require_signature", "downloads.require_signature"),
     ("uploads.chunk_size", "resumable.chunk_size"),
     ("uploads.max_resumable_age", "resumable.session_ttl"),
     ("tls.cert_file", "tls.cert"),
@@ -340,9 +337,6 @@ impl Config {
 fn apply_aliases(mut table: toml::Table) -> Result<(toml::Table, Vec<String>), ConfigError> {
     let mut warnings = Vec::new();
     for (from, to) in HFS_ALIASES {
-        if from == to {
-            continue;
-        }
         let (fsec, fkey) = from.split_once('.').unwrap_or(("", from));
         let Some(value) = table
             .get_mut(fsec)

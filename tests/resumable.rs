@@ -14,6 +14,13 @@ use xferd::core::auth::Scheme;
 
 const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 
+/// A tus creation `POST` (no body) to a signed URL.
+async fn tus_create(c: &mut xferd::client::Client, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut h = vec![TUS];
+    h.extend_from_slice(headers);
+    request(c, "POST", url, &h, None).await
+}
+
 fn v3(method: &str, rel: &str) -> String {
     signed("", Scheme::V3, method, rel, 0, "", now_unix() + 600)
 }
@@ -36,12 +43,10 @@ async fn tus_create_patch_head_checksum_terminate() {
             "filename {}",
             base64::engine::general_purpose::STANDARD.encode("file.bin")
         );
-        let r = request(
+        let r = tus_create(
             &mut c,
-            "POST",
             &v3("POST", &rel),
-            &[TUS, ("upload-length", "300000"), ("upload-metadata", &meta)],
-            None,
+            &[("upload-length", "300000"), ("upload-metadata", &meta)],
         )
         .await;
         assert_eq!(r.status, 201, "{l} create: {:?}", r.body);
@@ -179,12 +184,10 @@ async fn tus_create_patch_head_checksum_terminate() {
         assert_eq!(g.body, d);
 
         // Termination.
-        let r = request(
+        let r = tus_create(
             &mut c,
-            "POST",
             &v3("POST", &format!("{l}/tus/gone.bin")),
-            &[TUS, ("upload-length", "10")],
-            None,
+            &[("upload-length", "10")],
         )
         .await;
         let loc = r.header("location").unwrap().to_string();
@@ -209,14 +212,7 @@ async fn tus_with_xmpp_urls_creation_with_upload_deferred_length_and_concatenati
         let ct = ("content-type", "application/offset+octet-stream");
         // An XMPP (scheme v) URL: Upload-Length must equal the signed size.
         let rel = format!("{l}/x/photo.jpg");
-        let r = request(
-            &mut c,
-            "POST",
-            &signed_v(&rel, 5000),
-            &[TUS, ("upload-length", "4999")],
-            None,
-        )
-        .await;
+        let r = tus_create(&mut c, &signed_v(&rel, 5000), &[("upload-length", "4999")]).await;
         assert_eq!(r.status, 403, "{l} size not signed");
         // creation-with-upload: the whole file in the creation request.
         let d = pattern(11, 0, 5000);
@@ -240,26 +236,12 @@ async fn tus_with_xmpp_urls_creation_with_upload_deferred_length_and_concatenati
         );
         assert_eq!(get(&mut c, &format!("/{rel}"), &[]).await.body, d);
         // A second upload to the same target is refused up front.
-        let r = request(
-            &mut c,
-            "POST",
-            &signed_v(&rel, 5000),
-            &[TUS, ("upload-length", "5000")],
-            None,
-        )
-        .await;
+        let r = tus_create(&mut c, &signed_v(&rel, 5000), &[("upload-length", "5000")]).await;
         assert_eq!(r.status, 409, "{l}");
 
         // creation-defer-length.
         let rel = format!("{l}/x/deferred.bin");
-        let r = request(
-            &mut c,
-            "POST",
-            &v3("POST", &rel),
-            &[TUS, ("upload-defer-length", "1")],
-            None,
-        )
-        .await;
+        let r = tus_create(&mut c, &v3("POST", &rel), &[("upload-defer-length", "1")]).await;
         assert_eq!(r.status, 201);
         let loc = r.header("location").unwrap().to_string();
         let r = request(
@@ -306,12 +288,10 @@ async fn tus_with_xmpp_urls_creation_with_upload_deferred_length_and_concatenati
             .enumerate()
         {
             let len = part.len().to_string();
-            let r = request(
+            let r = tus_create(
                 &mut c,
-                "POST",
                 &v3("POST", &rel),
-                &[TUS, ("upload-concat", "partial"), ("upload-length", &len)],
-                None,
+                &[("upload-concat", "partial"), ("upload-length", &len)],
             )
             .await;
             assert_eq!(r.status, 201, "{l} partial {i}");
@@ -333,23 +313,14 @@ async fn tus_with_xmpp_urls_creation_with_upload_deferred_length_and_concatenati
             "partials never land alone"
         );
         let fin = format!("final;{} https://localhost{}", locs[0], locs[1]);
-        let r = request(
-            &mut c,
-            "POST",
-            &v3("POST", &rel),
-            &[TUS, ("upload-concat", &fin)],
-            None,
-        )
-        .await;
+        let r = tus_create(&mut c, &v3("POST", &rel), &[("upload-concat", &fin)]).await;
         assert_eq!(r.status, 201, "{l} final: {:?}", r.body);
         assert_eq!(get(&mut c, &format!("/{rel}"), &[]).await.body, d, "{l}");
         // Partials need a v3 URL (a v MAC binds one size).
-        let r = request(
+        let r = tus_create(
             &mut c,
-            "POST",
             &signed_v(&format!("{l}/x/p.bin"), 10),
-            &[TUS, ("upload-concat", "partial"), ("upload-length", "10")],
-            None,
+            &[("upload-concat", "partial"), ("upload-length", "10")],
         )
         .await;
         assert_eq!(r.status, 400, "{l}");
@@ -683,21 +654,12 @@ async fn creation_limits_and_auth() {
     })
     .await;
     let mut c = srv.client(Proto::H2).await;
-    let r = request(
-        &mut c,
-        "POST",
-        "/lim/unsigned.bin",
-        &[TUS, ("upload-length", "10")],
-        None,
-    )
-    .await;
+    let r = tus_create(&mut c, "/lim/unsigned.bin", &[("upload-length", "10")]).await;
     assert_eq!(r.status, 403);
-    let r = request(
+    let r = tus_create(
         &mut c,
-        "POST",
         &v3("POST", "lim/huge.bin"),
-        &[TUS, ("upload-length", "1001")],
-        None,
+        &[("upload-length", "1001")],
     )
     .await;
     assert_eq!(
@@ -705,24 +667,15 @@ async fn creation_limits_and_auth() {
         (413, Some("too_large"))
     );
     for i in 0..2 {
-        let r = request(
+        let r = tus_create(
             &mut c,
-            "POST",
             &v3("POST", &format!("lim/{i}.bin")),
-            &[TUS, ("upload-length", "10")],
-            None,
+            &[("upload-length", "10")],
         )
         .await;
         assert_eq!(r.status, 201);
     }
-    let r = request(
-        &mut c,
-        "POST",
-        &v3("POST", "lim/3.bin"),
-        &[TUS, ("upload-length", "10")],
-        None,
-    )
-    .await;
+    let r = tus_create(&mut c, &v3("POST", "lim/3.bin"), &[("upload-length", "10")]).await;
     assert_eq!(
         (r.status.as_u16(), r.json()["error"].as_str()),
         (429, Some("too_many_uploads_for_client"))
@@ -820,14 +773,7 @@ async fn paths_under_the_upload_collections_are_ordinary_paths() {
         );
         assert_eq!(&get(&mut c, &format!("/{rel}"), &[]).await.body[..], b"abc");
         let rel = format!("resumable/{l}/n.bin");
-        let r = request(
-            &mut c,
-            "POST",
-            &v3("POST", &rel),
-            &[TUS, ("upload-length", "0")],
-            None,
-        )
-        .await;
+        let r = tus_create(&mut c, &v3("POST", &rel), &[("upload-length", "0")]).await;
         assert_eq!(r.status, 201, "{l}: {:?}", r.body);
         assert_eq!(
             get(&mut c, &format!("/{rel}"), &[]).await.status,

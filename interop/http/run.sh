@@ -57,24 +57,7 @@ fail() {
     if [ -n "${3:-}" ] && [ -s "$3" ]; then sed 's/^/    | /' "$3" | head -n 40; fi
 }
 
-# A port free for both TCP and UDP on 127.0.0.1 (xferd serves h1/h2 and h3 on one port).
-free_port() {
-    "$PY" - <<'EOF'
-import socket, sys
-for _ in range(100):
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    t.bind(("127.0.0.1", 0))
-    port = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", port))
-    except OSError:
-        t.close(); u.close(); continue
-    t.close(); u.close()
-    print(port); sys.exit(0)
-sys.exit(1)
-EOF
-}
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"  # free_port, cpu_ticks
 
 PORT=$(free_port)
 BASE="https://127.0.0.1:$PORT"

@@ -6,7 +6,6 @@ use super::{Client, ClientResponse};
 use crate::core::body::{BodyError, BodyStream};
 use anyhow::Context;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use http::Request;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -43,8 +42,7 @@ pub fn file_body(file: Arc<std::fs::File>, offset: u64, len: u64) -> BodyStream 
 
 async fn read_body(resp: ClientResponse) -> anyhow::Result<(http::StatusCode, Bytes)> {
     let status = resp.status;
-    let chunks: Vec<Bytes> = resp.body.try_collect().await.map_err(anyhow::Error::msg)?;
-    Ok((status, Bytes::from(chunks.concat())))
+    Ok((status, resp.bytes().await?))
 }
 
 /// `PUT`s the whole file to `path_q` (a signed URL's path and query).

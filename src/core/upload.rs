@@ -37,14 +37,7 @@ pub async fn put(
             .parse::<u64>()
             .map_err(|_| CoreError::LengthRequired)?,
     };
-    let guessed = mime_guess::from_path(rel.file_name())
-        .first_raw()
-        .unwrap_or("application/octet-stream");
-    let declared = header_str(&head.headers, header::CONTENT_TYPE);
-    let mut types: Vec<&str> = declared.into_iter().collect();
-    if declared != Some(guessed) {
-        types.push(guessed);
-    }
+    let types = signed_content_types(&head.headers, &rel, &[]);
     let claim = Claim {
         method: "PUT",
         path: rel.as_str(),
@@ -89,11 +82,36 @@ pub async fn put(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let digest = format!(":{}:", base64_std(&sha256));
-    if let Ok(v) = HeaderValue::from_str(&format!("sha-256={digest}")) {
+    if let Ok(v) = HeaderValue::from_str(&super::resumable::checksum::repr_digest(&sha256)) {
         h.insert("repr-digest", v);
     }
     Ok(resp)
+}
+
+/// Content types a v2 signature may cover, in the order tried (PROTOCOLS.md section 1):
+/// the declared `Content-Type` (unless it is a resumable protocol's own media type),
+/// `extra` (e.g. tus metadata's `filetype`), then the type guessed from the extension.
+pub fn signed_content_types<'a>(
+    headers: &'a http::HeaderMap,
+    rel: &path::RelPath,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut types: Vec<&str> = Vec::new();
+    if let Some(ct) = header_str(headers, header::CONTENT_TYPE) {
+        if !ct.starts_with("application/offset+octet-stream")
+            && !ct.starts_with("application/partial-upload")
+        {
+            types.push(ct);
+        }
+    }
+    types.extend_from_slice(extra);
+    let guessed = mime_guess::from_path(rel.file_name())
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    if !types.contains(&guessed) {
+        types.push(guessed);
+    }
+    types
 }
 
 /// Refuses a destination whose extension is not allowed or which already exists.
@@ -109,38 +127,4 @@ pub async fn check_destination(core: &Core, rel: &path::RelPath) -> Result<(), C
         return Err(CoreError::Exists);
     }
     Ok(())
-}
-
-/// Standard base64 with padding (RFC 4648), for `Repr-Digest`.
-pub fn base64_std(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64() {
-        assert_eq!(super::base64_std(b""), "");
-        assert_eq!(super::base64_std(b"f"), "Zg==");
-        assert_eq!(super::base64_std(b"fo"), "Zm8=");
-        assert_eq!(super::base64_std(b"foo"), "Zm9v");
-        assert_eq!(super::base64_std(b"foobar"), "Zm9vYmFy");
-    }
 }

@@ -110,21 +110,6 @@ impl PartStore {
         }
     }
 
-    /// SHA-256 of the first `len` bytes of a session's data.
-    pub fn sha256(&self, id: &str, len: u64) -> io::Result<[u8; 32]> {
-        let mut f = File::open(self.path(id))?.take(len);
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(h.finalize().into())
-    }
-
     /// Truncates to `len` (bytes past the committed length are garbage), fsyncs, and moves
     /// the data to its final path without overwriting.
     pub fn commit(&self, id: &str, len: u64, rel: &RelPath) -> Result<(), CommitError> {

@@ -41,21 +41,10 @@ pub fn authorise(
         .as_ref()
         .map(|x| x.0)
         .ok_or(AuthError::Missing)?;
-    let guessed = mime_guess::from_path(rel.file_name())
-        .first_raw()
-        .unwrap_or("application/octet-stream");
-    let mut types: Vec<&str> = Vec::new();
-    if let Some(ct) = header_str(&head.headers, http::header::CONTENT_TYPE) {
-        if !ct.starts_with("application/offset+octet-stream")
-            && !ct.starts_with("application/partial-upload")
-        {
-            types.push(ct);
-        }
+    let mut types = crate::core::upload::signed_content_types(&head.headers, &rel, extra_types);
+    if !types.contains(&"application/octet-stream") {
+        types.push("application/octet-stream");
     }
-    types.extend_from_slice(extra_types);
-    types.push(guessed);
-    types.push("application/octet-stream");
-    types.dedup();
     if scheme != Scheme::V3 && size.is_none() {
         return Err(CoreError::LengthRequired);
     }

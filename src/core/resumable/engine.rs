@@ -176,6 +176,14 @@ struct Slot {
     prefix: tokio::sync::Mutex<Prefix>,
 }
 
+impl Slot {
+    /// Takes the writer lock, first telling a request still writing to stop and commit.
+    async fn take_writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.preempt.send_modify(|g| *g += 1);
+        self.writer.lock().await
+    }
+}
+
 #[derive(Clone, Default)]
 struct Prefix {
     sha: Sha256,
@@ -313,8 +321,7 @@ impl Engine {
             return Err(SessionError::NotFound);
         }
         let slot = self.slot(id);
-        slot.preempt.send_modify(|g| *g += 1);
-        let _w = slot.writer.lock().await;
+        let _w = slot.take_writer().await;
         self.info(id, now).await
     }
 
@@ -434,8 +441,7 @@ impl Engine {
         let slot = self.slot(id);
         let (_writer, mut preempted) = match w.placement {
             Placement::Append { .. } => {
-                slot.preempt.send_modify(|g| *g += 1);
-                let guard = slot.writer.lock().await;
+                let guard = slot.take_writer().await;
                 let mut rx = slot.preempt.subscribe();
                 rx.mark_unchanged();
                 (Some(guard), Some(rx))
@@ -750,18 +756,15 @@ impl Engine {
     }
 
     async fn finish_waiting_finals(&self, part_id: &str, now: u64) {
-        let store = self.store.clone();
-        let all = match blocking(move || Ok(store.all().map_err(std::io::Error::from)?)).await {
+        let all = match self.all_sessions().await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot scan for waiting concatenations");
                 return;
             }
         };
-        for (id, raw) in all {
-            let Ok(s) = serde_json::from_slice::<Session>(&raw) else {
-                continue;
-            };
+        for (id, s) in all {
+            let Some(s) = s else { continue };
             if matches!(&s.kind, Kind::Final { parts } if parts.iter().any(|p| p == part_id)) {
                 if let Err(e) = Box::pin(self.try_concat(&id, now)).await {
                     tracing::warn!(%id, error = %e, "concatenation failed");
@@ -775,8 +778,7 @@ impl Engine {
     pub async fn terminate(&self, id: &str, now: u64) -> Result<(), SessionError> {
         self.info(id, now).await?;
         let slot = self.slot(id);
-        slot.preempt.send_modify(|g| *g += 1);
-        let _w = slot.writer.lock().await;
+        let _w = slot.take_writer().await;
         self.remove(id).await
     }
 
@@ -795,24 +797,26 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes every session past its expiry; returns how many.
-    pub async fn expire(&self, now: u64) -> Result<usize, SessionError> {
+    /// Every stored record, decoded (`None` for an unreadable one).
+    async fn all_sessions(&self) -> Result<Vec<(String, Option<Session>)>, SessionError> {
         let store = self.store.clone();
         let all = blocking(move || Ok(store.all().map_err(std::io::Error::from)?)).await?;
+        Ok(all
+            .into_iter()
+            .map(|(id, raw)| (id, serde_json::from_slice::<Session>(&raw).ok()))
+            .collect())
+    }
+
+    /// Removes every session past its expiry (and unreadable records); returns how many.
+    pub async fn expire(&self, now: u64) -> Result<usize, SessionError> {
         let mut n = 0;
-        for (id, raw) in all {
-            let expired = serde_json::from_slice::<Session>(&raw).map_or(true, |s| now > s.expires);
-            if expired {
+        for (id, s) in self.all_sessions().await? {
+            if s.is_none_or(|s| now > s.expires) {
                 self.remove(&id).await?;
                 n += 1;
             }
         }
         Ok(n)
-    }
-
-    /// Sessions currently tracked (for limits and metrics).
-    pub fn count(&self) -> usize {
-        lock(&self.index).len()
     }
 }
 

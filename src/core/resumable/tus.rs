@@ -37,8 +37,10 @@ pub async fn resource(
     if head.method == Method::OPTIONS {
         return options(core);
     }
+    if let Some(r) = version_refusal(&head.headers) {
+        return finish(Ok(r));
+    }
     let result = async {
-        check_version(&head.headers)?;
         let base = &core.settings.tus_path;
         let Some(id) = session_id(head.uri.path(), base) else {
             return Err(if head.method == Method::POST {
@@ -72,6 +74,9 @@ pub async fn create(
     body: &mut BodyStream,
     ctx: &Ctx,
 ) -> Response<Body> {
+    if let Some(r) = version_refusal(&head.headers) {
+        return finish(Ok(r));
+    }
     finish(create_inner(core, head, body, ctx).await)
 }
 
@@ -81,7 +86,6 @@ async fn create_inner(
     body: &mut BodyStream,
     ctx: &Ctx,
 ) -> Result<Response<Body>, CoreError> {
-    check_version(&head.headers)?;
     let h = &head.headers;
     let now = ctx.unix();
     let length = header_u64(h, "upload-length")?;
@@ -234,11 +238,17 @@ fn checksum_of(h: &HeaderMap) -> Result<Option<Expected>, CoreError> {
     }
 }
 
-fn check_version(h: &HeaderMap) -> Result<(), CoreError> {
-    match header_str(h, "tus-resumable") {
-        Some(VERSION) => Ok(()),
-        _ => Err(CoreError::BadRequest("unsupported tus version".into())),
+/// The 412 answer to a request without `Tus-Resumable: 1.0.0`, if this is one.
+fn version_refusal(h: &HeaderMap) -> Option<Response<Body>> {
+    if header_str(h, "tus-resumable") == Some(VERSION) {
+        return None;
     }
+    let err = CoreError::BadRequest("unsupported tus version".into());
+    let mut r = response::error(&err, StatusCode::FORBIDDEN);
+    *r.status_mut() = StatusCode::PRECONDITION_FAILED;
+    r.headers_mut()
+        .insert("tus-version", HeaderValue::from_static(VERSION));
+    Some(r)
 }
 
 fn concat_header(h: &HeaderMap) -> Option<&str> {
@@ -364,11 +374,6 @@ fn finish(result: Result<Response<Body>, CoreError>) -> Response<Body> {
             match &e {
                 CoreError::Session(SessionError::ChecksumMismatch) => {
                     *r.status_mut() = StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
-                }
-                CoreError::BadRequest(m) if m == "unsupported tus version" => {
-                    *r.status_mut() = StatusCode::PRECONDITION_FAILED;
-                    r.headers_mut()
-                        .insert("tus-version", HeaderValue::from_static(VERSION));
                 }
                 CoreError::Session(SessionError::OffsetMismatch { expected, .. }) => {
                     r.headers_mut()
