@@ -35,6 +35,9 @@ pub struct Config {
     pub security: SecurityConfig,
     pub downloads: DownloadsConfig,
     pub resumable: ResumableConfig,
+    pub performance: PerformanceConfig,
+    pub streaming: StreamingConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,13 +68,6 @@ pub struct ServerConfig {
     pub udp_recv_buffer: u64,
     #[serde(deserialize_with = "de_size")]
     pub udp_send_buffer: u64,
-    /// I/O buffer size for streaming bodies to and from storage.
-    #[serde(deserialize_with = "de_size")]
-    pub io_buffer_size: u64,
-    /// Memory for transfer buffers across all transfers; with many transfers active, each
-    /// gets a smaller buffer (down to 32 KB) so the total stays near this.
-    #[serde(deserialize_with = "de_size")]
-    pub io_memory_budget: u64,
 }
 
 impl Default for ServerConfig {
@@ -90,8 +86,6 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             udp_recv_buffer: 8 << 20,
             udp_send_buffer: 8 << 20,
-            io_buffer_size: 256 << 10,
-            io_memory_budget: 32 << 20,
         }
     }
 }
@@ -203,6 +197,121 @@ impl Default for ResumableConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerformanceConfig {
+    /// Size each transfer's I/O buffer from its connection's readings; off = every transfer
+    /// uses `max_buffer_size` (memory pressure still shrinks it).
+    pub adaptive_buffers: bool,
+    #[serde(deserialize_with = "de_size")]
+    pub min_buffer_size: u64,
+    #[serde(deserialize_with = "de_size")]
+    pub max_buffer_size: u64,
+    /// Memory for transfer buffers across all transfers (pooled and in use).
+    #[serde(deserialize_with = "de_size")]
+    pub buffer_memory_limit: u64,
+    /// How often a running transfer re-evaluates its buffer size (and chunk hint).
+    #[serde(deserialize_with = "de_duration")]
+    pub buffer_optimization_interval: Duration,
+    /// Advise chunk sizes from readings and history; off = `resumable.chunk_size` always.
+    pub intelligent_chunking: bool,
+    #[serde(deserialize_with = "de_size")]
+    pub min_chunk_size: u64,
+    #[serde(deserialize_with = "de_size")]
+    pub max_chunk_size: u64,
+    pub chunk_adaptation_algorithm: ChunkAlgorithm,
+    /// Keep per-client history (see README: profile keys).
+    pub client_profiling: bool,
+    /// Profiles unused for this long are forgotten (also on disk).
+    #[serde(deserialize_with = "de_duration")]
+    pub profile_persistence_duration: Duration,
+    /// Most profiles kept; the least recently used go first.
+    pub max_profiles: usize,
+    /// Classify connections (loopback, LAN, broadband, mobile, satellite) from readings.
+    pub connection_type_detection: bool,
+}
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        PerformanceConfig {
+            adaptive_buffers: true,
+            min_buffer_size: 32 << 10,
+            max_buffer_size: 1 << 20,
+            buffer_memory_limit: 64 << 20,
+            buffer_optimization_interval: Duration::from_secs(1),
+            intelligent_chunking: true,
+            min_chunk_size: 256 << 10,
+            max_chunk_size: 64 << 20,
+            chunk_adaptation_algorithm: ChunkAlgorithm::Adaptive,
+            client_profiling: true,
+            profile_persistence_duration: Duration::from_secs(24 * 3600),
+            max_profiles: 10_000,
+            connection_type_detection: true,
+        }
+    }
+}
+
+/// How chunk sizes are chosen (see `core::sizing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkAlgorithm {
+    Fixed,
+    Adaptive,
+    Predictive,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Honour `Range` on downloads; off = whole files with `Accept-Ranges: none`.
+    pub range_requests: bool,
+    /// Many concurrent requests per HTTP/2 and HTTP/3 connection; off = one at a time.
+    pub connection_multiplexing: bool,
+    /// Sample each connection's readings (TCP_INFO, QUIC stats); off = no readings, sizing
+    /// falls back to the configured bounds and memory pressure.
+    pub bandwidth_estimation: bool,
+    /// Re-evaluate buffer sizes and chunk hints during a transfer; off = chosen once at start.
+    pub quality_adaptation: bool,
+    /// Retry storage operations that fail transiently.
+    pub automatic_retry: bool,
+    /// Retry delays double (with jitter); off = a constant delay.
+    pub exponential_backoff: bool,
+    /// After repeated storage failures, refuse storage work quickly (503) for a cool-down.
+    pub circuit_breaker: bool,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            range_requests: true,
+            connection_multiplexing: true,
+            bandwidth_estimation: true,
+            quality_adaptation: true,
+            automatic_retry: true,
+            exponential_backoff: true,
+            circuit_breaker: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics at `/metrics`.
+    pub enabled: bool,
+    /// A separate plaintext listener for `/metrics`; when set, the main port does not serve it.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: None,
+        }
+    }
+}
+
 /// HFS key -> xferd key (both as `section.key`).
 pub const HFS_ALIASES: &[(&str, &str)] = &[
     ("server.listen_address", "server.listen"),
@@ -271,8 +380,41 @@ impl Config {
         if self.server.max_upload_size == 0 {
             return bad("server.max_upload_size", "must be greater than 0");
         }
-        if !(4096..=(64 << 20)).contains(&self.server.io_buffer_size) {
-            return bad("server.io_buffer_size", "must be between 4KB and 64MB");
+        let p = &self.performance;
+        if !(4096..=(64 << 20)).contains(&p.min_buffer_size)
+            || !(4096..=(64 << 20)).contains(&p.max_buffer_size)
+        {
+            return bad(
+                "performance.min_buffer_size",
+                "buffer sizes must be between 4KB and 64MB",
+            );
+        }
+        if p.min_buffer_size > p.max_buffer_size {
+            return bad(
+                "performance.min_buffer_size",
+                "must not exceed max_buffer_size",
+            );
+        }
+        if p.buffer_memory_limit < 2 * p.min_buffer_size {
+            return bad(
+                "performance.buffer_memory_limit",
+                "must hold at least two min_buffer_size buffers",
+            );
+        }
+        if p.min_chunk_size == 0 || p.min_chunk_size > p.max_chunk_size {
+            return bad(
+                "performance.min_chunk_size",
+                "must be > 0 and not exceed max_chunk_size",
+            );
+        }
+        if p.buffer_optimization_interval.is_zero() {
+            return bad(
+                "performance.buffer_optimization_interval",
+                "must be greater than 0",
+            );
+        }
+        if p.max_profiles == 0 {
+            return bad("performance.max_profiles", "must be at least 1");
         }
         for (key, p) in [
             ("resumable.tus_path", &self.resumable.tus_path),

@@ -15,15 +15,24 @@
 //!   - [`core::upload`]: single-shot PUT uploads.
 //!   - [`core::download`]: conditional and range downloads.
 //!   - [`core::response`]: outcomes and typed errors -> response heads.
+//!   - [`core::resumable`]: the session engine behind tus, the IETF draft and HFS chunks.
+//!   - [`core::readings`], [`core::sizing`], [`core::profiles`], [`core::adaptive`],
+//!     [`core::buffers`]: the adaptive engine (connection readings -> buffer and chunk
+//!     sizes, client history, the buffer pool).
+//!   - [`core::retry`]: retry, backoff and circuit breaking for storage.
+//!   - [`core::telemetry`]: the events the core reports (no Prometheus in the core).
+//! - [`metrics`]: Prometheus registry and `/metrics`.
 //! - [`storage`]: the storage trait's local-filesystem implementation (temp file, fsync,
 //!   atomic no-overwrite rename; positional reads).
-//! - [`transport`]: the two front doors (hyper over TCP, h3 over quinn), TLS, shutdown.
+//! - [`transport`]: the two front doors (hyper over TCP, h3 over quinn), TLS, shutdown,
+//!   and the readings each takes from its connections (`TCP_INFO`, quinn stats).
 //! - [`client`]: a small HTTP/1.1, HTTP/2 and HTTP/3 client used by tests and the CLI.
 //! - [`server`]: wires config, core and transports together.
 
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod tls;

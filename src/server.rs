@@ -19,6 +19,8 @@ pub struct Server {
     /// TCP (TLS) address; UDP (HTTP/3) uses the same one.
     pub addr: SocketAddr,
     pub plain_addr: Option<SocketAddr>,
+    /// The separate metrics listener, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// PEM certificate the server presents (trust it in clients).
     pub cert_path: PathBuf,
     /// The current signing secret.
@@ -93,10 +95,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let sessions =
         crate::storage::SessionStore::open(&config.server.state_path.join("sessions.redb"))
             .context("opening the session store")?;
-    let buffers = crate::core::buffers::Buffers::new(
-        usize::try_from(config.server.io_buffer_size).unwrap_or(256 << 10),
-        config.server.io_memory_budget,
+    let perf = &config.performance;
+    let streaming = &config.streaming;
+    let pool = crate::core::buffers::Pool::new(
+        usize::try_from(perf.min_buffer_size).unwrap_or(32 << 10),
+        usize::try_from(perf.max_buffer_size).unwrap_or(1 << 20),
+        perf.buffer_memory_limit,
     );
+    let metrics = crate::metrics::Metrics::new(pool.clone());
+    let telemetry: Arc<dyn crate::core::Telemetry> = metrics.clone();
     let r = &config.resumable;
     let limits = crate::core::resumable::Limits {
         max_sessions: r.max_sessions,
@@ -104,7 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         max_reserved_bytes: r.max_reserved_bytes,
         max_length: r.max_session_length.min(config.server.max_upload_size),
         ttl_secs: r.session_ttl.as_secs().max(1),
-        buffers: buffers.clone(),
+        pool: pool.clone(),
         commit_every: r.commit_every,
     };
     let engine = crate::core::resumable::Engine::open(sessions, parts, limits)
@@ -112,12 +119,65 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     if config.security.compat_hfs_x_signature {
         tracing::warn!("INSECURE: security.compat_hfs_x_signature accepts replayable X-Signature headers on POST /upload");
     }
+    let profile_store = crate::storage::SessionStore::open_profiles(
+        &config.server.state_path.join("profiles.redb"),
+    )
+    .context("opening the client profile store")?;
+    let profiles = crate::core::profiles::Profiles::new(
+        perf.client_profiling,
+        perf.connection_type_detection,
+        perf.max_profiles,
+        perf.profile_persistence_duration.as_secs().max(1),
+    );
+    if perf.client_profiling {
+        let now = crate::core::unix_secs(std::time::SystemTime::now());
+        let stored = profile_store.all().context("reading client profiles")?;
+        let parsed: Vec<_> = stored
+            .into_iter()
+            .filter_map(|(k, v)| serde_json::from_slice(&v).ok().map(|p| (k, p)))
+            .collect();
+        profiles.load(parsed, now);
+    }
+    let adaptive = Arc::new(crate::core::adaptive::Adaptive {
+        options: crate::core::adaptive::Options {
+            bounds: crate::core::sizing::Bounds {
+                min_buffer: pool.min(),
+                max_buffer: pool.max(),
+                min_chunk: perf.min_chunk_size,
+                max_chunk: perf.max_chunk_size,
+            },
+            adaptive_buffers: perf.adaptive_buffers,
+            interval: perf.buffer_optimization_interval,
+            intelligent_chunking: perf.intelligent_chunking,
+            algorithm: match perf.chunk_adaptation_algorithm {
+                crate::config::ChunkAlgorithm::Fixed => crate::core::sizing::Algorithm::Fixed,
+                crate::config::ChunkAlgorithm::Adaptive => crate::core::sizing::Algorithm::Adaptive,
+                crate::config::ChunkAlgorithm::Predictive => {
+                    crate::core::sizing::Algorithm::Predictive
+                }
+            },
+            configured_chunk: r.chunk_size,
+            bandwidth_estimation: streaming.bandwidth_estimation,
+            quality_adaptation: streaming.quality_adaptation,
+        },
+        pool: pool.clone(),
+        profiles,
+        telemetry: telemetry.clone(),
+    });
+    metrics.watch_profiles(&adaptive);
+    let resilience = crate::core::retry::Resilience::new(
+        streaming.automatic_retry,
+        streaming.exponential_backoff,
+        streaming.circuit_breaker,
+        telemetry,
+    );
     let core = Arc::new(Core::new(
         Settings::from_config(&config),
         keys,
         storage,
         engine,
-        buffers,
+        adaptive,
+        resilience,
     ));
     let expiry_interval = config.resumable.expiry_interval;
 
@@ -135,7 +195,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let (listener, udp, granted_rx, granted_tx) = bind_pair(config.server.listen, tuning).await?;
     let addr = listener.local_addr()?;
-    let endpoint = quic::endpoint(udp, quic_tls, config.server.idle_timeout)?;
+    let endpoint = quic::endpoint(
+        udp,
+        quic_tls,
+        config.server.idle_timeout,
+        streaming.connection_multiplexing,
+    )?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Shared {
@@ -145,7 +210,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         limits: Limits {
             header_read_timeout: config.server.header_read_timeout,
             idle_timeout: config.server.idle_timeout,
+            multiplexing: streaming.connection_multiplexing,
+            readings: streaming.bandwidth_estimation,
         },
+        metrics: metrics.clone(),
     };
     let grace = config.server.shutdown_grace;
     let alt_svc = HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", addr.port()))?;
@@ -164,6 +232,23 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         expiry_interval,
         shared.shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(persist_profiles(
+        shared.core.clone(),
+        Arc::new(profile_store),
+        shared.shutdown.clone(),
+    )));
+    let mut metrics_addr = None;
+    if let (true, Some(addr)) = (config.metrics.enabled, config.metrics.listen) {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics.listen {addr}"))?;
+        metrics_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(crate::transport::tcp::serve_metrics(
+            l,
+            metrics.clone(),
+            shared.shutdown.clone(),
+        )));
+    }
     let mut plain_addr = None;
     if let Some(p) = config.server.plain_listen {
         let l = TcpListener::bind(p)
@@ -175,6 +260,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     Ok(Server {
         addr,
         plain_addr,
+        metrics_addr,
         cert_path: certs.cert_path,
         secret,
         secret_generated,
@@ -205,6 +291,42 @@ async fn bind_pair(
         "could not bind TCP and UDP on one free port: {:?}",
         last_err
     ))
+}
+
+/// How often changed client profiles are written to disk.
+const PROFILE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Writes changed client profiles to the profile store every [`PROFILE_FLUSH`] and once
+/// more at shutdown, deleting expired ones.
+async fn persist_profiles(
+    core: Arc<Core>,
+    store: Arc<crate::storage::SessionStore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(PROFILE_FLUSH) => false,
+            _ = crate::transport::shutdown_signalled(&mut shutdown) => true,
+        };
+        let profiles = &core.adaptive.profiles;
+        let now = crate::core::unix_secs(std::time::SystemTime::now());
+        let gone = profiles.prune(now);
+        let changed: Vec<(String, Vec<u8>)> = profiles
+            .take_dirty()
+            .into_iter()
+            .filter_map(|(k, p)| serde_json::to_vec(&p).ok().map(|v| (k, v)))
+            .collect();
+        if !(changed.is_empty() && gone.is_empty()) {
+            let store = store.clone();
+            let r = tokio::task::spawn_blocking(move || store.apply(&changed, &gone)).await;
+            if !matches!(r, Ok(Ok(()))) {
+                tracing::warn!("saving client profiles failed");
+            }
+        }
+        if stop {
+            return;
+        }
+    }
 }
 
 /// Collects expired resumable sessions every `interval` until shutdown.

@@ -522,7 +522,12 @@ async fn ios_style_put_with_upload_complete_and_cancellation() {
 
 #[tokio::test]
 async fn hfs_chunked_in_any_order_status_and_form_upload() {
-    let srv = TestServer::start_with(|c| c.resumable.chunk_size = 64 * 1024).await;
+    let srv = TestServer::start_with(|c| {
+        c.resumable.chunk_size = 64 * 1024;
+        c.performance.intelligent_chunking = false;
+        c.performance.min_chunk_size = 64 * 1024;
+    })
+    .await;
     for proto in Proto::ALL {
         let l = label(proto);
         let mut c = srv.client(proto).await;

@@ -37,8 +37,9 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub async fn serve(
     core: &Core,
     head: &http::request::Parts,
-    now: SystemTime,
+    ctx: &super::Ctx,
 ) -> Result<Response<Body>, CoreError> {
+    let now = ctx.now;
     let s = &core.settings;
     let rel = path::resolve(head.uri.path(), &s.prefix)?;
     if s.require_download_signature {
@@ -57,8 +58,8 @@ pub async fn serve(
         )?;
     }
     let (file, meta) = core
-        .storage
-        .open_read(&rel)
+        .resilience
+        .run("open", || core.storage.open_read(&rel))
         .await?
         .ok_or(CoreError::NotFound)?;
     let etag = etag_of(&meta);
@@ -73,7 +74,10 @@ pub async fn serve(
         hv(&httpdate::fmt_http_date(meta.modified)),
     );
     base.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
-    base.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    base.insert(
+        header::ACCEPT_RANGES,
+        HeaderValue::from_static(if s.range_requests { "bytes" } else { "none" }),
+    );
     base.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -100,9 +104,11 @@ pub async fn serve(
 
     let decision = match header_str(&head.headers, header::RANGE) {
         Some(r)
-            if head.method == Method::GET
+            if s.range_requests
+                && head.method == Method::GET
                 && if_range_holds(&head.headers, &etag, meta.modified) =>
         {
+            core.telemetry().range_request(ctx.protocol);
             range::decide(r, meta.len, s.max_ranges)
         }
         _ => RangeDecision::Full,
@@ -116,8 +122,21 @@ pub async fn serve(
                 len,
             }
         } else {
+            let lease = core.adaptive.lease(ctx, Some(len));
+            let adaptive = core.adaptive.clone();
+            let ctx = ctx.clone();
+            let started = std::time::Instant::now();
+            let done: stream::Done = Box::new(move |sent| {
+                adaptive.observe(
+                    &ctx,
+                    super::Direction::Download,
+                    sent,
+                    started.elapsed(),
+                    None,
+                )
+            });
             Body::Stream {
-                stream: stream::send(file.clone(), parts, core.buffers.lease()),
+                stream: stream::send(file.clone(), parts, lease, Some(done)),
                 len,
             }
         }

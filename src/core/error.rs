@@ -36,6 +36,8 @@ pub enum CoreError {
     BadRequest(String),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    #[error("storage is failing; try again in {}s", .0.as_secs().max(1))]
+    Unavailable(std::time::Duration),
 }
 
 impl CoreError {
@@ -59,6 +61,7 @@ impl CoreError {
             CoreError::Session(e) => e.code(),
             CoreError::BadRequest(_) => "bad_request",
             CoreError::Forbidden(_) => "forbidden",
+            CoreError::Unavailable(_) => "storage_unavailable",
         }
     }
 }

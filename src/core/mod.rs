@@ -5,23 +5,31 @@
 //! lives here; the front ends in [`crate::transport`] only translate. This module imports
 //! neither hyper, h3, quinn, tokio's networking nor prometheus (`tests/boundaries.rs`).
 
+pub mod adaptive;
 pub mod auth;
 pub mod body;
 pub mod buffers;
 pub mod download;
 pub mod error;
 pub mod path;
+pub mod profiles;
 pub mod range;
+pub mod readings;
 pub mod response;
 pub mod resumable;
+pub mod retry;
+pub mod sizing;
 pub mod stream;
+pub mod telemetry;
 pub mod upload;
 
 use crate::storage::FsStorage;
 use body::{Body, BodyStream};
 use error::CoreError;
 use http::{Method, Response, StatusCode};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+pub use telemetry::{Direction, Protocol, Telemetry};
 
 /// The core's settings, derived from the configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +48,10 @@ pub struct Settings {
     pub hfs_chunk_size: u64,
     pub form_upload_dir: String,
     pub compat_hfs_x_signature: bool,
+    /// `[streaming] range_requests`.
+    pub range_requests: bool,
+    /// `[metrics]`: serve `/metrics` on this listener's routes.
+    pub metrics_route: bool,
 }
 
 impl Settings {
@@ -58,17 +70,21 @@ impl Settings {
             hfs_chunk_size: c.resumable.chunk_size,
             form_upload_dir: c.resumable.form_upload_dir.trim_matches('/').to_string(),
             compat_hfs_x_signature: c.security.compat_hfs_x_signature,
+            range_requests: c.streaming.range_requests,
+            metrics_route: c.metrics.enabled && c.metrics.listen.is_none(),
         }
     }
 }
 
-/// The transfer core: settings, keys, storage and the resumable-upload engine.
+/// The transfer core: settings, keys, storage, the resumable-upload engine, the adaptive
+/// engine and the storage resilience policy.
 pub struct Core {
     pub settings: Settings,
     pub keys: auth::Keys,
     pub storage: FsStorage,
     pub engine: resumable::Engine,
-    pub buffers: std::sync::Arc<buffers::Buffers>,
+    pub adaptive: Arc<adaptive::Adaptive>,
+    pub resilience: retry::Resilience,
 }
 
 /// Sends informational (1xx) responses where the transport can (HTTP/3 here).
@@ -80,14 +96,22 @@ pub struct Ctx {
     pub now: SystemTime,
     pub peer: std::net::IpAddr,
     pub interim: Option<Interim>,
+    pub protocol: Protocol,
+    /// The connection's readings, when the transport provides them.
+    pub probe: Option<Arc<readings::Probe>>,
+    /// The client's profile key (set by [`Core::handle`] from the peer and `User-Agent`).
+    pub client: String,
 }
 
 impl Ctx {
-    pub fn new(peer: std::net::IpAddr) -> Ctx {
+    pub fn new(peer: std::net::IpAddr, protocol: Protocol) -> Ctx {
         Ctx {
             now: SystemTime::now(),
             peer,
             interim: None,
+            protocol,
+            probe: None,
+            client: String::new(),
         }
     }
     pub fn unix(&self) -> u64 {
@@ -101,15 +125,21 @@ impl Core {
         keys: auth::Keys,
         storage: FsStorage,
         engine: resumable::Engine,
-        buffers: std::sync::Arc<buffers::Buffers>,
+        adaptive: Arc<adaptive::Adaptive>,
+        resilience: retry::Resilience,
     ) -> Core {
         Core {
             settings,
             keys,
             storage,
             engine,
-            buffers,
+            adaptive,
+            resilience,
         }
+    }
+
+    pub fn telemetry(&self) -> &dyn Telemetry {
+        self.adaptive.telemetry.as_ref()
     }
 
     /// Answers one request. Never fails: errors become JSON error responses.
@@ -117,8 +147,12 @@ impl Core {
         &self,
         head: http::request::Parts,
         body: BodyStream,
-        ctx: Ctx,
+        mut ctx: Ctx,
     ) -> Response<Body> {
+        ctx.client = profiles::key(
+            ctx.peer,
+            header_str(&head.headers, http::header::USER_AGENT),
+        );
         // Fused: handlers and the drain below may poll a body after it ended.
         let mut body: BodyStream = Box::pin(futures_util::StreamExt::fuse(body));
         let result = self.route(&head, &mut body, &ctx).await;
@@ -143,6 +177,14 @@ impl Core {
                 response::error(&e, self.settings.auth_failure_status)
             }
         };
+        if let Some(response::ErrorCode(code)) = resp.extensions().get() {
+            let dir = if has_body || matches!(head.method, Method::DELETE) {
+                Direction::Upload
+            } else {
+                Direction::Download
+            };
+            self.telemetry().error(dir, ctx.protocol, code);
+        }
         if head.method == Method::HEAD {
             // HEAD keeps the GET headers (Content-Length included) but sends no body.
             *resp.body_mut() = Body::Empty;
@@ -174,23 +216,24 @@ impl Core {
             (&Method::OPTIONS, _) => {
                 let mut r = response::preflight();
                 r.headers_mut()
-                    .insert("upload-limit", resumable::ietf::upload_limit(self));
+                    .insert("upload-limit", resumable::ietf::upload_limit(self, None));
                 Ok(r)
             }
             (&Method::GET | &Method::HEAD, "/health") => Ok(health()),
+            (&Method::GET, "/metrics") if s.metrics_route => Ok(metrics(self)),
             (&Method::POST | &Method::PUT, "/chunked-upload") => {
                 resumable::hfs::chunked(self, head, body, ctx).await
             }
             (&Method::GET, "/upload-status") => resumable::hfs::status(self, head, ctx).await,
             (&Method::POST, "/upload") => resumable::form::upload(self, head, body, ctx).await,
-            (&Method::GET | &Method::HEAD, _) => download::serve(self, head, ctx.now).await,
+            (&Method::GET | &Method::HEAD, _) => download::serve(self, head, ctx).await,
             (&Method::POST, _) if resumable::tus::is_tus(h) => {
                 Ok(resumable::tus::create(self, head, body, ctx).await)
             }
             (&Method::POST | &Method::PUT, _) if resumable::ietf::is_creation(h) => {
                 Ok(resumable::ietf::create(self, head, body, ctx).await)
             }
-            (&Method::PUT, _) => upload::put(self, head, body, ctx.now).await,
+            (&Method::PUT, _) => upload::put(self, head, body, ctx).await,
             _ => Err(CoreError::MethodNotAllowed),
         }
     }
@@ -221,6 +264,24 @@ async fn drain(body: &mut BodyStream) {
 
 fn expects_continue(h: &http::HeaderMap) -> bool {
     header_str(h, http::header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// Prometheus text exposition of the server's metrics.
+pub fn metrics(core: &Core) -> Response<Body> {
+    let Some(text) = core.telemetry().render() else {
+        return response::error(&CoreError::NotFound, StatusCode::FORBIDDEN);
+    };
+    let mut r = response::build(StatusCode::OK, Body::Full(bytes::Bytes::from(text)));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
 }
 
 fn health() -> Response<Body> {

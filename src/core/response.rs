@@ -21,7 +21,7 @@ const EXPOSED_HEADERS: &str =
     "Content-Length, Content-Range, Content-Type, ETag, Last-Modified, Accept-Ranges, Location, \
      Repr-Digest, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, \
      Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Concat, \
-     Upload-Defer-Length, Upload-Complete, Upload-Limit";
+     Upload-Defer-Length, Upload-Complete, Upload-Limit, Xferd-Chunk-Size";
 
 /// The HTTP status for an error; `auth_status` is the configured 401/403.
 pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
@@ -40,6 +40,7 @@ pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
         CoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         CoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
         CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
+        CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Session(e) => session_status(e),
     }
 }
@@ -64,6 +65,10 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         | S::Interrupted(_) => StatusCode::BAD_REQUEST,
     }
 }
+
+/// The stable code of an error response, kept in its extensions for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
 
 /// A JSON error response `{"error": code, "message": ...}`.
 pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
@@ -90,6 +95,13 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
     }
+    if let CoreError::Unavailable(wait) = err {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+    }
+    resp.extensions_mut().insert(ErrorCode(err.code()));
     if matches!(err, CoreError::MethodNotAllowed) {
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));

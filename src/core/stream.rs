@@ -2,10 +2,15 @@
 //! into response bodies. Memory per transfer is bounded by the I/O buffer size (at most two
 //! buffers in flight), whatever the client sends or requests.
 //!
+//! Buffers come from a [`Lease`] on the pool; the adaptive engine may change the lease's
+//! size between buffers ([`Lease::retune`]), so a long transfer follows its connection.
+//!
 //! Uploads: chunks are gathered into one buffer; a full buffer is hashed (SHA-256) and
-//! written at its offset on the blocking pool while the next buffer fills.
+//! written at its offset on the blocking pool while the next buffer fills; written buffers
+//! go back to the pool.
 //! Downloads: a reader task fills buffers with positional reads and hands them over a
-//! channel of capacity one, so the disk read of the next buffer overlaps sending this one.
+//! channel of capacity one, so the disk read of the next buffer overlaps sending this one
+//! (those buffers leave with the response and are not reused).
 
 use super::body::{BodyError, BodyStream};
 use super::buffers::Lease;
@@ -37,7 +42,7 @@ impl Digests {
     }
 }
 
-type WriteJob = JoinHandle<std::io::Result<(File, Digests)>>;
+type WriteJob = JoinHandle<std::io::Result<(File, Digests, Bytes)>>;
 
 /// Writes a stream of chunks to a file at increasing offsets from `start`, in buffers of
 /// `buf_size`, hashing on the blocking pool while the next buffer fills. At most two
@@ -46,8 +51,7 @@ pub struct Writer {
     idle: Option<(File, Digests)>,
     pending: Option<WriteJob>,
     buf: BytesMut,
-    buf_size: usize,
-    _lease: Lease,
+    lease: Lease,
     /// Offset where the buffered bytes will be written.
     next: u64,
     start: u64,
@@ -55,13 +59,11 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(file: File, start: u64, lease: Lease, digests: Digests) -> Writer {
-        let buf_size = lease.size;
         Writer {
             idle: Some((file, digests)),
             pending: None,
-            buf: BytesMut::with_capacity(buf_size),
-            buf_size,
-            _lease: lease,
+            buf: lease.buffer(),
+            lease,
             next: start,
             start,
         }
@@ -77,10 +79,16 @@ impl Writer {
         self.start + self.accepted()
     }
 
-    pub async fn push(&mut self, chunk: &[u8]) -> Result<(), CoreError> {
-        self.buf.extend_from_slice(chunk);
-        if self.buf.len() >= self.buf_size {
-            self.write_buffer().await?;
+    /// Accepts `chunk`; full buffers (never grown past the lease's size) are written.
+    pub async fn push(&mut self, mut chunk: &[u8]) -> Result<(), CoreError> {
+        while !chunk.is_empty() {
+            let room = self.lease.size().saturating_sub(self.buf.len()).max(1);
+            let (now, later) = chunk.split_at(room.min(chunk.len()));
+            self.buf.extend_from_slice(now);
+            chunk = later;
+            if self.buf.len() >= self.lease.size() {
+                self.write_buffer().await?;
+            }
         }
         Ok(())
     }
@@ -89,24 +97,32 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let data = self.buf.split().freeze();
         let (file, mut digests) = self.take().await?;
+        let written = self.next - self.start;
+        self.lease.retune(written);
+        let data = std::mem::replace(&mut self.buf, self.lease.buffer()).freeze();
         let offset = self.next;
         self.next += data.len() as u64;
         self.pending = Some(tokio::task::spawn_blocking(move || {
             digests.update(&data);
             write_at(&file, &data, offset)?;
-            Ok((file, digests))
+            Ok((file, digests, data))
         }));
         Ok(())
     }
 
     async fn take(&mut self) -> Result<(File, Digests), CoreError> {
         match self.pending.take() {
-            Some(job) => job
-                .await
-                .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?
-                .map_err(CoreError::from),
+            Some(job) => {
+                let (file, digests, data) = job
+                    .await
+                    .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?
+                    .map_err(CoreError::from)?;
+                if let Ok(buf) = data.try_into_mut() {
+                    self.lease.recycle(buf);
+                }
+                Ok((file, digests))
+            }
             None => self
                 .idle
                 .take()
@@ -185,15 +201,19 @@ impl Part {
     }
 }
 
-/// Streams `parts` (file regions and literal bytes) in buffers of `buf_size`.
-pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease) -> BodyStream {
-    let buf_size = lease.size;
+/// Called with the bytes sent when a response body has been handed over completely.
+pub type Done = Box<dyn FnOnce(u64) + Send>;
+
+/// Streams `parts` (file regions and literal bytes) in buffers of the lease's size.
+pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease, done: Option<Done>) -> BodyStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
     tokio::spawn(async move {
-        let _lease = lease;
+        let mut lease = lease;
+        let mut sent = 0u64;
         for part in parts {
             match part {
                 Part::Bytes(b) => {
+                    sent += b.len() as u64;
                     if tx.send(Ok(b)).await.is_err() {
                         return;
                     }
@@ -202,6 +222,7 @@ pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease) -> BodyStream {
                     let end = offset.saturating_add(len);
                     let mut pos = offset;
                     while pos < end {
+                        let buf_size = lease.retune(sent);
                         let want =
                             usize::try_from((end - pos).min(buf_size as u64)).unwrap_or(buf_size);
                         let f = file.clone();
@@ -219,6 +240,7 @@ pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease) -> BodyStream {
                         let failed = item.is_err();
                         if let Ok(b) = &item {
                             pos += b.len() as u64;
+                            sent += b.len() as u64;
                         }
                         if tx.send(item).await.is_err() || failed {
                             return;
@@ -226,6 +248,10 @@ pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease) -> BodyStream {
                     }
                 }
             }
+        }
+        drop(tx);
+        if let Some(done) = done {
+            done(sent);
         }
     });
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -245,7 +271,7 @@ mod tests {
     }
 
     fn lease(size: usize) -> Lease {
-        crate::core::buffers::Buffers::new(size, 1 << 20).lease()
+        crate::core::buffers::Pool::new(size, size, 1 << 20).lease(size)
     }
 
     fn temp() -> (tempfile::TempDir, File, std::path::PathBuf) {
@@ -287,7 +313,10 @@ mod tests {
             Part::File { offset: 2, len: 5 },
             Part::Bytes(Bytes::from_static(b"]")),
         ];
-        let chunks: Vec<Bytes> = send(f, parts, lease(2)).map(|c| c.unwrap()).collect().await;
+        let chunks: Vec<Bytes> = send(f, parts, lease(2), None)
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
         assert!(chunks.iter().all(|c| c.len() <= 2));
         assert_eq!(chunks.concat(), b"[23456]");
     }

@@ -13,7 +13,6 @@ use super::{header_str, path, response, stream, unix_secs, Core};
 use crate::storage::fs::CommitError;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use std::time::SystemTime;
 
 /// Space kept free on the storage filesystem beyond the upload itself.
 const FREE_SPACE_MARGIN: u64 = 16 << 20;
@@ -22,8 +21,9 @@ pub async fn put(
     core: &Core,
     head: &http::request::Parts,
     body: &mut BodyStream,
-    now: SystemTime,
+    ctx: &super::Ctx,
 ) -> Result<Response<Body>, CoreError> {
+    let now = ctx.now;
     let s = &core.settings;
     let rel = path::resolve(head.uri.path(), &s.prefix)?;
     let query = SignedQuery::parse(head.uri.query());
@@ -60,16 +60,17 @@ pub async fn put(
     if core.storage.available_bytes().await? < size.saturating_add(FREE_SPACE_MARGIN) {
         return Err(CoreError::InsufficientStorage);
     }
-    let (temp, file) = core.storage.create_temp(&rel).await?;
+    let (temp, file) = core
+        .resilience
+        .run("create", || core.storage.create_temp(&rel))
+        .await?;
     // On any error below, `temp` is dropped and the temporary file removed.
-    let (file, sha256) = stream::receive(body, file, size, core.buffers.lease()).await?;
-    tokio::task::spawn_blocking(move || temp.commit_blocking(file))
-        .await
-        .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?
-        .map_err(|e| match e {
-            CommitError::Exists => CoreError::Exists,
-            CommitError::Io(io) => CoreError::from(io),
-        })?;
+    let started = std::time::Instant::now();
+    let lease = core.adaptive.lease(ctx, Some(size));
+    let (file, sha256) = stream::receive(body, file, size, lease).await?;
+    commit(core, temp, file).await?;
+    core.adaptive
+        .observe(ctx, super::Direction::Upload, size, started.elapsed(), None);
     tracing::info!(path = %rel, size, sha256 = %hex::encode(sha256), "stored");
     let body = Body::json(&serde_json::json!({
         "path": rel.as_str(),
@@ -86,6 +87,32 @@ pub async fn put(
         h.insert("repr-digest", v);
     }
     Ok(resp)
+}
+
+/// Commits a finished temporary file (fsync + no-overwrite rename) under the breaker; a
+/// destination taken meanwhile is the client's conflict, not a storage failure.
+pub async fn commit(
+    core: &Core,
+    temp: crate::storage::fs::TempFile,
+    file: std::fs::File,
+) -> Result<(), CoreError> {
+    let exists = std::sync::atomic::AtomicBool::new(false);
+    let job = async {
+        match tokio::task::spawn_blocking(move || temp.commit_blocking(file)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(CommitError::Exists)) => {
+                exists.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(std::io::ErrorKind::AlreadyExists.into())
+            }
+            Ok(Err(CommitError::Io(io))) => Err(io),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    };
+    let result = core.resilience.run_once("commit", job).await;
+    if exists.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(CoreError::Exists);
+    }
+    result
 }
 
 /// Content types a v2 signature may cover, in the order tried (PROTOCOLS.md section 1):

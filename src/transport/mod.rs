@@ -3,32 +3,20 @@
 //!
 //! - [`tcp`]: TLS (ALPN h2, http/1.1) and plaintext listeners served by hyper's auto builder.
 //! - [`quic`]: a quinn endpoint on the same port number, HTTP/3 through h3 + h3-quinn.
+//! - [`tcp_info`], [`quic_info`]: connection readings (`TCP_INFO`, quinn stats) for the
+//!   adaptive engine.
 //! - [`idle`]: an I/O wrapper that notes the time of the last byte moved, for idle timeouts.
 
 pub mod idle;
 pub mod quic;
+pub mod quic_info;
 pub mod tcp;
+pub mod tcp_info;
 
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
-/// Which HTTP version carried a request (for logs and metrics labels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    H1,
-    H2,
-    H3,
-}
-
-impl Protocol {
-    pub fn label(self) -> &'static str {
-        match self {
-            Protocol::H1 => "h1",
-            Protocol::H2 => "h2",
-            Protocol::H3 => "h3",
-        }
-    }
-}
+pub use crate::core::Protocol;
 
 /// What every accept loop shares: the connection cap and the shutdown signal.
 #[derive(Clone)]
@@ -37,6 +25,7 @@ pub struct Shared {
     pub connections: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     pub limits: Limits,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Timeouts applied by the front ends.
@@ -44,6 +33,10 @@ pub struct Shared {
 pub struct Limits {
     pub header_read_timeout: std::time::Duration,
     pub idle_timeout: std::time::Duration,
+    /// `[streaming] connection_multiplexing`: many requests per h2/h3 connection.
+    pub multiplexing: bool,
+    /// `[streaming] bandwidth_estimation`: give requests a connection probe.
+    pub readings: bool,
 }
 
 /// Resolves when shutdown has been signalled.

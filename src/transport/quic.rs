@@ -6,8 +6,10 @@
 //! GOAWAY and keeps serving its in-flight requests; after the grace period the endpoint
 //! closes with H3_NO_ERROR. 0-RTT is off (see [`crate::tls::quic_server_config`]).
 
-use super::{shutdown_signalled, Shared};
+use super::quic_info::QuicSource;
+use super::{shutdown_signalled, Protocol, Shared};
 use crate::core::body::{Body, BodyError, BodyStream};
+use crate::core::readings::Probe;
 use crate::core::Ctx;
 use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
@@ -32,8 +34,12 @@ pub fn bind_udp(
     addr: SocketAddr,
     t: UdpTuning,
 ) -> std::io::Result<(std::net::UdpSocket, usize, usize)> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
     if addr.is_ipv6() {
         let _ = sock.set_only_v6(false);
     }
@@ -50,12 +56,13 @@ pub fn endpoint(
     socket: std::net::UdpSocket,
     rustls_config: rustls::ServerConfig,
     idle_timeout: Duration,
+    multiplexing: bool,
 ) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config)?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_concurrent_bidi_streams(256u32.into())
+        .max_concurrent_bidi_streams(if multiplexing { 256u32 } else { 1 }.into())
         .max_concurrent_uni_streams(16u32.into())
         .stream_receive_window((4u32 << 20).into())
         .receive_window((12u32 << 20).into())
@@ -108,8 +115,13 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
 
 async fn serve_connection(conn: quinn::Connection, shared: Shared) {
     let peer = conn.remote_address();
-    // Kept beside the h3 connection: h3-quinn hides it, and its stats feed readings later.
+    // Kept beside the h3 connection: h3-quinn hides it; its stats feed the readings.
     let quinn_conn = conn.clone();
+    let _open = shared.metrics.connection(Protocol::H3);
+    let probe = shared
+        .limits
+        .readings
+        .then(|| Arc::new(Probe::new(Box::new(QuicSource(conn.clone())))));
     let mut h3 = match h3::server::builder()
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
         .await
@@ -136,7 +148,8 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared) {
         match next {
             Ok(Some(resolver)) => {
                 let core = shared.core.clone();
-                requests.spawn(handle_request(core, resolver, peer));
+                let stream = shared.metrics.stream(Protocol::H3);
+                requests.spawn(handle_request(core, resolver, peer, probe.clone(), stream));
             }
             Ok(None) => break,
             Err(e) => {
@@ -154,7 +167,13 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared) {
 
 type Resolver = RequestResolver<h3_quinn::Connection, Bytes>;
 
-async fn handle_request(core: Arc<crate::core::Core>, resolver: Resolver, peer: SocketAddr) {
+async fn handle_request(
+    core: Arc<crate::core::Core>,
+    resolver: Resolver,
+    peer: SocketAddr,
+    probe: Option<Arc<Probe>>,
+    _stream: crate::metrics::Gauged,
+) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(x) => x,
         Err(e) => {
@@ -180,8 +199,9 @@ async fn handle_request(core: Arc<crate::core::Core>, resolver: Resolver, peer: 
     let (parts, _) = req.into_parts();
     // Informational responses (104) are sent on this stream while the core works.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<http::Response<()>>(4);
-    let mut ctx = Ctx::new(peer.ip());
+    let mut ctx = Ctx::new(peer.ip(), Protocol::H3);
     ctx.interim = Some(tx);
+    ctx.probe = probe;
     let handling = core.handle(parts, body, ctx);
     tokio::pin!(handling);
     let resp = loop {

@@ -7,8 +7,10 @@
 //! a TLS handshake deadline, hyper's header-read timeout and an idle watchdog.
 
 use super::idle::{Activity, IdleIo};
+use super::tcp_info::TcpSource;
 use super::{shutdown_signalled, Protocol, Shared};
 use crate::core::body::{Body, BodyError, BodyStream};
+use crate::core::readings::Probe;
 use crate::core::Ctx;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -22,6 +24,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -91,10 +94,22 @@ async fn serve_connection(
     let limits = shared.limits;
     let activity = Activity::new();
     let core = shared.core.clone();
+    let probe = if limits.readings {
+        stream
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(|fd| Arc::new(Probe::new(Box::new(TcpSource::new(fd)))))
+    } else {
+        None
+    };
+    let metrics = shared.metrics.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let core = core.clone();
         let alt_svc = alt_svc.clone();
-        async move { Ok::<_, Infallible>(handle(core, req, peer, alt_svc).await) }
+        let probe = probe.clone();
+        let metrics = metrics.clone();
+        async move { Ok::<_, Infallible>(handle(core, req, peer, alt_svc, probe, metrics).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -108,7 +123,7 @@ async fn serve_connection(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(if limits.multiplexing { 256 } else { 1 })
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
         .max_send_buf_size(1 << 20)
@@ -129,6 +144,11 @@ async fn serve_connection(
                         return;
                     }
                 };
+            let protocol = match tls_stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::H2,
+                _ => Protocol::H1,
+            };
+            let _open = shared.metrics.connection(protocol);
             let io = TokioIo::new(IdleIo::new(tls_stream, activity.clone()));
             let conn = watcher.watch(builder.serve_connection(io, service));
             tokio::select! {
@@ -140,6 +160,8 @@ async fn serve_connection(
             }
         }
         None => {
+            // Plaintext: prior-knowledge h2c is rare behind a proxy; counted as h1.
+            let _open = shared.metrics.connection(Protocol::H1);
             let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
             let conn = watcher.watch(builder.serve_connection(io, service));
             tokio::select! {
@@ -158,12 +180,15 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     alt_svc: Option<HeaderValue>,
+    probe: Option<Arc<Probe>>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Response<HyperBody> {
     let protocol = if req.version() == http::Version::HTTP_2 {
         Protocol::H2
     } else {
         Protocol::H1
     };
+    let _stream = metrics.stream(protocol);
     let (parts, incoming) = req.into_parts();
     let body: BodyStream = Box::pin(
         BodyDataStream::new(incoming)
@@ -172,7 +197,9 @@ async fn handle(
     // Spawned, so that a client resetting its stream (hyper then drops this future) does
     // not cancel the handler half-way: it sees the body end with an error and commits
     // what arrived, as on the other transports.
-    let handling = tokio::spawn(async move { core.handle(parts, body, Ctx::new(peer.ip())).await });
+    let mut ctx = Ctx::new(peer.ip(), protocol);
+    ctx.probe = probe;
+    let handling = tokio::spawn(async move { core.handle(parts, body, ctx).await });
     let resp = match handling.await {
         Ok(r) => r,
         Err(e) => {
@@ -196,5 +223,54 @@ fn to_hyper(body: Body) -> HyperBody {
         Body::Stream { stream, .. } => {
             BodyExt::boxed_unsync(StreamBody::new(stream.map(|r| r.map(Frame::data))))
         }
+    }
+}
+
+/// Serves `GET /metrics` (plaintext HTTP/1.1) on a separate listener until shutdown.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::core::Telemetry;
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown_signalled(&mut shutdown) => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        let text = metrics.render().unwrap_or_default();
+                        Response::builder()
+                            .header(
+                                http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )
+                            .body(Full::new(Bytes::from(text)))
+                    } else {
+                        Response::builder()
+                            .status(http::StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found\n")))
+                    };
+                    Ok::<_, Infallible>(resp.unwrap_or_default())
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
     }
 }

@@ -128,6 +128,54 @@ pub fn session_id<'a>(path: &'a str, base: &str) -> Option<&'a str> {
     super::engine::is_session_id(id).then_some(id)
 }
 
+/// Writes a request body into session `id` with a buffer lease from the adaptive engine,
+/// and reports the request as one chunk (size, latency) to metrics and the client profile.
+pub async fn write(
+    core: &Core,
+    ctx: &crate::core::Ctx,
+    id: &str,
+    mut w: super::Write,
+    body: &mut crate::core::body::BodyStream,
+) -> Result<super::Session, super::SessionError> {
+    use super::Placement;
+    w.lease = Some(core.adaptive.lease(ctx, w.declared_len));
+    let placement = w.placement;
+    let started = std::time::Instant::now();
+    let result = core.engine.write(id, w, body, ctx.unix()).await;
+    if let Ok(s) = &result {
+        let bytes = match placement {
+            Placement::At { len, .. } => len,
+            Placement::Append { offset } => s.offset().saturating_sub(offset),
+        };
+        if bytes > 0 {
+            core.adaptive.observe(
+                ctx,
+                crate::core::Direction::Upload,
+                bytes,
+                started.elapsed(),
+                Some(bytes),
+            );
+        }
+    }
+    result
+}
+
+/// Name of the header carrying the chunk-size hint on every acknowledgement.
+pub const CHUNK_HINT: &str = "xferd-chunk-size";
+
+/// Adds the adaptive engine's chunk-size hint (PROTOCOLS.md section 7) for an upload of
+/// `length` bytes; returns the size advised.
+pub fn add_hint(
+    core: &Core,
+    ctx: &crate::core::Ctx,
+    h: &mut HeaderMap,
+    length: Option<u64>,
+) -> u64 {
+    let c = core.adaptive.chunk(ctx, length);
+    h.insert(CHUNK_HINT, http::HeaderValue::from(c));
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

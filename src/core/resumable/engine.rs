@@ -45,7 +45,7 @@ pub struct Limits {
     pub max_length: u64,
     /// Seconds a session lives after its last write.
     pub ttl_secs: u64,
-    pub buffers: Arc<crate::core::buffers::Buffers>,
+    pub pool: Arc<crate::core::buffers::Pool>,
     /// Bytes between progress commits within one request.
     pub commit_every: u64,
 }
@@ -166,6 +166,8 @@ pub struct Write {
     pub checksum: Option<Expected>,
     /// IETF `Upload-Complete: ?1`: the upload ends with this request's last byte.
     pub last: bool,
+    /// The transfer's buffer lease (from the adaptive engine); `None` = the largest class.
+    pub lease: Option<crate::core::buffers::Lease>,
 }
 
 struct Slot {
@@ -434,7 +436,7 @@ impl Engine {
     pub async fn write(
         &self,
         id: &str,
-        w: Write,
+        mut w: Write,
         body: &mut BodyStream,
         now: u64,
     ) -> Result<Session, SessionError> {
@@ -497,7 +499,11 @@ impl Engine {
             sha256: carry,
             check: w.checksum.as_ref().map(Expected::hasher),
         };
-        let mut writer = Writer::new(file, start, self.limits.buffers.lease(), digests);
+        let lease = w
+            .lease
+            .take()
+            .unwrap_or_else(|| self.limits.pool.lease(self.limits.pool.max()));
+        let mut writer = Writer::new(file, start, lease, digests);
         let mut committed = start;
         let mut failure: Option<SessionError> = None;
         loop {

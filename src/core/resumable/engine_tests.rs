@@ -24,7 +24,7 @@ fn limits() -> Limits {
         max_reserved_bytes: 1 << 20,
         max_length: 100_000,
         ttl_secs: 100,
-        buffers: crate::core::buffers::Buffers::new(64, 1 << 20),
+        pool: crate::core::buffers::Pool::new(64, 64, 1 << 20),
         commit_every: 100,
     }
 }
@@ -90,6 +90,7 @@ fn append(offset: u64, len: usize) -> Write {
         declared_len: Some(len as u64),
         checksum: None,
         last: false,
+        lease: None,
     }
 }
 
@@ -180,6 +181,7 @@ async fn chunks_out_of_order_and_concurrently() {
             declared_len: Some((end - start) as u64),
             checksum: None,
             last: false,
+            lease: None,
         };
         let engine = &e.engine;
         let id = s.id.clone();
@@ -216,6 +218,7 @@ async fn chunks_out_of_order_and_concurrently() {
         declared_len: Some(10),
         checksum: None,
         last: false,
+        lease: None,
     };
     e.engine
         .write(&s2.id, w(), &mut body(vec![Ok(vec![1; 10])]), 1)

@@ -13,7 +13,6 @@ use crate::core::path;
 use crate::core::response;
 use crate::core::stream::{Digests, Writer};
 use crate::core::{header_str, unix_secs, Core, Ctx};
-use crate::storage::fs::CommitError;
 use futures_util::StreamExt;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -58,25 +57,30 @@ pub async fn upload(
         }
         let rel = path::validate(&format!("{}/{name}", s.form_upload_dir))?;
         crate::core::upload::check_destination(core, &rel).await?;
-        let (temp, file) = core.storage.create_temp(&rel).await?;
+        let (temp, file) = core
+            .resilience
+            .run("create", || core.storage.create_temp(&rel))
+            .await?;
+        let started = std::time::Instant::now();
         let digests = Digests {
             sha256: Some(Sha256::new()),
             check: None,
         };
-        let mut w = Writer::new(file, 0, core.buffers.lease(), digests);
+        let mut w = Writer::new(file, 0, core.adaptive.lease(ctx, None), digests);
         while let Some(chunk) = field.chunk().await.map_err(form_error)? {
             w.push(&chunk).await?;
         }
         let size = w.accepted();
         let (file, digests) = w.finish().await?;
         let sha = hex::encode(digests.sha256.unwrap_or_default().finalize());
-        tokio::task::spawn_blocking(move || temp.commit_blocking(file))
-            .await
-            .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?
-            .map_err(|e| match e {
-                CommitError::Exists => CoreError::Exists,
-                CommitError::Io(io) => CoreError::from(io),
-            })?;
+        crate::core::upload::commit(core, temp, file).await?;
+        core.adaptive.observe(
+            ctx,
+            crate::core::Direction::Upload,
+            size,
+            started.elapsed(),
+            None,
+        );
         tracing::info!(path = %rel, size, sha256 = %sha, "stored form upload");
         let v = serde_json::json!({ "success": true, "path": rel.as_str(), "size": size, "sha256": sha });
         let mut r = response::build(StatusCode::CREATED, Body::json(&v));

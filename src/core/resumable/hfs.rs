@@ -56,7 +56,7 @@ async fn create(
         &[],
         ctx.now,
     )?;
-    let chunk_size = core.settings.hfs_chunk_size.min(total.max(1));
+    let chunk_size = core.adaptive.chunk(ctx, Some(total)).min(total.max(1));
     let new = NewSession {
         origin: Origin::Hfs,
         kind: Kind::Whole,
@@ -106,8 +106,9 @@ async fn chunk(
         declared_len: Some(len),
         checksum: None,
         last: false,
+        lease: None,
     };
-    let s = match core.engine.write(id, w, body, now).await {
+    let s = match super::common::write(core, ctx, id, w, body).await {
         Ok(s) => s,
         Err(SessionError::AlreadyCompleted) => s,
         Err(e) => return Err(e.into()),
@@ -115,7 +116,9 @@ async fn chunk(
     let mut v = progress(&s);
     v["success"] = true.into();
     v["chunk"] = n.into();
-    Ok(json(StatusCode::OK, &v))
+    let mut r = json(StatusCode::OK, &v);
+    super::common::add_hint(core, ctx, r.headers_mut(), s.length);
+    Ok(r)
 }
 
 pub async fn status(

@@ -50,12 +50,17 @@ fn version(h: &HeaderMap) -> Result<u32, CoreError> {
 }
 
 /// `Upload-Limit` as this server applies it.
-pub fn upload_limit(core: &Core) -> HeaderValue {
+/// `Upload-Limit`; with `append`, `max-append-size` carries the adaptive chunk advice
+/// (advice only: longer appends are still accepted).
+pub fn upload_limit(core: &Core, append: Option<u64>) -> HeaderValue {
     let l = core.engine.limits();
-    let v = format!(
+    let mut v = format!(
         "max-size={}, min-size=0, max-age={}",
         l.max_length, l.ttl_secs
     );
+    if let Some(a) = append {
+        v.push_str(&format!(", max-append-size={a}"));
+    }
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("min-size=0"))
 }
 
@@ -125,7 +130,10 @@ async fn create_inner(
             rh.insert(header::LOCATION, l);
         }
         rh.insert("upload-draft-interop-version", HeaderValue::from(v));
-        rh.insert("upload-limit", upload_limit(core));
+        rh.insert(
+            "upload-limit",
+            upload_limit(core, Some(core.adaptive.chunk(ctx, total))),
+        );
         let _ = interim.send(r).await;
     }
     let w = Write {
@@ -133,13 +141,14 @@ async fn create_inner(
         declared_len: clen,
         checksum: None,
         last: complete,
+        lease: None,
     };
-    let s = match core.engine.write(&session.id, w, body, now).await {
+    let s = match super::common::write(core, ctx, &session.id, w, body).await {
         Ok(s) => s,
         Err(SessionError::Interrupted(_)) => core.engine.info(&session.id, now).await?,
         Err(e) => return Err(e.into()),
     };
-    let mut r = outcome(core, v, &s, true);
+    let mut r = outcome(core, ctx, v, &s, true);
     if let Ok(l) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, l);
     }
@@ -156,7 +165,8 @@ pub async fn resource(
     let v = version(&head.headers).unwrap_or(NEWEST);
     if head.method == Method::OPTIONS {
         let mut r = response::preflight();
-        r.headers_mut().insert("upload-limit", upload_limit(core));
+        r.headers_mut()
+            .insert("upload-limit", upload_limit(core, None));
         return r;
     }
     let result = async {
@@ -169,7 +179,7 @@ pub async fn resource(
             Method::GET if v >= 9 => {
                 offset_response(core, &core.engine.info_settled(id, now).await?)
             }
-            Method::PATCH => append(core, v, head, body, id, now).await,
+            Method::PATCH => append(core, v, head, body, id, ctx).await,
             Method::DELETE => {
                 core.engine.terminate(id, now).await?;
                 let mut r = response::build(StatusCode::NO_CONTENT, Body::Empty);
@@ -189,8 +199,9 @@ async fn append(
     head: &http::request::Parts,
     body: &mut BodyStream,
     id: &str,
-    now: u64,
+    ctx: &Ctx,
 ) -> Result<Response<Body>, CoreError> {
+    let now = ctx.unix();
     let h = &head.headers;
     let ct = header_str(h, header::CONTENT_TYPE).unwrap_or("");
     let ok_type = ct.starts_with("application/partial-upload")
@@ -219,13 +230,14 @@ async fn append(
         declared_len: content_length(h)?,
         checksum: None,
         last: complete,
+        lease: None,
     };
-    let s = core.engine.write(id, w, body, now).await?;
-    Ok(outcome(core, v, &s, false))
+    let s = super::common::write(core, ctx, id, w, body).await?;
+    Ok(outcome(core, ctx, v, &s, false))
 }
 
 /// The final response to a creation or append.
-fn outcome(core: &Core, v: u32, s: &Session, creation: bool) -> Response<Body> {
+fn outcome(core: &Core, ctx: &Ctx, v: u32, s: &Session, creation: bool) -> Response<Body> {
     let done = s.completed.is_some();
     let status = if done || creation || v == 6 {
         StatusCode::CREATED
@@ -261,7 +273,8 @@ fn outcome(core: &Core, v: u32, s: &Session, creation: bool) -> Response<Body> {
         HeaderValue::from_static(if done { "?1" } else { "?0" }),
     );
     h.insert("upload-offset", HeaderValue::from(s.offset()));
-    h.insert("upload-limit", upload_limit(core));
+    let advice = super::common::add_hint(core, ctx, h, s.length);
+    h.insert("upload-limit", upload_limit(core, Some(advice)));
     r
 }
 
@@ -277,7 +290,7 @@ fn offset_response(core: &Core, s: &Session) -> Result<Response<Body>, CoreError
     if let Some(len) = s.length {
         h.insert("upload-length", HeaderValue::from(len));
     }
-    h.insert("upload-limit", upload_limit(core));
+    h.insert("upload-limit", upload_limit(core, None));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
 }
@@ -325,6 +338,7 @@ fn finish(core: &Core, v: u32, result: Result<Response<Body>, CoreError>) -> Res
         let status = r.status();
         let headers = r.headers().clone();
         r = response::build(status, Body::json(&p));
+        r.extensions_mut().insert(response::ErrorCode(e.code()));
         for (k, val) in headers.iter() {
             if k != header::CONTENT_LENGTH {
                 r.headers_mut().insert(k.clone(), val.clone());
@@ -336,7 +350,8 @@ fn finish(core: &Core, v: u32, result: Result<Response<Body>, CoreError>) -> Res
         );
     }
     if matches!(e, CoreError::Session(SessionError::TooLarge { .. })) {
-        r.headers_mut().insert("upload-limit", upload_limit(core));
+        r.headers_mut()
+            .insert("upload-limit", upload_limit(core, None));
     }
     r
 }

@@ -55,7 +55,7 @@ pub async fn resource(
                 let s = core.engine.info_settled(id, now).await?;
                 Ok(status_response(core, &s, StatusCode::OK))
             }
-            Method::PATCH => patch(core, head, body, id, now).await,
+            Method::PATCH => patch(core, head, body, id, ctx).await,
             Method::DELETE => {
                 core.engine.terminate(id, now).await?;
                 Ok(response::build(StatusCode::NO_CONTENT, Body::Empty))
@@ -179,8 +179,9 @@ async fn create_inner(
             declared_len: content_length(h)?,
             checksum: checksum_of(h)?,
             last: false,
+            lease: None,
         };
-        match core.engine.write(&session.id, w, body, now).await {
+        match super::common::write(core, ctx, &session.id, w, body).await {
             Ok(s) => s,
             // The upload exists; what arrived is kept and the client resumes from HEAD.
             Err(SessionError::Interrupted(_)) => core.engine.info(&session.id, now).await?,
@@ -191,6 +192,7 @@ async fn create_inner(
     };
     let mut r = status_response(core, &session, StatusCode::CREATED);
     add_location(&mut r, core, &session);
+    super::common::add_hint(core, ctx, r.headers_mut(), session.length);
     Ok(r)
 }
 
@@ -199,8 +201,9 @@ async fn patch(
     head: &http::request::Parts,
     body: &mut BodyStream,
     id: &str,
-    now: u64,
+    ctx: &Ctx,
 ) -> Result<Response<Body>, CoreError> {
+    let now = ctx.unix();
     let h = &head.headers;
     if !header_str(h, header::CONTENT_TYPE).is_some_and(|c| c.starts_with(OFFSET_STREAM)) {
         return Err(CoreError::ExtensionNotAllowed(format!(
@@ -221,11 +224,13 @@ async fn patch(
         declared_len: content_length(h)?,
         checksum: checksum_of(h)?,
         last: false,
+        lease: None,
     };
-    let s = core.engine.write(id, w, body, now).await?;
+    let s = super::common::write(core, ctx, id, w, body).await?;
     let mut r = response::build(StatusCode::NO_CONTENT, Body::Empty);
     r.headers_mut().remove(header::CONTENT_LENGTH);
     add_offset_headers(r.headers_mut(), &s);
+    super::common::add_hint(core, ctx, r.headers_mut(), s.length);
     Ok(r)
 }
 

@@ -1,0 +1,315 @@
+//! Resilience for the server's outbound dependency, storage: retry with (exponential)
+//! backoff and jitter for transient failures, and a circuit breaker that fails fast while
+//! storage keeps failing. Each part is switched by `[streaming]` keys.
+//!
+//! Retry: an operation failing with a transient error (interrupted, would block, timed out,
+//! busy) is tried again, at most [`MAX_ATTEMPTS`] times, after [`BASE_DELAY`] doubled per
+//! attempt (exponential backoff) or constant, each plus up to 50% random jitter.
+//!
+//! Breaker ([`Breaker`], pure, time passed in): closed until [`THRESHOLD`] backend failures
+//! in a row; then open for [`COOL_DOWN`] (storage work is refused with 503 and
+//! `Retry-After`); then half-open: one operation is let through, and its outcome closes or
+//! re-opens the breaker. A client's mistake (no such file, file exists) and a full disk are
+//! not backend failures.
+
+use super::error::CoreError;
+use super::telemetry::Telemetry;
+use std::io::ErrorKind;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const MAX_ATTEMPTS: u32 = 3;
+pub const BASE_DELAY: Duration = Duration::from_millis(20);
+pub const THRESHOLD: u32 = 5;
+pub const COOL_DOWN: Duration = Duration::from_secs(30);
+
+/// Whether an error is worth retrying.
+pub fn transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+    ) || e.raw_os_error() == Some(libc::EBUSY)
+}
+
+/// Whether an error says the backend is failing (as opposed to the request or a full disk).
+pub fn backend_failure(e: &std::io::Error) -> bool {
+    !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists)
+        && !matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+/// The circuit breaker's state machine (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    pub state: BreakerState,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            state: BreakerState::Closed { failures: 0 },
+        }
+    }
+}
+
+impl Breaker {
+    /// May an operation start now? `Err(wait)` when open.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        match self.state {
+            BreakerState::Closed { .. } => Ok(()),
+            BreakerState::Open { until } if now < until => Err(until - now),
+            BreakerState::Open { .. } | BreakerState::HalfOpen { probing: false } => {
+                self.state = BreakerState::HalfOpen { probing: true };
+                Ok(())
+            }
+            BreakerState::HalfOpen { probing: true } => Err(Duration::from_secs(1)),
+        }
+    }
+
+    /// Records an outcome; returns `Some(open)` when the breaker changed between open and closed.
+    pub fn record(&mut self, now: Instant, failed: bool) -> Option<bool> {
+        match (self.state, failed) {
+            (BreakerState::Closed { failures }, true) => {
+                let failures = failures + 1;
+                if failures >= THRESHOLD {
+                    self.state = BreakerState::Open {
+                        until: now + COOL_DOWN,
+                    };
+                    return Some(true);
+                }
+                self.state = BreakerState::Closed { failures };
+                None
+            }
+            (BreakerState::Closed { .. }, false) => {
+                self.state = BreakerState::Closed { failures: 0 };
+                None
+            }
+            (BreakerState::HalfOpen { .. }, true) => {
+                self.state = BreakerState::Open {
+                    until: now + COOL_DOWN,
+                };
+                None
+            }
+            (BreakerState::HalfOpen { .. }, false) => {
+                self.state = BreakerState::Closed { failures: 0 };
+                Some(false)
+            }
+            (BreakerState::Open { .. }, _) => None,
+        }
+    }
+}
+
+/// Retry and breaker settings plus the breaker's shared state.
+pub struct Resilience {
+    pub retry: bool,
+    pub exponential: bool,
+    breaker: Option<Mutex<Breaker>>,
+    telemetry: Arc<dyn Telemetry>,
+}
+
+impl Resilience {
+    pub fn new(
+        retry: bool,
+        exponential: bool,
+        breaker: bool,
+        telemetry: Arc<dyn Telemetry>,
+    ) -> Resilience {
+        Resilience {
+            retry,
+            exponential,
+            breaker: breaker.then(|| Mutex::new(Breaker::default())),
+            telemetry,
+        }
+    }
+
+    fn with_breaker<T>(&self, f: impl FnOnce(&mut Breaker) -> T) -> Option<T> {
+        self.breaker.as_ref().map(|m| match m.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        })
+    }
+
+    /// Delay before retry number `attempt` (1-based), without jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        if self.exponential {
+            BASE_DELAY * 2u32.saturating_pow(attempt.saturating_sub(1))
+        } else {
+            BASE_DELAY
+        }
+    }
+
+    /// Runs a storage operation that cannot be repeated (it consumes its input) under the
+    /// breaker only.
+    pub async fn run_once<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> Result<T, CoreError> {
+        self.admit()?;
+        let result = fut.await;
+        self.settle(op, &result);
+        result.map_err(CoreError::from)
+    }
+
+    fn admit(&self) -> Result<(), CoreError> {
+        match self.with_breaker(|b| b.admit(Instant::now())) {
+            Some(Err(wait)) => Err(CoreError::Unavailable(wait)),
+            _ => Ok(()),
+        }
+    }
+
+    fn settle<T>(&self, op: &'static str, result: &std::io::Result<T>) {
+        let failed = matches!(result, Err(e) if backend_failure(e));
+        if let Some(Some(open)) = self.with_breaker(|b| b.record(Instant::now(), failed)) {
+            if open {
+                tracing::error!(
+                    op,
+                    "storage keeps failing: circuit breaker open for {:?}",
+                    COOL_DOWN
+                );
+            } else {
+                tracing::info!(op, "storage recovered: circuit breaker closed");
+            }
+            self.telemetry.breaker_open(open);
+        }
+    }
+
+    /// Runs a storage operation under the retry policy and the breaker.
+    pub async fn run<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, CoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<T>>,
+    {
+        self.admit()?;
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match f().await {
+                Err(e) if self.retry && attempt < MAX_ATTEMPTS && transient(&e) => {
+                    let base = self.delay(attempt);
+                    let jitter = base.mul_f64(rand::random::<f64>() * 0.5);
+                    tracing::debug!(op, attempt, error = %e, "storage operation failed; retrying in {:?}", base + jitter);
+                    self.telemetry.storage_retry(op);
+                    tokio::time::sleep(base + jitter).await;
+                }
+                other => break other,
+            }
+        };
+        self.settle(op, &result);
+        result.map_err(CoreError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::telemetry::Silent;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn io(kind: ErrorKind) -> std::io::Error {
+        std::io::Error::new(kind, "test")
+    }
+
+    #[test]
+    fn breaker_opens_cools_down_and_probes() {
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for i in 1..THRESHOLD {
+            assert_eq!(b.record(t0, true), None, "failure {i}");
+            assert!(b.admit(t0).is_ok());
+        }
+        assert_eq!(b.record(t0, true), Some(true));
+        assert_eq!(
+            b.admit(t0 + Duration::from_secs(1)),
+            Err(COOL_DOWN - Duration::from_secs(1))
+        );
+        // After the cool-down one probe goes through; others wait for it.
+        let later = t0 + COOL_DOWN;
+        assert!(b.admit(later).is_ok());
+        assert!(b.admit(later).is_err());
+        assert_eq!(b.record(later, true), None);
+        assert!(b.admit(later).is_err(), "a failed probe re-opens");
+        let later = later + COOL_DOWN;
+        assert!(b.admit(later).is_ok());
+        assert_eq!(b.record(later, false), Some(false));
+        assert_eq!(b.state, BreakerState::Closed { failures: 0 });
+        // A success resets the count.
+        b.record(later, true);
+        b.record(later, false);
+        assert_eq!(b.state, BreakerState::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn classification() {
+        assert!(transient(&io(ErrorKind::Interrupted)));
+        assert!(!transient(&io(ErrorKind::PermissionDenied)));
+        assert!(backend_failure(&io(ErrorKind::PermissionDenied)));
+        assert!(!backend_failure(&io(ErrorKind::NotFound)));
+        assert!(!backend_failure(&std::io::Error::from_raw_os_error(
+            libc::ENOSPC
+        )));
+    }
+
+    async fn run_failing(
+        r: &Resilience,
+        kind: ErrorKind,
+        calls: &AtomicU32,
+    ) -> Result<(), CoreError> {
+        r.run("test", || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Err::<(), _>(io(kind))
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn retries_transient_errors_only_when_enabled() {
+        let calls = AtomicU32::new(0);
+        let on = Resilience::new(true, true, false, Arc::new(Silent));
+        assert!(run_failing(&on, ErrorKind::Interrupted, &calls)
+            .await
+            .is_err());
+        assert_eq!(calls.swap(0, Ordering::Relaxed), MAX_ATTEMPTS);
+        assert!(run_failing(&on, ErrorKind::PermissionDenied, &calls)
+            .await
+            .is_err());
+        assert_eq!(calls.swap(0, Ordering::Relaxed), 1);
+        let off = Resilience::new(false, true, false, Arc::new(Silent));
+        assert!(run_failing(&off, ErrorKind::Interrupted, &calls)
+            .await
+            .is_err());
+        assert_eq!(calls.swap(0, Ordering::Relaxed), 1);
+        // Backoff doubles, or stays constant.
+        assert_eq!(on.delay(3), BASE_DELAY * 4);
+        let constant = Resilience::new(true, false, false, Arc::new(Silent));
+        assert_eq!(constant.delay(3), BASE_DELAY);
+    }
+
+    #[tokio::test]
+    async fn breaker_fails_fast_when_enabled() {
+        let calls = AtomicU32::new(0);
+        let r = Resilience::new(false, false, true, Arc::new(Silent));
+        for _ in 0..THRESHOLD {
+            let e = run_failing(&r, ErrorKind::PermissionDenied, &calls).await;
+            assert!(matches!(e, Err(CoreError::Storage(_))));
+        }
+        let e = run_failing(&r, ErrorKind::PermissionDenied, &calls).await;
+        assert!(matches!(e, Err(CoreError::Unavailable(_))));
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            THRESHOLD,
+            "not called while open"
+        );
+        let off = Resilience::new(false, false, false, Arc::new(Silent));
+        for _ in 0..THRESHOLD + 1 {
+            let e = run_failing(&off, ErrorKind::PermissionDenied, &calls).await;
+            assert!(matches!(e, Err(CoreError::Storage(_))));
+        }
+    }
+}

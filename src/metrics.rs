@@ -1,0 +1,426 @@
+//! Prometheus metrics: the core's [`Telemetry`] events and the transports' connection and
+//! stream gauges, rendered as text at `/metrics` (main port, or a separate listener).
+//!
+//! Every family has the `xferd_` prefix and, where it concerns traffic, one `protocol`
+//! label (`h1`, `h2`, `h3`); error counters add the stable error `code`. Label values come
+//! from fixed sets, so cardinality stays low whatever clients send. Process metrics
+//! (`process_*`) come from the prometheus crate's process collector.
+
+use crate::core::buffers::Pool;
+use crate::core::profiles::Profiles;
+use crate::core::readings::Estimate;
+use crate::core::telemetry::{Direction, Protocol, Telemetry};
+use prometheus::{
+    exponential_buckets, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+struct Traffic {
+    bytes: IntCounterVec,
+    count: IntCounterVec,
+    throughput: HistogramVec,
+    latency: HistogramVec,
+    errors: IntCounterVec,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    upload: Traffic,
+    download: Traffic,
+    chunk_size: HistogramVec,
+    chunk_latency: HistogramVec,
+    ranges: IntCounterVec,
+    pool_in_use: IntGauge,
+    pool_pooled: IntGauge,
+    pool_limit: IntGauge,
+    buffer_optimal: IntGaugeVec,
+    buffer_changes: IntCounterVec,
+    chunk_advised: IntGaugeVec,
+    bandwidth: GaugeVec,
+    rtt: GaugeVec,
+    reliability: GaugeVec,
+    connections: IntGaugeVec,
+    streams: IntGaugeVec,
+    profiles: IntGauge,
+    retries: IntCounterVec,
+    breaker: Gauge,
+    pool: Arc<Pool>,
+    profile_source: std::sync::OnceLock<Weak<crate::core::adaptive::Adaptive>>,
+}
+
+const P: &[&str] = &["protocol"];
+const PC: &[&str] = &["protocol", "code"];
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| bug(name, e));
+    register(r, name, c.clone());
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), P)
+        .unwrap_or_else(|e| bug(name, e));
+    register(r, name, h.clone());
+    h
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), P).unwrap_or_else(|e| bug(name, e));
+    register(r, name, g.clone());
+    g
+}
+
+fn int_gauge_vec(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), P).unwrap_or_else(|e| bug(name, e));
+    register(r, name, g.clone());
+    g
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| bug(name, e));
+    register(r, name, g.clone());
+    g
+}
+
+fn register<C: prometheus::core::Collector + 'static>(r: &Registry, name: &str, c: C) {
+    if let Err(e) = r.register(Box::new(c)) {
+        bug(name, e)
+    }
+}
+
+/// Metric definitions are constants; a failure here is a programming error caught by the
+/// tests, never input-dependent.
+fn bug(name: &str, e: prometheus::Error) -> ! {
+    panic!("metric {name} is malformed: {e}")
+}
+
+fn traffic(r: &Registry, dir: &str) -> Traffic {
+    let rate_buckets = exponential_buckets(64_000.0, 4.0, 10).unwrap_or_default();
+    let time_buckets = exponential_buckets(0.001, 4.0, 12).unwrap_or_default();
+    Traffic {
+        bytes: counter(
+            r,
+            &format!("xferd_{dir}_bytes_total"),
+            &format!("Bytes of {dir}s completed."),
+            P,
+        ),
+        count: counter(
+            r,
+            &format!("xferd_{dir}s_total"),
+            &format!("{dir}s completed."),
+            P,
+        ),
+        throughput: histogram(
+            r,
+            &format!("xferd_{dir}_throughput_bytes_per_second"),
+            &format!("Throughput of completed {dir}s."),
+            rate_buckets,
+        ),
+        latency: histogram(
+            r,
+            &format!("xferd_{dir}_duration_seconds"),
+            &format!("Duration of completed {dir}s."),
+            time_buckets,
+        ),
+        errors: counter(
+            r,
+            &format!("xferd_{dir}_errors_total"),
+            &format!("{dir} requests refused or failed, by stable error code."),
+            PC,
+        ),
+    }
+}
+
+impl Metrics {
+    pub fn new(pool: Arc<Pool>) -> Arc<Metrics> {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        register(
+            &r,
+            "process",
+            prometheus::process_collector::ProcessCollector::for_self(),
+        );
+        let m = Metrics {
+            upload: traffic(&r, "upload"),
+            download: traffic(&r, "download"),
+            chunk_size: histogram(
+                &r,
+                "xferd_upload_chunk_size_bytes",
+                "Size of resumable-upload chunks (tus PATCH, IETF append, HFS chunk).",
+                exponential_buckets(65_536.0, 4.0, 9).unwrap_or_default(),
+            ),
+            chunk_latency: histogram(
+                &r,
+                "xferd_upload_chunk_duration_seconds",
+                "Time to receive and store one resumable-upload chunk.",
+                exponential_buckets(0.001, 4.0, 12).unwrap_or_default(),
+            ),
+            ranges: counter(
+                &r,
+                "xferd_range_requests_total",
+                "Downloads with a Range header that was honoured.",
+                P,
+            ),
+            pool_in_use: int_gauge(
+                &r,
+                "xferd_buffer_pool_bytes_in_use",
+                "Buffer memory held by running transfers.",
+            ),
+            pool_pooled: int_gauge(
+                &r,
+                "xferd_buffer_pool_bytes_idle",
+                "Buffer memory kept in the pool's free lists.",
+            ),
+            pool_limit: int_gauge(
+                &r,
+                "xferd_buffer_pool_bytes_limit",
+                "Configured cap on buffer memory (performance.buffer_memory_limit).",
+            ),
+            buffer_optimal: int_gauge_vec(
+                &r,
+                "xferd_buffer_size_optimal_bytes",
+                "I/O buffer size most recently chosen by the adaptive engine.",
+            ),
+            buffer_changes: counter(
+                &r,
+                "xferd_buffer_size_changes_total",
+                "Times a running transfer's buffer size was changed.",
+                P,
+            ),
+            chunk_advised: int_gauge_vec(
+                &r,
+                "xferd_chunk_size_advised_bytes",
+                "Chunk size most recently advised to a resumable-upload client.",
+            ),
+            bandwidth: gauge_vec(
+                &r,
+                "xferd_network_bandwidth_bytes_per_second",
+                "Latest bandwidth estimate of a connection.",
+            ),
+            rtt: gauge_vec(
+                &r,
+                "xferd_network_rtt_seconds",
+                "Latest smoothed round-trip time of a connection.",
+            ),
+            reliability: gauge_vec(
+                &r,
+                "xferd_network_reliability_ratio",
+                "Latest delivery reliability (1 - packet loss) of a connection.",
+            ),
+            connections: int_gauge_vec(&r, "xferd_connections_active", "Open connections."),
+            streams: int_gauge_vec(
+                &r,
+                "xferd_streams_active",
+                "Requests in progress (HTTP/2 and HTTP/3 streams, HTTP/1.1 requests).",
+            ),
+            profiles: int_gauge(&r, "xferd_client_profiles", "Client profiles in memory."),
+            retries: counter(
+                &r,
+                "xferd_storage_retries_total",
+                "Storage operations retried after a transient failure.",
+                &["op"],
+            ),
+            breaker: {
+                let g = Gauge::new(
+                    "xferd_storage_circuit_open",
+                    "1 while the storage circuit breaker is open.",
+                )
+                .unwrap_or_else(|e| bug("xferd_storage_circuit_open", e));
+                register(&r, "xferd_storage_circuit_open", g.clone());
+                g
+            },
+            registry: r,
+            pool,
+            profile_source: std::sync::OnceLock::new(),
+        };
+        m.pool_limit
+            .set(i64::try_from(m.pool.limit()).unwrap_or(i64::MAX));
+        for p in [Protocol::H1, Protocol::H2, Protocol::H3] {
+            // Families with a protocol label appear from the start (with zeros).
+            for c in [
+                &m.upload.bytes,
+                &m.download.bytes,
+                &m.upload.count,
+                &m.download.count,
+                &m.ranges,
+            ] {
+                c.with_label_values(&[p.label()]);
+            }
+            m.connections.with_label_values(&[p.label()]);
+            m.streams.with_label_values(&[p.label()]);
+        }
+        Arc::new(m)
+    }
+
+    /// Lets `/metrics` report the number of client profiles.
+    pub fn watch_profiles(&self, adaptive: &Arc<crate::core::adaptive::Adaptive>) {
+        let _ = self.profile_source.set(Arc::downgrade(adaptive));
+    }
+
+    fn traffic(&self, dir: Direction) -> &Traffic {
+        match dir {
+            Direction::Upload => &self.upload,
+            Direction::Download => &self.download,
+        }
+    }
+
+    /// Counts an open connection until the guard drops.
+    pub fn connection(self: &Arc<Self>, p: Protocol) -> Gauged {
+        Gauged::new(self.connections.with_label_values(&[p.label()]))
+    }
+
+    /// Counts a request in progress until the guard drops.
+    pub fn stream(self: &Arc<Self>, p: Protocol) -> Gauged {
+        Gauged::new(self.streams.with_label_values(&[p.label()]))
+    }
+
+    fn profiles_len(&self) -> Option<usize> {
+        let a = self.profile_source.get()?.upgrade()?;
+        let p: &Profiles = &a.profiles;
+        Some(p.len())
+    }
+}
+
+/// Decrements its gauge on drop.
+pub struct Gauged(IntGauge);
+
+impl Gauged {
+    fn new(g: IntGauge) -> Gauged {
+        g.inc();
+        Gauged(g)
+    }
+}
+
+impl Drop for Gauged {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Telemetry for Metrics {
+    fn transfer(&self, dir: Direction, p: Protocol, bytes: u64, elapsed: Duration) {
+        let t = self.traffic(dir);
+        let l = [p.label()];
+        t.bytes.with_label_values(&l).inc_by(bytes);
+        t.count.with_label_values(&l).inc();
+        let secs = elapsed.as_secs_f64();
+        t.latency.with_label_values(&l).observe(secs);
+        if secs > 0.0 {
+            t.throughput
+                .with_label_values(&l)
+                .observe(bytes as f64 / secs);
+        }
+    }
+
+    fn chunk(&self, p: Protocol, bytes: u64, elapsed: Duration) {
+        let l = [p.label()];
+        self.upload.bytes.with_label_values(&l).inc_by(bytes);
+        self.chunk_size.with_label_values(&l).observe(bytes as f64);
+        let secs = elapsed.as_secs_f64();
+        self.chunk_latency.with_label_values(&l).observe(secs);
+        if secs > 0.0 {
+            self.upload
+                .throughput
+                .with_label_values(&l)
+                .observe(bytes as f64 / secs);
+        }
+    }
+
+    fn error(&self, dir: Direction, p: Protocol, code: &'static str) {
+        self.traffic(dir)
+            .errors
+            .with_label_values(&[p.label(), code])
+            .inc();
+    }
+
+    fn range_request(&self, p: Protocol) {
+        self.ranges.with_label_values(&[p.label()]).inc();
+    }
+
+    fn buffer_size(&self, p: Protocol, size: usize, changed: bool) {
+        self.buffer_optimal
+            .with_label_values(&[p.label()])
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        if changed {
+            self.buffer_changes.with_label_values(&[p.label()]).inc();
+        }
+    }
+
+    fn chunk_advised(&self, p: Protocol, size: u64) {
+        self.chunk_advised
+            .with_label_values(&[p.label()])
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+    }
+
+    fn network(&self, p: Protocol, e: &Estimate) {
+        let l = [p.label()];
+        self.bandwidth.with_label_values(&l).set(e.bandwidth as f64);
+        self.rtt.with_label_values(&l).set(e.rtt.as_secs_f64());
+        self.reliability.with_label_values(&l).set(e.reliability());
+    }
+
+    fn storage_retry(&self, op: &'static str) {
+        self.retries.with_label_values(&[op]).inc();
+    }
+
+    fn breaker_open(&self, open: bool) {
+        self.breaker.set(if open { 1.0 } else { 0.0 });
+    }
+
+    fn render(&self) -> Option<String> {
+        self.pool_in_use
+            .set(i64::try_from(self.pool.in_use()).unwrap_or(i64::MAX));
+        self.pool_pooled
+            .set(i64::try_from(self.pool.pooled()).unwrap_or(i64::MAX));
+        if let Some(n) = self.profiles_len() {
+            self.profiles.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .ok()?;
+        String::from_utf8(out).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_protocol_labels() {
+        let pool = Pool::new(32 << 10, 1 << 20, 8 << 20);
+        let m = Metrics::new(pool.clone());
+        let _lease = pool.lease(64 << 10);
+        m.transfer(
+            Direction::Upload,
+            Protocol::H3,
+            1 << 20,
+            Duration::from_millis(10),
+        );
+        m.error(Direction::Download, Protocol::H2, "not_found");
+        m.network(
+            Protocol::H1,
+            &Estimate {
+                bandwidth: 1000,
+                rtt: Duration::from_millis(20),
+                loss: 0.25,
+            },
+        );
+        let _c = m.connection(Protocol::H3);
+        let text = m.render().unwrap();
+        for want in [
+            "xferd_upload_bytes_total{protocol=\"h3\"} 1048576",
+            "xferd_download_errors_total{code=\"not_found\",protocol=\"h2\"} 1",
+            "xferd_network_reliability_ratio{protocol=\"h1\"} 0.75",
+            "xferd_buffer_pool_bytes_in_use 131072",
+            "xferd_connections_active{protocol=\"h3\"} 1",
+            "xferd_range_requests_total{protocol=\"h2\"} 0",
+            "process_resident_memory_bytes",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}
