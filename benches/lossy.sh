@@ -60,6 +60,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/xferd-lossy.XXXXXX")
 XPID=""
 SCRAPER=""
 RELAY=""
+CLIENT=""
 stop_pid() {
     local pid=$1
     [ -n "$pid" ] || return 0
@@ -73,6 +74,7 @@ stop_pid() {
 cleanup() {
     local rc=$?
     touch "$WORK/stop" 2>/dev/null || true
+    stop_pid "$CLIENT"
     stop_pid "$SCRAPER"
     stop_pid "$RELAY"
     stop_pid "$XPID"
@@ -304,8 +306,13 @@ upload_run() { # http(3|2|1.1) label
     SCRAPER=$!
     da0=$(drops "$NS_A"); db0=$(drops "$NS_B")
     t0=$(date +%s.%N)
-    inB timeout "$UPLOAD_TIMEOUT" "$XFERD" upload "$SRC" "$target" --ca "$CERT" --http "$http" --streams "$STREAMS" \
-        >"$WORK/$label.json" 2>"$WORK/$label.err" || rc=$?
+    # In the background + wait, so that Ctrl-C reaches the cleanup at once (the client runs
+    # under `timeout`, in a process group of its own that the terminal's SIGINT misses).
+    ip netns exec "$NS_B" timeout "$UPLOAD_TIMEOUT" "$XFERD" upload "$SRC" "$target" --ca "$CERT" \
+        --http "$http" --streams "$STREAMS" >"$WORK/$label.json" 2>"$WORK/$label.err" &
+    CLIENT=$!
+    wait "$CLIENT" || rc=$?
+    CLIENT=""
     t1=$(date +%s.%N)
     sleep 1.2   # one more scrape after the end
     touch "$WORK/stop"

@@ -21,7 +21,8 @@ have_lists || timeout 600 apt-get update
 
 TMP=$(mktemp -d /tmp/promtool-dl.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-chmod 755 "$TMP"   # apt's download sandbox user must be able to write here
+chmod 755 "$TMP"
+id _apt >/dev/null 2>&1 && chown _apt "$TMP" || true   # apt downloads as _apt
 
 extract() {
     (cd "$TMP" && timeout 600 apt-get download prometheus) || return 1
