@@ -348,3 +348,86 @@ async fn client_profiles_survive_a_restart() {
     assert_eq!(sample(&text, "xferd_client_profiles"), Some(1.0), "{text}");
     srv.stop().await;
 }
+
+/// A PUT whose body stays open until `release` fires; meanwhile, does a GET on the same
+/// connection complete?
+async fn get_completes_beside_open_upload(srv: &TestServer, proto: Proto) -> bool {
+    use bytes::Bytes;
+    use std::sync::Arc;
+    let c = Arc::new(srv.client(proto).await);
+    let data = pattern(7, 0, 1000);
+    let mut h = srv.client(proto).await;
+    let seen = format!("m/seen-{}.bin", label(proto));
+    assert_eq!(
+        put(&mut h, &signed_v(&seen, 1000), &data, &[]).await.status,
+        201
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body: xferd::core::body::BodyStream =
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok(b), rx))
+        }));
+    let rel = format!("m/open-{}.bin", label(proto));
+    let url = signed_v(&rel, 2000);
+    let c2 = c.clone();
+    let upload = tokio::spawn(async move {
+        request_on(&c2, "PUT", &url, &[("content-length", "2000")], Some(body)).await
+    });
+    tx.send(pattern(8, 0, 1000)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let got = tokio::time::timeout(
+        std::time::Duration::from_millis(700),
+        request_on(&c, "GET", &format!("/{seen}"), &[], None),
+    )
+    .await
+    .is_ok();
+    tx.send(pattern(8, 1000, 1000)).await.unwrap();
+    drop(tx);
+    assert_eq!(upload.await.unwrap().status, 201);
+    got
+}
+
+#[tokio::test]
+async fn connection_multiplexing_switch() {
+    let srv = TestServer::start().await;
+    for p in [Proto::H2, Proto::H3] {
+        assert!(
+            get_completes_beside_open_upload(&srv, p).await,
+            "{}",
+            label(p)
+        );
+    }
+    srv.stop().await;
+    let srv = TestServer::start_with(|c| c.streaming.connection_multiplexing = false).await;
+    for p in [Proto::H2, Proto::H3] {
+        assert!(
+            !get_completes_beside_open_upload(&srv, p).await,
+            "{}",
+            label(p)
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn bandwidth_estimation_off_takes_no_readings() {
+    let srv = TestServer::start_with(|c| c.streaming.bandwidth_estimation = false).await;
+    for proto in Proto::ALL {
+        let mut c = srv.client(proto).await;
+        let rel = format!("{}/n.bin", label(proto));
+        let data = pattern(9, 0, 500_000);
+        assert_eq!(
+            put(&mut c, &signed_v(&rel, 500_000), &data, &[])
+                .await
+                .status,
+            201
+        );
+    }
+    let text = metrics_text(&srv).await;
+    assert!(!text.contains("xferd_network_rtt_seconds{"), "{text}");
+    assert_eq!(
+        sample(&text, "xferd_uploads_total{protocol=\"h3\"}"),
+        Some(1.0)
+    );
+    srv.stop().await;
+}
