@@ -407,6 +407,7 @@ mod tests {
                 bandwidth: 1000,
                 rtt: Duration::from_millis(20),
                 loss: 0.25,
+                measured: true,
             },
         );
         let _c = m.connection(Protocol::H3);

@@ -37,6 +37,9 @@ pub struct Adaptive {
     pub telemetry: Arc<dyn Telemetry>,
 }
 
+/// When a new transfer first re-evaluates its buffer (at most).
+pub const FIRST_RETUNE: Duration = Duration::from_millis(120);
+
 /// A lease's re-evaluation state.
 #[derive(Debug)]
 pub struct Tuning {
@@ -85,7 +88,9 @@ impl Adaptive {
                 probe: ctx.probe.clone(),
                 protocol: ctx.protocol,
                 body_len,
-                next: Instant::now() + self.options.interval,
+                // The first look comes early: at the start only the transport's guess is
+                // known; a measured rate exists after a couple of rate windows.
+                next: Instant::now() + self.options.interval.min(FIRST_RETUNE),
             });
         }
         lease

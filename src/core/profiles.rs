@@ -260,6 +260,7 @@ mod tests {
                 bandwidth: 1,
                 rtt: Duration::from_millis(80),
                 loss: 0.02,
+                measured: true,
             }),
             chunk,
             protocol: "h3",

@@ -5,9 +5,12 @@
 //! most once per [`MIN_SAMPLE_INTERVAL`] (never per packet) and keeps the estimate:
 //!
 //! 1. Rate: between two samples at least [`RATE_WINDOW`] apart, bytes moved (both
-//!    directions) / elapsed time, smoothed with an EWMA (alpha 1/4). Before the first rate,
-//!    the transport's delivery rate, else congestion window / RTT, stands in.
-//! 2. Bandwidth: the larger of the smoothed rate and the transport's delivery rate.
+//!    directions) / elapsed time, smoothed with an EWMA (alpha 1/4). A window in which
+//!    nothing moved is idle, not slow, and is skipped.
+//! 2. Bandwidth: the smoothed rate once there is one (`measured`); before that the
+//!    transport's delivery rate, else congestion window / RTT, stands in. (TCP's delivery
+//!    rate and cwnd describe the server's sending direction, which says little about an
+//!    upload, so a measured rate always wins.)
 //! 3. Loss: lost / sent packets between the two samples (when at least 64 were sent),
 //!    smoothed the same way; before that the connection's lifetime ratio.
 //! 4. RTT: the transport's smoothed RTT as is.
@@ -49,6 +52,8 @@ pub struct Estimate {
     pub rtt: Duration,
     /// Lost fraction of packets, 0..=1.
     pub loss: f64,
+    /// Whether `bandwidth` was measured from bytes moved (else it is the transport's guess).
+    pub measured: bool,
 }
 
 impl Estimate {
@@ -125,7 +130,9 @@ fn update(st: &mut State, now: Instant, r: Readings) {
             if dt >= RATE_WINDOW {
                 let moved =
                     (r.bytes_in + r.bytes_out).saturating_sub(r0.bytes_in + r0.bytes_out) as f64;
-                st.rate = Some(ewma(st.rate, moved / dt.as_secs_f64()));
+                if moved > 0.0 {
+                    st.rate = Some(ewma(st.rate, moved / dt.as_secs_f64()));
+                }
                 let sent = r.sent_packets.saturating_sub(r0.sent_packets);
                 if sent >= 64 {
                     let lost = r.lost_packets.saturating_sub(r0.lost_packets) as f64;
@@ -139,11 +146,7 @@ fn update(st: &mut State, now: Instant, r: Readings) {
         let rtt = r.rtt.as_secs_f64();
         (rtt > 0.0 && r.cwnd > 0).then(|| r.cwnd as f64 / rtt)
     });
-    let bandwidth = match (st.rate, r.delivery_rate) {
-        (Some(rate), Some(d)) => rate.max(d as f64),
-        (Some(rate), None) => rate,
-        (None, _) => prior.unwrap_or(0.0),
-    };
+    let bandwidth = st.rate.or(prior).unwrap_or(0.0);
     let loss = st.loss.unwrap_or_else(|| {
         if r.sent_packets >= 64 {
             (r.lost_packets as f64 / r.sent_packets as f64).clamp(0.0, 1.0)
@@ -155,6 +158,7 @@ fn update(st: &mut State, now: Instant, r: Readings) {
         bandwidth: bandwidth.max(0.0).min(u64::MAX as f64) as u64,
         rtt: r.rtt,
         loss,
+        measured: st.rate.is_some(),
     });
 }
 
@@ -191,11 +195,13 @@ mod tests {
         let t0 = Instant::now();
         let e = p.estimate(t0).unwrap();
         assert_eq!(e.bandwidth, 10_000_000); // 400 kB / 40 ms
+        assert!(!e.measured);
         assert_eq!(e.loss, 0.0);
         // 1 MB in 100 ms = 10 MB/s measured; 2% loss over 1000 packets.
         *cell.lock().unwrap() = Some(reading(1_000_000, 1000, 20));
         let e = p.estimate(t0 + Duration::from_millis(100)).unwrap();
         assert_eq!(e.bandwidth, 10_000_000);
+        assert!(e.measured);
         assert!((e.loss - 0.02).abs() < 1e-9);
         assert_eq!(e.rtt, Duration::from_millis(40));
     }
@@ -212,10 +218,13 @@ mod tests {
         // Within MIN_SAMPLE_INTERVAL: the source is not read again.
         *cell.lock().unwrap() = Some(reading(9_000_000, 200, 50));
         assert_eq!(p.estimate(t0 + Duration::from_millis(101)).unwrap(), e);
-        // Next window: 0 bytes in 100 ms -> EWMA moves a quarter of the way down.
-        *cell.lock().unwrap() = Some(reading(2_000_000, 100, 0));
+        // Next window: 3 MB in 100 ms -> EWMA moves a quarter of the way up.
+        *cell.lock().unwrap() = Some(reading(5_000_000, 100, 0));
         let e = p.estimate(t0 + Duration::from_millis(200)).unwrap();
-        assert_eq!(e.bandwidth, 15_000_000);
+        assert_eq!(e.bandwidth, 22_500_000);
+        // An idle window is skipped, not averaged in.
+        let e2 = p.estimate(t0 + Duration::from_millis(400)).unwrap();
+        assert_eq!(e2.bandwidth, 22_500_000);
     }
 
     #[test]

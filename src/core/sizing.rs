@@ -14,7 +14,8 @@
 //!
 //! Chunk size ([`chunk_size`]), advised to a resumable upload's client:
 //! 1. `fixed`: the configured chunk size, clamped to the bounds. Otherwise:
-//! 2. Bandwidth: the estimate's, else the profile's, else `fixed`'s answer.
+//! 2. Bandwidth: the estimate's if measured (a fresh connection's guess from its congestion
+//!    window is not a measurement), else the profile's, else `fixed`'s answer.
 //! 3. Target time per chunk: [`CHUNK_SECONDS`] x reliability factor, where the factor is
 //!    `1 - 10 * loss`, clamped to `[0.1, 1]` (a lost chunk costs less to send again), and at
 //!    least 8 RTTs (so the round trip after each chunk costs at most about 12%).
@@ -124,6 +125,7 @@ pub fn chunk_size(
         return fixed;
     }
     let bandwidth = est
+        .filter(|e| e.measured)
         .map(|e| e.bandwidth as f64)
         .filter(|b| *b > 0.0)
         .or_else(|| history.map(|h| h.throughput).filter(|t| *t > 0.0));
@@ -217,6 +219,7 @@ mod tests {
             bandwidth,
             rtt: Duration::from_millis(rtt_ms),
             loss,
+            measured: true,
         }
     }
 
@@ -360,6 +363,27 @@ mod tests {
             ),
             // History only: 1 MB/s x 4 s = 3.8 MiB -> 2 MiB.
             (Algorithm::Adaptive, None, Some(h), None, 2 * MB),
+            // A guessed (unmeasured) bandwidth is ignored: history, then the fixed size.
+            (
+                Algorithm::Adaptive,
+                Some(Estimate {
+                    measured: false,
+                    ..est(1_000_000_000, 0, 0.0)
+                }),
+                Some(h),
+                None,
+                2 * MB,
+            ),
+            (
+                Algorithm::Adaptive,
+                Some(Estimate {
+                    measured: false,
+                    ..est(1_000_000_000, 0, 0.0)
+                }),
+                None,
+                None,
+                8 * MB,
+            ),
             // Predictive: 25 MB (readings) blended half-way (log) with 2 MiB -> 7.2 MB -> 4 MiB.
             (
                 Algorithm::Predictive,
