@@ -788,3 +788,60 @@ async fn paths_under_the_upload_collections_are_ordinary_paths() {
     }
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn tus_checksum_trailer_over_every_transport() {
+    use sha1::Digest;
+    let srv = TestServer::start().await;
+    for proto in Proto::ALL {
+        let l = label(proto);
+        let c = srv.client(proto).await;
+        let rel = format!("{l}/trailer/file.bin");
+        let mut cc = srv.client(proto).await;
+        let r = tus_create(&mut cc, &v3("POST", &rel), &[("upload-length", "200000")]).await;
+        assert_eq!(r.status, 201, "{l}");
+        let loc = r.header("location").unwrap().to_string();
+        let part = |seed: u64, offset: u64| pattern(seed, offset, 100_000);
+        let patch = |offset: u64, data: bytes::Bytes, sum: String| {
+            let req = http::Request::builder()
+                .method("PATCH")
+                .uri(&loc)
+                .header("tus-resumable", "1.0.0")
+                .header("upload-offset", offset)
+                .header("content-type", "application/offset+octet-stream")
+                .header("trailer", "Upload-Checksum")
+                .body(())
+                .unwrap();
+            let mut t = http::HeaderMap::new();
+            t.insert("upload-checksum", sum.parse().unwrap());
+            c.send_with_trailers(req, Some(body_once(data)), Some(t))
+        };
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        let d0 = part(21, 0);
+        // A wrong checksum in the trailer: 460, nothing counted.
+        let wrong = format!("sha1 {}", b64(&sha1::Sha1::digest(b"other")));
+        let r = patch(0, d0.clone(), wrong).await.unwrap();
+        assert_eq!(r.status.as_u16(), 460, "{l}");
+        let h = request(&mut cc, "HEAD", &loc, &[TUS], None).await;
+        assert_eq!(h.header("upload-offset"), Some("0"), "{l}");
+        // Right checksums (sha1, then sha256): both chunks count.
+        let ok = format!("sha1 {}", b64(&sha1::Sha1::digest(&d0)));
+        let r = patch(0, d0.clone(), ok).await.unwrap();
+        assert_eq!(r.status, 204, "{l}");
+        let d1 = part(22, 100_000);
+        let ok = format!("sha256 {}", b64(&sha2::Sha256::digest(&d1)));
+        let r = patch(100_000, d1.clone(), ok).await.unwrap();
+        assert_eq!(r.status, 204, "{l}");
+        assert_eq!(r.headers.get("upload-offset").unwrap(), "200000");
+        let got = get(&mut cc, &format!("/{}", encode_path(&rel)), &[]).await;
+        assert_eq!(got.body, [d0, d1].concat(), "{l}");
+    }
+    // The extension is advertised.
+    let mut c = srv.client(Proto::H1).await;
+    let o = request(&mut c, "OPTIONS", "/files/", &[], None).await;
+    assert!(o
+        .header("tus-extension")
+        .unwrap()
+        .contains("checksum-trailer"));
+    srv.stop().await;
+}

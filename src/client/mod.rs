@@ -161,6 +161,17 @@ impl Client {
         req: Request<()>,
         body: Option<BodyStream>,
     ) -> anyhow::Result<ClientResponse> {
+        self.send_with_trailers(req, body, None).await
+    }
+
+    /// Like [`Client::send`], with trailer fields after the body (HTTP/1.1 then uses chunked
+    /// encoding; announce them in a `Trailer` header).
+    pub async fn send_with_trailers(
+        &self,
+        req: Request<()>,
+        body: Option<BodyStream>,
+        trailers: Option<http::HeaderMap>,
+    ) -> anyhow::Result<ClientResponse> {
         let (mut parts, ()) = req.into_parts();
         let path_q = parts
             .uri
@@ -177,7 +188,10 @@ impl Client {
                 parts.version = Version::HTTP_11;
                 send.ready().await?;
                 let resp = send
-                    .send_request(Request::from_parts(parts, hyper_body(body)))
+                    .send_request(Request::from_parts(
+                        parts,
+                        hyper_body(body, trailers.clone()),
+                    ))
                     .await?;
                 Ok(from_hyper(resp))
             }
@@ -187,7 +201,10 @@ impl Client {
                 parts.version = Version::HTTP_2;
                 send.ready().await?;
                 let resp = send
-                    .send_request(Request::from_parts(parts, hyper_body(body)))
+                    .send_request(Request::from_parts(
+                        parts,
+                        hyper_body(body, trailers.clone()),
+                    ))
                     .await?;
                 Ok(from_hyper(resp))
             }
@@ -206,6 +223,9 @@ impl Client {
                             }
                         }
                     }
+                }
+                if let Some(t) = trailers {
+                    stream.send_trailers(t).await?;
                 }
                 stream.finish().await?;
                 let mut interim = Vec::new();
@@ -245,10 +265,16 @@ impl Client {
     }
 }
 
-fn hyper_body(body: Option<BodyStream>) -> ReqBody {
-    match body {
-        None => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-        Some(s) => BodyExt::boxed_unsync(StreamBody::new(s.map(|r| r.map(Frame::data)))),
+fn hyper_body(body: Option<BodyStream>, trailers: Option<http::HeaderMap>) -> ReqBody {
+    match (body, trailers) {
+        (None, None) => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        (body, trailers) => {
+            let data = body
+                .unwrap_or_else(crate::core::body::empty_stream)
+                .map(|r| r.map(Frame::data));
+            let tail = futures_util::stream::iter(trailers.map(|t| Ok(Frame::trailers(t))));
+            BodyExt::boxed_unsync(StreamBody::new(data.chain(tail)))
+        }
     }
 }
 

@@ -11,6 +11,10 @@ use std::pin::Pin;
 #[error("{0}")]
 pub struct BodyError(pub String);
 
+/// Where a transport puts a request's trailer fields when the body has ended (HTTP/1.1
+/// chunked trailers, HTTP/2 and HTTP/3 trailing HEADERS).
+pub type Trailers = std::sync::Arc<std::sync::Mutex<Option<http::HeaderMap>>>;
+
 /// A request or response body as a stream of chunks.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
 

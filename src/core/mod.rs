@@ -101,6 +101,8 @@ pub struct Ctx {
     pub probe: Option<Arc<readings::Probe>>,
     /// The client's profile key (set by [`Core::handle`] from the peer and `User-Agent`).
     pub client: String,
+    /// Filled with the request's trailers when its body ends (if the transport has them).
+    pub trailers: Option<body::Trailers>,
 }
 
 impl Ctx {
@@ -112,6 +114,7 @@ impl Ctx {
             protocol,
             probe: None,
             client: String::new(),
+            trailers: None,
         }
     }
     pub fn unix(&self) -> u64 {

@@ -182,16 +182,26 @@ async fn handle_request(
         }
     };
     let (mut send, recv) = stream.split();
+    let trailers: crate::core::body::Trailers = Default::default();
+    let slot = trailers.clone();
     let body: BodyStream = Box::pin(futures_util::stream::unfold(
-        Some(recv),
+        Some((recv, slot)),
         |state| async move {
-            let mut recv = state?;
+            let (mut recv, slot) = state?;
             match recv.recv_data().await {
                 Ok(Some(mut buf)) => {
                     let bytes = buf.copy_to_bytes(buf.remaining());
-                    Some((Ok(bytes), Some(recv)))
+                    Some((Ok(bytes), Some((recv, slot))))
                 }
-                Ok(None) => None,
+                Ok(None) => match recv.recv_trailers().await {
+                    Ok(t) => {
+                        if let (Some(t), Ok(mut g)) = (t, slot.lock()) {
+                            *g = Some(t);
+                        }
+                        None
+                    }
+                    Err(e) => Some((Err(BodyError(format!("h3 trailers: {e}"))), None)),
+                },
                 Err(e) => Some((Err(BodyError(format!("h3: {e}"))), None)),
             }
         },
@@ -202,6 +212,7 @@ async fn handle_request(
     let mut ctx = Ctx::new(peer.ip(), Protocol::H3);
     ctx.interim = Some(tx);
     ctx.probe = probe;
+    ctx.trailers = Some(trailers);
     let handling = core.handle(parts, body, ctx);
     tokio::pin!(handling);
     let resp = loop {

@@ -9,15 +9,14 @@
 use super::idle::{Activity, IdleIo};
 use super::tcp_info::TcpSource;
 use super::{shutdown_signalled, Protocol, Shared};
-use crate::core::body::{Body, BodyError, BodyStream};
+use crate::core::body::{Body, BodyError};
+type CoreBody = crate::core::body::BodyStream;
 use crate::core::readings::Probe;
 use crate::core::Ctx;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, Request, Response};
-use http_body_util::{
-    combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Empty, Full, StreamBody,
-};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, BodyStream, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -190,15 +189,31 @@ async fn handle(
     };
     let _stream = metrics.stream(protocol);
     let (parts, incoming) = req.into_parts();
-    let body: BodyStream = Box::pin(
-        BodyDataStream::new(incoming)
-            .map_err(move |e| BodyError(format!("{}: {e}", protocol.label()))),
+    let trailers: crate::core::body::Trailers = Default::default();
+    let slot = trailers.clone();
+    let body: CoreBody = Box::pin(
+        TryStreamExt::map_err(BodyStream::new(incoming), move |e| {
+            BodyError(format!("{}: {e}", protocol.label()))
+        })
+        .try_filter_map(move |frame| {
+            let data = match frame.into_data() {
+                Ok(d) => Some(d),
+                Err(frame) => {
+                    if let (Ok(t), Ok(mut g)) = (frame.into_trailers(), slot.lock()) {
+                        *g = Some(t);
+                    }
+                    None
+                }
+            };
+            futures_util::future::ready(Ok(data))
+        }),
     );
     // Spawned, so that a client resetting its stream (hyper then drops this future) does
     // not cancel the handler half-way: it sees the body end with an error and commits
     // what arrived, as on the other transports.
     let mut ctx = Ctx::new(peer.ip(), protocol);
     ctx.probe = probe;
+    ctx.trailers = Some(trailers);
     let handling = tokio::spawn(async move { core.handle(parts, body, ctx).await });
     let resp = match handling.await {
         Ok(r) => r,

@@ -1,5 +1,7 @@
 //! Per-request checksums (tus `Upload-Checksum: <algo> <base64>`): sha1 (mandatory in tus),
-//! sha256 and md5; and the whole-file digest (`Repr-Digest: sha-256=:<base64>:`, RFC 9530).
+//! sha256 and md5, given as a header or, with tus checksum-trailer, as a trailer field after
+//! the body (then all three are computed, since the algorithm is named only at the end);
+//! and the whole-file digest (`Repr-Digest: sha-256=:<base64>:`, RFC 9530).
 
 use base64::Engine as _;
 use sha2::Digest;
@@ -13,6 +15,8 @@ pub enum ChecksumError {
     Unsupported(String),
     #[error("malformed checksum header")]
     Malformed,
+    #[error("the Upload-Checksum trailer announced in `Trailer` did not arrive")]
+    MissingTrailer,
 }
 
 /// A running hash of one of the supported algorithms.
@@ -21,6 +25,8 @@ pub enum Hasher {
     Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
     Md5(md5::Md5),
+    /// Every algorithm at once (the trailer names one only after the body).
+    All(Box<(sha1::Sha1, sha2::Sha256, md5::Md5)>),
 }
 
 impl Hasher {
@@ -29,6 +35,11 @@ impl Hasher {
             Hasher::Sha1(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
             Hasher::Md5(h) => h.update(data),
+            Hasher::All(b) => {
+                b.0.update(data);
+                b.1.update(data);
+                b.2.update(data);
+            }
         }
     }
     pub fn finish(self) -> Vec<u8> {
@@ -36,7 +47,55 @@ impl Hasher {
             Hasher::Sha1(h) => h.finalize().to_vec(),
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Md5(h) => h.finalize().to_vec(),
+            Hasher::All(b) => b.1.finalize().to_vec(),
         }
+    }
+    /// The digest for `algorithm` (as [`Expected::algorithm`] spells it).
+    pub fn finish_as(self, algorithm: &str) -> Vec<u8> {
+        match (self, algorithm) {
+            (Hasher::All(b), "sha1") => b.0.finalize().to_vec(),
+            (Hasher::All(b), "md5") => b.2.finalize().to_vec(),
+            (other, _) => other.finish(),
+        }
+    }
+}
+
+/// Where a request's expected checksum comes from.
+#[derive(Clone)]
+pub enum Wanted {
+    Header(Expected),
+    /// Announced with `Trailer: Upload-Checksum`; read from the slot after the body.
+    Trailer(crate::core::body::Trailers),
+}
+
+impl Wanted {
+    pub fn hasher(&self) -> Hasher {
+        match self {
+            Wanted::Header(e) => e.hasher(),
+            Wanted::Trailer(_) => Hasher::All(Box::default()),
+        }
+    }
+
+    /// After the body ended: whether `hash` matches what the client said.
+    pub fn verify(&self, hash: Hasher) -> Result<bool, ChecksumError> {
+        let expected = match self {
+            Wanted::Header(e) => e.clone(),
+            Wanted::Trailer(slot) => {
+                let value = slot
+                    .lock()
+                    .ok()
+                    .and_then(|g| {
+                        g.as_ref()?
+                            .get("upload-checksum")?
+                            .to_str()
+                            .ok()
+                            .map(str::to_string)
+                    })
+                    .ok_or(ChecksumError::MissingTrailer)?;
+                Expected::parse_tus(&value)?
+            }
+        };
+        Ok(expected.matches(&hash.finish_as(&expected.algorithm)))
     }
 }
 
@@ -54,7 +113,10 @@ impl Expected {
             .trim()
             .split_once(' ')
             .ok_or(ChecksumError::Malformed)?;
-        let algorithm = algo.to_ascii_lowercase();
+        let mut algorithm = algo.to_ascii_lowercase();
+        if algorithm == "sha-256" {
+            algorithm = "sha256".into();
+        }
         hasher_for(&algorithm)?;
         let digest = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
@@ -77,7 +139,7 @@ impl Expected {
 fn hasher_for(algorithm: &str) -> Result<Hasher, ChecksumError> {
     match algorithm {
         "sha1" => Ok(Hasher::Sha1(sha1::Sha1::new())),
-        "sha256" | "sha-256" => Ok(Hasher::Sha256(sha2::Sha256::new())),
+        "sha256" => Ok(Hasher::Sha256(sha2::Sha256::new())),
         "md5" => Ok(Hasher::Md5(md5::Md5::new())),
         other => Err(ChecksumError::Unsupported(other.to_string())),
     }
@@ -139,6 +201,37 @@ mod tests {
         let mut h = md5.hasher();
         h.update(b"hello");
         assert!(md5.matches(&h.finish()));
+    }
+
+    #[test]
+    fn trailer_checksums() {
+        use crate::core::body::Trailers;
+        let slot: Trailers = Default::default();
+        let w = Wanted::Trailer(slot.clone());
+        let hashed = |data: &[u8]| {
+            let mut h = w.hasher();
+            h.update(data);
+            h
+        };
+        assert_eq!(
+            w.verify(hashed(b"hello")),
+            Err(ChecksumError::MissingTrailer)
+        );
+        for (value, ok) in [
+            ("sha1 qvTGHdzF6KLavt4PO0gs2a6pQ00=", true),
+            ("md5 XUFAKrxLKna5cZ2REBfFkg==", true),
+            ("sha256 LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=", true),
+            ("sha256 LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCA=", false),
+        ] {
+            let mut h = http::HeaderMap::new();
+            h.insert("upload-checksum", value.parse().unwrap());
+            *slot.lock().unwrap() = Some(h);
+            assert_eq!(w.verify(hashed(b"hello")), Ok(ok), "{value}");
+        }
+        let mut h = http::HeaderMap::new();
+        h.insert("upload-checksum", "crc32 AAAA".parse().unwrap());
+        *slot.lock().unwrap() = Some(h);
+        assert!(w.verify(hashed(b"hello")).is_err());
     }
 
     #[test]

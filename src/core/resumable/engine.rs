@@ -22,7 +22,7 @@
 //!
 //! Time comes in as Unix seconds; nothing here reads a clock or touches a socket.
 
-use super::checksum::{self, Expected};
+use super::checksum;
 use super::session::{Completed, Kind, Origin, Session};
 use crate::core::body::BodyStream;
 use crate::core::error::CoreError;
@@ -108,6 +108,9 @@ impl SessionError {
             SessionError::Checksum(checksum::ChecksumError::Unsupported(_)) => {
                 "checksum_unsupported"
             }
+            SessionError::Checksum(checksum::ChecksumError::MissingTrailer) => {
+                "checksum_trailer_missing"
+            }
             SessionError::Checksum(_) => "checksum_malformed",
             SessionError::DigestMismatch => "digest_mismatch",
             SessionError::TargetExists => "file_exists",
@@ -163,7 +166,7 @@ pub struct Write {
     pub placement: Placement,
     /// `Content-Length` of the request, when known.
     pub declared_len: Option<u64>,
-    pub checksum: Option<Expected>,
+    pub checksum: Option<checksum::Wanted>,
     /// IETF `Upload-Complete: ?1`: the upload ends with this request's last byte.
     pub last: bool,
     /// The transfer's buffer lease (from the adaptive engine); `None` = the largest class.
@@ -497,7 +500,7 @@ impl Engine {
             .map(|p| p.sha.clone());
         let digests = Digests {
             sha256: carry,
-            check: w.checksum.as_ref().map(Expected::hasher),
+            check: w.checksum.as_ref().map(checksum::Wanted::hasher),
         };
         let lease = w
             .lease
@@ -548,13 +551,12 @@ impl Engine {
                 expected_len.unwrap_or(0)
             )));
         }
-        if let Some(expected) = &w.checksum {
+        if let (Some(wanted), Some(hash)) = (&w.checksum, digests.check) {
             // With a checksum, the request's bytes count all or nothing.
             if let Some(f) = failure {
                 return Err(f);
             }
-            let got = digests.check.map(|h| h.finish()).unwrap_or_default();
-            if !expected.matches(&got) {
+            if !wanted.verify(hash)? {
                 return Err(SessionError::ChecksumMismatch);
             }
         }

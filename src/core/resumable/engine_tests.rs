@@ -2,7 +2,7 @@
 //! chunks, preemption, checksums, crash points, restart, expiry with a manual clock,
 //! limits and concatenation.
 
-use super::checksum::Expected;
+use super::checksum::{Expected, Wanted};
 use super::engine::*;
 use super::session::{Kind, Origin};
 use crate::core::body::{BodyError, BodyStream};
@@ -277,7 +277,7 @@ async fn checksum_mismatch_discards_the_request() {
         )
     };
     let mut w = append(0, 5);
-    w.checksum = Some(Expected::parse_tus(&sum(b"right")).unwrap());
+    w.checksum = Some(Wanted::Header(Expected::parse_tus(&sum(b"right")).unwrap()));
     let err = e
         .engine
         .write(&s.id, w, &mut body(vec![Ok(b"wrong".to_vec())]), 1)
@@ -286,7 +286,7 @@ async fn checksum_mismatch_discards_the_request() {
     assert!(matches!(err, SessionError::ChecksumMismatch));
     assert_eq!(e.engine.info(&s.id, 1).await.unwrap().offset(), 0);
     let mut w = append(0, 5);
-    w.checksum = Some(Expected::parse_tus(&sum(b"right")).unwrap());
+    w.checksum = Some(Wanted::Header(Expected::parse_tus(&sum(b"right")).unwrap()));
     let s1 = e
         .engine
         .write(&s.id, w, &mut body(vec![Ok(b"right".to_vec())]), 1)

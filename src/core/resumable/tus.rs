@@ -1,12 +1,12 @@
 //! tus 1.0.0 over the session engine (PROTOCOLS.md section 5).
 //!
 //! Extensions: creation, creation-with-upload, creation-defer-length, expiration, checksum,
-//! termination, concatenation, concatenation-unfinished. (checksum-trailer is not offered:
-//! request trailers are not passed through the core yet.) Creation is a `POST` to a signed
+//! checksum-trailer (every transport here passes request trailers: HTTP/1.1 chunked, HTTP/2
+//! and HTTP/3 trailing headers), termination, concatenation, concatenation-unfinished. Creation is a `POST` to a signed
 //! URL; the upload resource is `<tus_path><id>`. Concatenation needs a v3 signature, because
 //! a v/v2 MAC binds the whole file's size, which a partial upload cannot show.
 
-use super::checksum::{self, Expected};
+use super::checksum::{self, Expected, Wanted};
 use super::common::{authorise, content_length, header_u64, owner_of, session_id};
 use super::engine::{NewSession, Placement, SessionError, Write};
 use super::session::{Kind, Origin, Session};
@@ -19,7 +19,7 @@ use http::{Method, Response, StatusCode};
 use std::time::{Duration, UNIX_EPOCH};
 
 pub const VERSION: &str = "1.0.0";
-pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation,concatenation-unfinished";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
 /// True when a request speaks tus (carries `Tus-Resumable`).
@@ -177,7 +177,7 @@ async fn create_inner(
         let w = Write {
             placement: Placement::Append { offset: 0 },
             declared_len: content_length(h)?,
-            checksum: checksum_of(h)?,
+            checksum: checksum_of(h, ctx)?,
             last: false,
             lease: None,
         };
@@ -222,7 +222,7 @@ async fn patch(
     let w = Write {
         placement: Placement::Append { offset },
         declared_len: content_length(h)?,
-        checksum: checksum_of(h)?,
+        checksum: checksum_of(h, ctx)?,
         last: false,
         lease: None,
     };
@@ -234,12 +234,26 @@ async fn patch(
     Ok(r)
 }
 
-fn checksum_of(h: &HeaderMap) -> Result<Option<Expected>, CoreError> {
-    match header_str(h, "upload-checksum") {
-        None => Ok(None),
-        Some(v) => Expected::parse_tus(v)
-            .map(Some)
-            .map_err(|e| SessionError::Checksum(e).into()),
+/// The request's checksum: the `Upload-Checksum` header, or (checksum-trailer) the trailer
+/// announced by `Trailer: Upload-Checksum`.
+fn checksum_of(h: &HeaderMap, ctx: &Ctx) -> Result<Option<Wanted>, CoreError> {
+    if let Some(v) = header_str(h, "upload-checksum") {
+        return Expected::parse_tus(v)
+            .map(|e| Some(Wanted::Header(e)))
+            .map_err(|e| SessionError::Checksum(e).into());
+    }
+    let announced = h
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|name| name.trim().eq_ignore_ascii_case("upload-checksum"));
+    match (announced, &ctx.trailers) {
+        (false, _) => Ok(None),
+        (true, Some(slot)) => Ok(Some(Wanted::Trailer(slot.clone()))),
+        (true, None) => Err(CoreError::BadRequest(
+            "this transport cannot carry an Upload-Checksum trailer".into(),
+        )),
     }
 }
 
