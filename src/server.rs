@@ -31,13 +31,24 @@ pub struct Server {
     pub udp_buffers: (usize, usize),
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Runs quinn's drivers (see [`quic::QuicRuntime`]).
+    quic_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A runtime may not be dropped from async code; let its thread wind down alone.
+        if let Some(rt) = self.quic_runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Server {
     /// Stops accepting, lets in-flight transfers finish (up to `shutdown_grace`), returns.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
     }
@@ -195,11 +206,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let (listener, udp, granted_rx, granted_tx) = bind_pair(config.server.listen, tuning).await?;
     let addr = listener.local_addr()?;
+    let quic_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("xferd-quic")
+        .enable_all()
+        .build()
+        .context("starting the QUIC driver thread")?;
     let endpoint = quic::endpoint(
         udp,
         quic_tls,
         config.server.idle_timeout,
         streaming.connection_multiplexing,
+        quic_runtime.handle().clone(),
     )?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -267,6 +285,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         udp_buffers: (granted_rx, granted_tx),
         shutdown: shutdown_tx,
         tasks,
+        quic_runtime: Some(quic_runtime),
     })
 }
 

@@ -51,12 +51,47 @@ pub fn bind_udp(
     Ok((sock.into(), granted.0, granted.1))
 }
 
-/// Builds the quinn endpoint on `socket`.
+/// A quinn runtime whose drivers (the endpoint's and every connection's) run on a runtime
+/// of their own.
+///
+/// Why: quinn hands received datagrams to a connection through an unbounded channel. When
+/// the connection's driver is starved of CPU by request handlers on the same workers, that
+/// queue grows without bound (measured: 780 MB for one fast 1 GiB upload with 32 KB
+/// buffers; quinn-rs/quinn#599). On its own thread the driver keeps up, acknowledges, and
+/// flow control bounds the memory again.
+#[derive(Debug)]
+pub struct QuicRuntime(pub tokio::runtime::Handle);
+
+impl quinn::Runtime for QuicRuntime {
+    fn new_timer(&self, t: std::time::Instant) -> std::pin::Pin<Box<dyn quinn::AsyncTimer>> {
+        let _entered = self.0.enter();
+        Box::pin(tokio::time::sleep_until(t.into()))
+    }
+
+    fn spawn(&self, future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+        self.0.spawn(future);
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        sock: std::net::UdpSocket,
+    ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        let _entered = self.0.enter();
+        quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, sock)
+    }
+
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+}
+
+/// Builds the quinn endpoint on `socket`; its drivers run on `drivers`.
 pub fn endpoint(
     socket: std::net::UdpSocket,
     rustls_config: rustls::ServerConfig,
     idle_timeout: Duration,
     multiplexing: bool,
+    drivers: tokio::runtime::Handle,
 ) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config)?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -74,7 +109,7 @@ pub fn endpoint(
         quinn::EndpointConfig::default(),
         Some(server_config),
         socket,
-        Arc::new(quinn::TokioRuntime),
+        Arc::new(QuicRuntime(drivers)),
     )?;
     Ok(endpoint)
 }
