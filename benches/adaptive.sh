@@ -20,6 +20,7 @@
 #      both instances are then identical, which checks the mechanics and the noise floor).
 # Needs interop/http/install.sh (curl, pycurl with HTTP/3).
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -49,16 +50,6 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/xferd-adaptive.XXXXXX")
 declare -A XPID=() XPORT=()
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$? a
     for a in $ARMS; do stop_pid "${XPID[$a]:-}"; done
@@ -82,7 +73,6 @@ if [ "$avail_mb" -lt "$need_mb" ]; then
     exit 1
 fi
 
-. "$REPO/interop/lib.sh"  # free_port, cpu_ticks, CLK_TCK
 
 SIZE=$((SIZE_MB * 1024 * 1024))
 mkdir -p "$WORK/src"

@@ -26,6 +26,7 @@
 #      PORT (8443, inside the namespaces), KEEP_WORK=1 keeps the temp dir, PYTHON (python3).
 # Needs root, iproute2, nftables, ethtool, openssl: benches/install-lossy.sh.
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -61,16 +62,6 @@ XPID=""
 SCRAPER=""
 RELAY=""
 CLIENT=""
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     touch "$WORK/stop" 2>/dev/null || true

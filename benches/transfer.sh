@@ -13,6 +13,7 @@
 #      PYTHON (default python3), KEEP_WORK=1 keeps the temp dir, TMPDIR picks its parent.
 # Needs interop/http/install.sh (curl, caddy, pycurl with HTTP/3).
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -43,16 +44,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/xferd-bench.XXXXXX")
 XPID=""
 CPID=""
 SAMPLER=""
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     stop_pid "$SAMPLER"
@@ -77,7 +68,6 @@ if [ "$avail_mb" -lt "$need_mb" ]; then
     exit 1
 fi
 
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks
 
 # ------------------------------------------------------------------ the file
 SIZE=$((SIZE_MB * 1024 * 1024))

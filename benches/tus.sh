@@ -24,6 +24,7 @@
 #      PYTHON (python3), NODE (node), KEEP_WORK=1, TMPDIR.
 # Needs interop/resumable/install.sh (tuspy, tus-js-client, @tus/server, @tus/file-store).
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -58,16 +59,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/xferd-tusbench.XXXXXX")
 XPID=""
 TPID=""
 SPID=""
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     stop_pid "$XPID"
@@ -91,7 +82,6 @@ if [ "$avail_mb" -lt "$need_mb" ]; then
     exit 1
 fi
 
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks
 wait_http() { # url pid -> 0 when it answers 200 within 30 s
     for _ in $(seq 1 150); do
         kill -0 "$2" 2>/dev/null || return 1
