@@ -56,20 +56,49 @@ enum Command {
     },
     /// Validate a config file and print the result.
     CheckConfig { file: PathBuf },
-    /// Upload a file to a signed URL (one PUT stream, or parallel chunk streams).
+    /// Upload a file to a signed URL: HTTP/3 first (falling back to HTTP/2, HTTP/1.1),
+    /// parallel checksummed chunk streams when the URL grants a session (v3 POST), retries
+    /// with backoff, a circuit breaker, and resume after a restart.
     Upload {
         file: PathBuf,
-        /// Signed URL: v/v2/v3 PUT for a single stream; v3 POST for --streams > 1.
+        /// Signed URL (v3 POST: chunked session; v/v2/token/v3 PUT: one PUT).
         url: String,
-        /// Concurrent chunk streams on one connection (1 = a single PUT).
-        #[arg(long, default_value_t = 1)]
-        streams: usize,
-        /// HTTP version: 3, 2 or 1.1.
-        #[arg(long, default_value = "3")]
-        http: String,
-        /// PEM certificate to trust (e.g. the server's self-signed one).
+        /// Parallel chunk streams on one connection (default: the server's advice).
         #[arg(long)]
-        ca: PathBuf,
+        streams: Option<usize>,
+        /// HTTP version: auto (3, then 2, then 1.1), 3, 2 or 1.1.
+        #[arg(long, default_value = "auto")]
+        http: String,
+        /// PEM certificate to trust instead of the system roots (e.g. a self-signed server's).
+        #[arg(long, conflicts_with = "insecure")]
+        ca: Option<PathBuf>,
+        /// Do not verify the server's certificate (test servers only).
+        #[arg(long)]
+        insecure: bool,
+        /// Attempts per request (the first included).
+        #[arg(long, default_value_t = 10)]
+        retries: u32,
+        /// First retry delay in milliseconds (doubles per attempt, with jitter).
+        #[arg(long, default_value_t = 250)]
+        backoff_ms: u64,
+        /// Keep the retry delay constant instead of doubling it.
+        #[arg(long)]
+        no_exponential_backoff: bool,
+        /// Consecutive failures that pause every stream (0 = no circuit breaker).
+        #[arg(long, default_value_t = 6)]
+        breaker_threshold: u32,
+        /// How long the circuit breaker pauses, in seconds.
+        #[arg(long, default_value_t = 5)]
+        breaker_pause: u64,
+        /// Resume state file (default: FILE.xferd-upload.json).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Say what was decided and why (retries, fallbacks, resume).
+        #[arg(long, short)]
+        verbose: bool,
     },
 }
 
@@ -130,12 +159,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             streams,
             http,
             ca,
+            insecure,
+            retries,
+            backoff_ms,
+            no_exponential_backoff,
+            breaker_threshold,
+            breaker_pause,
+            state,
+            quiet,
+            verbose,
         } => {
+            use std::io::IsTerminal;
+            use xferd::client::{chunked, retry::Policy, trust::Trust, Proto};
+            let only = match http.as_str() {
+                "auto" => None,
+                "3" => Some(Proto::H3),
+                "2" => Some(Proto::H2),
+                "1.1" | "1" => Some(Proto::H1),
+                other => anyhow::bail!("--http must be auto, 3, 2 or 1.1, not {other}"),
+            };
+            let trust = match (ca, insecure) {
+                (Some(ca), _) => Trust::Roots(xferd::tls::read_certs(&ca)?),
+                (None, true) => Trust::Insecure,
+                (None, false) => Trust::System,
+            };
+            let opts = chunked::Options {
+                only,
+                trust,
+                streams,
+                policy: Policy {
+                    attempts: retries.max(1),
+                    base: std::time::Duration::from_millis(backoff_ms),
+                    exponential: !no_exponential_backoff,
+                    breaker: (breaker_threshold > 0).then(|| {
+                        (
+                            breaker_threshold,
+                            std::time::Duration::from_secs(breaker_pause),
+                        )
+                    }),
+                    verbose,
+                    ..Policy::default()
+                },
+                state,
+                progress: !quiet && std::io::stderr().is_terminal(),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            rt.block_on(upload(file, url, streams, http, ca))
+            let report = rt.block_on(async {
+                let target = chunked::Target::parse(&url).await?;
+                chunked::upload(&file, target, opts).await
+            })?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
         }
         Command::CheckConfig { file } => {
             let loaded = Config::load(&file)?;
@@ -210,64 +287,6 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-async fn upload(
-    file: PathBuf,
-    url: String,
-    streams: usize,
-    http: String,
-    ca: PathBuf,
-) -> anyhow::Result<()> {
-    use xferd::client::{upload, Client, Proto};
-    let uri: http::Uri = url.parse().context("invalid URL")?;
-    anyhow::ensure!(
-        uri.scheme_str() == Some("https"),
-        "only https:// URLs are supported"
-    );
-    let host = uri
-        .host()
-        .context("URL has no host")?
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(443);
-    let addr = tokio::net::lookup_host((host.as_str(), port))
-        .await?
-        .next()
-        .context("host did not resolve")?;
-    let proto = match http.as_str() {
-        "3" => Proto::H3,
-        "2" => Proto::H2,
-        "1.1" | "1" => Proto::H1,
-        other => anyhow::bail!("--http must be 3, 2 or 1.1, not {other}"),
-    };
-    let roots = xferd::tls::read_certs(&ca)?;
-    let client = Client::connect(proto, addr, &host, &roots).await?;
-    let path_q = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let start = std::time::Instant::now();
-    let result = if streams <= 1 {
-        upload::put_file(&client, &file, path_q).await?
-    } else {
-        let target = percent_encoding::percent_decode_str(uri.path().trim_start_matches('/'))
-            .decode_utf8()
-            .context("URL path is not UTF-8")?
-            .into_owned();
-        upload::chunked_file(&client, &file, &target, uri.query().unwrap_or(""), streams).await?
-    };
-    let secs = start.elapsed().as_secs_f64();
-    let len = std::fs::metadata(&file)?.len();
-    println!(
-        "{}",
-        serde_json::json!({
-            "bytes": len,
-            "seconds": secs,
-            "mb_per_s": len as f64 / 1e6 / secs.max(1e-9),
-            "streams": streams,
-            "http": http,
-            "server": result,
-        })
-    );
-    Ok(())
-}
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = xferd::server::start(config).await?;

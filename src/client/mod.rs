@@ -2,10 +2,12 @@
 //! streamed request and response bodies. The end-to-end tests drive the server with it, and
 //! it is the base of xferd's own upload/download client.
 
+pub mod chunked;
+pub mod retry;
+pub mod trust;
 pub mod upload;
 
 use crate::core::body::{BodyError, BodyStream};
-use anyhow::Context;
 use bytes::{Buf, Bytes};
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Request, StatusCode, Version};
@@ -26,6 +28,14 @@ pub enum Proto {
 
 impl Proto {
     pub const ALL: [Proto; 3] = [Proto::H1, Proto::H2, Proto::H3];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Proto::H1 => "h1",
+            Proto::H2 => "h2",
+            Proto::H3 => "h3",
+        }
+    }
 }
 
 /// A response with a streamed body.
@@ -63,6 +73,7 @@ enum Conn {
 pub struct Client {
     conn: Conn,
     authority: String,
+    proto: Proto,
 }
 
 /// A rustls client config trusting exactly `roots`, with the given ALPN.
@@ -70,16 +81,7 @@ pub fn tls_config(
     roots: &[CertificateDer<'static>],
     alpn: &[&[u8]],
 ) -> anyhow::Result<rustls::ClientConfig> {
-    let mut store = rustls::RootCertStore::empty();
-    for c in roots {
-        store.add(c.clone()).context("adding trusted certificate")?;
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Ok(cfg)
+    trust::Trust::Roots(roots.to_vec()).client_config(alpn)
 }
 
 impl Client {
@@ -90,6 +92,22 @@ impl Client {
         server_name: &str,
         roots: &[CertificateDer<'static>],
     ) -> anyhow::Result<Client> {
+        Self::connect_with(
+            proto,
+            addr,
+            server_name,
+            &trust::Trust::Roots(roots.to_vec()),
+        )
+        .await
+    }
+
+    /// Connects to `addr` with TLS, verifying the server as `server_name` per `trust`.
+    pub async fn connect_with(
+        proto: Proto,
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &trust::Trust,
+    ) -> anyhow::Result<Client> {
         let authority = format!("{server_name}:{}", addr.port());
         let conn = match proto {
             Proto::H1 | Proto::H2 => {
@@ -98,7 +116,7 @@ impl Client {
                 } else {
                     b"h2"
                 };
-                let cfg = tls_config(roots, &[alpn])?;
+                let cfg = trust.client_config(&[alpn])?;
                 let tcp = tokio::net::TcpStream::connect(addr).await?;
                 tcp.set_nodelay(true)?;
                 let name = ServerName::try_from(server_name.to_string())?;
@@ -122,7 +140,7 @@ impl Client {
                 }
             }
             Proto::H3 => {
-                let cfg = tls_config(roots, &[b"h3"])?;
+                let cfg = trust.client_config(&[b"h3"])?;
                 let quic_cfg = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?;
                 let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_cfg));
                 let mut transport = quinn::TransportConfig::default();
@@ -151,7 +169,16 @@ impl Client {
                 }
             }
         };
-        Ok(Client { conn, authority })
+        Ok(Client {
+            conn,
+            authority,
+            proto,
+        })
+    }
+
+    /// The HTTP version this connection speaks.
+    pub fn proto(&self) -> Proto {
+        self.proto
     }
 
     /// Sends `req` (path and query in its URI; headers as given) with an optional body.

@@ -52,6 +52,8 @@ pub struct Settings {
     pub range_requests: bool,
     /// `[metrics]`: serve `/metrics` on this listener's routes.
     pub metrics_route: bool,
+    /// Concurrent chunk streams advised to chunked-upload clients (1 without multiplexing).
+    pub parallel_streams: u64,
 }
 
 impl Settings {
@@ -72,6 +74,11 @@ impl Settings {
             compat_hfs_x_signature: c.security.compat_hfs_x_signature,
             range_requests: c.streaming.range_requests,
             metrics_route: c.metrics.enabled && c.metrics.listen.is_none(),
+            parallel_streams: if c.streaming.connection_multiplexing {
+                4
+            } else {
+                1
+            },
         }
     }
 }

@@ -48,17 +48,26 @@ pub enum BreakerState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Breaker {
     pub state: BreakerState,
+    pub threshold: u32,
+    pub cool_down: Duration,
 }
 
 impl Default for Breaker {
     fn default() -> Self {
-        Breaker {
-            state: BreakerState::Closed { failures: 0 },
-        }
+        Breaker::new(THRESHOLD, COOL_DOWN)
     }
 }
 
 impl Breaker {
+    /// Opens after `threshold` failures in a row, for `cool_down`.
+    pub fn new(threshold: u32, cool_down: Duration) -> Breaker {
+        Breaker {
+            state: BreakerState::Closed { failures: 0 },
+            threshold: threshold.max(1),
+            cool_down,
+        }
+    }
+
     /// May an operation start now? `Err(wait)` when open.
     pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
         match self.state {
@@ -77,9 +86,9 @@ impl Breaker {
         match (self.state, failed) {
             (BreakerState::Closed { failures }, true) => {
                 let failures = failures + 1;
-                if failures >= THRESHOLD {
+                if failures >= self.threshold {
                     self.state = BreakerState::Open {
-                        until: now + COOL_DOWN,
+                        until: now + self.cool_down,
                     };
                     return Some(true);
                 }
@@ -92,7 +101,7 @@ impl Breaker {
             }
             (BreakerState::HalfOpen { .. }, true) => {
                 self.state = BreakerState::Open {
-                    until: now + COOL_DOWN,
+                    until: now + self.cool_down,
                 };
                 None
             }

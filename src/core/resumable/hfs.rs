@@ -73,6 +73,7 @@ async fn create(
         "session_id": s.id,
         "chunk_size": chunk_size,
         "total_chunks": total_chunks(total, chunk_size),
+        "parallel_streams": core.settings.parallel_streams.min(total_chunks(total, chunk_size).max(1)),
     });
     Ok(json(StatusCode::CREATED, &body))
 }
@@ -101,10 +102,16 @@ async fn chunk(
             )));
         }
     }
+    let checksum = match header_str(&head.headers, "upload-checksum") {
+        Some(v) => Some(super::checksum::Wanted::Header(
+            super::checksum::Expected::parse_tus(v).map_err(SessionError::Checksum)?,
+        )),
+        None => None,
+    };
     let w = Write {
         placement: Placement::At { offset, len },
         declared_len: Some(len),
-        checksum: None,
+        checksum,
         last: false,
         lease: None,
     };
