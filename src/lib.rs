@@ -28,11 +28,14 @@
 //!   and the readings each takes from its connections (`TCP_INFO`, quinn stats).
 //! - [`client`]: a small HTTP/1.1, HTTP/2 and HTTP/3 client used by tests and the CLI.
 //! - [`server`]: wires config, core and transports together.
+//! - [`relay`]: a userspace link emulator (UDP and TCP relays with delay, jitter, rate, loss,
+//!   blackouts and source-address changes) for tests and benchmarks.
 
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod metrics;
+pub mod relay;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -1,0 +1,258 @@
+//! xferd's own client through the link emulator (short scenarios; the long ones are in
+//! `benches/mobile.sh`): a blackout mid-upload, a changed client address (QUIC migration),
+//! the client killed and restarted, UDP blocked (fallback to TCP), an untrusted certificate.
+//! Every upload ends with a SHA-256 comparison of the stored file.
+
+mod common;
+
+use common::*;
+use sha2::Digest;
+use std::time::Duration;
+use xferd::client::chunked::{self, Options, Target};
+use xferd::client::retry::Policy;
+use xferd::client::trust::Trust;
+use xferd::client::Proto;
+use xferd::core::auth::Scheme;
+use xferd::relay::{self, Link};
+
+const MB: u64 = 1 << 20;
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.performance.intelligent_chunking = false;
+        c.performance.min_chunk_size = 256 << 10;
+        c.resumable.chunk_size = MB;
+    })
+    .await
+}
+
+fn post_url(rel: &str) -> String {
+    signed("", Scheme::V3, "POST", rel, 0, "", now_unix() + 600)
+}
+
+fn source(dir: &std::path::Path, len: u64, seed: u64) -> (std::path::PathBuf, Vec<u8>) {
+    let data = pattern(seed, 0, len as usize).to_vec();
+    let p = dir.join(format!("src-{seed}.bin"));
+    std::fs::write(&p, &data).unwrap();
+    (p, data)
+}
+
+fn options(srv: &TestServer, only: Option<Proto>) -> Options {
+    Options {
+        only,
+        trust: Trust::Roots(srv.roots.clone()),
+        streams: Some(4),
+        policy: Policy {
+            base: Duration::from_millis(50),
+            ..Policy::default()
+        },
+        state: None,
+        progress: false,
+    }
+}
+
+fn assert_stored(srv: &TestServer, rel: &str, data: &[u8]) {
+    let got = std::fs::read(srv.storage().join(rel)).expect("stored file");
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&got)),
+        hex::encode(sha2::Sha256::digest(data)),
+        "{rel}: SHA-256"
+    );
+}
+
+#[tokio::test]
+async fn blackout_mid_upload_completes_without_restarting_chunks() {
+    let srv = server().await;
+    let link = Link {
+        rate: 20 * MB,
+        delay: Duration::from_millis(5),
+        ..Link::default()
+    };
+    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
+        .await
+        .unwrap();
+    let (file, data) = source(srv.dir.path(), 24 * MB, 1);
+    let target = Target {
+        addr: relay.addr,
+        host: "localhost".into(),
+        path_q: post_url("c/blackout.bin"),
+    };
+    let opts = options(&srv, Some(Proto::H3));
+    let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.blackout(true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.blackout(false);
+    let report = up
+        .await
+        .unwrap()
+        .expect("upload completes after the blackout");
+    assert_eq!(report.protocol, "h3");
+    assert!(
+        report.retries <= report.streams as u64,
+        "at most one chunk per stream sent again: {report:?}"
+    );
+    assert!(
+        relay
+            .controls
+            .counters
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert_stored(&srv, "c/blackout.bin", &data);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn address_change_migrates_the_quic_connection() {
+    let srv = server().await;
+    let link = Link {
+        rate: 30 * MB,
+        ..Link::default()
+    };
+    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
+        .await
+        .unwrap();
+    let (file, data) = source(srv.dir.path(), 24 * MB, 2);
+    let target = Target {
+        addr: relay.addr,
+        host: "localhost".into(),
+        path_q: post_url("c/migrate.bin"),
+    };
+    let opts = options(&srv, Some(Proto::H3));
+    let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.change();
+    let report = up.await.unwrap().expect("upload completes");
+    assert_eq!(
+        (report.retries, report.reconnects),
+        (0, 0),
+        "the connection migrated; no chunk restarted: {report:?}"
+    );
+    assert_stored(&srv, "c/migrate.bin", &data);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn killed_client_resumes_from_its_state_file() {
+    let srv = server().await;
+    let link = Link {
+        rate: 8 * MB,
+        ..Link::default()
+    };
+    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
+        .await
+        .unwrap();
+    let (file, data) = source(srv.dir.path(), 24 * MB, 3);
+    let state = srv.dir.path().join("upload-state.json");
+    let ca = srv.server.as_ref().unwrap().cert_path.clone();
+    let url = |port: u16| format!("https://localhost:{port}{}", post_url("c/killed.bin"));
+    let bin = env!("CARGO_BIN_EXE_xferd");
+    // Through the slow link, so that it is killed half-way.
+    let mut child = std::process::Command::new(bin)
+        .args(["upload", file.to_str().unwrap(), &url(relay.addr.port())])
+        .args(["--ca", ca.to_str().unwrap(), "--http", "3", "--quiet"])
+        .args(["--state", state.to_str().unwrap()])
+        .env("XFERD_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut done = 0;
+    for _ in 0..400 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(s) = std::fs::read(&state) {
+            let j: serde_json::Value = serde_json::from_slice(&s).unwrap_or_default();
+            done = j["done"].as_array().map(|a| a.len()).unwrap_or(0);
+            if done >= 4 {
+                break;
+            }
+        }
+    }
+    assert!(done >= 4, "client made progress before the kill");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!srv.storage().join("c/killed.bin").exists());
+    // Restarted (in-process this time, straight to the server).
+    let target = Target {
+        addr: srv.addr(),
+        host: "localhost".into(),
+        path_q: post_url("c/killed.bin"),
+    };
+    let mut opts = options(&srv, Some(Proto::H3));
+    opts.state = Some(state.clone());
+    let report = chunked::upload(&file, target, opts)
+        .await
+        .expect("resumed upload");
+    assert!(
+        report.chunks_resumed >= 4,
+        "resumed from the state file: {report:?}"
+    );
+    assert!(!state.exists(), "state file removed when complete");
+    assert_stored(&srv, "c/killed.bin", &data);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn udp_blocked_falls_back_to_tcp() {
+    let srv = server().await;
+    // Only TCP is relayed: a QUIC handshake to this port goes nowhere.
+    let relay = relay::tcp("127.0.0.1:0".parse().unwrap(), srv.addr(), Link::default())
+        .await
+        .unwrap();
+    let (file, data) = source(srv.dir.path(), 3 * MB, 4);
+    let target = Target {
+        addr: relay.addr,
+        host: "localhost".into(),
+        path_q: post_url("c/fallback.bin"),
+    };
+    let report = chunked::upload(&file, target, options(&srv, None))
+        .await
+        .expect("upload over TCP");
+    assert_eq!(report.protocol, "h2");
+    assert_stored(&srv, "c/fallback.bin", &data);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn untrusted_certificate_fails_fast_with_advice() {
+    let srv = server().await;
+    let (file, _) = source(srv.dir.path(), 1000, 5);
+    let target = Target {
+        addr: srv.addr(),
+        host: "localhost".into(),
+        path_q: post_url("c/untrusted.bin"),
+    };
+    let mut opts = options(&srv, None);
+    opts.trust = Trust::Roots(Vec::new());
+    let t0 = std::time::Instant::now();
+    let err = chunked::upload(&file, target, opts).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("--ca") && text.contains("--insecure"),
+        "{text}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "not retried");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_end_the_upload_with_a_clear_message() {
+    let srv = server().await;
+    let (file, _) = source(srv.dir.path(), 1000, 6);
+    // A PUT URL signed for another size: 403, not retried.
+    let target = Target {
+        addr: srv.addr(),
+        host: "localhost".into(),
+        path_q: signed_v("c/wrong.bin", 999),
+    };
+    let err = chunked::upload(&file, target, options(&srv, Some(Proto::H2)))
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("403") && text.contains("signed URL was refused"),
+        "{text}"
+    );
+    srv.stop().await;
+}
