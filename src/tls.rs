@@ -105,8 +105,10 @@ pub fn tcp_server_config(pair: &CertPair) -> anyhow::Result<rustls::ServerConfig
     Ok(cfg)
 }
 
-/// rustls config for QUIC: TLS 1.3, ALPN h3. 0-RTT stays off: h3 0.0.8 cannot tell a
-/// handler that a request arrived in early data, so unsafe methods could be replayed.
+/// rustls config for QUIC: TLS 1.3, ALPN h3, session resumption with 0-RTT accepted.
+/// Replay safety is the QUIC front door's: a request handled before the handshake has
+/// completed may be a replay, and only safe methods are served then (others get 425; see
+/// [`crate::transport::quic`]).
 pub fn quic_server_config(pair: &CertPair) -> anyhow::Result<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -114,6 +116,7 @@ pub fn quic_server_config(pair: &CertPair) -> anyhow::Result<rustls::ServerConfi
         .with_single_cert(pair.chain.clone(), pair.key.clone_key())
         .context("TLS certificate and key do not match")?;
     cfg.alpn_protocols = vec![b"h3".to_vec()];
-    cfg.max_early_data_size = 0;
+    // QUIC requires exactly this value when 0-RTT is enabled (RFC 9001 section 4.6.1).
+    cfg.max_early_data_size = u32::MAX;
     Ok(cfg)
 }

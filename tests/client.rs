@@ -256,3 +256,60 @@ async fn refusals_end_the_upload_with_a_clear_message() {
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn reconnect_uses_0rtt_and_early_puts_get_425() {
+    use xferd::client::chunked::Connector;
+    let srv = server().await;
+    // 40 ms each way, so that early data is read well before the handshake completes.
+    let link = Link {
+        delay: Duration::from_millis(40),
+        ..Link::default()
+    };
+    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
+        .await
+        .unwrap();
+    let target = Target {
+        addr: relay.addr,
+        host: "localhost".into(),
+        path_q: "/".into(),
+    };
+    let conn = Connector::new(
+        target,
+        Trust::Roots(srv.roots.clone()),
+        Some(Proto::H3),
+        false,
+    );
+    let (first, c1) = conn.get().await.unwrap();
+    assert!(!c1.zero_rtt, "no ticket yet: a full handshake");
+    assert_eq!(
+        request_on(&c1, "GET", "/health", &[], None).await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // the session ticket arrives
+    conn.broken(first).await;
+    drop(c1);
+    let (_, c2) = conn.get().await.unwrap();
+    assert!(c2.zero_rtt, "the reconnection resumed with 0-RTT");
+    let url = signed_v("z/early.bin", 3);
+    let put = || {
+        request_on(
+            &c2,
+            "PUT",
+            &url,
+            &[("content-length", "3")],
+            Some(body_once(bytes::Bytes::from_static(b"abc"))),
+        )
+    };
+    let (early_put, early_get) = tokio::join!(put(), request_on(&c2, "GET", "/health", &[], None));
+    assert_eq!(early_put.status, 425, "a PUT in early data is refused");
+    assert_eq!(early_get.status, 200, "a GET in early data is served");
+    assert!(!srv.storage().join("z/early.bin").exists());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        put().await.status,
+        201,
+        "after the handshake the PUT is accepted"
+    );
+    srv.stop().await;
+}

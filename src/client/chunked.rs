@@ -110,6 +110,8 @@ pub struct Report {
     pub chunks_resumed: u64,
     pub retries: u64,
     pub reconnects: u64,
+    /// Reconnections that resumed with 0-RTT.
+    pub zero_rtt: u64,
     pub server: serde_json::Value,
 }
 
@@ -120,7 +122,10 @@ pub struct Connector {
     only: Option<Proto>,
     state: tokio::sync::Mutex<(u64, Option<Arc<Client>>)>,
     last_good: Mutex<Option<Proto>>,
+    h3: tokio::sync::Mutex<Option<Arc<super::H3Context>>>,
     pub reconnects: AtomicU64,
+    /// Connections that resumed with 0-RTT.
+    pub zero_rtt: AtomicU64,
     verbose: bool,
 }
 
@@ -132,7 +137,9 @@ impl Connector {
             only,
             state: tokio::sync::Mutex::new((0, None)),
             last_good: Mutex::new(None),
+            h3: tokio::sync::Mutex::new(None),
             reconnects: AtomicU64::new(0),
+            zero_rtt: AtomicU64::new(0),
             verbose,
         }
     }
@@ -177,9 +184,31 @@ impl Connector {
     async fn connect(&self) -> anyhow::Result<Client> {
         let mut errors = Vec::new();
         for proto in self.order() {
-            let attempt =
-                Client::connect_with(proto, self.target.addr, &self.target.host, &self.trust);
             let result = if proto == Proto::H3 {
+                let attempt = async {
+                    let ctx = {
+                        let mut g = self.h3.lock().await;
+                        match &*g {
+                            Some(c) => c.clone(),
+                            None => {
+                                let c = Arc::new(super::H3Context::new(
+                                    &self.trust,
+                                    self.target.addr.is_ipv6(),
+                                )?);
+                                *g = Some(c.clone());
+                                c
+                            }
+                        }
+                    };
+                    let c = Client::connect_h3(&ctx, self.target.addr, &self.target.host).await?;
+                    if c.zero_rtt {
+                        self.zero_rtt.fetch_add(1, Ordering::Relaxed);
+                        if self.verbose {
+                            eprintln!("xferd: resumed the QUIC session with 0-RTT");
+                        }
+                    }
+                    Ok::<_, anyhow::Error>(c)
+                };
                 match tokio::time::timeout(H3_CONNECT_TIMEOUT, attempt).await {
                     Ok(r) => r,
                     Err(_) => Err(anyhow::anyhow!(
@@ -187,7 +216,7 @@ impl Connector {
                     )),
                 }
             } else {
-                attempt.await
+                Client::connect_with(proto, self.target.addr, &self.target.host, &self.trust).await
             };
             match result {
                 Ok(c) => {
@@ -406,6 +435,7 @@ pub async fn upload(file: &Path, target: Target, opts: Options) -> anyhow::Resul
     report.mb_per_s = meta.len() as f64 / 1e6 / report.seconds.max(1e-9);
     report.retries = retries.load(Ordering::Relaxed);
     report.reconnects = conn.reconnects.load(Ordering::Relaxed);
+    report.zero_rtt = conn.zero_rtt.load(Ordering::Relaxed);
     if let Ok((_, c)) = conn.get().await {
         report.protocol = c.proto().label().to_string();
     }

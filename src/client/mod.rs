@@ -74,6 +74,44 @@ pub struct Client {
     conn: Conn,
     authority: String,
     proto: Proto,
+    /// HTTP/3 only: the connection was resumed and may send requests in 0-RTT early data.
+    pub zero_rtt: bool,
+}
+
+/// What HTTP/3 reconnections share: one endpoint and one TLS config, so that the session
+/// tickets of earlier connections allow 0-RTT resumption.
+pub struct H3Context {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+}
+
+impl H3Context {
+    pub fn new(trust: &trust::Trust, ipv6: bool) -> anyhow::Result<H3Context> {
+        let cfg = trust.client_config(&[b"h3"])?;
+        let quic_cfg = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?;
+        let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_cfg));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .stream_receive_window((8u32 << 20).into())
+            .receive_window((32u32 << 20).into())
+            .send_window(32 << 20);
+        client_cfg.transport_config(Arc::new(transport));
+        let bind: SocketAddr = if ipv6 {
+            "[::]:0".parse()?
+        } else {
+            "0.0.0.0:0".parse()?
+        };
+        let endpoint = quinn::Endpoint::client(bind)?;
+        Ok(H3Context {
+            endpoint,
+            config: client_cfg,
+        })
+    }
+
+    /// The endpoint (e.g. to `rebind` it to a new local address: connection migration).
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
 }
 
 /// A rustls client config trusting exactly `roots`, with the given ALPN.
@@ -140,39 +178,45 @@ impl Client {
                 }
             }
             Proto::H3 => {
-                let cfg = trust.client_config(&[b"h3"])?;
-                let quic_cfg = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?;
-                let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_cfg));
-                let mut transport = quinn::TransportConfig::default();
-                transport
-                    .stream_receive_window((8u32 << 20).into())
-                    .receive_window((32u32 << 20).into())
-                    .send_window(32 << 20);
-                client_cfg.transport_config(Arc::new(transport));
-                let bind: SocketAddr = if addr.is_ipv6() {
-                    "[::]:0".parse()?
-                } else {
-                    "0.0.0.0:0".parse()?
-                };
-                let mut endpoint = quinn::Endpoint::client(bind)?;
-                endpoint.set_default_client_config(client_cfg);
-                let conn = endpoint.connect(addr, server_name)?.await?;
-                let (mut driver, send) =
-                    h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
-                tokio::spawn(async move {
-                    let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-                });
-                Conn::H3 {
-                    send,
-                    conn,
-                    _endpoint: endpoint,
-                }
+                let ctx = H3Context::new(trust, addr.is_ipv6())?;
+                return Self::connect_h3(&ctx, addr, server_name).await;
             }
         };
         Ok(Client {
             conn,
             authority,
             proto,
+            zero_rtt: false,
+        })
+    }
+
+    /// An HTTP/3 connection from `ctx`'s endpoint; resumes with 0-RTT when a session ticket
+    /// from an earlier connection allows it (`zero_rtt`).
+    pub async fn connect_h3(
+        ctx: &H3Context,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> anyhow::Result<Client> {
+        let connecting = ctx
+            .endpoint
+            .connect_with(ctx.config.clone(), addr, server_name)?;
+        let (conn, zero_rtt) = match connecting.into_0rtt() {
+            Ok((conn, _accepted)) => (conn, true),
+            Err(connecting) => (connecting.await?, false),
+        };
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
+        tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        Ok(Client {
+            conn: Conn::H3 {
+                send,
+                conn,
+                _endpoint: ctx.endpoint.clone(),
+            },
+            authority: format!("{server_name}:{}", addr.port()),
+            proto: Proto::H3,
+            zero_rtt,
         })
     }
 

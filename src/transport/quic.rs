@@ -4,7 +4,13 @@
 //! Connections beyond the shared cap are refused at the `Incoming` stage. Handshakes without
 //! SNI are accepted (one certificate for every name). On shutdown each connection sends a
 //! GOAWAY and keeps serving its in-flight requests; after the grace period the endpoint
-//! closes with H3_NO_ERROR. 0-RTT is off (see [`crate::tls::quic_server_config`]).
+//! closes with H3_NO_ERROR.
+//!
+//! 0-RTT: connections are accepted with 0.5-RTT (`into_0rtt`), so requests sent in early
+//! data are read before the handshake completes. Early data can be replayed by an attacker,
+//! but a replayed connection never completes its handshake (the attacker lacks the keys).
+//! So the rule is: until the handshake has completed, only GET, HEAD and OPTIONS are served;
+//! any other method gets 425 Too Early (RFC 8470) and the client repeats it afterwards.
 
 use super::quic_info::QuicSource;
 use super::{shutdown_signalled, Protocol, Shared};
@@ -15,6 +21,7 @@ use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use h3::server::RequestResolver;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,9 +138,31 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
         let shared = shared.clone();
         tasks.spawn(async move {
             let peer = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, shared).await,
-                Err(e) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
+            let connecting = match incoming.accept() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "QUIC connection refused");
+                    return;
+                }
+            };
+            match connecting.into_0rtt() {
+                Ok((conn, handshake)) => {
+                    let confirmed = Arc::new(AtomicBool::new(false));
+                    let flag = confirmed.clone();
+                    tokio::spawn(async move {
+                        if handshake.await {
+                            tracing::debug!(%peer, "0-RTT data accepted");
+                        }
+                        flag.store(true, Ordering::Release);
+                    });
+                    serve_connection(conn, shared, confirmed).await
+                }
+                Err(connecting) => match connecting.await {
+                    Ok(conn) => {
+                        serve_connection(conn, shared, Arc::new(AtomicBool::new(true))).await
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
+                },
             }
             drop(permit);
         });
@@ -148,7 +177,7 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
-async fn serve_connection(conn: quinn::Connection, shared: Shared) {
+async fn serve_connection(conn: quinn::Connection, shared: Shared, confirmed: Arc<AtomicBool>) {
     let peer = conn.remote_address();
     // Kept beside the h3 connection: h3-quinn hides it; its stats feed the readings.
     let quinn_conn = conn.clone();
@@ -184,7 +213,14 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared) {
             Ok(Some(resolver)) => {
                 let core = shared.core.clone();
                 let stream = shared.metrics.stream(Protocol::H3);
-                requests.spawn(handle_request(core, resolver, peer, probe.clone(), stream));
+                requests.spawn(handle_request(
+                    core,
+                    resolver,
+                    peer,
+                    probe.clone(),
+                    stream,
+                    confirmed.clone(),
+                ));
             }
             Ok(None) => break,
             Err(e) => {
@@ -197,8 +233,16 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared) {
         while requests.try_join_next().is_some() {}
     }
     while requests.join_next().await.is_some() {}
+    if draining {
+        // Finished responses may still sit in quinn's send buffers; closing now would cut
+        // them off. Give the client a moment to read them and close first.
+        let _ = tokio::time::timeout(DRAIN_LINGER, quinn_conn.closed()).await;
+    }
     quinn_conn.close(H3_NO_ERROR.into(), b"");
 }
+
+/// How long a connection told to go away may linger for its last bytes to be delivered.
+const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
 type Resolver = RequestResolver<h3_quinn::Connection, Bytes>;
 
@@ -208,6 +252,7 @@ async fn handle_request(
     peer: SocketAddr,
     probe: Option<Arc<Probe>>,
     _stream: crate::metrics::Gauged,
+    confirmed: Arc<AtomicBool>,
 ) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(x) => x,
@@ -217,6 +262,22 @@ async fn handle_request(
         }
     };
     let (mut send, recv) = stream.split();
+    if !confirmed.load(Ordering::Acquire)
+        && !matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        )
+    {
+        // Possibly replayed early data: not for a method with effects (RFC 8470).
+        let mut r = http::Response::new(());
+        *r.status_mut() = http::StatusCode::from_u16(425).unwrap_or(http::StatusCode::CONFLICT);
+        r.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0));
+        if send.send_response(r).await.is_ok() {
+            let _ = send.finish().await;
+        }
+        return;
+    }
     let trailers: crate::core::body::Trailers = Default::default();
     let slot = trailers.clone();
     let body: BodyStream = Box::pin(futures_util::stream::unfold(
