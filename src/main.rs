@@ -63,43 +63,104 @@ enum Command {
         file: PathBuf,
         /// Signed URL (v3 POST: chunked session; v/v2/token/v3 PUT: one PUT).
         url: String,
-        /// Parallel chunk streams on one connection (default: the server's advice).
-        #[arg(long)]
-        streams: Option<usize>,
-        /// HTTP version: auto (3, then 2, then 1.1), 3, 2 or 1.1.
-        #[arg(long, default_value = "auto")]
-        http: String,
-        /// PEM certificate to trust instead of the system roots (e.g. a self-signed server's).
-        #[arg(long, conflicts_with = "insecure")]
-        ca: Option<PathBuf>,
-        /// Do not verify the server's certificate (test servers only).
-        #[arg(long)]
-        insecure: bool,
-        /// Attempts per request (the first included).
-        #[arg(long, default_value_t = 10)]
-        retries: u32,
-        /// First retry delay in milliseconds (doubles per attempt, with jitter).
-        #[arg(long, default_value_t = 250)]
-        backoff_ms: u64,
-        /// Keep the retry delay constant instead of doubling it.
-        #[arg(long)]
-        no_exponential_backoff: bool,
-        /// Consecutive failures that pause every stream (0 = no circuit breaker).
-        #[arg(long, default_value_t = 6)]
-        breaker_threshold: u32,
-        /// How long the circuit breaker pauses, in seconds.
-        #[arg(long, default_value_t = 5)]
-        breaker_pause: u64,
-        /// Resume state file (default: FILE.xferd-upload.json).
-        #[arg(long)]
-        state: Option<PathBuf>,
-        /// No progress bar.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Say what was decided and why (retries, fallbacks, resume).
-        #[arg(long, short)]
-        verbose: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
+    /// Download a URL with parallel range requests, retries and resume.
+    Download {
+        url: String,
+        /// Where to save it (default: the URL's file name in the current directory).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Options of the client subcommands.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Parallel streams on one connection (default: the server's advice; 4 for downloads).
+    #[arg(long)]
+    streams: Option<usize>,
+    /// HTTP version: auto (3, then 2, then 1.1), 3, 2 or 1.1.
+    #[arg(long, default_value = "auto")]
+    http: String,
+    /// PEM certificate to trust instead of the system roots (e.g. a self-signed server's).
+    #[arg(long, conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not verify the server's certificate (test servers only).
+    #[arg(long)]
+    insecure: bool,
+    /// Attempts per request (the first included).
+    #[arg(long, default_value_t = 10)]
+    retries: u32,
+    /// First retry delay in milliseconds (doubles per attempt, with jitter).
+    #[arg(long, default_value_t = 250)]
+    backoff_ms: u64,
+    /// Keep the retry delay constant instead of doubling it.
+    #[arg(long)]
+    no_exponential_backoff: bool,
+    /// Consecutive failures that pause every stream (0 = no circuit breaker).
+    #[arg(long, default_value_t = 6)]
+    breaker_threshold: u32,
+    /// How long the circuit breaker pauses, in seconds.
+    #[arg(long, default_value_t = 5)]
+    breaker_pause: u64,
+    /// Resume state file (default: beside the local file).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Say what was decided and why (retries, fallbacks, resume).
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+impl ClientArgs {
+    fn options(self) -> anyhow::Result<xferd::client::chunked::Options> {
+        use std::io::IsTerminal;
+        use xferd::client::{retry::Policy, trust::Trust, Proto};
+        let only = match self.http.as_str() {
+            "auto" => None,
+            "3" => Some(Proto::H3),
+            "2" => Some(Proto::H2),
+            "1.1" | "1" => Some(Proto::H1),
+            other => anyhow::bail!("--http must be auto, 3, 2 or 1.1, not {other}"),
+        };
+        let trust = match (self.ca, self.insecure) {
+            (Some(ca), _) => Trust::Roots(xferd::tls::read_certs(&ca)?),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::System,
+        };
+        Ok(xferd::client::chunked::Options {
+            only,
+            trust,
+            streams: self.streams,
+            policy: Policy {
+                attempts: self.retries.max(1),
+                base: std::time::Duration::from_millis(self.backoff_ms),
+                exponential: !self.no_exponential_backoff,
+                breaker: (self.breaker_threshold > 0).then(|| {
+                    (
+                        self.breaker_threshold,
+                        std::time::Duration::from_secs(self.breaker_pause),
+                    )
+                }),
+                verbose: self.verbose,
+                ..Policy::default()
+            },
+            state: self.state,
+            progress: !self.quiet && std::io::stderr().is_terminal(),
+        })
+    }
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -153,63 +214,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the runtime")?;
             rt.block_on(serve(config))
         }
-        Command::Upload {
-            file,
-            url,
-            streams,
-            http,
-            ca,
-            insecure,
-            retries,
-            backoff_ms,
-            no_exponential_backoff,
-            breaker_threshold,
-            breaker_pause,
-            state,
-            quiet,
-            verbose,
-        } => {
-            use std::io::IsTerminal;
-            use xferd::client::{chunked, retry::Policy, trust::Trust, Proto};
-            let only = match http.as_str() {
-                "auto" => None,
-                "3" => Some(Proto::H3),
-                "2" => Some(Proto::H2),
-                "1.1" | "1" => Some(Proto::H1),
-                other => anyhow::bail!("--http must be auto, 3, 2 or 1.1, not {other}"),
-            };
-            let trust = match (ca, insecure) {
-                (Some(ca), _) => Trust::Roots(xferd::tls::read_certs(&ca)?),
-                (None, true) => Trust::Insecure,
-                (None, false) => Trust::System,
-            };
-            let opts = chunked::Options {
-                only,
-                trust,
-                streams,
-                policy: Policy {
-                    attempts: retries.max(1),
-                    base: std::time::Duration::from_millis(backoff_ms),
-                    exponential: !no_exponential_backoff,
-                    breaker: (breaker_threshold > 0).then(|| {
-                        (
-                            breaker_threshold,
-                            std::time::Duration::from_secs(breaker_pause),
-                        )
-                    }),
-                    verbose,
-                    ..Policy::default()
-                },
-                state,
-                progress: !quiet && std::io::stderr().is_terminal(),
-            };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the runtime")?;
-            let report = rt.block_on(async {
-                let target = chunked::Target::parse(&url).await?;
-                chunked::upload(&file, target, opts).await
+        Command::Upload { file, url, client } => {
+            let opts = client.options()?;
+            let report = client_runtime()?.block_on(async {
+                let target = xferd::client::chunked::Target::parse(&url).await?;
+                xferd::client::chunked::upload(&file, target, opts).await
+            })?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Download { url, file, client } => {
+            let opts = client.options()?;
+            let report = client_runtime()?.block_on(async {
+                let target = xferd::client::chunked::Target::parse(&url).await?;
+                let file = match file {
+                    Some(f) => f,
+                    None => {
+                        let name = target.path().rsplit('/').next().unwrap_or("");
+                        let name = percent_encoding::percent_decode_str(name)
+                            .decode_utf8_lossy()
+                            .into_owned();
+                        anyhow::ensure!(
+                            !name.is_empty() && name != "." && name != "..",
+                            "the URL has no file name; give FILE"
+                        );
+                        PathBuf::from(name)
+                    }
+                };
+                xferd::client::download::download(target, &file, opts).await
             })?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())

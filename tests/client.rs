@@ -313,3 +313,57 @@ async fn reconnect_uses_0rtt_and_early_puts_get_425() {
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn parallel_range_download_resumes_after_interruption() {
+    let srv = server().await;
+    let data = pattern(8, 0, (20 * MB) as usize);
+    let mut c = srv.client(Proto::H2).await;
+    let r = put(&mut c, &signed_v("d/big.bin", 20 * MB), &data, &[]).await;
+    assert_eq!(r.status, 201);
+    let relay = relay::udp(
+        "127.0.0.1:0".parse().unwrap(),
+        srv.addr(),
+        Link {
+            rate: 6 * MB,
+            ..Link::default()
+        },
+    )
+    .await
+    .unwrap();
+    let out = srv.dir.path().join("downloaded.bin");
+    let state = srv.dir.path().join("downloaded.bin.xferd-download.json");
+    let target = |addr| Target {
+        addr,
+        host: "localhost".into(),
+        path_q: "/d/big.bin".into(),
+    };
+    let (t, o) = (target(relay.addr), out.clone());
+    let opts = options(&srv, Some(Proto::H3));
+    let first = tokio::spawn(async move { xferd::client::download::download(t, &o, opts).await });
+    let mut parts = 0;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).unwrap_or_default()).unwrap_or_default();
+        parts = j["done"].as_array().map(|a| a.len()).unwrap_or(0);
+        if parts >= 1 {
+            break;
+        }
+    }
+    first.abort(); // interrupted
+    let _ = first.await;
+    assert!(parts >= 1, "progress before the interruption");
+    assert!(!out.exists(), "nothing visible under the final name yet");
+    let report = xferd::client::download::download(target(srv.addr()), &out, options(&srv, None))
+        .await
+        .expect("resumed download");
+    assert!(report.parts_resumed >= 1, "{report:?}");
+    assert_eq!(report.streams, 4);
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(std::fs::read(&out).unwrap())),
+        hex::encode(sha2::Sha256::digest(&data))
+    );
+    assert!(!state.exists());
+    srv.stop().await;
+}

@@ -70,7 +70,7 @@ impl Target {
         Ok(Target { addr, host, path_q })
     }
 
-    fn path(&self) -> &str {
+    pub fn path(&self) -> &str {
         self.path_q.split('?').next().unwrap_or("/")
     }
 
@@ -157,6 +157,20 @@ impl Connector {
         }
         st.1 = Some(c.clone());
         Ok((st.0, c))
+    }
+
+    /// Closes the connection cleanly (QUIC: CONNECTION_CLOSE, so the server does not wait
+    /// for an idle timeout), waiting briefly for it to be sent.
+    pub async fn close(&self) {
+        let current = self.state.lock().await.1.take();
+        if let Some(q) = current.as_ref().and_then(|c| c.quic()) {
+            q.close(0u32.into(), b"done");
+        }
+        let ctx = self.h3.lock().await.clone();
+        if let Some(ctx) = ctx {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), ctx.endpoint().wait_idle()).await;
+        }
     }
 
     /// Drops connection `generation` (a request on it failed at the transport level).
@@ -260,10 +274,10 @@ fn explain_connect_error(e: anyhow::Error) -> anyhow::Error {
 }
 
 /// One response, read whole (acknowledgements are small).
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Answer {
@@ -280,11 +294,12 @@ impl Answer {
 }
 
 /// A request to send (rebuilt for every attempt: bodies are streams).
-type Make<'a> = dyn Fn() -> anyhow::Result<(Request<()>, Option<BodyStream>)> + Send + Sync + 'a;
+pub(crate) type Make<'a> =
+    dyn Fn() -> anyhow::Result<(Request<()>, Option<BodyStream>)> + Send + Sync + 'a;
 
 /// Sends a request with retries, reconnects and the breaker. Returns the final answer for
 /// a success or a status that is not worth retrying.
-async fn send(
+pub(crate) async fn send(
     conn: &Connector,
     guard: &Guard,
     retries: &AtomicU64,
@@ -381,7 +396,7 @@ fn mtime(meta: &std::fs::Metadata) -> u64 {
         .unwrap_or(0)
 }
 
-fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
@@ -439,12 +454,14 @@ pub async fn upload(file: &Path, target: Target, opts: Options) -> anyhow::Resul
     if let Ok((_, c)) = conn.get().await {
         report.protocol = c.proto().label().to_string();
     }
+    conn.close().await;
     Ok(report)
 }
 
-fn refuse(what: &str, a: &Answer) -> anyhow::Error {
+pub(crate) fn refuse(what: &str, a: &Answer) -> anyhow::Error {
     let hint = match a.status.as_u16() {
         401 | 403 => " (the signed URL was refused: expired, or signed for another file or size)",
+        404 if what.starts_with("download") => " (no such file)",
         404 | 410 => " (the upload session is gone: expired or cancelled)",
         409 => " (a file already exists at that path)",
         413 => " (too large for this server)",

@@ -3,6 +3,7 @@
 //! it is the base of xferd's own upload/download client.
 
 pub mod chunked;
+pub mod download;
 pub mod retry;
 pub mod trust;
 pub mod upload;

@@ -280,14 +280,21 @@ async fn handle_request(
     }
     let trailers: crate::core::body::Trailers = Default::default();
     let slot = trailers.clone();
+    // The request half outlives the handler: dropped unread, quinn would send STOP_SENDING
+    // while the response is still going out, and some clients then abandon the exchange.
+    let recv = Arc::new(tokio::sync::Mutex::new(Some(recv)));
+    let held = recv.clone();
     let body: BodyStream = Box::pin(futures_util::stream::unfold(
         Some((recv, slot)),
         |state| async move {
-            let (mut recv, slot) = state?;
+            let (shared, slot) = state?;
+            let mut guard = shared.lock().await;
+            let recv = guard.as_mut()?;
             match recv.recv_data().await {
                 Ok(Some(mut buf)) => {
                     let bytes = buf.copy_to_bytes(buf.remaining());
-                    Some((Ok(bytes), Some((recv, slot))))
+                    drop(guard);
+                    Some((Ok(bytes), Some((shared, slot))))
                 }
                 Ok(None) => match recv.recv_trailers().await {
                     Ok(t) => {
@@ -354,5 +361,10 @@ async fn handle_request(
     };
     if let Err(e) = finished {
         tracing::debug!(error = %e, "HTTP/3 response not completed");
+    }
+    // Read the request's end (a GET's FIN is already here) before letting it go.
+    let rest = held.lock().await.take();
+    if let Some(mut r) = rest {
+        let _ = tokio::time::timeout(Duration::from_millis(50), r.recv_data()).await;
     }
 }
