@@ -144,6 +144,16 @@ impl Connector {
         }
     }
 
+    /// A connector as `opts` say.
+    pub fn for_options(target: &Target, opts: &Options) -> Connector {
+        Connector::new(
+            target.clone(),
+            opts.trust.clone(),
+            opts.only,
+            opts.policy.verbose,
+        )
+    }
+
     /// The current connection (connecting if there is none) and its generation.
     pub async fn get(&self) -> anyhow::Result<(u64, Arc<Client>)> {
         let mut st = self.state.lock().await;
@@ -418,12 +428,7 @@ pub async fn upload(file: &Path, target: Target, opts: Options) -> anyhow::Resul
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
     );
     let started = Instant::now();
-    let conn = Connector::new(
-        target.clone(),
-        opts.trust.clone(),
-        opts.only,
-        opts.policy.verbose,
-    );
+    let conn = Connector::for_options(&target, &opts);
     let guard = Guard::new(opts.policy.clone());
     let retries = AtomicU64::new(0);
     let chunked_report = if target.is_v3() {
@@ -538,13 +543,7 @@ async fn chunked(
     if let Some(s) = &state {
         // Is the session still there?
         let sid = s.session_id.clone();
-        let make = || {
-            let req = Request::builder()
-                .method("GET")
-                .uri(format!("/upload-status?session_id={sid}"))
-                .body(())?;
-            Ok((req, None))
-        };
+        let make = || status_request(&sid);
         let a = send(conn, guard, retries, "checking the saved session", &make).await?;
         if a.status.is_success() {
             guard.say(format_args!(
@@ -688,13 +687,7 @@ async fn chunked(
             .lock()
             .map(|s| s.session_id.clone())
             .unwrap_or_default();
-        let make = || {
-            let req = Request::builder()
-                .method("GET")
-                .uri(format!("/upload-status?session_id={sid}"))
-                .body(())?;
-            Ok((req, None))
-        };
+        let make = || status_request(&sid);
         let a = send(conn, guard, retries, "checking completion", &make).await?;
         server = a.json();
         anyhow::ensure!(
@@ -710,6 +703,15 @@ async fn chunked(
         server,
         ..Report::default()
     }))
+}
+
+/// `GET /upload-status` for a session.
+fn status_request(sid: &str) -> anyhow::Result<(Request<()>, Option<BodyStream>)> {
+    let req = Request::builder()
+        .method("GET")
+        .uri(format!("/upload-status?session_id={sid}"))
+        .body(())?;
+    Ok((req, None))
 }
 
 /// Base64 SHA-256 of `size` bytes of `f` at `offset`.

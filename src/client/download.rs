@@ -55,12 +55,7 @@ fn sibling(file: &Path, suffix: &str) -> PathBuf {
 /// Downloads `target` into `file`.
 pub async fn download(target: Target, file: &Path, opts: Options) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let conn = Connector::new(
-        target.clone(),
-        opts.trust.clone(),
-        opts.only,
-        opts.policy.verbose,
-    );
+    let conn = Connector::for_options(&target, &opts);
     let guard = Guard::new(opts.policy.clone());
     let retries = AtomicU64::new(0);
     let path_q = target.path_q.clone();
