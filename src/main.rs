@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use xferd::config::{parse_duration, Config};
@@ -65,6 +66,42 @@ enum Command {
         url: String,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Run the link emulator between a client and a server (tests and benchmarks):
+    /// prints the relay's address, then runs until killed or `--for` has passed.
+    Relay {
+        /// `udp` (datagrams: loss, migration) or `tcp` (streams).
+        #[arg(value_parser = ["udp", "tcp"])]
+        kind: String,
+        /// Where clients connect (port 0 = a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The server.
+        #[arg(long)]
+        to: SocketAddr,
+        /// One-way delay in milliseconds (each direction).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Extra random delay, 0..jitter_ms.
+        #[arg(long, default_value_t = 0)]
+        jitter_ms: u64,
+        /// Rate per direction, e.g. "50mbit", "6MB" (bytes/s), or 0 for unlimited.
+        #[arg(long, default_value = "0")]
+        rate: String,
+        /// Percent of datagrams dropped (UDP).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Start a blackout this many seconds after start (with --blackout-secs).
+        #[arg(long)]
+        blackout_at: Option<f64>,
+        #[arg(long, default_value_t = 10.0)]
+        blackout_secs: f64,
+        /// Change the source address (UDP) / cut connections (TCP) at this second.
+        #[arg(long)]
+        change_at: Option<f64>,
+        /// Stop after this many seconds.
+        #[arg(long, name = "for")]
+        run_for: Option<f64>,
     },
     /// Download a URL with parallel range requests, retries and resume.
     Download {
@@ -222,6 +259,72 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
+        }
+        Command::Relay {
+            kind,
+            listen,
+            to,
+            delay_ms,
+            jitter_ms,
+            rate,
+            loss,
+            blackout_at,
+            blackout_secs,
+            change_at,
+            run_for,
+        } => {
+            let rate = if let Some(mbit) = rate.strip_suffix("mbit") {
+                (mbit.parse::<f64>().context("bad --rate")? * 1e6 / 8.0) as u64
+            } else {
+                xferd::config::parse_size(&rate).map_err(anyhow::Error::msg)?
+            };
+            let link = xferd::relay::Link {
+                delay: std::time::Duration::from_millis(delay_ms),
+                jitter: std::time::Duration::from_millis(jitter_ms),
+                rate,
+                loss: (loss / 100.0).clamp(0.0, 1.0),
+            };
+            client_runtime()?.block_on(async move {
+                use std::time::Duration;
+                let relay = if kind == "udp" {
+                    xferd::relay::udp(listen, to, link).await?
+                } else {
+                    xferd::relay::tcp(listen, to, link).await?
+                };
+                println!("{}", relay.addr);
+                let start = tokio::time::Instant::now();
+                let at = |s: f64| start + Duration::from_secs_f64(s.max(0.0));
+                let mut events: Vec<(tokio::time::Instant, &str)> = Vec::new();
+                if let Some(b) = blackout_at {
+                    events.push((at(b), "blackout on"));
+                    events.push((at(b + blackout_secs), "blackout off"));
+                }
+                if let Some(c) = change_at {
+                    events.push((at(c), "change"));
+                }
+                if let Some(f) = run_for {
+                    events.push((at(f), "stop"));
+                }
+                events.sort_by_key(|e| e.0);
+                for (when, what) in events {
+                    tokio::time::sleep_until(when).await;
+                    let c = &relay.controls.counters;
+                    eprintln!(
+                        "relay t={:.1}s {what} (forwarded {}, dropped {})",
+                        start.elapsed().as_secs_f64(),
+                        c.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+                        c.dropped.load(std::sync::atomic::Ordering::Relaxed)
+                    );
+                    match what {
+                        "blackout on" => relay.blackout(true),
+                        "blackout off" => relay.blackout(false),
+                        "change" => relay.change(),
+                        _ => return Ok::<_, anyhow::Error>(()),
+                    }
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            })
         }
         Command::Download { url, file, client } => {
             let opts = client.options()?;
