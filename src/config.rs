@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub udp_recv_buffer: u64,
     #[serde(deserialize_with = "de_size")]
     pub udp_send_buffer: u64,
+    /// Accept HTTP/3 0-RTT resumption (non-safe methods in early data get 425). Off by
+    /// default: libcurl sends POSTs in 0-RTT and does not retry a 425.
+    pub zero_rtt: bool,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             udp_recv_buffer: 8 << 20,
             udp_send_buffer: 8 << 20,
+            zero_rtt: false,
         }
     }
 }

@@ -198,7 +198,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &config.server.state_path,
     )?;
     let tcp_tls = tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::tcp_server_config(&certs)?));
-    let quic_tls = crate::tls::quic_server_config(&certs)?;
+    let quic_tls = crate::tls::quic_server_config(&certs, config.server.zero_rtt)?;
 
     let tuning = quic::UdpTuning {
         recv_buffer: usize::try_from(config.server.udp_recv_buffer).unwrap_or(usize::MAX),
@@ -230,6 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             idle_timeout: config.server.idle_timeout,
             multiplexing: streaming.connection_multiplexing,
             readings: streaming.bandwidth_estimation,
+            zero_rtt: config.server.zero_rtt,
         },
         metrics: metrics.clone(),
     };

@@ -105,11 +105,11 @@ pub fn tcp_server_config(pair: &CertPair) -> anyhow::Result<rustls::ServerConfig
     Ok(cfg)
 }
 
-/// rustls config for QUIC: TLS 1.3, ALPN h3, session resumption with 0-RTT accepted.
+/// rustls config for QUIC: TLS 1.3, ALPN h3, session resumption, 0-RTT when `zero_rtt`.
 /// Replay safety is the QUIC front door's: a request handled before the handshake has
 /// completed may be a replay, and only safe methods are served then (others get 425; see
 /// [`crate::transport::quic`]).
-pub fn quic_server_config(pair: &CertPair) -> anyhow::Result<rustls::ServerConfig> {
+pub fn quic_server_config(pair: &CertPair, zero_rtt: bool) -> anyhow::Result<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -117,6 +117,6 @@ pub fn quic_server_config(pair: &CertPair) -> anyhow::Result<rustls::ServerConfi
         .context("TLS certificate and key do not match")?;
     cfg.alpn_protocols = vec![b"h3".to_vec()];
     // QUIC requires exactly this value when 0-RTT is enabled (RFC 9001 section 4.6.1).
-    cfg.max_early_data_size = u32::MAX;
+    cfg.max_early_data_size = if zero_rtt { u32::MAX } else { 0 };
     Ok(cfg)
 }

@@ -260,7 +260,7 @@ async fn refusals_end_the_upload_with_a_clear_message() {
 #[tokio::test]
 async fn reconnect_uses_0rtt_and_early_puts_get_425() {
     use xferd::client::chunked::Connector;
-    let srv = server().await;
+    let srv = TestServer::start_with(|c| c.server.zero_rtt = true).await;
     // 40 ms each way, so that early data is read well before the handshake completes.
     let link = Link {
         delay: Duration::from_millis(40),
@@ -365,5 +365,42 @@ async fn parallel_range_download_resumes_after_interruption() {
         hex::encode(sha2::Sha256::digest(&data))
     );
     assert!(!state.exists());
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn zero_rtt_off_by_default_means_full_handshakes() {
+    use xferd::client::chunked::Connector;
+    let srv = server().await;
+    let target = Target {
+        addr: srv.addr(),
+        host: "localhost".into(),
+        path_q: "/".into(),
+    };
+    let conn = Connector::new(
+        target,
+        Trust::Roots(srv.roots.clone()),
+        Some(Proto::H3),
+        false,
+    );
+    let (first, c1) = conn.get().await.unwrap();
+    assert_eq!(
+        request_on(&c1, "GET", "/health", &[], None).await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.broken(first).await;
+    drop(c1);
+    let (_, c2) = conn.get().await.unwrap();
+    let url = signed_v("z/late.bin", 3);
+    let r = request_on(
+        &c2,
+        "PUT",
+        &url,
+        &[("content-length", "3")],
+        Some(body_once(bytes::Bytes::from_static(b"abc"))),
+    )
+    .await;
+    assert_eq!(r.status, 201, "no early data, no 425");
     srv.stop().await;
 }

@@ -37,6 +37,8 @@ pub struct Limits {
     pub multiplexing: bool,
     /// `[streaming] bandwidth_estimation`: give requests a connection probe.
     pub readings: bool,
+    /// `[server] zero_rtt`: accept HTTP/3 early data (non-safe methods get 425).
+    pub zero_rtt: bool,
 }
 
 /// Resolves when shutdown has been signalled.

@@ -6,7 +6,8 @@
 //! GOAWAY and keeps serving its in-flight requests; after the grace period the endpoint
 //! closes with H3_NO_ERROR.
 //!
-//! 0-RTT: connections are accepted with 0.5-RTT (`into_0rtt`), so requests sent in early
+//! 0-RTT (`[server] zero_rtt`, off by default): connections are accepted with 0.5-RTT
+//! (`into_0rtt`), so requests sent in early
 //! data are read before the handshake completes. Early data can be replayed by an attacker,
 //! but a replayed connection never completes its handshake (the attacker lacks the keys).
 //! So the rule is: until the handshake has completed, only GET, HEAD and OPTIONS are served;
@@ -21,7 +22,6 @@ use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use h3::server::RequestResolver;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,21 +145,26 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
                     return;
                 }
             };
-            match connecting.into_0rtt() {
+            let early = if shared.limits.zero_rtt {
+                connecting.into_0rtt()
+            } else {
+                Err(connecting)
+            };
+            match early {
                 Ok((conn, handshake)) => {
-                    let confirmed = Arc::new(AtomicBool::new(false));
-                    let flag = confirmed.clone();
+                    let (tx, confirmed) = tokio::sync::watch::channel(false);
                     tokio::spawn(async move {
                         if handshake.await {
                             tracing::debug!(%peer, "0-RTT data accepted");
                         }
-                        flag.store(true, Ordering::Release);
+                        let _ = tx.send(true);
                     });
                     serve_connection(conn, shared, confirmed).await
                 }
                 Err(connecting) => match connecting.await {
                     Ok(conn) => {
-                        serve_connection(conn, shared, Arc::new(AtomicBool::new(true))).await
+                        let (_, confirmed) = tokio::sync::watch::channel(true);
+                        serve_connection(conn, shared, confirmed).await
                     }
                     Err(e) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
                 },
@@ -177,7 +182,11 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
-async fn serve_connection(conn: quinn::Connection, shared: Shared, confirmed: Arc<AtomicBool>) {
+async fn serve_connection(
+    conn: quinn::Connection,
+    shared: Shared,
+    confirmed: tokio::sync::watch::Receiver<bool>,
+) {
     let peer = conn.remote_address();
     // Kept beside the h3 connection: h3-quinn hides it; its stats feed the readings.
     let quinn_conn = conn.clone();
@@ -241,6 +250,10 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared, confirmed: Ar
     quinn_conn.close(H3_NO_ERROR.into(), b"");
 }
 
+/// How long a non-safe request read before the handshake completed waits for it before
+/// getting 425 (a legitimate client's handshake completes within about one round trip).
+const EARLY_DATA_GRACE: Duration = Duration::from_millis(10);
+
 /// How long a connection told to go away may linger for its last bytes to be delivered.
 const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
@@ -252,7 +265,7 @@ async fn handle_request(
     peer: SocketAddr,
     probe: Option<Arc<Probe>>,
     _stream: crate::metrics::Gauged,
-    confirmed: Arc<AtomicBool>,
+    mut confirmed: tokio::sync::watch::Receiver<bool>,
 ) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(x) => x,
@@ -262,12 +275,17 @@ async fn handle_request(
         }
     };
     let (mut send, recv) = stream.split();
-    if !confirmed.load(Ordering::Acquire)
-        && !matches!(
-            *req.method(),
-            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
-        )
-    {
+    let safe = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    // The handshake task may be a moment behind the packets that completed it.
+    let handshaken = safe
+        || *confirmed.borrow()
+        || tokio::time::timeout(EARLY_DATA_GRACE, confirmed.wait_for(|done| *done))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    if !handshaken {
         // Possibly replayed early data: not for a method with effects (RFC 8470).
         let mut r = http::Response::new(());
         *r.status_mut() = http::StatusCode::from_u16(425).unwrap_or(http::StatusCode::CONFLICT);
