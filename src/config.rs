@@ -255,14 +255,8 @@ impl Default for PerformanceConfig {
     }
 }
 
-/// How chunk sizes are chosen (see `core::sizing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChunkAlgorithm {
-    Fixed,
-    Adaptive,
-    Predictive,
-}
+/// How chunk sizes are chosen: `"fixed"`, `"adaptive"` or `"predictive"` (see `core::sizing`).
+pub use crate::core::sizing::Algorithm as ChunkAlgorithm;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -14,7 +14,7 @@ use prometheus::{
     exponential_buckets, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 struct Traffic {
@@ -47,7 +47,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     breaker: Gauge,
     pool: Arc<Pool>,
-    profile_source: std::sync::OnceLock<Weak<crate::core::adaptive::Adaptive>>,
+    client_profiles: Arc<Profiles>,
 }
 
 const P: &[&str] = &["protocol"];
@@ -134,7 +134,8 @@ fn traffic(r: &Registry, dir: &str) -> Traffic {
 }
 
 impl Metrics {
-    pub fn new(pool: Arc<Pool>) -> Arc<Metrics> {
+    /// Metrics over the server's buffer pool and client profiles (read at scrape time).
+    pub fn new(pool: Arc<Pool>, client_profiles: Arc<Profiles>) -> Arc<Metrics> {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
         register(
@@ -233,11 +234,11 @@ impl Metrics {
             },
             registry: r,
             pool,
-            profile_source: std::sync::OnceLock::new(),
+            client_profiles,
         };
         m.pool_limit
             .set(i64::try_from(m.pool.limit()).unwrap_or(i64::MAX));
-        for p in [Protocol::H1, Protocol::H2, Protocol::H3] {
+        for p in Protocol::ALL {
             // Families with a protocol label appear from the start (with zeros).
             for c in [
                 &m.upload.bytes,
@@ -252,11 +253,6 @@ impl Metrics {
             m.streams.with_label_values(&[p.label()]);
         }
         Arc::new(m)
-    }
-
-    /// Lets `/metrics` report the number of client profiles.
-    pub fn watch_profiles(&self, adaptive: &Arc<crate::core::adaptive::Adaptive>) {
-        let _ = self.profile_source.set(Arc::downgrade(adaptive));
     }
 
     fn traffic(&self, dir: Direction) -> &Traffic {
@@ -274,12 +270,6 @@ impl Metrics {
     /// Counts a request in progress until the guard drops.
     pub fn stream(self: &Arc<Self>, p: Protocol) -> Gauged {
         Gauged::new(self.streams.with_label_values(&[p.label()]))
-    }
-
-    fn profiles_len(&self) -> Option<usize> {
-        let a = self.profile_source.get()?.upgrade()?;
-        let p: &Profiles = &a.profiles;
-        Some(p.len())
     }
 }
 
@@ -374,9 +364,8 @@ impl Telemetry for Metrics {
             .set(i64::try_from(self.pool.in_use()).unwrap_or(i64::MAX));
         self.pool_pooled
             .set(i64::try_from(self.pool.pooled()).unwrap_or(i64::MAX));
-        if let Some(n) = self.profiles_len() {
-            self.profiles.set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        self.profiles
+            .set(i64::try_from(self.client_profiles.len()).unwrap_or(i64::MAX));
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -392,7 +381,7 @@ mod tests {
     #[test]
     fn renders_every_family_with_protocol_labels() {
         let pool = Pool::new(32 << 10, 1 << 20, 8 << 20);
-        let m = Metrics::new(pool.clone());
+        let m = Metrics::new(pool.clone(), Arc::new(Profiles::new(true, true, 10, 60)));
         let _lease = pool.lease(64 << 10);
         m.transfer(
             Direction::Upload,

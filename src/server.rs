@@ -113,8 +113,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         usize::try_from(perf.max_buffer_size).unwrap_or(1 << 20),
         perf.buffer_memory_limit,
     );
-    let metrics = crate::metrics::Metrics::new(pool.clone());
-    let telemetry: Arc<dyn crate::core::Telemetry> = metrics.clone();
     let r = &config.resumable;
     let limits = crate::core::resumable::Limits {
         max_sessions: r.max_sessions,
@@ -134,12 +132,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &config.server.state_path.join("profiles.redb"),
     )
     .context("opening the client profile store")?;
-    let profiles = crate::core::profiles::Profiles::new(
+    let profiles = Arc::new(crate::core::profiles::Profiles::new(
         perf.client_profiling,
         perf.connection_type_detection,
         perf.max_profiles,
         perf.profile_persistence_duration.as_secs().max(1),
-    );
+    ));
     if perf.client_profiling {
         let now = crate::core::unix_secs(std::time::SystemTime::now());
         let stored = profile_store.all().context("reading client profiles")?;
@@ -149,6 +147,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .collect();
         profiles.load(parsed, now);
     }
+    let metrics = crate::metrics::Metrics::new(pool.clone(), profiles.clone());
+    let telemetry: Arc<dyn crate::core::Telemetry> = metrics.clone();
     let adaptive = Arc::new(crate::core::adaptive::Adaptive {
         options: crate::core::adaptive::Options {
             bounds: crate::core::sizing::Bounds {
@@ -160,13 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             adaptive_buffers: perf.adaptive_buffers,
             interval: perf.buffer_optimization_interval,
             intelligent_chunking: perf.intelligent_chunking,
-            algorithm: match perf.chunk_adaptation_algorithm {
-                crate::config::ChunkAlgorithm::Fixed => crate::core::sizing::Algorithm::Fixed,
-                crate::config::ChunkAlgorithm::Adaptive => crate::core::sizing::Algorithm::Adaptive,
-                crate::config::ChunkAlgorithm::Predictive => {
-                    crate::core::sizing::Algorithm::Predictive
-                }
-            },
+            algorithm: perf.chunk_adaptation_algorithm,
             configured_chunk: r.chunk_size,
             bandwidth_estimation: streaming.bandwidth_estimation,
             quality_adaptation: streaming.quality_adaptation,
@@ -175,7 +169,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         profiles,
         telemetry: telemetry.clone(),
     });
-    metrics.watch_profiles(&adaptive);
     let resilience = crate::core::retry::Resilience::new(
         streaming.automatic_retry,
         streaming.exponential_backoff,

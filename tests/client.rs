@@ -51,6 +51,22 @@ fn options(srv: &TestServer, only: Option<Proto>) -> Options {
     }
 }
 
+/// The link emulator's UDP relay in front of the test server.
+async fn udp_relay(srv: &TestServer, link: Link) -> relay::Relay {
+    relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
+        .await
+        .unwrap()
+}
+
+/// Where the client goes: `addr` (the server or a relay), named `localhost` for TLS.
+fn target(addr: std::net::SocketAddr, path_q: impl Into<String>) -> Target {
+    Target {
+        addr,
+        host: "localhost".into(),
+        path_q: path_q.into(),
+    }
+}
+
 fn assert_stored(srv: &TestServer, rel: &str, data: &[u8]) {
     let got = std::fs::read(srv.storage().join(rel)).expect("stored file");
     assert_eq!(
@@ -68,15 +84,9 @@ async fn blackout_mid_upload_completes_without_restarting_chunks() {
         delay: Duration::from_millis(5),
         ..Link::default()
     };
-    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
-        .await
-        .unwrap();
+    let relay = udp_relay(&srv, link).await;
     let (file, data) = source(srv.dir.path(), 24 * MB, 1);
-    let target = Target {
-        addr: relay.addr,
-        host: "localhost".into(),
-        path_q: post_url("c/blackout.bin"),
-    };
+    let target = target(relay.addr, post_url("c/blackout.bin"));
     let opts = options(&srv, Some(Proto::H3));
     let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -111,15 +121,9 @@ async fn address_change_migrates_the_quic_connection() {
         rate: 30 * MB,
         ..Link::default()
     };
-    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
-        .await
-        .unwrap();
+    let relay = udp_relay(&srv, link).await;
     let (file, data) = source(srv.dir.path(), 24 * MB, 2);
-    let target = Target {
-        addr: relay.addr,
-        host: "localhost".into(),
-        path_q: post_url("c/migrate.bin"),
-    };
+    let target = target(relay.addr, post_url("c/migrate.bin"));
     let opts = options(&srv, Some(Proto::H3));
     let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -141,9 +145,7 @@ async fn killed_client_resumes_from_its_state_file() {
         rate: 8 * MB,
         ..Link::default()
     };
-    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
-        .await
-        .unwrap();
+    let relay = udp_relay(&srv, link).await;
     let (file, data) = source(srv.dir.path(), 24 * MB, 3);
     let state = srv.dir.path().join("upload-state.json");
     let ca = srv.server.as_ref().unwrap().cert_path.clone();
@@ -174,11 +176,7 @@ async fn killed_client_resumes_from_its_state_file() {
     child.wait().unwrap();
     assert!(!srv.storage().join("c/killed.bin").exists());
     // Restarted (in-process this time, straight to the server).
-    let target = Target {
-        addr: srv.addr(),
-        host: "localhost".into(),
-        path_q: post_url("c/killed.bin"),
-    };
+    let target = target(srv.addr(), post_url("c/killed.bin"));
     let mut opts = options(&srv, Some(Proto::H3));
     opts.state = Some(state.clone());
     let report = chunked::upload(&file, target, opts)
@@ -201,11 +199,7 @@ async fn udp_blocked_falls_back_to_tcp() {
         .await
         .unwrap();
     let (file, data) = source(srv.dir.path(), 3 * MB, 4);
-    let target = Target {
-        addr: relay.addr,
-        host: "localhost".into(),
-        path_q: post_url("c/fallback.bin"),
-    };
+    let target = target(relay.addr, post_url("c/fallback.bin"));
     let report = chunked::upload(&file, target, options(&srv, None))
         .await
         .expect("upload over TCP");
@@ -218,11 +212,7 @@ async fn udp_blocked_falls_back_to_tcp() {
 async fn untrusted_certificate_fails_fast_with_advice() {
     let srv = server().await;
     let (file, _) = source(srv.dir.path(), 1000, 5);
-    let target = Target {
-        addr: srv.addr(),
-        host: "localhost".into(),
-        path_q: post_url("c/untrusted.bin"),
-    };
+    let target = target(srv.addr(), post_url("c/untrusted.bin"));
     let mut opts = options(&srv, None);
     opts.trust = Trust::Roots(Vec::new());
     let t0 = std::time::Instant::now();
@@ -241,11 +231,7 @@ async fn refusals_end_the_upload_with_a_clear_message() {
     let srv = server().await;
     let (file, _) = source(srv.dir.path(), 1000, 6);
     // A PUT URL signed for another size: 403, not retried.
-    let target = Target {
-        addr: srv.addr(),
-        host: "localhost".into(),
-        path_q: signed_v("c/wrong.bin", 999),
-    };
+    let target = target(srv.addr(), signed_v("c/wrong.bin", 999));
     let err = chunked::upload(&file, target, options(&srv, Some(Proto::H2)))
         .await
         .unwrap_err();
@@ -266,14 +252,8 @@ async fn reconnect_uses_0rtt_and_early_puts_get_425() {
         delay: Duration::from_millis(40),
         ..Link::default()
     };
-    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), srv.addr(), link)
-        .await
-        .unwrap();
-    let target = Target {
-        addr: relay.addr,
-        host: "localhost".into(),
-        path_q: "/".into(),
-    };
+    let relay = udp_relay(&srv, link).await;
+    let target = target(relay.addr, "/");
     let conn = Connector::new(
         target,
         Trust::Roots(srv.roots.clone()),
@@ -333,12 +313,7 @@ async fn parallel_range_download_resumes_after_interruption() {
     .unwrap();
     let out = srv.dir.path().join("downloaded.bin");
     let state = srv.dir.path().join("downloaded.bin.xferd-download.json");
-    let target = |addr| Target {
-        addr,
-        host: "localhost".into(),
-        path_q: "/d/big.bin".into(),
-    };
-    let (t, o) = (target(relay.addr), out.clone());
+    let (t, o) = (target(relay.addr, "/d/big.bin"), out.clone());
     let opts = options(&srv, Some(Proto::H3));
     let first = tokio::spawn(async move { xferd::client::download::download(t, &o, opts).await });
     let mut parts = 0;
@@ -355,9 +330,13 @@ async fn parallel_range_download_resumes_after_interruption() {
     let _ = first.await;
     assert!(parts >= 1, "progress before the interruption");
     assert!(!out.exists(), "nothing visible under the final name yet");
-    let report = xferd::client::download::download(target(srv.addr()), &out, options(&srv, None))
-        .await
-        .expect("resumed download");
+    let report = xferd::client::download::download(
+        target(srv.addr(), "/d/big.bin"),
+        &out,
+        options(&srv, None),
+    )
+    .await
+    .expect("resumed download");
     assert!(report.parts_resumed >= 1, "{report:?}");
     assert_eq!(report.streams, 4);
     assert_eq!(
@@ -372,11 +351,7 @@ async fn parallel_range_download_resumes_after_interruption() {
 async fn zero_rtt_off_by_default_means_full_handshakes() {
     use xferd::client::chunked::Connector;
     let srv = server().await;
-    let target = Target {
-        addr: srv.addr(),
-        host: "localhost".into(),
-        path_q: "/".into(),
-    };
+    let target = target(srv.addr(), "/");
     let conn = Connector::new(
         target,
         Trust::Roots(srv.roots.clone()),

@@ -388,14 +388,19 @@ impl State {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
-    /// Written to a temporary name and renamed, so a crash leaves the old or the new one.
     fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        save_state(path, self)
     }
+}
+
+/// Writes a resume state file under a temporary name and renames it, so a crash leaves
+/// the old or the new one.
+pub(crate) fn save_state(path: &Path, state: &impl Serialize) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(state)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 fn mtime(meta: &std::fs::Metadata) -> u64 {
@@ -609,34 +614,21 @@ async fn chunked(
             s
         }
     };
-    state.done.sort_unstable();
-    state.done.dedup();
     let streams = opts
         .streams
         .unwrap_or(usize::try_from(advised_streams).unwrap_or(4))
         .clamp(1, 64);
-    let bar = progress_bar(len, opts.progress);
     let chunk = state.chunk_size;
-    let done_bytes: u64 = state
-        .done
-        .iter()
-        .map(|n| chunk.min(len.saturating_sub(n * chunk)))
-        .sum();
-    bar.set_position(done_bytes);
-    let todo: Vec<u64> = (0..state.total_chunks)
-        .filter(|n| state.done.binary_search(n).is_err())
-        .collect();
-    let queue = Mutex::new(todo.into_iter());
+    let pieces = Pieces::new(len, chunk, state.total_chunks, &mut state.done);
+    let bar = progress_bar(len, opts.progress);
+    bar.set_position(pieces.done_bytes);
     let shared = Mutex::new(state);
     let last = Mutex::new(serde_json::Value::Null);
     let worker = |_: usize| async {
         loop {
-            let next = queue.lock().ok().and_then(|mut q| q.next());
-            let Some(n) = next else {
+            let Some((n, offset, size)) = pieces.next() else {
                 return Ok::<_, anyhow::Error>(());
             };
-            let offset = n * chunk;
-            let size = chunk.min(len - offset);
             let sum = {
                 let f = f.clone();
                 tokio::task::spawn_blocking(move || chunk_sha256(&f, offset, size)).await??
@@ -703,6 +695,46 @@ async fn chunked(
         server,
         ..Report::default()
     }))
+}
+
+/// The pieces (chunks, ranges) of a transfer still to move, handed out one at a time to
+/// the transfer's workers.
+pub(crate) struct Pieces {
+    queue: Mutex<std::vec::IntoIter<u64>>,
+    size: u64,
+    len: u64,
+    /// Bytes of the pieces already done (a resumed transfer).
+    pub done_bytes: u64,
+}
+
+impl Pieces {
+    /// `count` pieces of `size` bytes over `len` bytes; `done` (sorted and deduplicated
+    /// here) are skipped.
+    pub fn new(len: u64, size: u64, count: u64, done: &mut Vec<u64>) -> Pieces {
+        done.sort_unstable();
+        done.dedup();
+        let size = size.max(1);
+        let todo: Vec<u64> = (0..count)
+            .filter(|n| done.binary_search(n).is_err())
+            .collect();
+        let done_bytes = done
+            .iter()
+            .map(|n| size.min(len.saturating_sub(n * size)))
+            .sum();
+        Pieces {
+            queue: Mutex::new(todo.into_iter()),
+            size,
+            len,
+            done_bytes,
+        }
+    }
+
+    /// The next piece: (index, offset, length).
+    pub fn next(&self) -> Option<(u64, u64, u64)> {
+        let n = self.queue.lock().ok()?.next()?;
+        let offset = n * self.size;
+        Some((n, offset, self.size.min(self.len.saturating_sub(offset))))
+    }
 }
 
 /// `GET /upload-status` for a session.

@@ -8,7 +8,7 @@
 //! 4. Pieces done are recorded in `FILE.xferd-download.json`; a restarted download with the
 //!    same ETag continues from it. At the end `FILE.part` is synced and renamed to `FILE`.
 
-use super::chunked::{progress_bar, refuse, send, Connector, Options, Target};
+use super::chunked::{progress_bar, refuse, save_state, send, Connector, Options, Pieces, Target};
 use super::retry::Guard;
 use super::Proto;
 use anyhow::{bail, Context};
@@ -101,8 +101,8 @@ pub async fn download(target: Target, file: &Path, opts: Options) -> anyhow::Res
             part: PART,
             done: Vec::new(),
         });
-    state.done.sort_unstable();
-    state.done.dedup();
+    let part = if ranges { state.part } else { len.max(1) };
+    let pieces = Pieces::new(len, part, len.div_ceil(part).max(1), &mut state.done);
     let resumed = state.done.len() as u64;
     if resumed > 0 {
         guard.say(format_args!("resuming: {resumed} parts already on disk"));
@@ -113,24 +113,14 @@ pub async fn download(target: Target, file: &Path, opts: Options) -> anyhow::Res
     } else {
         opts.streams.unwrap_or(4).clamp(1, 64)
     };
-    let part = if ranges { state.part } else { len.max(1) };
-    let parts = len.div_ceil(part).max(1);
     let bar = progress_bar(len, opts.progress);
-    let done_bytes: u64 = state.done.iter().map(|n| part.min(len - n * part)).sum();
-    bar.set_position(done_bytes);
-    let todo: Vec<u64> = (0..parts)
-        .filter(|n| state.done.binary_search(n).is_err())
-        .collect();
-    let queue = Mutex::new(todo.into_iter());
+    bar.set_position(pieces.done_bytes);
     let shared = Mutex::new(state);
     let worker = |_: usize| async {
         loop {
-            let next = queue.lock().ok().and_then(|mut q| q.next());
-            let Some(n) = next else {
+            let Some((n, offset, size)) = pieces.next() else {
                 return Ok::<_, anyhow::Error>(());
             };
-            let offset = n * part;
-            let size = part.min(len - offset);
             let make = || {
                 let mut b = Request::builder().method("GET").uri(path_q.as_str());
                 if ranges {
@@ -160,9 +150,7 @@ pub async fn download(target: Target, file: &Path, opts: Options) -> anyhow::Res
             if let Ok(mut s) = shared.lock() {
                 s.done.push(n);
                 if ranges {
-                    let tmp = state_path.with_extension("tmp");
-                    std::fs::write(&tmp, serde_json::to_vec(&*s)?)?;
-                    std::fs::rename(&tmp, &state_path)?;
+                    save_state(&state_path, &*s)?;
                 }
             }
         }

@@ -19,25 +19,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// HTTP version to speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    H1,
-    H2,
-    H3,
-}
-
-impl Proto {
-    pub const ALL: [Proto; 3] = [Proto::H1, Proto::H2, Proto::H3];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Proto::H1 => "h1",
-            Proto::H2 => "h2",
-            Proto::H3 => "h3",
-        }
-    }
-}
+/// HTTP version to speak (the core's protocol labels: h1, h2, h3).
+pub use crate::core::Protocol as Proto;
 
 /// A response with a streamed body.
 pub struct ClientResponse {

@@ -33,7 +33,7 @@ pub struct Options {
 pub struct Adaptive {
     pub options: Options,
     pub pool: Arc<Pool>,
-    pub profiles: Profiles,
+    pub profiles: Arc<Profiles>,
     pub telemetry: Arc<dyn Telemetry>,
 }
 
@@ -106,7 +106,9 @@ impl Adaptive {
         let est = self.estimate(ctx);
         let history = self
             .profiles
-            .get(&ctx.client, ctx.unix())
+            .enabled()
+            .then(|| self.profiles.get(&ctx.client_key(), ctx.unix()))
+            .flatten()
             .map(|p| p.history());
         let c = sizing::chunk_size(
             &self.options.bounds,
@@ -135,8 +137,11 @@ impl Adaptive {
             self.telemetry.transfer(dir, ctx.protocol, bytes, elapsed);
         }
         let estimate = self.estimate(ctx);
+        if !self.profiles.enabled() {
+            return;
+        }
         self.profiles.record(
-            &ctx.client,
+            &ctx.client_key(),
             &Observation {
                 bytes,
                 seconds: elapsed.as_secs_f64(),

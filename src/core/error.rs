@@ -36,6 +36,8 @@ pub enum CoreError {
     BadRequest(String),
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    #[error("sent in 0-RTT early data before the handshake completed; repeat it")]
+    TooEarly,
     #[error("storage is failing; try again in {}s", .0.as_secs().max(1))]
     Unavailable(std::time::Duration),
 }
@@ -62,6 +64,7 @@ impl CoreError {
             CoreError::BadRequest(_) => "bad_request",
             CoreError::Forbidden(_) => "forbidden",
             CoreError::Unavailable(_) => "storage_unavailable",
+            CoreError::TooEarly => "too_early",
         }
     }
 }

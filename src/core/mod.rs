@@ -45,7 +45,6 @@ pub struct Settings {
     pub max_ranges: usize,
     pub tus_path: String,
     pub ietf_path: String,
-    pub hfs_chunk_size: u64,
     pub form_upload_dir: String,
     pub compat_hfs_x_signature: bool,
     /// `[streaming] range_requests`.
@@ -69,7 +68,6 @@ impl Settings {
             max_ranges: c.downloads.max_ranges,
             tus_path: c.resumable.tus_path.clone(),
             ietf_path: c.resumable.ietf_path.clone(),
-            hfs_chunk_size: c.resumable.chunk_size,
             form_upload_dir: c.resumable.form_upload_dir.trim_matches('/').to_string(),
             compat_hfs_x_signature: c.security.compat_hfs_x_signature,
             range_requests: c.streaming.range_requests,
@@ -106,10 +104,13 @@ pub struct Ctx {
     pub protocol: Protocol,
     /// The connection's readings, when the transport provides them.
     pub probe: Option<Arc<readings::Probe>>,
-    /// The client's profile key (set by [`Core::handle`] from the peer and `User-Agent`).
-    pub client: String,
+    /// The request's `User-Agent` (set by [`Core::handle`]; part of the profile key).
+    pub user_agent: Option<http::HeaderValue>,
     /// Filled with the request's trailers when its body ends (if the transport has them).
     pub trailers: Option<body::Trailers>,
+    /// For a connection that accepted 0-RTT early data: becomes `true` when its handshake
+    /// completes. `None`: the handshake was complete before the request was read.
+    pub handshake: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Ctx {
@@ -120,12 +121,21 @@ impl Ctx {
             interim: None,
             protocol,
             probe: None,
-            client: String::new(),
+            user_agent: None,
             trailers: None,
+            handshake: None,
         }
     }
     pub fn unix(&self) -> u64 {
         unix_secs(self.now)
+    }
+
+    /// The client's profile key (see [`profiles::key`]); built only when profiles are used.
+    pub fn client_key(&self) -> String {
+        profiles::key(
+            self.peer,
+            self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+        )
     }
 }
 
@@ -159,15 +169,18 @@ impl Core {
         body: BodyStream,
         mut ctx: Ctx,
     ) -> Response<Body> {
-        ctx.client = profiles::key(
-            ctx.peer,
-            header_str(&head.headers, http::header::USER_AGENT),
-        );
+        ctx.user_agent = head.headers.get(http::header::USER_AGENT).cloned();
         // Fused: handlers and the drain below may poll a body after it ended.
         let mut body: BodyStream = Box::pin(futures_util::StreamExt::fuse(body));
-        let result = self.route(&head, &mut body, &ctx).await;
+        let early = !handshake_done(&head.method, &ctx).await;
+        let result = if early {
+            Err(CoreError::TooEarly)
+        } else {
+            self.route(&head, &mut body, &ctx).await
+        };
         let has_body = matches!(head.method, Method::PUT | Method::POST | Method::PATCH);
         if has_body
+            && !early
             && !result.as_ref().is_ok_and(|r| r.status().is_success())
             && !expects_continue(&head.headers)
         {
@@ -247,6 +260,26 @@ impl Core {
             _ => Err(CoreError::MethodNotAllowed),
         }
     }
+}
+
+/// How long a non-safe request read before its connection's handshake completed waits for
+/// it before getting 425 (the handshake task may be a moment behind the packets).
+const EARLY_DATA_GRACE: Duration = Duration::from_millis(10);
+
+/// The 0-RTT rule (PROTOCOLS.md section 8, RFC 8470): early data can be replayed, but a
+/// replayed connection never completes its handshake. So until the handshake is done only
+/// GET, HEAD and OPTIONS are served; any other method is too early.
+async fn handshake_done(method: &Method, ctx: &Ctx) -> bool {
+    let Some(rx) = &ctx.handshake else {
+        return true;
+    };
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || *rx.borrow() {
+        return true;
+    }
+    let mut rx = rx.clone();
+    tokio::time::timeout(EARLY_DATA_GRACE, rx.wait_for(|done| *done))
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 /// Most bytes of a refused request's body read and discarded before answering.

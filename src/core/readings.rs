@@ -27,7 +27,6 @@ pub const RATE_WINDOW: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Readings {
     pub rtt: Duration,
-    pub rtt_var: Duration,
     /// Congestion window in bytes.
     pub cwnd: u64,
     pub sent_packets: u64,
@@ -178,7 +177,6 @@ mod tests {
     fn reading(bytes: u64, sent: u64, lost: u64) -> Readings {
         Readings {
             rtt: Duration::from_millis(40),
-            rtt_var: Duration::from_millis(5),
             cwnd: 400_000,
             sent_packets: sent,
             lost_packets: lost,

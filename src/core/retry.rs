@@ -158,12 +158,15 @@ impl Resilience {
     pub async fn run_once<T>(
         &self,
         op: &'static str,
-        fut: impl std::future::Future<Output = std::io::Result<T>>,
+        fut: impl std::future::Future<Output = Result<T, CoreError>>,
     ) -> Result<T, CoreError> {
         self.admit()?;
         let result = fut.await;
-        self.settle(op, &result);
-        result.map_err(CoreError::from)
+        self.settle(
+            op,
+            matches!(&result, Err(CoreError::Storage(e)) if backend_failure(e)),
+        );
+        result
     }
 
     fn admit(&self) -> Result<(), CoreError> {
@@ -173,8 +176,7 @@ impl Resilience {
         }
     }
 
-    fn settle<T>(&self, op: &'static str, result: &std::io::Result<T>) {
-        let failed = matches!(result, Err(e) if backend_failure(e));
+    fn settle(&self, op: &'static str, failed: bool) {
         if let Some(Some(open)) = self.with_breaker(|b| b.record(Instant::now(), failed)) {
             if open {
                 tracing::error!(
@@ -210,7 +212,7 @@ impl Resilience {
                 other => break other,
             }
         };
-        self.settle(op, &result);
+        self.settle(op, matches!(&result, Err(e) if backend_failure(e)));
         result.map_err(CoreError::from)
     }
 }

@@ -93,8 +93,9 @@ pub fn buffer_size(
     usize::try_from(sized.min(cap)).unwrap_or(b.min_buffer)
 }
 
-/// How chunk sizes are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How chunk sizes are chosen (`[performance] chunk_adaptation_algorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Algorithm {
     Fixed,
     Adaptive,
@@ -176,8 +177,8 @@ impl ConnectionType {
 }
 
 /// Classifies a connection: loopback peers; RTT under 5 ms = LAN; 450 ms or more =
-/// satellite; loss of 1% or more, RTT jitter above half the RTT, or under 2 MB/s with an
-/// RTT of 40 ms or more = mobile; else broadband.
+/// satellite; loss of 1% or more, or under 2 MB/s with an RTT of 40 ms or more = mobile;
+/// else broadband.
 pub fn connection_type(peer_is_loopback: bool, est: Option<&Estimate>) -> ConnectionType {
     if peer_is_loopback {
         return ConnectionType::Loopback;

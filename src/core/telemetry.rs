@@ -13,6 +13,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::H1, Protocol::H2, Protocol::H3];
+
     pub fn label(self) -> &'static str {
         match self {
             Protocol::H1 => "h1",
@@ -51,7 +53,7 @@ pub trait Telemetry: Send + Sync {
     fn render(&self) -> Option<String>;
 }
 
-/// Reports nothing (tests, and `[metrics] enabled = false`).
+/// Reports nothing (for tests of core parts that need a `Telemetry`).
 #[derive(Debug, Default)]
 pub struct Silent;
 

@@ -96,23 +96,15 @@ pub async fn commit(
     temp: crate::storage::fs::TempFile,
     file: std::fs::File,
 ) -> Result<(), CoreError> {
-    let exists = std::sync::atomic::AtomicBool::new(false);
     let job = async {
         match tokio::task::spawn_blocking(move || temp.commit_blocking(file)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(CommitError::Exists)) => {
-                exists.store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(std::io::ErrorKind::AlreadyExists.into())
-            }
-            Ok(Err(CommitError::Io(io))) => Err(io),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
+            Ok(Err(CommitError::Exists)) => Err(CoreError::Exists),
+            Ok(Err(CommitError::Io(io))) => Err(CoreError::from(io)),
+            Err(e) => Err(CoreError::Storage(std::io::Error::other(e.to_string()))),
         }
     };
-    let result = core.resilience.run_once("commit", job).await;
-    if exists.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(CoreError::Exists);
-    }
-    result
+    core.resilience.run_once("commit", job).await
 }
 
 /// Content types a v2 signature may cover, in the order tried (PROTOCOLS.md section 1):

@@ -7,11 +7,9 @@
 //! closes with H3_NO_ERROR.
 //!
 //! 0-RTT (`[server] zero_rtt`, off by default): connections are accepted with 0.5-RTT
-//! (`into_0rtt`), so requests sent in early
-//! data are read before the handshake completes. Early data can be replayed by an attacker,
-//! but a replayed connection never completes its handshake (the attacker lacks the keys).
-//! So the rule is: until the handshake has completed, only GET, HEAD and OPTIONS are served;
-//! any other method gets 425 Too Early (RFC 8470) and the client repeats it afterwards.
+//! (`into_0rtt`), so requests sent in early data are read before the handshake completes.
+//! Each request's [`Ctx::handshake`] tells the core when it does; the core decides what may
+//! be served before that (see [`crate::core::Core::handle`]).
 
 use super::quic_info::QuicSource;
 use super::{shutdown_signalled, Protocol, Shared};
@@ -159,13 +157,10 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
                         }
                         let _ = tx.send(true);
                     });
-                    serve_connection(conn, shared, confirmed).await
+                    serve_connection(conn, shared, Some(confirmed)).await
                 }
                 Err(connecting) => match connecting.await {
-                    Ok(conn) => {
-                        let (_, confirmed) = tokio::sync::watch::channel(true);
-                        serve_connection(conn, shared, confirmed).await
-                    }
+                    Ok(conn) => serve_connection(conn, shared, None).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
                 },
             }
@@ -185,7 +180,7 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
 async fn serve_connection(
     conn: quinn::Connection,
     shared: Shared,
-    confirmed: tokio::sync::watch::Receiver<bool>,
+    handshake: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
     let peer = conn.remote_address();
     // Kept beside the h3 connection: h3-quinn hides it; its stats feed the readings.
@@ -228,7 +223,7 @@ async fn serve_connection(
                     peer,
                     probe.clone(),
                     stream,
-                    confirmed.clone(),
+                    handshake.clone(),
                 ));
             }
             Ok(None) => break,
@@ -250,10 +245,6 @@ async fn serve_connection(
     quinn_conn.close(H3_NO_ERROR.into(), b"");
 }
 
-/// How long a non-safe request read before the handshake completed waits for it before
-/// getting 425 (a legitimate client's handshake completes within about one round trip).
-const EARLY_DATA_GRACE: Duration = Duration::from_millis(10);
-
 /// How long a connection told to go away may linger for its last bytes to be delivered.
 const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
@@ -265,7 +256,7 @@ async fn handle_request(
     peer: SocketAddr,
     probe: Option<Arc<Probe>>,
     _stream: crate::metrics::Gauged,
-    mut confirmed: tokio::sync::watch::Receiver<bool>,
+    handshake: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(x) => x,
@@ -275,27 +266,6 @@ async fn handle_request(
         }
     };
     let (mut send, recv) = stream.split();
-    let safe = matches!(
-        *req.method(),
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
-    );
-    // The handshake task may be a moment behind the packets that completed it.
-    let handshaken = safe
-        || *confirmed.borrow()
-        || tokio::time::timeout(EARLY_DATA_GRACE, confirmed.wait_for(|done| *done))
-            .await
-            .is_ok_and(|r| r.is_ok());
-    if !handshaken {
-        // Possibly replayed early data: not for a method with effects (RFC 8470).
-        let mut r = http::Response::new(());
-        *r.status_mut() = http::StatusCode::from_u16(425).unwrap_or(http::StatusCode::CONFLICT);
-        r.headers_mut()
-            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0));
-        if send.send_response(r).await.is_ok() {
-            let _ = send.finish().await;
-        }
-        return;
-    }
     let trailers: crate::core::body::Trailers = Default::default();
     let slot = trailers.clone();
     // The request half outlives the handler: dropped unread, quinn would send STOP_SENDING
@@ -333,6 +303,7 @@ async fn handle_request(
     let mut ctx = Ctx::new(peer.ip(), Protocol::H3);
     ctx.interim = Some(tx);
     ctx.probe = probe;
+    ctx.handshake = handshake;
     ctx.trailers = Some(trailers);
     let handling = core.handle(parts, body, ctx);
     tokio::pin!(handling);

@@ -14,7 +14,6 @@ impl Source for QuicSource {
         let s = self.0.stats();
         Some(Readings {
             rtt: s.path.rtt,
-            rtt_var: std::time::Duration::ZERO,
             cwnd: s.path.cwnd,
             sent_packets: s.path.sent_packets,
             lost_packets: s.path.lost_packets,

@@ -93,7 +93,6 @@ impl Source for TcpSource {
         let rtt = i.rtt.max(i.rcv_rtt);
         Some(Readings {
             rtt: Duration::from_micros(u64::from(rtt)),
-            rtt_var: Duration::from_micros(u64::from(i.rttvar)),
             cwnd: u64::from(i.snd_cwnd) * u64::from(i.snd_mss),
             sent_packets: u64::from(i.segs_out),
             lost_packets: u64::from(i.total_retrans),
