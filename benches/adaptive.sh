@@ -152,41 +152,7 @@ transfer() {
     local err="$WORK/client.err" body="$WORK/resp.body"
     : >"$err"
     c0=$(cpu_ticks "$spid")
-    case "$proto" in
-        h1|h2)
-            local flag=--http1.1 ver
-            [ "$proto" = h2 ] && flag=--http2
-            if [ "$kind" = up ]; then
-                line=$(curl -sS -k "$flag" --connect-timeout 5 --max-time "$XFER_TIMEOUT" -H 'Expect:' \
-                    -T "$SRC" -o "$body" -w '%{http_code} %{time_total} %{size_upload} %{http_version}' "$url" 2>"$err" || true)
-            else
-                line=$(curl -sS -k "$flag" --connect-timeout 5 --max-time "$XFER_TIMEOUT" \
-                    -o /dev/null -w '%{http_code} %{time_total} %{size_download} %{http_version}' "$url" 2>"$err" || true)
-            fi
-            read -r status secs bytes ver <<<"$line"
-            if [ "${ver:-}" != "${flag#--http}" ] && [ "${ver:-}" != "${flag#--http}.0" ]; then
-                echo "HTTP version was '${ver:-?}', not ${flag#--http}" >>"$err"
-                status="wrongversion"
-            fi
-            ;;
-        h3)
-            local js="$WORK/h3.json"
-            if [ "$kind" = up ]; then
-                timeout $((XFER_TIMEOUT + 30)) "$PY" "$H3" --timeout "$XFER_TIMEOUT" put "$url" "$SRC" >"$js" 2>"$err" || true
-            else
-                timeout $((XFER_TIMEOUT + 30)) "$PY" "$H3" --timeout "$XFER_TIMEOUT" get "$url" >"$js" 2>"$err" || true
-            fi
-            line=$("$PY" -c 'import json,sys
-try:
-    d = json.load(open(sys.argv[1]))
-except Exception:
-    d = {}
-ok = d.get("http_version") == "3" and "error" not in d
-print(d.get("status", 0) if ok else "h3err", d.get("seconds", 0), d.get("bytes", 0))' "$js" 2>/dev/null || echo "h3err 0 0")
-            read -r status secs bytes <<<"$line"
-            [ "$status" = h3err ] && cat "$js" >>"$err" 2>/dev/null || true
-            ;;
-    esac
+    read -r status secs bytes <<<"$(measure_transfer "$proto" "$kind" "$url" "$SRC" "$err" "$body" "$XFER_TIMEOUT")"
     c1=$(cpu_ticks "$spid")
     bytes=${bytes:-0}; bytes=${bytes%.*}
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proto" "$arm" "$kind" "$run" "${status:-0}" "$bytes" "${secs:-0}" "$((c1 - c0))" >>"$RESULTS"

@@ -177,43 +177,9 @@ RESULTS="$WORK/results.tsv"   # proto kind run status bytes seconds server_cpu_t
 transfer() {
     local proto=$1 kind=$2 url=$3 run=$4 spid=$5 line status secs bytes c0 c1
     c0=$(cpu_ticks "$spid")
-    case "$proto" in
-        h1|h2)
-            local flag=--http1.1
-            [ "$proto" = h2 ] && flag=--http2
-            if [ "$kind" = up ]; then
-                line=$(curl -sS -k "$flag" --connect-timeout 5 --max-time "$XFER_TIMEOUT" -H 'Expect:' \
-                    -T "$SRC" -o "$WORK/resp.body" -w '%{http_code} %{time_total} %{size_upload} %{http_version}' "$url" 2>"$WORK/curl.err" || true)
-            else
-                line=$(curl -sS -k "$flag" --connect-timeout 5 --max-time "$XFER_TIMEOUT" \
-                    -o /dev/null -w '%{http_code} %{time_total} %{size_download} %{http_version}' "$url" 2>"$WORK/curl.err" || true)
-            fi
-            local ver
-            read -r status secs bytes ver <<<"$line"
-            # A figure labelled h2 must have been HTTP/2 (curl falls back to 1.1 silently).
-            if [ "${ver:-}" != "${flag#--http}" ] && [ "${ver:-}" != "${flag#--http}.0" ]; then
-                echo "HTTP version was '${ver:-?}', not ${flag#--http}" >>"$WORK/curl.err"
-                status="wrongversion"
-            fi
-            ;;
-        h3)
-            local js="$WORK/h3.json"
-            if [ "$kind" = up ]; then
-                timeout $((XFER_TIMEOUT + 30)) "$PY" "$H3" --timeout "$XFER_TIMEOUT" put "$url" "$SRC" >"$js" 2>"$WORK/curl.err" || true
-            else
-                timeout $((XFER_TIMEOUT + 30)) "$PY" "$H3" --timeout "$XFER_TIMEOUT" get "$url" >"$js" 2>"$WORK/curl.err" || true
-            fi
-            line=$("$PY" -c 'import json,sys
-try:
-    d = json.load(open(sys.argv[1]))
-except Exception:
-    d = {}
-ok = d.get("http_version") == "3" and "error" not in d
-print(d.get("status", 0) if ok else "h3err", d.get("seconds", 0), d.get("bytes", 0))' "$js" 2>/dev/null || echo "h3err 0 0")
-            read -r status secs bytes <<<"$line"
-            [ "$status" = h3err ] && cp "$js" "$WORK/curl.err" 2>/dev/null || true
-            ;;
-    esac
+    local k=down
+    [ "$kind" = up ] && k=up
+    read -r status secs bytes <<<"$(measure_transfer "$proto" "$k" "$url" "$SRC" "$WORK/curl.err" "$WORK/resp.body" "$XFER_TIMEOUT")"
     c1=$(cpu_ticks "$spid")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proto" "$kind" "$run" "${status:-0}" "${bytes:-0}" "${secs:-0}" "$((c1 - c0))" >>"$RESULTS"
     local want=200

@@ -38,3 +38,61 @@ stop_pid() {
     fi
     wait "$pid" 2>/dev/null || true
 }
+
+# One timed transfer with a third-party client: curl for h1/h2, pycurl (HTTP/3 only, through
+# $H3 = interop/http/h3_client.py run by $PY) for h3.
+#   measure_transfer PROTO up|down URL SRC_FILE ERR_FILE BODY_FILE TIMEOUT_SECS
+# Prints "status seconds bytes"; status is "wrongversion" when the response came over another
+# HTTP version (curl falls back to 1.1 silently, and a figure labelled h2 must be HTTP/2) and
+# "h3err" when pycurl failed. Client errors go to ERR_FILE, an upload's response to BODY_FILE.
+measure_transfer() {
+    local proto=$1 kind=$2 url=$3 src=$4 err=$5 body=$6 tmo=$7 line status secs bytes ver
+    case "$proto" in
+        h1|h2)
+            local flag=--http1.1
+            [ "$proto" = h2 ] && flag=--http2
+            if [ "$kind" = up ]; then
+                line=$(curl -sS -k "$flag" --connect-timeout 5 --max-time "$tmo" -H 'Expect:' \
+                    -T "$src" -o "$body" -w '%{http_code} %{time_total} %{size_upload} %{http_version}' "$url" 2>"$err" || true)
+            else
+                line=$(curl -sS -k "$flag" --connect-timeout 5 --max-time "$tmo" \
+                    -o /dev/null -w '%{http_code} %{time_total} %{size_download} %{http_version}' "$url" 2>"$err" || true)
+            fi
+            read -r status secs bytes ver <<<"$line"
+            if [ "${ver:-}" != "${flag#--http}" ] && [ "${ver:-}" != "${flag#--http}.0" ]; then
+                echo "HTTP version was '${ver:-?}', not ${flag#--http}" >>"$err"
+                status="wrongversion"
+            fi
+            ;;
+        h3)
+            local js="$err.json"
+            if [ "$kind" = up ]; then
+                timeout $((tmo + 30)) "$PY" "$H3" --timeout "$tmo" put "$url" "$src" >"$js" 2>"$err" || true
+            else
+                timeout $((tmo + 30)) "$PY" "$H3" --timeout "$tmo" get "$url" >"$js" 2>"$err" || true
+            fi
+            line=$("$PY" -c 'import json,sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception:
+    d = {}
+ok = d.get("http_version") == "3" and "error" not in d
+print(d.get("status", 0) if ok else "h3err", d.get("seconds", 0), d.get("bytes", 0))' "$js" 2>/dev/null || echo "h3err 0 0")
+            read -r status secs bytes <<<"$line"
+            [ "$status" = h3err ] && cat "$js" >>"$err" 2>/dev/null || true
+            ;;
+    esac
+    echo "${status:-0} ${secs:-0} ${bytes:-0}"
+}
+
+# Counters and report lines shared by the interop suites ("PASS name", "FAIL name: why").
+PASSED=0
+FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
+# fail NAME WHY [EVIDENCE_FILE]: the evidence (the request that went wrong and what came
+# back) is quoted under the line.
+fail() {
+    FAILED=$((FAILED + 1))
+    echo "FAIL $1: $2"
+    if [ -n "${3:-}" ] && [ -s "$3" ]; then sed 's/^/    | /' "$3" | head -n 40; fi
+}

@@ -7,6 +7,7 @@
 # lines and a final "N passed, M failed"; exits non-zero on any failure.
 # Env: PYTHON (default python3), KEEP_WORK=1 keeps the temp dir for inspection.
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid, pass/fail, measure_transfer
 
 if [ "$#" -ne 1 ]; then
     echo "usage: $0 /path/to/xferd" >&2
@@ -31,12 +32,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/xferd-interop.XXXXXX")
 XPID=""
 cleanup() {
     local rc=$?
-    if [ -n "$XPID" ] && kill -0 "$XPID" 2>/dev/null; then
-        kill -TERM "$XPID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$XPID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$XPID" 2>/dev/null || true
-        wait "$XPID" 2>/dev/null || true
-    fi
+    stop_pid "$XPID"
     if [ "${KEEP_WORK:-0}" = 1 ]; then
         echo "kept $WORK" >&2
     else
@@ -47,17 +43,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
-fail() {
-    FAILED=$((FAILED + 1))
-    echo "FAIL $1: $2"
-    # Evidence for the report: the request that went wrong and what came back.
-    if [ -n "${3:-}" ] && [ -s "$3" ]; then sed 's/^/    | /' "$3" | head -n 40; fi
-}
 
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"  # free_port, cpu_ticks
 
 PORT=$(free_port)
 BASE="https://127.0.0.1:$PORT"

@@ -12,6 +12,7 @@
 # "N passed, M failed"; exits non-zero on any failure.
 # Env: PYTHON (default python3), KEEP_WORK=1 keeps the temp dir (xferd.log, metrics.txt).
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid, pass/fail, measure_transfer
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -37,12 +38,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/xferd-metrics.XXXXXX")
 XPID=""
 cleanup() {
     local rc=$?
-    if [ -n "$XPID" ] && kill -0 "$XPID" 2>/dev/null; then
-        kill -TERM "$XPID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$XPID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$XPID" 2>/dev/null || true
-        wait "$XPID" 2>/dev/null || true
-    fi
+    stop_pid "$XPID"
     if [ "${KEEP_WORK:-0}" = 1 ]; then
         echo "kept $WORK" >&2
     else
@@ -53,14 +49,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
-fail() {
-    FAILED=$((FAILED + 1))
-    echo "FAIL $1: $2"
-    if [ -n "${3:-}" ] && [ -s "$3" ]; then sed 's/^/    | /' "$3" | head -n 40; fi
-}
 finish() {
     echo "metrics: $PASSED/$((PASSED + FAILED)) passed"
     echo "$PASSED passed, $FAILED failed"
@@ -68,7 +56,6 @@ finish() {
     exit 1
 }
 
-. "$REPO/interop/lib.sh"  # free_port
 
 PORT=$(free_port)
 BASE="https://127.0.0.1:$PORT"

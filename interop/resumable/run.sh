@@ -27,6 +27,7 @@
 # "N passed, M failed"; exits non-zero on any failure.
 # Env: PYTHON (default python3), NODE (default node), KEEP_WORK=1 keeps the temp dir.
 set -euo pipefail
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid, pass/fail, measure_transfer
 
 if [ "$#" -ne 1 ]; then
     echo "usage: $0 /path/to/xferd" >&2
@@ -75,14 +76,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "PASS $1"; }
-fail() {
-    FAILED=$((FAILED + 1))
-    echo "FAIL $1: $2"
-    if [ -n "${3:-}" ] && [ -s "$3" ]; then sed 's/^/    | /' "$3" | head -n 40; fi
-}
 # Run a helper that prints its own PASS/FAIL lines; count them. A helper that dies
 # without printing a FAIL is a failure of its own.
 run_checks() { # name timeout-seconds command...
@@ -100,7 +93,6 @@ run_checks() { # name timeout-seconds command...
     fi
 }
 
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"  # free_port, cpu_ticks
 
 PORT=$(free_port)
 BASE="https://127.0.0.1:$PORT"
