@@ -100,7 +100,44 @@ enum Command {
         #[arg(long)]
         change_at: Option<f64>,
         /// Stop after this many seconds.
-        #[arg(long, name = "for")]
+        #[arg(long = "for", value_name = "SECS")]
+        run_for: Option<f64>,
+    },
+    /// Run a packet-level link between TUN devices in two network namespaces (benchmarks
+    /// where TCP and QUIC must cross the same emulated link; needs root). The devices must
+    /// exist, addressed and up (benches/mobile.sh sets them up). Runs until killed or `--for`.
+    Wire {
+        /// Namespace of end A (a name under /run/netns or a path).
+        #[arg(long)]
+        netns_a: String,
+        /// Namespace of end B.
+        #[arg(long)]
+        netns_b: String,
+        /// TUN device name in A.
+        #[arg(long, default_value = "xw0")]
+        dev_a: String,
+        /// TUN device name in B.
+        #[arg(long, default_value = "xw0")]
+        dev_b: String,
+        /// One-way delay in milliseconds (each direction).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Rate per direction, e.g. "50mbit", "6MB" (bytes/s), or 0 for unlimited.
+        #[arg(long, default_value = "0")]
+        rate: String,
+        /// Percent of packets dropped at random (each direction).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Longest wait in the rate limiter's queue before a packet is dropped (ms).
+        #[arg(long, default_value_t = 100)]
+        queue_ms: u64,
+        /// Start a blackout this many seconds after start (with --blackout-secs).
+        #[arg(long)]
+        blackout_at: Option<f64>,
+        #[arg(long, default_value_t = 10.0)]
+        blackout_secs: f64,
+        /// Stop after this many seconds.
+        #[arg(long = "for", value_name = "SECS")]
         run_for: Option<f64>,
     },
     /// Download a URL with parallel range requests, retries and resume.
@@ -152,6 +189,10 @@ struct ClientArgs {
     /// Say what was decided and why (retries, fallbacks, resume).
     #[arg(long, short)]
     verbose: bool,
+    /// QUIC congestion control: bbr (default; random loss is not taken for congestion),
+    /// cubic or new-reno.
+    #[arg(long, value_enum, default_value_t)]
+    congestion: xferd::client::Congestion,
 }
 
 impl ClientArgs {
@@ -189,6 +230,7 @@ impl ClientArgs {
             },
             state: self.state,
             progress: !self.quiet && std::io::stderr().is_terminal(),
+            congestion: self.congestion,
         })
     }
 }
@@ -273,11 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             change_at,
             run_for,
         } => {
-            let rate = if let Some(mbit) = rate.strip_suffix("mbit") {
-                (mbit.parse::<f64>().context("bad --rate")? * 1e6 / 8.0) as u64
-            } else {
-                xferd::config::parse_size(&rate).map_err(anyhow::Error::msg)?
-            };
+            let rate = parse_rate(&rate)?;
             let link = xferd::relay::Link {
                 delay: std::time::Duration::from_millis(delay_ms),
                 jitter: std::time::Duration::from_millis(jitter_ms),
@@ -325,6 +363,78 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
                 Ok(())
             })
+        }
+        Command::Wire {
+            netns_a,
+            netns_b,
+            dev_a,
+            dev_b,
+            delay_ms,
+            rate,
+            loss,
+            queue_ms,
+            blackout_at,
+            blackout_secs,
+            run_for,
+        } => {
+            use std::time::{Duration, Instant};
+            use xferd::relay::wire;
+            let link = wire::WireLink {
+                delay: Duration::from_millis(delay_ms),
+                rate: parse_rate(&rate)?,
+                loss: (loss / 100.0).clamp(0.0, 1.0),
+                queue: Duration::from_millis(queue_ms),
+            };
+            let a = wire::End {
+                netns: netns_a,
+                dev: dev_a,
+            };
+            let b = wire::End {
+                netns: netns_b,
+                dev: dev_b,
+            };
+            let w = wire::start(&a, &b, link).with_context(|| "starting the wire")?;
+            println!("wire up: {link:?}");
+            let start = Instant::now();
+            let report = |what: &str| {
+                eprintln!(
+                    "wire t={:.1}s {what}\n  a->b: {}\n  b->a: {}",
+                    start.elapsed().as_secs_f64(),
+                    w.stats[0].summary(),
+                    w.stats[1].summary()
+                )
+            };
+            let mut events: Vec<(f64, &str)> = Vec::new();
+            if let Some(b) = blackout_at {
+                events.push((b, "blackout on"));
+                events.push((b + blackout_secs, "blackout off"));
+            }
+            events.push((run_for.unwrap_or(f64::MAX / 4.0), "stop"));
+            events.sort_by(|x, y| x.0.total_cmp(&y.0));
+            // SIGTERM/SIGINT end the wire with a report.
+            client_runtime()?.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = signal(SignalKind::terminate())?;
+                let mut int = signal(SignalKind::interrupt())?;
+                for (at, what) in events {
+                    let due = start + Duration::from_secs_f64(at.clamp(0.0, 1e9));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due.into()) => {}
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                    }
+                    report(what);
+                    match what {
+                        "blackout on" => w.blackout(true),
+                        "blackout off" => w.blackout(false),
+                        _ => break,
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+            report("stop");
+            w.stop();
+            Ok(())
         }
         Command::Download { url, file, client } => {
             let opts = client.options()?;
@@ -481,4 +591,13 @@ async fn wait_for_signal() {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
+}
+
+/// A link rate: "50mbit" (megabits per second), a size per second such as "6MB", or 0.
+fn parse_rate(rate: &str) -> anyhow::Result<u64> {
+    Ok(if let Some(mbit) = rate.strip_suffix("mbit") {
+        (mbit.parse::<f64>().context("bad --rate")? * 1e6 / 8.0) as u64
+    } else {
+        xferd::config::parse_size(rate).map_err(anyhow::Error::msg)?
+    })
 }

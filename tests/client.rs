@@ -48,6 +48,7 @@ fn options(srv: &TestServer, only: Option<Proto>) -> Options {
         },
         state: None,
         progress: false,
+        congestion: Default::default(),
     }
 }
 

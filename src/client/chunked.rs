@@ -96,6 +96,8 @@ pub struct Options {
     pub policy: Policy,
     pub state: Option<PathBuf>,
     pub progress: bool,
+    /// QUIC congestion control.
+    pub congestion: super::Congestion,
 }
 
 /// What happened, for the summary line.
@@ -127,6 +129,7 @@ pub struct Connector {
     /// Connections that resumed with 0-RTT.
     pub zero_rtt: AtomicU64,
     verbose: bool,
+    congestion: super::Congestion,
 }
 
 impl Connector {
@@ -141,7 +144,14 @@ impl Connector {
             reconnects: AtomicU64::new(0),
             zero_rtt: AtomicU64::new(0),
             verbose,
+            congestion: super::Congestion::default(),
         }
+    }
+
+    /// QUIC congestion control for the connections this connector makes.
+    pub fn with_congestion(mut self, congestion: super::Congestion) -> Connector {
+        self.congestion = congestion;
+        self
     }
 
     /// A connector as `opts` say.
@@ -152,6 +162,7 @@ impl Connector {
             opts.only,
             opts.policy.verbose,
         )
+        .with_congestion(opts.congestion)
     }
 
     /// The current connection (connecting if there is none) and its generation.
@@ -218,6 +229,7 @@ impl Connector {
                                 let c = Arc::new(super::H3Context::new(
                                     &self.trust,
                                     self.target.addr.is_ipv6(),
+                                    self.congestion,
                                 )?);
                                 *g = Some(c.clone());
                                 c

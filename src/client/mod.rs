@@ -62,6 +62,35 @@ pub struct Client {
     pub zero_rtt: bool,
 }
 
+/// QUIC congestion control of the client (the sender of an upload).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Congestion {
+    /// Cubic (quinn's default): backs off on every loss.
+    Cubic,
+    /// BBR: paces at the measured bottleneck rate and does not take random loss for
+    /// congestion, which is what a lossy radio link needs.
+    #[default]
+    Bbr,
+    NewReno,
+}
+
+impl Congestion {
+    fn apply(self, transport: &mut quinn::TransportConfig) {
+        use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+        match self {
+            Congestion::Cubic => {
+                transport.congestion_controller_factory(Arc::new(CubicConfig::default()))
+            }
+            Congestion::Bbr => {
+                transport.congestion_controller_factory(Arc::new(BbrConfig::default()))
+            }
+            Congestion::NewReno => {
+                transport.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
+            }
+        };
+    }
+}
+
 /// What HTTP/3 reconnections share: one endpoint and one TLS config, so that the session
 /// tickets of earlier connections allow 0-RTT resumption.
 pub struct H3Context {
@@ -70,7 +99,11 @@ pub struct H3Context {
 }
 
 impl H3Context {
-    pub fn new(trust: &trust::Trust, ipv6: bool) -> anyhow::Result<H3Context> {
+    pub fn new(
+        trust: &trust::Trust,
+        ipv6: bool,
+        congestion: Congestion,
+    ) -> anyhow::Result<H3Context> {
         let cfg = trust.client_config(&[b"h3"])?;
         let quic_cfg = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?;
         let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_cfg));
@@ -79,6 +112,7 @@ impl H3Context {
             .stream_receive_window((8u32 << 20).into())
             .receive_window((32u32 << 20).into())
             .send_window(32 << 20);
+        congestion.apply(&mut transport);
         client_cfg.transport_config(Arc::new(transport));
         let bind: SocketAddr = if ipv6 {
             "[::]:0".parse()?
@@ -162,7 +196,7 @@ impl Client {
                 }
             }
             Proto::H3 => {
-                let ctx = H3Context::new(trust, addr.is_ipv6())?;
+                let ctx = H3Context::new(trust, addr.is_ipv6(), Congestion::default())?;
                 return Self::connect_h3(&ctx, addr, server_name).await;
             }
         };

@@ -9,6 +9,8 @@
 //!
 //! Everything runs as tokio tasks owned by the returned handle; dropping it stops them.
 
+pub mod wire;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
