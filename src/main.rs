@@ -231,6 +231,7 @@ impl ClientArgs {
             state: self.state,
             progress: !self.quiet && std::io::stderr().is_terminal(),
             congestion: self.congestion,
+            local_probe: Default::default(),
         })
     }
 }

@@ -49,6 +49,7 @@ fn options(srv: &TestServer, only: Option<Proto>) -> Options {
         state: None,
         progress: false,
         congestion: Default::default(),
+        local_probe: Default::default(),
     }
 }
 
@@ -112,6 +113,46 @@ async fn blackout_mid_upload_completes_without_restarting_chunks() {
             > 0
     );
     assert_stored(&srv, "c/blackout.bin", &data);
+    srv.stop().await;
+}
+
+/// The client notices its own local address change (as on a move from Wi-Fi to cellular)
+/// and moves its QUIC endpoint to a new socket: the server sees the connection arrive from a
+/// new port, validates the path, and the upload carries on with nothing sent again. The
+/// route lookup is swapped for one the test flips; the socket move and the migration are real
+/// (the old socket is closed, so without the server's path validation the upload would stall
+/// and reconnect).
+#[tokio::test]
+async fn local_address_change_rebinds_and_migrates() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let srv = server().await;
+    let link = Link {
+        rate: 16 * MB,
+        ..Link::default()
+    };
+    let relay = udp_relay(&srv, link).await;
+    let (file, data) = source(srv.dir.path(), 24 * MB, 7);
+    let target = target(relay.addr, post_url("c/rebind.bin"));
+    let moved = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = moved.clone();
+    let mut opts = options(&srv, Some(Proto::H3));
+    opts.local_probe = xferd::client::migrate::Probe::new(move |_| {
+        Some(if flag.load(Ordering::SeqCst) {
+            "192.0.2.2".parse().unwrap()
+        } else {
+            "192.0.2.1".parse().unwrap()
+        })
+    });
+    let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    moved.store(true, Ordering::SeqCst);
+    let report = up.await.unwrap().expect("upload completes");
+    assert_eq!(
+        (report.migrations, report.retries, report.reconnects),
+        (1, 0, 0),
+        "one move to a new socket, the same connection, no chunk sent again: {report:?}"
+    );
+    assert_stored(&srv, "c/rebind.bin", &data);
     srv.stop().await;
 }
 

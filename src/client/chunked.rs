@@ -98,6 +98,8 @@ pub struct Options {
     pub progress: bool,
     /// QUIC congestion control.
     pub congestion: super::Congestion,
+    /// Which local address reaches the server (a change migrates the QUIC connection).
+    pub local_probe: super::migrate::Probe,
 }
 
 /// What happened, for the summary line.
@@ -114,6 +116,8 @@ pub struct Report {
     pub reconnects: u64,
     /// Reconnections that resumed with 0-RTT.
     pub zero_rtt: u64,
+    /// Moves to a new socket after the local address changed (connection migration).
+    pub migrations: u64,
     pub server: serde_json::Value,
 }
 
@@ -130,6 +134,9 @@ pub struct Connector {
     pub zero_rtt: AtomicU64,
     verbose: bool,
     congestion: super::Congestion,
+    probe: super::migrate::Probe,
+    /// Times the QUIC endpoint moved to a new socket because the local address changed.
+    pub migrations: Arc<AtomicU64>,
 }
 
 impl Connector {
@@ -145,7 +152,15 @@ impl Connector {
             zero_rtt: AtomicU64::new(0),
             verbose,
             congestion: super::Congestion::default(),
+            probe: super::migrate::Probe::default(),
+            migrations: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How the local address towards the server is found (tests change it at will).
+    pub fn with_probe(mut self, probe: super::migrate::Probe) -> Connector {
+        self.probe = probe;
+        self
     }
 
     /// QUIC congestion control for the connections this connector makes.
@@ -163,6 +178,7 @@ impl Connector {
             opts.policy.verbose,
         )
         .with_congestion(opts.congestion)
+        .with_probe(opts.local_probe.clone())
     }
 
     /// The current connection (connecting if there is none) and its generation.
@@ -226,11 +242,19 @@ impl Connector {
                         match &*g {
                             Some(c) => c.clone(),
                             None => {
-                                let c = Arc::new(super::H3Context::new(
+                                let mut c = super::H3Context::new(
                                     &self.trust,
                                     self.target.addr.is_ipv6(),
                                     self.congestion,
-                                )?);
+                                )?;
+                                c.watcher = Some(super::migrate::watch(
+                                    c.endpoint.clone(),
+                                    self.target.addr,
+                                    self.probe.clone(),
+                                    self.migrations.clone(),
+                                    self.verbose,
+                                ));
+                                let c = Arc::new(c);
                                 *g = Some(c.clone());
                                 c
                             }
@@ -472,6 +496,7 @@ pub async fn upload(file: &Path, target: Target, opts: Options) -> anyhow::Resul
     report.mb_per_s = meta.len() as f64 / 1e6 / report.seconds.max(1e-9);
     report.retries = retries.load(Ordering::Relaxed);
     report.reconnects = conn.reconnects.load(Ordering::Relaxed);
+    report.migrations = conn.migrations.load(Ordering::Relaxed);
     report.zero_rtt = conn.zero_rtt.load(Ordering::Relaxed);
     if let Ok((_, c)) = conn.get().await {
         report.protocol = c.proto().label().to_string();

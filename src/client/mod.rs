@@ -4,6 +4,7 @@
 
 pub mod chunked;
 pub mod download;
+pub mod migrate;
 pub mod retry;
 pub mod trust;
 pub mod upload;
@@ -96,6 +97,8 @@ impl Congestion {
 pub struct H3Context {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
+    /// Moves the endpoint to a new socket when the local address changes.
+    watcher: Option<migrate::Watcher>,
 }
 
 impl H3Context {
@@ -123,6 +126,7 @@ impl H3Context {
         Ok(H3Context {
             endpoint,
             config: client_cfg,
+            watcher: None,
         })
     }
 

@@ -1,0 +1,201 @@
+//! `xferd wire` (relay::wire), the packet-level link emulator that benches/mobile.sh puts
+//! between two network namespaces: TCP across it sees the configured delay (connect takes a
+//! round trip), the rate limit (a transfer takes at least size / rate) and random loss
+//! (packets dropped, every byte still delivered intact by TCP).
+//!
+//! Needs root (namespaces, TUN devices) and iproute2's `ip`. Without them the test says so
+//! and passes, unless XFERD_REQUIRE_NETNS=1 (as in CI), where it fails.
+
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use xferd::relay::wire::{self, End, WireLink};
+
+const A: &str = "10.79.0.1";
+const B: &str = "10.79.0.2";
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Two namespaces, each with an addressed TUN device `xw0`; removed on drop.
+struct Netns {
+    a: String,
+    b: String,
+}
+
+impl Netns {
+    fn make() -> Option<Netns> {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let ok = root && std::path::Path::new("/dev/net/tun").exists() && ip(&["-V"]);
+        if !ok {
+            let msg = "wire test needs root, /dev/net/tun and iproute2";
+            assert!(std::env::var("XFERD_REQUIRE_NETNS").is_err(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let tag = std::process::id();
+        let n = Netns {
+            a: format!("xferd-wt-a-{tag}"),
+            b: format!("xferd-wt-b-{tag}"),
+        };
+        for (ns, me, peer) in [(&n.a, A, B), (&n.b, B, A)] {
+            assert!(ip(&["netns", "add", ns]), "ip netns add {ns}");
+            assert!(ip(&["-n", ns, "link", "set", "lo", "up"]));
+            assert!(ip(&[
+                "-n", ns, "tuntap", "add", "dev", "xw0", "mode", "tun"
+            ]));
+            assert!(ip(&[
+                "-n", ns, "addr", "add", me, "peer", peer, "dev", "xw0"
+            ]));
+            assert!(ip(&["-n", ns, "link", "set", "xw0", "up"]));
+        }
+        Some(n)
+    }
+
+    fn ends(&self) -> (End, End) {
+        let end = |ns: &String| End {
+            netns: ns.clone(),
+            dev: "xw0".into(),
+        };
+        (end(&self.a), end(&self.b))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.a]);
+        ip(&["netns", "del", &self.b]);
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns` (sockets it makes belong there).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns file");
+        // SAFETY: setns on a descriptor we own; affects this thread only.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        f()
+    })
+}
+
+/// Sends `data` from B to a listener in A; returns (connect time, transfer time, SHA-256 of
+/// what A received).
+fn send_across(n: &Netns, data: &'static [u8], port: u16) -> (Duration, Duration, Vec<u8>) {
+    let listener = in_netns(&n.a, move || TcpListener::bind((A, port)).unwrap())
+        .join()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let k = s.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+        }
+        s.write_all(b"done").unwrap();
+        h.finalize().to_vec()
+    });
+    let (connect, transfer) = in_netns(&n.b, move || {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect_timeout(
+            &std::net::SocketAddr::new(A.parse().unwrap(), port),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let connect = t0.elapsed();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let t1 = Instant::now();
+        s.write_all(data).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut ack = [0u8; 4];
+        s.read_exact(&mut ack).unwrap();
+        (connect, t1.elapsed())
+    })
+    .join()
+    .unwrap();
+    (connect, transfer, server.join().unwrap())
+}
+
+#[test]
+fn tcp_across_the_wire_sees_delay_rate_and_loss() {
+    let Some(n) = Netns::make() else { return };
+    let (a, b) = n.ends();
+    let data: &'static [u8] = Box::leak(
+        (0..(3u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect::<Vec<u8>>()
+            .into_boxed_slice(),
+    );
+    let want = Sha256::digest(data).to_vec();
+
+    // 20 ms each way, 24 Mbit/s (3 MB/s), no loss.
+    let w = wire::start(
+        &a,
+        &b,
+        WireLink {
+            delay: Duration::from_millis(20),
+            rate: 3_000_000,
+            loss: 0.0,
+            queue: Duration::from_millis(100),
+        },
+    )
+    .expect("wire starts");
+    let (connect, transfer, got) = send_across(&n, data, 5001);
+    assert_eq!(got, want, "bytes intact");
+    assert!(
+        connect >= Duration::from_millis(40),
+        "connect is one 40 ms round trip: {connect:?}"
+    );
+    // 3 MiB at 3 MB/s: at least 1.04 s on the wire.
+    assert!(
+        transfer >= Duration::from_millis(1000),
+        "rate limited: {transfer:?}"
+    );
+    assert!(transfer < Duration::from_secs(20), "{transfer:?}");
+    let s = &w.stats;
+    assert!(s[1].bytes.load(std::sync::atomic::Ordering::Relaxed) >= data.len() as u64);
+    w.stop();
+
+    // Now 5% loss each way: packets are dropped, TCP still delivers every byte.
+    let w = wire::start(
+        &a,
+        &b,
+        WireLink {
+            delay: Duration::from_millis(5),
+            rate: 0,
+            loss: 0.05,
+            queue: Duration::from_millis(100),
+        },
+    )
+    .expect("wire starts");
+    let (_, _, got) = send_across(&n, data, 5002);
+    assert_eq!(got, want, "bytes intact despite loss");
+    let lost = w.stats[1].lost.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        lost > 0,
+        "the wire dropped packets B -> A: {}",
+        w.stats[1].summary()
+    );
+    w.stop();
+}
