@@ -233,6 +233,10 @@ pub struct PerformanceConfig {
     pub max_profiles: usize,
     /// Classify connections (loopback, LAN, broadband, mobile, satellite) from readings.
     pub connection_type_detection: bool,
+    /// Congestion control of what the server sends over QUIC (downloads): "cubic" (default),
+    /// "bbr" (holds its rate through random loss, e.g. mostly mobile clients; quinn calls
+    /// its BBR experimental) or "new-reno".
+    pub quic_congestion_control: crate::transport::congestion::Congestion,
 }
 
 impl Default for PerformanceConfig {
@@ -251,6 +255,7 @@ impl Default for PerformanceConfig {
             profile_persistence_duration: Duration::from_secs(24 * 3600),
             max_profiles: 10_000,
             connection_type_detection: true,
+            quic_congestion_control: crate::transport::congestion::Congestion::Cubic,
         }
     }
 }
@@ -698,6 +703,25 @@ mod tests {
         let err =
             parse("[server]\nlisten_address = \"8080\"\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
         assert!(err.to_string().contains("listen_address"), "{err}");
+    }
+
+    #[test]
+    fn quic_congestion_control_is_named() {
+        use crate::transport::congestion::Congestion;
+        let c = parse("[performance]\nquic_congestion_control = \"bbr\"\n").unwrap();
+        assert_eq!(
+            c.config.performance.quic_congestion_control,
+            Congestion::Bbr
+        );
+        assert_eq!(
+            parse("")
+                .unwrap()
+                .config
+                .performance
+                .quic_congestion_control,
+            Congestion::Cubic
+        );
+        assert!(parse("[performance]\nquic_congestion_control = \"vegas\"\n").is_err());
     }
 
     #[test]

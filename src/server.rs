@@ -210,6 +210,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         quic_tls,
         config.server.idle_timeout,
         streaming.connection_multiplexing,
+        config.performance.quic_congestion_control,
         quic_runtime.handle().clone(),
     )?;
 

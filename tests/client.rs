@@ -48,7 +48,7 @@ fn options(srv: &TestServer, only: Option<Proto>) -> Options {
         },
         state: None,
         progress: false,
-        congestion: Default::default(),
+        congestion: xferd::client::DEFAULT_CONGESTION,
         local_probe: Default::default(),
     }
 }
@@ -419,5 +419,56 @@ async fn zero_rtt_off_by_default_means_full_handshakes() {
     )
     .await;
     assert_eq!(r.status, 201, "no early data, no 425");
+    srv.stop().await;
+}
+
+/// `[performance] quic_congestion_control = "bbr"`: the server's downloads over HTTP/3 use
+/// BBR, and a download through a lossy, delayed link arrives intact.
+#[tokio::test]
+async fn bbr_server_download_over_lossy_link() {
+    let srv = TestServer::start_with(|c| {
+        c.performance.quic_congestion_control = xferd::transport::congestion::Congestion::Bbr;
+    })
+    .await;
+    let data = pattern(11, 0, (8 * MB) as usize);
+    let mut c = srv.client(Proto::H2).await;
+    assert_eq!(
+        put(&mut c, &signed_v("d/bbr.bin", 8 * MB), &data, &[])
+            .await
+            .status,
+        201
+    );
+    let relay = udp_relay(
+        &srv,
+        Link {
+            delay: Duration::from_millis(10),
+            rate: 8 * MB,
+            loss: 0.03,
+            ..Link::default()
+        },
+    )
+    .await;
+    let out = srv.dir.path().join("bbr.bin");
+    let report = xferd::client::download::download(
+        target(relay.addr, "/d/bbr.bin"),
+        &out,
+        options(&srv, Some(Proto::H3)),
+    )
+    .await
+    .expect("download over the lossy link");
+    assert_eq!(report.protocol, "h3");
+    assert!(
+        relay
+            .controls
+            .counters
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the link dropped datagrams"
+    );
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(std::fs::read(&out).unwrap())),
+        hex::encode(sha2::Sha256::digest(&data))
+    );
     srv.stop().await;
 }

@@ -151,7 +151,7 @@ impl Connector {
             reconnects: AtomicU64::new(0),
             zero_rtt: AtomicU64::new(0),
             verbose,
-            congestion: super::Congestion::default(),
+            congestion: super::DEFAULT_CONGESTION,
             probe: super::migrate::Probe::default(),
             migrations: Arc::new(AtomicU64::new(0)),
         }

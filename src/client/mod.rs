@@ -63,34 +63,11 @@ pub struct Client {
     pub zero_rtt: bool,
 }
 
-/// QUIC congestion control of the client (the sender of an upload).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Congestion {
-    /// Cubic (quinn's default): backs off on every loss.
-    Cubic,
-    /// BBR: paces at the measured bottleneck rate and does not take random loss for
-    /// congestion, which is what a lossy radio link needs.
-    #[default]
-    Bbr,
-    NewReno,
-}
+/// QUIC congestion control of the client (the sender of an upload); BBR by default.
+pub use crate::transport::congestion::Congestion;
 
-impl Congestion {
-    fn apply(self, transport: &mut quinn::TransportConfig) {
-        use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
-        match self {
-            Congestion::Cubic => {
-                transport.congestion_controller_factory(Arc::new(CubicConfig::default()))
-            }
-            Congestion::Bbr => {
-                transport.congestion_controller_factory(Arc::new(BbrConfig::default()))
-            }
-            Congestion::NewReno => {
-                transport.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
-            }
-        };
-    }
-}
+/// The client's congestion control unless told otherwise: uploads over lossy radio links.
+pub const DEFAULT_CONGESTION: Congestion = Congestion::Bbr;
 
 /// What HTTP/3 reconnections share: one endpoint and one TLS config, so that the session
 /// tickets of earlier connections allow 0-RTT resumption.
@@ -200,7 +177,7 @@ impl Client {
                 }
             }
             Proto::H3 => {
-                let ctx = H3Context::new(trust, addr.is_ipv6(), Congestion::default())?;
+                let ctx = H3Context::new(trust, addr.is_ipv6(), DEFAULT_CONGESTION)?;
                 return Self::connect_h3(&ctx, addr, server_name).await;
             }
         };

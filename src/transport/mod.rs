@@ -7,6 +7,7 @@
 //!   adaptive engine.
 //! - [`idle`]: an I/O wrapper that notes the time of the last byte moved, for idle timeouts.
 
+pub mod congestion;
 pub mod idle;
 pub mod quic;
 pub mod quic_info;

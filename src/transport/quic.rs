@@ -96,6 +96,7 @@ pub fn endpoint(
     rustls_config: rustls::ServerConfig,
     idle_timeout: Duration,
     multiplexing: bool,
+    congestion: super::congestion::Congestion,
     drivers: tokio::runtime::Handle,
 ) -> anyhow::Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_config)?;
@@ -108,6 +109,7 @@ pub fn endpoint(
         .receive_window((12u32 << 20).into())
         .send_window(32 << 20)
         .max_idle_timeout(Some(idle_timeout.try_into()?));
+    congestion.apply(&mut transport);
     server_config.transport_config(Arc::new(transport));
     server_config.migration(true);
     let endpoint = quinn::Endpoint::new(
