@@ -311,8 +311,26 @@ async fn reconnect_uses_0rtt_and_early_puts_get_425() {
     tokio::time::sleep(Duration::from_millis(300)).await; // the session ticket arrives
     conn.broken(first).await;
     drop(c1);
+    let (second, c2) = conn.get().await.unwrap();
+    assert!(c2.zero_rtt, "the reconnection resumed with 0-RTT");
+    // The client itself sends only safe requests in early data: a PUT waits for the
+    // handshake and is stored.
+    let held = request_on(
+        &c2,
+        "PUT",
+        &signed_v("z/held.bin", 3),
+        &[("content-length", "3")],
+        Some(body_once(bytes::Bytes::from_static(b"abc"))),
+    )
+    .await;
+    assert_eq!(held.status, 201, "a PUT held until the handshake completed");
+    // A third connection, told to send everything at once, shows the server's side.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.broken(second).await;
+    drop(c2);
     let (_, c2) = conn.get().await.unwrap();
     assert!(c2.zero_rtt, "the reconnection resumed with 0-RTT");
+    c2.send_unsafe_requests_early();
     let url = signed_v("z/early.bin", 3);
     let put = || {
         request_on(

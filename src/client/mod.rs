@@ -51,6 +51,11 @@ enum Conn {
         send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
         conn: quinn::Connection,
         _endpoint: quinn::Endpoint,
+        /// 0-RTT connections: becomes true when the handshake completes. Until then only
+        /// safe requests (GET, HEAD, OPTIONS) go out in early data; others wait (RFC 8470).
+        handshake: Option<tokio::sync::watch::Receiver<bool>>,
+        /// Tests of the server's 425: send every request at once, early data or not.
+        unsafe_early: std::sync::atomic::AtomicBool,
     },
 }
 
@@ -199,10 +204,20 @@ impl Client {
         let connecting = ctx
             .endpoint
             .connect_with(ctx.config.clone(), addr, server_name)?;
-        let (conn, zero_rtt) = match connecting.into_0rtt() {
-            Ok((conn, _accepted)) => (conn, true),
-            Err(connecting) => (connecting.await?, false),
+        let (conn, handshake) = match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    // Resolves when the handshake completes (whether or not the server took
+                    // the early data; rejected early requests fail and are retried).
+                    let _ = accepted.await;
+                    let _ = tx.send(true);
+                });
+                (conn, Some(rx))
+            }
+            Err(connecting) => (connecting.await?, None),
         };
+        let zero_rtt = handshake.is_some();
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
         tokio::spawn(async move {
             let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
@@ -212,6 +227,8 @@ impl Client {
                 send,
                 conn,
                 _endpoint: ctx.endpoint.clone(),
+                handshake,
+                unsafe_early: false.into(),
             },
             authority: format!("{server_name}:{}", addr.port()),
             proto: Proto::H3,
@@ -278,7 +295,23 @@ impl Client {
                     .await?;
                 Ok(from_hyper(resp))
             }
-            Conn::H3 { send, .. } => {
+            Conn::H3 {
+                send,
+                handshake,
+                unsafe_early,
+                ..
+            } => {
+                let safe = matches!(
+                    parts.method,
+                    http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+                );
+                if let Some(h) = handshake {
+                    if !safe && !unsafe_early.load(std::sync::atomic::Ordering::Relaxed) {
+                        // An error means the watcher is gone with the connection: send and
+                        // let the request fail like any other on a dead connection.
+                        let _ = h.clone().wait_for(|done| *done).await;
+                    }
+                }
                 let mut send = send.clone();
                 parts.uri = format!("https://{}{}", self.authority, path_q).parse()?;
                 parts.version = Version::HTTP_3;
@@ -327,6 +360,14 @@ impl Client {
     }
 
     /// The QUIC connection, for HTTP/3 clients (statistics, migration).
+    /// Tests only: send requests that are not safe in 0-RTT early data too, instead of
+    /// holding them until the handshake completes (to see the server answer 425).
+    pub fn send_unsafe_requests_early(&self) {
+        if let Conn::H3 { unsafe_early, .. } = &self.conn {
+            unsafe_early.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     pub fn quic(&self) -> Option<&quinn::Connection> {
         match &self.conn {
             Conn::H3 { conn, .. } => Some(conn),
