@@ -26,7 +26,7 @@
 #      PORT (8443, inside the namespaces), KEEP_WORK=1 keeps the temp dir, PYTHON (python3).
 # Needs root, iproute2, nftables, ethtool, openssl: benches/install-lossy.sh.
 set -euo pipefail
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # stop_pid, ns_server_setup
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -122,38 +122,9 @@ EOF
 done
 
 # ------------------------------------------------------------------ xferd in A
-mkdir -p "$WORK/data" "$WORK/state" "$WORK/tls"
-cat >"$WORK/tls/req.cnf" <<EOF
-[req]
-distinguished_name = dn
-x509_extensions = ext
-prompt = no
-[dn]
-CN = xferd-lossy-bench
-[ext]
-subjectAltName = IP:$ADDR_A, IP:$ADDR_B
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-EOF
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -config "$WORK/tls/req.cnf" -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>"$WORK/tls/openssl.log"
+ns_server_setup "$WORK" "$ADDR_A" "$PORT" "$SIZE_MB" "lossy-secret-$RANDOM$RANDOM" "IP:$ADDR_A, IP:$ADDR_B"
 CERT="$WORK/tls/cert.pem"
 CONF="$WORK/xferd.toml"
-cat >"$CONF" <<EOF
-[server]
-listen = "$ADDR_A:$PORT"
-storage_path = "$WORK/data"
-state_path = "$WORK/state"
-max_upload_size = "$((SIZE_MB + 1))MB"
-
-[tls]
-cert = "$CERT"
-key = "$WORK/tls/key.pem"
-
-[security]
-secret = "lossy-secret-$RANDOM$RANDOM"
-EOF
 # Started directly (not through inA, a function: bash would fork a subshell for it and $!
 # would not be xferd). `ip netns exec` execs the command, so $! is xferd itself.
 ip netns exec "$NS_A" "$XFERD" serve --config "$CONF" >"$WORK/xferd.log" 2>&1 &

@@ -96,3 +96,41 @@ fail() {
     echo "FAIL $1: $2"
     if [ -n "${3:-}" ] && [ -s "$3" ]; then sed 's/^/    | /' "$3" | head -n 40; fi
 }
+
+# ns_server_setup WORK ADDR PORT MAX_MB SECRET [SAN]: for the namespace benches (lossy.sh,
+# mobile.sh): a self-signed certificate for SAN (default IP:ADDR) in WORK/tls and a config
+# WORK/xferd.toml serving ADDR:PORT from WORK/data (state in WORK/state), uploads up to MAX_MB.
+ns_server_setup() {
+    local work=$1 addr=$2 port=$3 max_mb=$4 secret=$5 san=${6:-IP:$2}
+    mkdir -p "$work/data" "$work/state" "$work/tls"
+    cat >"$work/tls/req.cnf" <<EOF
+[req]
+distinguished_name = dn
+x509_extensions = ext
+prompt = no
+[dn]
+CN = xferd-bench
+[ext]
+subjectAltName = $san
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+EOF
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -config "$work/tls/req.cnf" -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>"$work/tls/openssl.log"
+    cat >"$work/xferd.toml" <<EOF
+[server]
+listen = "$addr:$port"
+storage_path = "$work/data"
+state_path = "$work/state"
+max_upload_size = "$((max_mb + 1))MB"
+
+[tls]
+cert = "$work/tls/cert.pem"
+key = "$work/tls/key.pem"
+
+[security]
+secret = "$secret"
+EOF
+}
+

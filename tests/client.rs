@@ -69,6 +69,27 @@ fn target(addr: std::net::SocketAddr, path_q: impl Into<String>) -> Target {
     }
 }
 
+/// Starts an HTTP/3 upload of `len` bytes (pattern `seed`) to `rel` through a UDP relay
+/// with `link`; returns the relay, the running upload and the data.
+async fn upload_via_relay(
+    srv: &TestServer,
+    link: Link,
+    len: u64,
+    seed: u64,
+    rel: &str,
+    opts: Options,
+) -> (
+    relay::Relay,
+    tokio::task::JoinHandle<anyhow::Result<chunked::Report>>,
+    Vec<u8>,
+) {
+    let relay = udp_relay(srv, link).await;
+    let (file, data) = source(srv.dir.path(), len, seed);
+    let target = target(relay.addr, post_url(rel));
+    let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
+    (relay, up, data)
+}
+
 fn assert_stored(srv: &TestServer, rel: &str, data: &[u8]) {
     let got = std::fs::read(srv.storage().join(rel)).expect("stored file");
     assert_eq!(
@@ -86,11 +107,8 @@ async fn blackout_mid_upload_completes_without_restarting_chunks() {
         delay: Duration::from_millis(5),
         ..Link::default()
     };
-    let relay = udp_relay(&srv, link).await;
-    let (file, data) = source(srv.dir.path(), 24 * MB, 1);
-    let target = target(relay.addr, post_url("c/blackout.bin"));
     let opts = options(&srv, Some(Proto::H3));
-    let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
+    let (relay, up, data) = upload_via_relay(&srv, link, 24 * MB, 1, "c/blackout.bin", opts).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     relay.blackout(true);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -130,9 +148,6 @@ async fn local_address_change_rebinds_and_migrates() {
         rate: 16 * MB,
         ..Link::default()
     };
-    let relay = udp_relay(&srv, link).await;
-    let (file, data) = source(srv.dir.path(), 24 * MB, 7);
-    let target = target(relay.addr, post_url("c/rebind.bin"));
     let moved = std::sync::Arc::new(AtomicBool::new(false));
     let flag = moved.clone();
     let mut opts = options(&srv, Some(Proto::H3));
@@ -143,7 +158,7 @@ async fn local_address_change_rebinds_and_migrates() {
             "192.0.2.1".parse().unwrap()
         })
     });
-    let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
+    let (_relay, up, data) = upload_via_relay(&srv, link, 24 * MB, 7, "c/rebind.bin", opts).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     moved.store(true, Ordering::SeqCst);
     let report = up.await.unwrap().expect("upload completes");
@@ -163,11 +178,8 @@ async fn address_change_migrates_the_quic_connection() {
         rate: 30 * MB,
         ..Link::default()
     };
-    let relay = udp_relay(&srv, link).await;
-    let (file, data) = source(srv.dir.path(), 24 * MB, 2);
-    let target = target(relay.addr, post_url("c/migrate.bin"));
     let opts = options(&srv, Some(Proto::H3));
-    let up = tokio::spawn(async move { chunked::upload(&file, target, opts).await });
+    let (relay, up, data) = upload_via_relay(&srv, link, 24 * MB, 2, "c/migrate.bin", opts).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     relay.change();
     let report = up.await.unwrap().expect("upload completes");
