@@ -23,7 +23,7 @@
 #      KEEP_WORK=1 keeps the temp dir.
 # Needs root, iproute2, openssl, curl: benches/install-lossy.sh.
 set -euo pipefail
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # stop_pid
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # stop_pid, ns_server_setup
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -91,38 +91,9 @@ sleep 0.3
 kill -0 "$WIRE" 2>/dev/null || { echo "xferd wire failed:" >&2; cat "$WORK/wire.log" >&2; exit 1; }
 
 # ------------------------------------------------------------------ xferd in A
-mkdir -p "$WORK/data" "$WORK/state" "$WORK/tls"
-cat >"$WORK/tls/req.cnf" <<EOF
-[req]
-distinguished_name = dn
-x509_extensions = ext
-prompt = no
-[dn]
-CN = xferd-mobile-bench
-[ext]
-subjectAltName = IP:$ADDR_A
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-EOF
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -config "$WORK/tls/req.cnf" -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>"$WORK/tls/openssl.log"
+ns_server_setup "$WORK" "$ADDR_A" "$PORT" "$SIZE_MB" "mobile-secret-$RANDOM$RANDOM"
 CERT="$WORK/tls/cert.pem"
 CONF="$WORK/xferd.toml"
-cat >"$CONF" <<EOF
-[server]
-listen = "$ADDR_A:$PORT"
-storage_path = "$WORK/data"
-state_path = "$WORK/state"
-max_upload_size = "$((SIZE_MB + 1))MB"
-
-[tls]
-cert = "$CERT"
-key = "$WORK/tls/key.pem"
-
-[security]
-secret = "mobile-secret-$RANDOM$RANDOM"
-EOF
 ip netns exec "$NS_A" "$XFERD" serve --config "$CONF" >"$WORK/xferd.log" 2>&1 &
 XPID=$!
 BASE="https://$ADDR_A:$PORT"
