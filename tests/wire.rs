@@ -1,7 +1,9 @@
 //! `xferd wire` (relay::wire), the packet-level link emulator that benches/mobile.sh puts
 //! between two network namespaces: TCP across it sees the configured delay (connect takes a
 //! round trip), the rate limit (a transfer takes at least size / rate) and random loss
-//! (packets dropped, every byte still delivered intact by TCP).
+//! (packets dropped, every byte still delivered intact by TCP). Across it, `xferd upload`
+//! migrates its QUIC connection when the client namespace's route switches to another source
+//! address (issue 5, scenario c, with the real route lookup).
 //!
 //! Needs root (namespaces, TUN devices) and iproute2's `ip`. Without them the test says so
 //! and passes, unless XFERD_REQUIRE_NETNS=1 (as in CI), where it fails.
@@ -43,7 +45,12 @@ impl Netns {
             eprintln!("SKIPPED: {msg}");
             return None;
         }
-        let tag = std::process::id();
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let n = Netns {
             a: format!("xferd-wt-a-{tag}"),
             b: format!("xferd-wt-b-{tag}"),
@@ -198,4 +205,144 @@ fn tcp_across_the_wire_sees_delay_rate_and_loss() {
         w.stats[1].summary()
     );
     w.stop();
+}
+
+/// Waits until something in namespace `ns` accepts TCP on `addr` (up to 15 s).
+fn wait_tcp(ns: &str, addr: std::net::SocketAddr) -> bool {
+    in_netns(ns, move || {
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    })
+    .join()
+    .unwrap()
+}
+
+/// The real thing behind scenario (c): `xferd upload` runs in namespace B while B's route to
+/// the server switches to another source address (as on a move between networks). The
+/// client's route probe notices, moves its QUIC endpoint to a new socket, the server
+/// validates the new path, and the upload completes on the same connection.
+#[test]
+fn client_migrates_when_its_route_source_changes() {
+    let Some(n) = Netns::make() else { return };
+    let (a, b) = n.ends();
+    // A second address in B, and A's route back to it.
+    assert!(ip(&[
+        "-n",
+        &n.b,
+        "addr",
+        "add",
+        "10.79.0.3/32",
+        "dev",
+        "xw0"
+    ]));
+    assert!(ip(&["-n", &n.a, "route", "add", "10.79.0.3", "dev", "xw0"]));
+    let _w = wire::start(
+        &a,
+        &b,
+        WireLink {
+            delay: Duration::from_millis(5),
+            rate: 5_000_000,
+            loss: 0.0,
+            queue: Duration::from_millis(100),
+        },
+    )
+    .expect("wire starts");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("xferd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"{A}:8443\"\nstorage_path = \"{d}/data\"\nstate_path = \"{d}/state\"\n\
+             [security]\nsecret = \"wire-test-secret\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let xferd = env!("CARGO_BIN_EXE_xferd");
+    let server = Command::new("ip")
+        .args(["netns", "exec", &n.a, xferd, "serve", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server_guard = Kill(server);
+    assert!(
+        wait_tcp(&n.b, format!("{A}:8443").parse().unwrap()),
+        "xferd answers across the wire"
+    );
+    let url = Command::new(xferd)
+        .args([
+            "sign",
+            "--scheme",
+            "v3",
+            "--method",
+            "POST",
+            "--path",
+            "m/route.bin",
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let url = String::from_utf8(url.stdout).unwrap().trim().to_string();
+    // 15 MB at 5 MB/s: about 3 s on the wire.
+    let data: Vec<u8> = (0..15_000_000u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 23) as u8)
+        .collect();
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    let client = Command::new("ip")
+        .args(["netns", "exec", &n.b, "timeout", "60", xferd, "upload"])
+        .arg(&src)
+        .args([&url, "--insecure", "--http", "3", "-q", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(ip(&[
+        "-n",
+        &n.b,
+        "route",
+        "replace",
+        A,
+        "dev",
+        "xw0",
+        "src",
+        "10.79.0.3"
+    ]));
+    let out = client.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "upload failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("JSON report");
+    assert_eq!(
+        (
+            report["migrations"].as_u64(),
+            report["reconnects"].as_u64(),
+            report["retries"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "one move to a new socket on the same connection: {report}\n{stderr}"
+    );
+    assert!(stderr.contains("10.79.0.2 -> 10.79.0.3"), "{stderr}");
+    let stored = std::fs::read(dir.path().join("data/m/route.bin")).expect("stored file");
+    assert_eq!(Sha256::digest(&stored), Sha256::digest(&data), "SHA-256");
+    drop(server_guard);
 }
