@@ -26,10 +26,12 @@
 //!   atomic no-overwrite rename; positional reads).
 //! - [`transport`]: the two front doors (hyper over TCP, h3 over quinn), TLS, shutdown,
 //!   and the readings each takes from its connections (`TCP_INFO`, quinn stats).
-//! - [`client`]: a small HTTP/1.1, HTTP/2 and HTTP/3 client used by tests and the CLI.
+//! - [`client`]: the HTTP/1.1, HTTP/2 and HTTP/3 client behind `xferd upload` and
+//!   `xferd download`, also used by the tests.
 //! - [`server`]: wires config, core and transports together.
-//! - [`relay`]: a userspace link emulator (UDP and TCP relays with delay, jitter, rate, loss,
-//!   blackouts and source-address changes) for tests and benchmarks.
+//! - [`relay`]: link emulators for tests and benchmarks: UDP and TCP relays (delay, jitter,
+//!   rate, loss, blackouts, source-address changes) and `relay::wire`, a packet-level link
+//!   between TUN devices in two network namespaces.
 
 pub mod client;
 pub mod config;

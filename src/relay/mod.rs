@@ -8,6 +8,9 @@
 //! QUIC server sees as the client migrating. The TCP relay can also cut every connection.
 //!
 //! Everything runs as tokio tasks owned by the returned handle; dropping it stops them.
+//!
+//! A relay terminates TCP, so its delay is invisible to TCP's congestion control on the
+//! lossy leg; when TCP and QUIC must cross the same packet-level link, use [`wire`].
 
 pub mod wire;
 
