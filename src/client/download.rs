@@ -43,6 +43,8 @@ pub struct Report {
     pub parts_resumed: u64,
     pub retries: u64,
     pub reconnects: u64,
+    /// Moves to a new socket after the local address changed (connection migration).
+    pub migrations: u64,
     pub file: String,
 }
 
@@ -173,6 +175,7 @@ pub async fn download(target: Target, file: &Path, opts: Options) -> anyhow::Res
         parts_resumed: resumed,
         retries: retries.load(Ordering::Relaxed),
         reconnects: conn.reconnects.load(Ordering::Relaxed),
+        migrations: conn.migrations.load(Ordering::Relaxed),
         file: file.display().to_string(),
     })
 }
