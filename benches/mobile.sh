@@ -21,6 +21,10 @@
 #      LOSS (2), QUEUE_MS (100), RUNS (3), TCP_CCS ("cubic bbr"), QUIC_CCS ("bbr"),
 #      STREAMS ("" = the server's advice), RUN_TIMEOUT (1200 s per upload), PORT (8443),
 #      KEEP_WORK=1 keeps the temp dir.
+#      MOVE_AT=S: S seconds into every upload the client moves to another address (its
+#      address 10.78.0.2 is removed and 10.78.0.3 added, as when a phone changes network):
+#      xferd's QUIC connection migrates; a TCP connection cannot, so curl stalls and is
+#      stopped after 30 s without progress (`--speed-time 30`) and counted as failed.
 # Needs root, iproute2, openssl, curl: benches/install-lossy.sh.
 set -euo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # stop_pid, ns_server_setup
@@ -36,10 +40,12 @@ RUNS=${RUNS:-3}
 TCP_CCS=${TCP_CCS:-cubic bbr}
 QUIC_CCS=${QUIC_CCS:-bbr}
 STREAMS=${STREAMS:-}
+MOVE_AT=${MOVE_AT:-}
 RUN_TIMEOUT=${RUN_TIMEOUT:-1200}
 PORT=${PORT:-8443}
 ADDR_A=10.78.0.1
 ADDR_B=10.78.0.2
+ADDR_B2=10.78.0.3   # the client's address after a move (MOVE_AT)
 
 XFERD=${1:-$REPO/target/release/xferd}
 [ -x "$XFERD" ] || { echo "not executable: $XFERD" >&2; exit 69; }
@@ -83,6 +89,7 @@ done
 ip -n "$NS_A" addr add "$ADDR_A" peer "$ADDR_B" dev xw0
 ip -n "$NS_B" addr add "$ADDR_B" peer "$ADDR_A" dev xw0
 ip -n "$NS_A" link set xw0 up
+ip -n "$NS_A" route add "$ADDR_B2" dev xw0   # for the client's second address (MOVE_AT)
 ip -n "$NS_B" link set xw0 up
 "$XFERD" wire --netns-a "$NS_A" --netns-b "$NS_B" --delay-ms "$DELAY_MS" --rate "$RATE" \
     --loss "$LOSS" --queue-ms "$QUEUE_MS" >"$WORK/wire.out" 2>"$WORK/wire.log" &
@@ -119,14 +126,26 @@ RESULTS="$WORK/results.tsv"   # label  run  seconds  sha_ok
 
 # One upload; appends a line to RESULTS. $1 label, $2 run, $3 stored name, rest: command.
 timed() {
-    local label=$1 run=$2 name=$3 rc=0 t0 t1 got ok
+    local label=$1 run=$2 name=$3 rc=0 t0 t1 got ok mover=""
     shift 3
     t0=$(date +%s.%N)
     ip netns exec "$NS_B" timeout "$RUN_TIMEOUT" "$@" >"$WORK/$label.$run.out" 2>"$WORK/$label.$run.err" &
     CLIENT=$!
+    if [ -n "$MOVE_AT" ]; then
+        (sleep "$MOVE_AT"
+         ip -n "$NS_B" addr del "$ADDR_B" peer "$ADDR_A" dev xw0
+         ip -n "$NS_B" addr add "$ADDR_B2" peer "$ADDR_A" dev xw0) &
+        mover=$!
+    fi
     wait "$CLIENT" || rc=$?
     CLIENT=""
     t1=$(date +%s.%N)
+    if [ -n "$mover" ]; then
+        kill "$mover" 2>/dev/null || true; wait "$mover" 2>/dev/null || true
+        ip -n "$NS_B" addr del "$ADDR_B2" peer "$ADDR_A" dev xw0 2>/dev/null || true
+        ip -n "$NS_B" addr add "$ADDR_B" peer "$ADDR_A" dev xw0 2>/dev/null || true
+        [ "$label" = "${label#xferd}" ] || echo "  $label run $run: $(grep -o '"migrations":[0-9]*' "$WORK/$label.$run.out" || echo 'no report')"
+    fi
     got=$([ -f "$WORK/data/$name" ] && sha256sum "$WORK/data/$name" | cut -d' ' -f1 || echo none)
     ok=$([ "$got" = "$SRC_SHA" ] && echo yes || echo no)
     if [ "$rc" != 0 ]; then
@@ -153,7 +172,9 @@ curl_run() { # cc run
     # Per route (the namespace's sysctl only allows what the host allows).
     ip -n "$NS_B" route replace "$ADDR_A" dev xw0 src "$ADDR_B" congctl "$1"
     url=$("$XFERD" sign --config "$CONF" --scheme v3 --method PUT --path "$name" --expires 2h)
-    timed "curl-h1-$1" "$2" "$name" curl -sS --http1.1 --cacert "$CERT" -T "$SRC" -o /dev/null --fail "$url"
+    local stall=()
+    [ -n "$MOVE_AT" ] && stall=(--speed-limit 1 --speed-time 30)
+    timed "curl-h1-$1" "$2" "$name" curl -sS --http1.1 --cacert "$CERT" -T "$SRC" -o /dev/null --fail "${stall[@]}" "$url"
 }
 
 echo "== xferd mobile-link upload (issue 5, scenario a)"
@@ -161,6 +182,7 @@ echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "commit:  $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)$([ -n "$(git -C "$REPO" status --porcelain 2>/dev/null | head -n1)" ] && echo +dirty)"
 echo "machine: $(nproc) cores, $(uname -r)"
 echo "link:    xferd wire between TUN devices in two namespaces: $RATE each way, ${DELAY_MS} ms each way, $LOSS% random loss each way, queue ${QUEUE_MS} ms; TCP connect took $RTT_MS ms"
+[ -n "$MOVE_AT" ] && echo "move:    ${MOVE_AT} s into every upload the client's address changes $ADDR_B -> $ADDR_B2"
 echo "file:    $SIZE_MB MB random; udp buffers: rmem_max $(sysctl -n net.core.rmem_max), wmem_max $(sysctl -n net.core.wmem_max)"
 echo "clients: xferd upload --http 3 (chunked session${STREAMS:+, $STREAMS streams}; QUIC cc: $QUIC_CCS); curl $(curl -V | head -n1 | cut -d' ' -f2) --http1.1 -T (TCP cc: $TCP_CCS)"
 for run in $(seq 1 "$RUNS"); do
