@@ -93,7 +93,10 @@ async fn connection_cap_holds_new_connections_until_one_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_downloads_finish() {
-    let mut srv = TestServer::start().await;
+    // A grace period well above what reading the three bodies takes on a loaded 2-core
+    // machine (with 5 s, a CI run once saw the h2 body cut at the deadline).
+    let mut srv =
+        TestServer::start_with(|c| c.server.shutdown_grace = Duration::from_secs(30)).await;
     const LEN: u64 = 20_000_000;
     {
         let mut c = srv.client(Proto::H1).await;
@@ -134,12 +137,18 @@ async fn shutdown_lets_in_flight_downloads_finish() {
         !matches!(late, Ok(Ok(_))),
         "no new connections during shutdown"
     );
-    for (proto, mut body, mut n) in streams {
-        while let Some(chunk) = body.next().await {
-            n += chunk
-                .unwrap_or_else(|e| panic!("{}: {e}", label(proto)))
-                .len() as u64;
-        }
+    // All three bodies are read at once, as their clients would.
+    let reads = streams
+        .into_iter()
+        .map(|(proto, mut body, mut n)| async move {
+            while let Some(chunk) = body.next().await {
+                n += chunk
+                    .unwrap_or_else(|e| panic!("{}: {e}", label(proto)))
+                    .len() as u64;
+            }
+            (proto, n)
+        });
+    for (proto, n) in futures_util::future::join_all(reads).await {
         assert_eq!(
             n,
             LEN,
