@@ -396,6 +396,18 @@ fn from_hyper(resp: http::Response<hyper::body::Incoming>) -> ClientResponse {
         status: parts.status,
         version: parts.version,
         headers: parts.headers,
-        body: Box::pin(BodyDataStream::new(incoming).map_err(|e| BodyError(e.to_string()))),
+        body: Box::pin(BodyDataStream::new(incoming).map_err(|e| BodyError(error_chain(&e)))),
     }
+}
+
+/// An error with its causes ("error reading a body from connection: stream error ...").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }

@@ -9,6 +9,7 @@
 
 pub mod congestion;
 pub mod idle;
+pub mod linger;
 pub mod quic;
 pub mod quic_info;
 pub mod tcp;

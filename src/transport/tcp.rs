@@ -7,6 +7,7 @@
 //! a TLS handshake deadline, hyper's header-read timeout and an idle watchdog.
 
 use super::idle::{Activity, IdleIo};
+use super::linger::Linger;
 use super::tcp_info::TcpSource;
 use super::{shutdown_signalled, Protocol, Shared};
 use crate::core::body::{Body, BodyError};
@@ -148,7 +149,7 @@ async fn serve_connection(
                 _ => Protocol::H1,
             };
             let _open = shared.metrics.connection(protocol);
-            let io = TokioIo::new(IdleIo::new(tls_stream, activity.clone()));
+            let io = TokioIo::new(Linger::new(IdleIo::new(tls_stream, activity.clone())));
             let conn = watcher.watch(builder.serve_connection(io, service));
             tokio::select! {
                 r = conn => r,
@@ -161,7 +162,7 @@ async fn serve_connection(
         None => {
             // Plaintext: prior-knowledge h2c is rare behind a proxy; counted as h1.
             let _open = shared.metrics.connection(Protocol::H1);
-            let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+            let io = TokioIo::new(Linger::new(IdleIo::new(stream, activity.clone())));
             let conn = watcher.watch(builder.serve_connection(io, service));
             tokio::select! {
                 r = conn => r,
