@@ -191,7 +191,7 @@ struct ClientArgs {
     verbose: bool,
     /// QUIC congestion control: bbr (default; random loss is not taken for congestion),
     /// cubic or new-reno.
-    #[arg(long, value_enum, default_value = "bbr")]
+    #[arg(long, value_enum, default_value_t = xferd::client::DEFAULT_CONGESTION)]
     congestion: xferd::client::Congestion,
 }
 

@@ -117,9 +117,9 @@ async fn blackout_mid_upload_completes_without_restarting_chunks() {
         .await
         .unwrap()
         .expect("upload completes after the blackout");
-    assert_eq!(report.protocol, "h3");
+    assert_eq!(report.transfer.protocol, "h3");
     assert!(
-        report.retries <= report.streams as u64,
+        report.transfer.retries <= report.transfer.streams as u64,
         "at most one chunk per stream sent again: {report:?}"
     );
     assert!(
@@ -163,7 +163,11 @@ async fn local_address_change_rebinds_and_migrates() {
     moved.store(true, Ordering::SeqCst);
     let report = up.await.unwrap().expect("upload completes");
     assert_eq!(
-        (report.migrations, report.retries, report.reconnects),
+        (
+            report.transfer.migrations,
+            report.transfer.retries,
+            report.transfer.reconnects
+        ),
         (1, 0, 0),
         "one move to a new socket, the same connection, no chunk sent again: {report:?}"
     );
@@ -184,7 +188,7 @@ async fn address_change_migrates_the_quic_connection() {
     relay.change();
     let report = up.await.unwrap().expect("upload completes");
     assert_eq!(
-        (report.retries, report.reconnects),
+        (report.transfer.retries, report.transfer.reconnects),
         (0, 0),
         "the connection migrated; no chunk restarted: {report:?}"
     );
@@ -257,7 +261,7 @@ async fn udp_blocked_falls_back_to_tcp() {
     let report = chunked::upload(&file, target, options(&srv, None))
         .await
         .expect("upload over TCP");
-    assert_eq!(report.protocol, "h2");
+    assert_eq!(report.transfer.protocol, "h2");
     assert_stored(&srv, "c/fallback.bin", &data);
     srv.stop().await;
 }
@@ -410,7 +414,7 @@ async fn parallel_range_download_resumes_after_interruption() {
     .await
     .expect("resumed download");
     assert!(report.parts_resumed >= 1, "{report:?}");
-    assert_eq!(report.streams, 4);
+    assert_eq!(report.transfer.streams, 4);
     assert_eq!(
         hex::encode(sha2::Sha256::digest(std::fs::read(&out).unwrap())),
         hex::encode(sha2::Sha256::digest(&data))
@@ -486,7 +490,7 @@ async fn bbr_server_download_over_lossy_link() {
     )
     .await
     .expect("download over the lossy link");
-    assert_eq!(report.protocol, "h3");
+    assert_eq!(report.transfer.protocol, "h3");
     assert!(
         relay
             .controls

@@ -102,22 +102,30 @@ pub struct Options {
     pub local_probe: super::migrate::Probe,
 }
 
-/// What happened, for the summary line.
+/// What an upload or a download reports about its connection and time (the JSON report's
+/// common fields).
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
+pub struct Transfer {
     pub protocol: String,
     pub bytes: u64,
     pub seconds: f64,
     pub mb_per_s: f64,
     pub streams: usize,
-    pub chunk_size: u64,
-    pub chunks_resumed: u64,
     pub retries: u64,
     pub reconnects: u64,
     /// Reconnections that resumed with 0-RTT.
     pub zero_rtt: u64,
     /// Moves to a new socket after the local address changed (connection migration).
     pub migrations: u64,
+}
+
+/// What happened, for the summary line.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub transfer: Transfer,
+    pub chunk_size: u64,
+    pub chunks_resumed: u64,
     pub server: serde_json::Value,
 }
 
@@ -167,6 +175,29 @@ impl Connector {
     pub fn with_congestion(mut self, congestion: super::Congestion) -> Connector {
         self.congestion = congestion;
         self
+    }
+
+    /// The figures of a transfer of `bytes` over `streams` that began at `started`.
+    pub(crate) fn transfer(
+        &self,
+        proto: Option<Proto>,
+        bytes: u64,
+        started: std::time::Instant,
+        streams: usize,
+        retries: &AtomicU64,
+    ) -> Transfer {
+        let seconds = started.elapsed().as_secs_f64();
+        Transfer {
+            protocol: proto.map(|p| p.label().to_string()).unwrap_or_default(),
+            bytes,
+            seconds,
+            mb_per_s: bytes as f64 / 1e6 / seconds.max(1e-9),
+            streams,
+            retries: retries.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            zero_rtt: self.zero_rtt.load(Ordering::Relaxed),
+            migrations: self.migrations.load(Ordering::Relaxed),
+        }
     }
 
     /// A connector as `opts` say.
@@ -491,16 +522,14 @@ pub async fn upload(file: &Path, target: Target, opts: Options) -> anyhow::Resul
         Some(r) => r,
         None => single(f, meta.len(), &target, &opts, &conn, &guard, &retries).await?,
     };
-    report.bytes = meta.len();
-    report.seconds = started.elapsed().as_secs_f64();
-    report.mb_per_s = meta.len() as f64 / 1e6 / report.seconds.max(1e-9);
-    report.retries = retries.load(Ordering::Relaxed);
-    report.reconnects = conn.reconnects.load(Ordering::Relaxed);
-    report.migrations = conn.migrations.load(Ordering::Relaxed);
-    report.zero_rtt = conn.zero_rtt.load(Ordering::Relaxed);
-    if let Ok((_, c)) = conn.get().await {
-        report.protocol = c.proto().label().to_string();
-    }
+    let proto = conn.get().await.ok().map(|(_, c)| c.proto());
+    report.transfer = conn.transfer(
+        proto,
+        meta.len(),
+        started,
+        report.transfer.streams,
+        &retries,
+    );
     conn.close().await;
     Ok(report)
 }
@@ -552,7 +581,10 @@ async fn single(
         return Err(refuse("upload refused", &a));
     }
     Ok(Report {
-        streams: 1,
+        transfer: Transfer {
+            streams: 1,
+            ..Transfer::default()
+        },
         server: a.json(),
         ..Report::default()
     })
@@ -726,11 +758,13 @@ async fn chunked(
     }
     let _ = std::fs::remove_file(&state_path);
     Ok(Some(Report {
-        streams,
+        transfer: Transfer {
+            streams,
+            ..Transfer::default()
+        },
         chunk_size: chunk,
         chunks_resumed: resumed,
         server,
-        ..Report::default()
     }))
 }
 

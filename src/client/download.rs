@@ -16,7 +16,7 @@ use http::Request;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -35,16 +35,9 @@ struct State {
 /// What happened.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
-    pub protocol: String,
-    pub bytes: u64,
-    pub seconds: f64,
-    pub mb_per_s: f64,
-    pub streams: usize,
+    #[serde(flatten)]
+    pub transfer: super::chunked::Transfer,
     pub parts_resumed: u64,
-    pub retries: u64,
-    pub reconnects: u64,
-    /// Moves to a new socket after the local address changed (connection migration).
-    pub migrations: u64,
     pub file: String,
 }
 
@@ -165,17 +158,9 @@ pub async fn download(target: Target, file: &Path, opts: Options) -> anyhow::Res
         .with_context(|| format!("cannot move the download to {}", file.display()))?;
     let _ = std::fs::remove_file(&state_path);
     conn.close().await;
-    let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
-        protocol: c.proto().label().to_string(),
-        bytes: len,
-        seconds,
-        mb_per_s: len as f64 / 1e6 / seconds.max(1e-9),
-        streams,
+        transfer: conn.transfer(Some(c.proto()), len, started, streams, &retries),
         parts_resumed: resumed,
-        retries: retries.load(Ordering::Relaxed),
-        reconnects: conn.reconnects.load(Ordering::Relaxed),
-        migrations: conn.migrations.load(Ordering::Relaxed),
         file: file.display().to_string(),
     })
 }

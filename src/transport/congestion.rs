@@ -15,6 +15,17 @@ pub enum Congestion {
     NewReno,
 }
 
+impl std::fmt::Display for Congestion {
+    /// The name used in config and on the command line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => write!(f, "{self:?}"),
+        }
+    }
+}
+
 impl Congestion {
     /// Makes `transport` use this controller.
     pub fn apply(self, transport: &mut quinn::TransportConfig) {
