@@ -7,7 +7,8 @@
 //!
 //! - [`config`]: TOML -> validated [`config::Config`] (sizes, durations, HFS key aliases).
 //! - [`core`]: the protocol-neutral transfer core. It sees `http` request heads, a stream of
-//!   body `Bytes` and the current time; it answers with an [`core::Outcome`]. It imports
+//!   body `Bytes` and the current time; it answers with an
+//!   `http::Response` whose body is a [`core::body::Body`]. It imports
 //!   neither hyper, h3, quinn nor tokio's networking (checked by `tests/boundaries.rs`).
 //!   - [`core::auth`]: signature schemes v, v2/token, v3 (constant-time).
 //!   - [`core::path`]: percent-decoding and validation of request paths.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent implementation of xferd's v3 signed URLs (PROTOCOLS.md section 1).
+"""Independent implementation of xferd's v3 signed URLs (HMAC File Server 3.4's v3 scheme).
 
 MAC = hex(HMAC-SHA256(secret, METHOD + "\\n" + expires + "\\n" + "/" + path)), path being
 the percent-decoded URL path without its leading slash. The URL carries the path

@@ -3,7 +3,7 @@
 
 Logs in to a real XMPP server (Prosody or ejabberd) with slixmpp, discovers
 its HTTP upload services, requests slots, checks that each slot URL carries
-the MAC that PROTOCOLS.md section 1 describes, PUTs the file to xferd with
+the MAC of Prosody's mod_http_upload_external protocol (v1 or v2), PUTs the file to xferd with
 the headers the slot asks for, GETs it back and compares SHA-256. Also checks
 409 on a second PUT, 403 on tampered URLs and on a size the MAC does not
 cover.
@@ -213,8 +213,8 @@ class UploadClient(slixmpp.ClientXMPP):
         return slot["put"]["url"], slot["get"]["url"], headers
 
     def check_mac(self, svc, put_url, size, ctype):
-        """Returns None if the slot's PUT URL carries the MAC PROTOCOLS.md
-        describes, else the reason."""
+        """Returns None if the slot's PUT URL carries the MAC of
+        mod_http_upload_external's protocol, else the reason."""
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(put_url).query)
         param = svc["scheme"]
         if param not in query:

@@ -1,4 +1,6 @@
-//! Signature verification for signed URLs (PROTOCOLS.md section 1).
+//! Signature verification for signed URLs (XEP-0363 leaves the scheme to the
+//! deployment; these are Prosody's `mod_http_upload_external` protocols v1 and v2, which
+//! ejabberd's `external_secret` and Metronome also use, and HMAC File Server 3.4's v3).
 //!
 //! Schemes, selected by the query parameter present:
 //! - `v`: HMAC over `path + " " + size` (Prosody protocol v1, ejabberd);
@@ -232,7 +234,8 @@ mod tests {
         Keys::new("secret", &[], false)
     }
 
-    // PROTOCOLS.md section 1 test vectors.
+    // Test vectors computed independently (Python `hmac` and `openssl dgst -sha256 -hmac`):
+    // secret `secret`, path `foo/bar.jpg`, size 1234, type `image/jpeg`, expires 1700000000.
     const V: &str = "fae9d934536a2d0385ab11c726b010b9ccd5212304135d576df9db1fc653ad94";
     const V2: &str = "626eedc59396fdc5958bbfaba9a319d689caa556550e67c2e0e7950bb6a17a36";
     const V3_PUT: &str = "6b129c374f9d37df8f117d3c564653dcb29549c4d2b292359e3bfc39f9c57559";

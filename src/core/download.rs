@@ -1,4 +1,5 @@
-//! Downloads: `GET`/`HEAD` with conditional requests and ranges (PROTOCOLS.md section 2).
+//! Downloads: `GET`/`HEAD` with conditional requests and ranges (RFC 9110 sections 13
+//! and 14).
 //!
 //! Steps: resolve the path -> optional v3 `GET` signature -> open the file -> evaluate
 //! preconditions in RFC 9110 section 13.2.2 order (`If-Match`, `If-Unmodified-Since` -> 412;

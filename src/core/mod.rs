@@ -266,8 +266,8 @@ impl Core {
 /// it before getting 425 (the handshake task may be a moment behind the packets).
 const EARLY_DATA_GRACE: Duration = Duration::from_millis(10);
 
-/// The 0-RTT rule (PROTOCOLS.md section 8, RFC 8470): early data can be replayed, but a
-/// replayed connection never completes its handshake. So until the handshake is done only
+/// The 0-RTT rule (RFC 8470; RFC 9001 section 9.2 on replay): early data can be replayed,
+/// but a replayed connection never completes its handshake. So until the handshake is done only
 /// GET, HEAD and OPTIONS are served; any other method is too early.
 async fn handshake_done(method: &Method, ctx: &Ctx) -> bool {
     let Some(rx) = &ctx.handshake else {

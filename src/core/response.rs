@@ -1,5 +1,6 @@
 //! Outcomes and typed errors -> response heads. The only place that maps [`CoreError`] to
-//! HTTP status codes (XEP-0363 and PROTOCOLS.md section 1), and that sets the headers every
+//! HTTP status codes (XEP-0363 section 5 and Prosody's
+//! `mod_http_upload_external` protocol), and that sets the headers every
 //! response carries (CORS, `nosniff`).
 
 use super::auth::AuthError;

@@ -107,7 +107,8 @@ pub async fn commit(
     core.resilience.run_once("commit", job).await
 }
 
-/// Content types a v2 signature may cover, in the order tried (PROTOCOLS.md section 1):
+/// Content types a v2 signature may cover, in the order tried (Prosody's
+/// mod_http_upload_external protocol v2 signs the type the client declared in its slot request):
 /// the declared `Content-Type` (unless it is a resumable protocol's own media type),
 /// `extra` (e.g. tus metadata's `filetype`), then the type guessed from the extension.
 pub fn signed_content_types<'a>(

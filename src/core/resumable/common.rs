@@ -1,5 +1,5 @@
 //! Pieces shared by the resumable-upload protocols: authorising a creation with the
-//! target's signed URL (PROTOCOLS.md section 4), the owner key used for per-client limits,
+//! target's signed URL (it authorises a path, and for v/v2 a size), the owner key used for per-client limits,
 //! and strict header parsing.
 
 use crate::core::auth::{AuthError, Claim, Scheme, SignedQuery};
@@ -163,7 +163,8 @@ pub async fn write(
 /// Name of the header carrying the chunk-size hint on every acknowledgement.
 pub const CHUNK_HINT: &str = "xferd-chunk-size";
 
-/// Adds the adaptive engine's chunk-size hint (PROTOCOLS.md section 7) for an upload of
+/// Adds the adaptive engine's chunk-size hint (`Xferd-Chunk-Size`, see
+/// [`crate::core::adaptive`]) for an upload of
 /// `length` bytes; returns the size advised.
 pub fn add_hint(
     core: &Core,

@@ -1,4 +1,5 @@
-//! HFS compatibility endpoints over the session engine (PROTOCOLS.md section 3):
+//! HFS compatibility endpoints over the session engine (as HMAC File Server 3.4
+//! implements them):
 //!
 //! - `POST /chunked-upload` with `X-Filename` (the target path) and `X-Total-Size`, signed
 //!   by a v3 `POST` signature over the target path -> 201 `{session_id, chunk_size,

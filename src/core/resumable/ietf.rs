@@ -1,6 +1,6 @@
-//! The IETF "Resumable Uploads for HTTP" draft over the session engine (PROTOCOLS.md
-//! section 6), interop versions 6 to 10 (drafts -04/-05 to -13), keyed by the request's
-//! `Upload-Draft-Interop-Version` (absent: the newest).
+//! The IETF "Resumable Uploads for HTTP" draft (draft-ietf-httpbis-resumable-upload) over
+//! the session engine, interop versions 6 to 10 (drafts -04/-05 to -13), keyed by the
+//! request's `Upload-Draft-Interop-Version` (absent: the newest).
 //!
 //! - Creation: a `PUT`/`POST` with `Upload-Complete` to a signed URL. Where the transport
 //!   can send informational responses (HTTP/3 here; hyper 1.x cannot send a 1xx), a

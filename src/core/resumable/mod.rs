@@ -1,6 +1,6 @@
 //! Resumable uploads: one session engine ([`engine`]) behind three wire protocols - tus
 //! 1.0 ([`tus`]), the IETF resumable-upload draft ([`ietf`]) and HFS's chunked API
-//! ([`hfs`]). Sessions are created from a signed URL (PROTOCOLS.md section 4: the signature
+//! ([`hfs`]). Sessions are created from a signed URL (the signature
 //! authorises a target path, and for v/v2 a size, whatever protocol delivers the bytes);
 //! follow-up requests are authorised by the session's unguessable id alone.
 

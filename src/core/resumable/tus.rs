@@ -1,4 +1,5 @@
-//! tus 1.0.0 over the session engine (PROTOCOLS.md section 5).
+//! tus 1.0.0 over the session engine (the tus resumable upload protocol 1.0.x,
+//! tus.io/protocols/resumable-upload).
 //!
 //! Extensions: creation, creation-with-upload, creation-defer-length, expiration, checksum,
 //! checksum-trailer (every transport here passes request trailers: HTTP/1.1 chunked, HTTP/2
