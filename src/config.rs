@@ -117,6 +117,10 @@ pub struct SecurityConfig {
     /// HFS compatibility: accept `X-Signature` (a MAC over the constant `/upload`, replayable
     /// forever) on `POST /upload`. Insecure; logged.
     pub compat_hfs_x_signature: bool,
+    /// Longest validity of a v3 URL (`expires - now`); longer ones are refused, and
+    /// `xferd sign` will not mint them.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_url_lifetime: Duration,
 }
 
 impl Default for SecurityConfig {
@@ -128,6 +132,7 @@ impl Default for SecurityConfig {
             allowed_clock_skew: Duration::from_secs(60),
             compat_path_only_mac: false,
             compat_hfs_x_signature: false,
+            max_url_lifetime: Duration::from_secs(crate::core::auth::DEFAULT_MAX_URL_LIFETIME_SECS),
         }
     }
 }
@@ -463,6 +468,9 @@ impl Config {
                 "must not contain empty secrets",
             );
         }
+        if self.security.max_url_lifetime.is_zero() {
+            return bad("security.max_url_lifetime", "must be greater than 0");
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert", "`cert` and `key` must be given together");
         }
@@ -722,6 +730,18 @@ mod tests {
             Congestion::Cubic
         );
         assert!(parse("[performance]\nquic_congestion_control = \"vegas\"\n").is_err());
+    }
+
+    #[test]
+    fn max_url_lifetime_defaults_to_7_days_and_must_be_positive() {
+        let c = parse("").unwrap().config;
+        assert_eq!(c.security.max_url_lifetime, Duration::from_secs(7 * 86400));
+        let c = parse("[security]\nmax_url_lifetime = \"10m\"\n")
+            .unwrap()
+            .config;
+        assert_eq!(c.security.max_url_lifetime, Duration::from_secs(600));
+        let err = parse("[security]\nmax_url_lifetime = 0\n").unwrap_err();
+        assert!(err.to_string().contains("max_url_lifetime"), "{err}");
     }
 
     #[test]

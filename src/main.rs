@@ -492,6 +492,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 SchemeArg::V3 => Scheme::V3,
             };
             let validity = parse_duration(&expires).map_err(anyhow::Error::msg)?;
+            let max = cfg.security.max_url_lifetime;
+            anyhow::ensure!(
+                scheme != Scheme::V3 || validity <= max,
+                "--expires {expires} is longer than security.max_url_lifetime ({}s): the \
+                 server would refuse the URL; mint a shorter one or raise the limit in the config",
+                max.as_secs()
+            );
             let exp = (SystemTime::now() + validity)
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO)

@@ -101,7 +101,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &secret,
         &config.security.previous_secrets,
         config.security.compat_path_only_mac,
-    );
+    )
+    .with_max_lifetime(config.security.max_url_lifetime.as_secs());
     let parts = crate::storage::PartStore::open(&storage).context("opening session data")?;
     let sessions =
         crate::storage::SessionStore::open(&config.server.state_path.join("sessions.redb"))
