@@ -101,7 +101,8 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Debug redacts the secrets (see the manual impl below): configs get logged.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// The shared HMAC secret; absent = generated once and stored in `state_path`.
@@ -121,6 +122,24 @@ pub struct SecurityConfig {
     /// `xferd sign` will not mint them.
     #[serde(deserialize_with = "de_duration")]
     pub max_url_lifetime: Duration,
+}
+
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
+        f.debug_struct("SecurityConfig")
+            .field("secret", &redacted(self.secret.is_some()))
+            .field(
+                "previous_secrets",
+                &format_args!("[{} redacted]", self.previous_secrets.len()),
+            )
+            .field("auth_failure_status", &self.auth_failure_status)
+            .field("allowed_clock_skew", &self.allowed_clock_skew)
+            .field("compat_path_only_mac", &self.compat_path_only_mac)
+            .field("compat_hfs_x_signature", &self.compat_hfs_x_signature)
+            .field("max_url_lifetime", &self.max_url_lifetime)
+            .finish()
+    }
 }
 
 impl Default for SecurityConfig {
@@ -730,6 +749,18 @@ mod tests {
             Congestion::Cubic
         );
         assert!(parse("[performance]\nquic_congestion_control = \"vegas\"\n").is_err());
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let c = parse(
+            "[security]\nsecret = \"topsecret-current\"\nprevious_secrets = [\"topsecret-old\"]\n",
+        )
+        .unwrap();
+        for shown in [format!("{:?}", c), format!("{:#?}", c.config.security)] {
+            assert!(!shown.contains("topsecret"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
     }
 
     #[test]

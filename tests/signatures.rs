@@ -1,11 +1,12 @@
-//! Signed-URL edge cases end to end (issue 10, items 6 and 7): repeated signature
+//! Signed-URL edge cases end to end (issue 10, items 6, 7 and 17): repeated signature
 //! parameters are refused with 400 over h1, h2 and h3; a v3 URL valid for longer than
-//! `security.max_url_lifetime` is refused (and `xferd sign` will not mint one).
+//! `security.max_url_lifetime` is refused (and `xferd sign` will not mint one); a generated
+//! secret never appears in the server's output.
 
 mod common;
 
 use common::*;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use xferd::client::Proto;
 use xferd::core::auth::Scheme;
@@ -159,4 +160,75 @@ fn sign_refuses_to_mint_a_url_beyond_the_maximum_lifetime() {
     let ok = xferd_sign(&["--expires", "1h"]);
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("v3="));
+}
+
+/// Kills the child on drop (a failing assertion must not leave a server running).
+struct Proc(std::process::Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_generated_secret_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = d.join("xferd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nstorage_path = \"{0}/data\"\nstate_path = \"{0}/state\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let out = std::fs::File::create(d.join("out.log")).unwrap();
+    let err = std::fs::File::create(d.join("err.log")).unwrap();
+    let proc = Proc(
+        Command::new(env!("CARGO_BIN_EXE_xferd"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("XFERD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
+    let read = || {
+        let o = std::fs::read_to_string(d.join("out.log")).unwrap_or_default();
+        let e = std::fs::read_to_string(d.join("err.log")).unwrap_or_default();
+        o + &e
+    };
+    // Ready once the start-up banner ends with its `try:` line (bounded: 20 s).
+    let mut ready = false;
+    for _ in 0..400 {
+        if read().contains("try:") {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(proc);
+    let output = read();
+    assert!(ready, "the server did not start: {output}");
+    let secret_path = d.join("state/secret");
+    let secret = std::fs::read_to_string(&secret_path).expect("secret stored in the state dir");
+    let secret = secret.trim();
+    assert!(secret.len() >= 32, "a real secret was generated");
+    assert!(
+        !output.contains(secret),
+        "the generated secret was printed (line: {:?})",
+        output.lines().find(|l| l.contains(secret))
+    );
+    assert!(
+        output.contains(&secret_path.display().to_string()),
+        "the banner names the secret's file: {output}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&secret_path).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "secret file readable by others: {mode:o}");
 }
