@@ -101,7 +101,8 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Debug redacts the secrets (see the manual impl below): configs get logged.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// The shared HMAC secret; absent = generated once and stored in `state_path`.
@@ -117,6 +118,28 @@ pub struct SecurityConfig {
     /// HFS compatibility: accept `X-Signature` (a MAC over the constant `/upload`, replayable
     /// forever) on `POST /upload`. Insecure; logged.
     pub compat_hfs_x_signature: bool,
+    /// Longest validity of a v3 URL (`expires - now`); longer ones are refused, and
+    /// `xferd sign` will not mint them.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_url_lifetime: Duration,
+}
+
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
+        f.debug_struct("SecurityConfig")
+            .field("secret", &redacted(self.secret.is_some()))
+            .field(
+                "previous_secrets",
+                &format_args!("[{} redacted]", self.previous_secrets.len()),
+            )
+            .field("auth_failure_status", &self.auth_failure_status)
+            .field("allowed_clock_skew", &self.allowed_clock_skew)
+            .field("compat_path_only_mac", &self.compat_path_only_mac)
+            .field("compat_hfs_x_signature", &self.compat_hfs_x_signature)
+            .field("max_url_lifetime", &self.max_url_lifetime)
+            .finish()
+    }
 }
 
 impl Default for SecurityConfig {
@@ -128,6 +151,7 @@ impl Default for SecurityConfig {
             allowed_clock_skew: Duration::from_secs(60),
             compat_path_only_mac: false,
             compat_hfs_x_signature: false,
+            max_url_lifetime: Duration::from_secs(crate::core::auth::DEFAULT_MAX_URL_LIFETIME_SECS),
         }
     }
 }
@@ -463,6 +487,9 @@ impl Config {
                 "must not contain empty secrets",
             );
         }
+        if self.security.max_url_lifetime.is_zero() {
+            return bad("security.max_url_lifetime", "must be greater than 0");
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert", "`cert` and `key` must be given together");
         }
@@ -722,6 +749,30 @@ mod tests {
             Congestion::Cubic
         );
         assert!(parse("[performance]\nquic_congestion_control = \"vegas\"\n").is_err());
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let c = parse(
+            "[security]\nsecret = \"topsecret-current\"\nprevious_secrets = [\"topsecret-old\"]\n",
+        )
+        .unwrap();
+        for shown in [format!("{:?}", c), format!("{:#?}", c.config.security)] {
+            assert!(!shown.contains("topsecret"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn max_url_lifetime_defaults_to_7_days_and_must_be_positive() {
+        let c = parse("").unwrap().config;
+        assert_eq!(c.security.max_url_lifetime, Duration::from_secs(7 * 86400));
+        let c = parse("[security]\nmax_url_lifetime = \"10m\"\n")
+            .unwrap()
+            .config;
+        assert_eq!(c.security.max_url_lifetime, Duration::from_secs(600));
+        let err = parse("[security]\nmax_url_lifetime = 0\n").unwrap_err();
+        assert!(err.to_string().contains("max_url_lifetime"), "{err}");
     }
 
     #[test]

@@ -284,7 +284,8 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
-            let config = load(config.as_ref())?;
+            let config_path = config;
+            let config = load(config_path.as_ref())?;
             limit_malloc_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -292,7 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .max_blocking_threads(64)
                 .build()
                 .context("starting the runtime")?;
-            rt.block_on(serve(config))
+            rt.block_on(serve(config, config_path))
         }
         Command::Upload { file, url, client } => {
             let opts = client.options()?;
@@ -492,6 +493,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 SchemeArg::V3 => Scheme::V3,
             };
             let validity = parse_duration(&expires).map_err(anyhow::Error::msg)?;
+            let max = cfg.security.max_url_lifetime;
+            anyhow::ensure!(
+                scheme != Scheme::V3 || validity <= max,
+                "--expires {expires} is longer than security.max_url_lifetime ({}s): the \
+                 server would refuse the URL; mint a shorter one or raise the limit in the config",
+                max.as_secs()
+            );
             let exp = (SystemTime::now() + validity)
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO)
@@ -534,7 +542,7 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let server = xferd::server::start(config).await?;
     let port = server.addr.port();
     println!(
@@ -550,22 +558,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         server.udp_buffers.0,
         server.udp_buffers.1
     );
-    if server.secret_generated {
-        println!(
-            "generated secret (stored in the state directory): {}",
-            server.secret
-        );
-    } else {
-        println!("secret: configured or stored in the state directory (see `xferd sign`)");
+    // The secret itself is never printed (stdout ends up in journald): only where it is.
+    match (&server.secret_file, server.secret_generated) {
+        (Some(f), true) => println!(
+            "generated a secret: stored in {} (mode 0600, not shown here); give that file's \
+             content to Prosody/ejabberd",
+            f.display()
+        ),
+        (Some(f), false) => println!("secret: stored in {}", f.display()),
+        (None, _) => println!("secret: configured (security.secret)"),
     }
+    let config_arg = config_path
+        .map(|p| format!(" --config {}", shell_quote(&p.display().to_string())))
+        .unwrap_or_default();
     println!(
-        "try:  URL=$(xferd sign --path demo/hello.txt)  &&  curl -k -T README.md \"$URL\"  \
-         &&  curl -k https://localhost:{port}/demo/hello.txt"
+        "try:  URL=$(xferd sign{config_arg} --path demo/hello.txt)  &&  curl -k -T README.md \
+         \"$URL\"  &&  curl -k https://localhost:{port}/demo/hello.txt"
     );
     wait_for_signal().await;
     println!("shutting down: finishing in-flight transfers");
     server.shutdown().await;
     Ok(())
+}
+
+/// `text` as one shell word (single-quoted unless it is plainly safe).
+fn shell_quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// glibc gives every thread that allocates its own malloc arena (up to 8 per core); with

@@ -411,6 +411,16 @@ pub(crate) async fn send(
                                 }
                                 format!("server answered {status}: {}", a.message())
                             }
+                            // A refusal stays final even when its explanation is cut off.
+                            Err(_) if status.is_client_error() && !retryable(status) => {
+                                conn.broken(generation).await;
+                                guard.record(false);
+                                return Ok(Answer {
+                                    status,
+                                    headers,
+                                    body: Bytes::new(),
+                                });
+                            }
                             Err(e) => {
                                 conn.broken(generation).await;
                                 format!("response cut off: {e:#}")

@@ -316,24 +316,62 @@ impl Client {
                 parts.uri = format!("https://{}{}", self.authority, path_q).parse()?;
                 parts.version = Version::HTTP_3;
                 let mut stream = send.send_request(Request::from_parts(parts, ())).await?;
-                if let Some(mut body) = body {
-                    while let Some(chunk) = body.next().await {
-                        match chunk {
-                            Ok(b) => stream.send_data(b).await?,
-                            Err(e) => {
-                                stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
-                                anyhow::bail!("request body failed: {e}");
+                // A server may answer before it has read the whole body (a 409, a 413) and
+                // then stop reading (STOP_SENDING). RFC 9114 section 4.1: clients must not
+                // discard a complete response because their request was cut short. So a
+                // failure to send is kept, the response is still read, and the send error is
+                // returned only when no response comes.
+                let sent = async {
+                    if let Some(mut body) = body {
+                        while let Some(chunk) = body.next().await {
+                            match chunk {
+                                Ok(b) => {
+                                    if let Err(e) = stream.send_data(b).await {
+                                        return Sent::Refused(e);
+                                    }
+                                }
+                                Err(e) => return Sent::BodyFailed(e),
                             }
                         }
                     }
+                    if let Some(t) = trailers {
+                        if let Err(e) = stream.send_trailers(t).await {
+                            return Sent::Refused(e);
+                        }
+                    }
+                    match stream.finish().await {
+                        Ok(()) => Sent::Done,
+                        Err(e) => Sent::Refused(e),
+                    }
                 }
-                if let Some(t) = trailers {
-                    stream.send_trailers(t).await?;
-                }
-                stream.finish().await?;
+                .await;
+                let send_err = match sent {
+                    Sent::Done => None,
+                    Sent::BodyFailed(e) => {
+                        stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                        anyhow::bail!("request body failed: {e}");
+                    }
+                    Sent::Refused(e) => Some(e),
+                };
+                // After a refusal the answer is already on its way; bound the wait anyway.
+                let wait = if send_err.is_some() {
+                    RESPONSE_AFTER_REFUSAL
+                } else {
+                    std::time::Duration::MAX
+                };
                 let mut interim = Vec::new();
                 let resp = loop {
-                    let r = stream.recv_response().await?;
+                    let r = match tokio::time::timeout(wait, stream.recv_response()).await {
+                        Ok(Ok(r)) => r,
+                        // No answer: the failure to send is the cause worth reporting.
+                        failed => match send_err {
+                            Some(e) => return Err(e.into()),
+                            None => match failed {
+                                Ok(Err(e)) => return Err(e.into()),
+                                _ => anyhow::bail!("no HTTP/3 response"),
+                            },
+                        },
+                    };
                     if !r.status().is_informational() || interim.len() >= 16 {
                         break r;
                     }
@@ -375,6 +413,18 @@ impl Client {
         }
     }
 }
+
+/// How an HTTP/3 request body went out.
+enum Sent {
+    Done,
+    /// The body stream itself failed (the request is cancelled).
+    BodyFailed(BodyError),
+    /// The server stopped or reset the stream: it may have answered already.
+    Refused(h3::error::StreamError),
+}
+
+/// How long a response may take once the server has refused the rest of the request body.
+const RESPONSE_AFTER_REFUSAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn hyper_body(body: Option<BodyStream>, trailers: Option<http::HeaderMap>) -> ReqBody {
     match (body, trailers) {

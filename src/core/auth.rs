@@ -10,6 +10,14 @@
 //! The MAC is HMAC-SHA256 keyed with the raw secret bytes, hex on the wire (either case),
 //! compared in constant time through `Mac::verify_slice`. Several keys may be configured for
 //! rotation. Time is passed in as Unix seconds; nothing here reads a clock.
+//!
+//! Two refusals guard against ambiguity and against URLs that never die:
+//! - a query naming a signature parameter (`v`/`v1`, `v2`, `token`, `v3`, `expires`) more
+//!   than once, or two schemes at once, is refused as [`AuthError::Repeated`]: a proxy or an
+//!   XMPP server that reads the last occurrence would disagree with us about what was signed.
+//!   Names are percent-decoded before they are compared (`%76` is `v`);
+//! - a v3 URL whose `expires` lies further ahead than the maximum lifetime (plus the clock
+//!   skew) is refused as [`AuthError::LifetimeExceeded`], even with a valid MAC.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -29,7 +37,16 @@ pub enum AuthError {
     Expired,
     #[error("signature scheme needs the size (Content-Length)")]
     SizeRequired,
+    #[error("a signature parameter appears more than once in the URL")]
+    Repeated,
+    #[error("signed URL is valid for longer than this server allows")]
+    LifetimeExceeded,
 }
+
+/// Default longest validity of a v3 URL (`security.max_url_lifetime`): 7 days. XMPP servers
+/// sign PUT URLs for minutes to an hour (ejabberd's `token_expiry` is 3600 s); 7 days leaves
+/// room for signed download links shared for a week while a leaked URL still dies.
+pub const DEFAULT_MAX_URL_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
 /// A signature scheme, as chosen by the query parameter name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +82,8 @@ impl Scheme {
 pub struct Keys {
     keys: Vec<Vec<u8>>,
     path_only_compat: bool,
+    /// Longest accepted v3 validity (`expires - now`), in seconds.
+    max_lifetime_secs: u64,
 }
 
 impl std::fmt::Debug for Keys {
@@ -91,22 +110,35 @@ pub struct Claim<'a> {
 pub struct SignedQuery {
     pub scheme: Option<(Scheme, String)>,
     pub expires: Option<String>,
+    /// The (decoded) name of a signature parameter seen a second time, or of a second
+    /// scheme; [`Keys::verify`] then refuses with [`AuthError::Repeated`].
+    pub repeated: Option<String>,
 }
 
 impl SignedQuery {
-    /// Extracts the signature parameters; the first signature parameter wins.
+    /// Extracts the signature parameters (names and values percent-decoded). A second
+    /// signature parameter is not read but remembered in `repeated`.
     pub fn parse(query: Option<&str>) -> SignedQuery {
         let mut out = SignedQuery::default();
         for pair in query.unwrap_or("").split('&') {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_encoding::percent_decode_str(value)
-                .decode_utf8_lossy()
-                .into_owned();
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            let value = || {
+                percent_encoding::percent_decode_str(value)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             if name == "expires" {
-                out.expires.get_or_insert(value);
-            } else if let Some(scheme) = Scheme::parse(name) {
-                if out.scheme.is_none() {
-                    out.scheme = Some((scheme, value));
+                if out.expires.is_some() {
+                    out.repeated.get_or_insert_with(|| name.to_string());
+                } else {
+                    out.expires = Some(value());
+                }
+            } else if let Some(scheme) = Scheme::parse(&name) {
+                if out.scheme.is_some() {
+                    out.repeated.get_or_insert_with(|| name.to_string());
+                } else {
+                    out.scheme = Some((scheme, value()));
                 }
             }
         }
@@ -125,7 +157,14 @@ impl Keys {
         Keys {
             keys,
             path_only_compat,
+            max_lifetime_secs: DEFAULT_MAX_URL_LIFETIME_SECS,
         }
+    }
+
+    /// Sets the longest accepted v3 validity (`security.max_url_lifetime`).
+    pub fn with_max_lifetime(mut self, secs: u64) -> Keys {
+        self.max_lifetime_secs = secs;
+        self
     }
 
     /// Checks `query`'s signature against `claim`. `now` is Unix seconds.
@@ -136,6 +175,9 @@ impl Keys {
         now: u64,
         skew_secs: u64,
     ) -> Result<Scheme, AuthError> {
+        if query.repeated.is_some() {
+            return Err(AuthError::Repeated);
+        }
         let (scheme, hex_mac) = query.scheme.as_ref().ok_or(AuthError::Missing)?;
         let tag = hex::decode(hex_mac.trim()).map_err(|_| AuthError::Malformed)?;
         if tag.len() != 32 {
@@ -163,6 +205,12 @@ impl Keys {
                 }
                 if now > expires.saturating_add(skew_secs) {
                     return Err(AuthError::Expired);
+                }
+                let latest = now
+                    .saturating_add(self.max_lifetime_secs)
+                    .saturating_add(skew_secs);
+                if expires > latest {
+                    return Err(AuthError::LifetimeExceeded);
                 }
                 return Ok(Scheme::V3);
             }
@@ -227,246 +275,4 @@ pub fn message_for(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn keys() -> Keys {
-        Keys::new("secret", &[], false)
-    }
-
-    // Test vectors computed independently (Python `hmac` and `openssl dgst -sha256 -hmac`):
-    // secret `secret`, path `foo/bar.jpg`, size 1234, type `image/jpeg`, expires 1700000000.
-    const V: &str = "fae9d934536a2d0385ab11c726b010b9ccd5212304135d576df9db1fc653ad94";
-    const V2: &str = "626eedc59396fdc5958bbfaba9a319d689caa556550e67c2e0e7950bb6a17a36";
-    const V3_PUT: &str = "6b129c374f9d37df8f117d3c564653dcb29549c4d2b292359e3bfc39f9c57559";
-    const V3_GET: &str = "edfc90be0782e97b878c9345ed5d3831b60c03ff4132a921ef313df7cbf5c35c";
-    const V3_POST: &str = "58af41e3531f2a8ca45431ee06c13a397c76a19af2c5b5ea51d1c6d1b7b8ed92";
-    const V_UTF8: &str = "258ff63d592de4bfb3aa4930a62e801c64d4032a8f41efcf6c0d9c9ebfaa81bc";
-    const PATH_ONLY: &str = "19c63eea7fe1b7e65a6bdadcf438bfa4cf844eac9f7bb106af2b513f614597b3";
-
-    #[test]
-    fn minting_reproduces_every_vector() {
-        let k = keys();
-        let p = "foo/bar.jpg";
-        let cases: &[(&[u8], &str)] = &[
-            (&message_for(Scheme::V, "PUT", p, 1234, "", 0), V),
-            (
-                &message_for(Scheme::V2, "PUT", p, 1234, "image/jpeg", 0),
-                V2,
-            ),
-            (
-                &message_for(Scheme::V3, "PUT", p, 0, "", 1_700_000_000),
-                V3_PUT,
-            ),
-            (
-                &message_for(Scheme::V3, "GET", p, 0, "", 1_700_000_000),
-                V3_GET,
-            ),
-            (
-                &message_for(Scheme::V3, "POST", "upload", 0, "", 1_700_000_000),
-                V3_POST,
-            ),
-            (
-                &message_for(Scheme::V, "PUT", "d6a1c3e0/My Photo é.jpg", 5, "", 0),
-                V_UTF8,
-            ),
-            (b"foo/bar.jpg", PATH_ONLY),
-        ];
-        for (msg, want) in cases {
-            assert_eq!(
-                k.sign(msg),
-                *want,
-                "message {:?}",
-                String::from_utf8_lossy(msg)
-            );
-        }
-    }
-
-    fn claim<'a>(
-        method: &'a str,
-        path: &'a str,
-        size: Option<u64>,
-        ct: &'a [&'a str],
-    ) -> Claim<'a> {
-        Claim {
-            method,
-            path,
-            size,
-            content_types: ct,
-        }
-    }
-
-    fn q(s: &str) -> SignedQuery {
-        SignedQuery::parse(Some(s))
-    }
-
-    #[test]
-    fn verification_table() {
-        let k = keys();
-        let p = "foo/bar.jpg";
-        let jpeg: &[&str] = &["image/jpeg"];
-        let octet_then_jpeg: &[&str] = &["application/octet-stream", "image/jpeg"];
-        let now = 1_700_000_000;
-        let cases: Vec<(String, Claim, u64, Result<Scheme, AuthError>)> = vec![
-            (
-                format!("v={V}"),
-                claim("PUT", p, Some(1234), &[]),
-                now,
-                Ok(Scheme::V),
-            ),
-            (
-                format!("v={}", V.to_uppercase()),
-                claim("PUT", p, Some(1234), &[]),
-                now,
-                Ok(Scheme::V),
-            ),
-            (
-                format!("v={V}"),
-                claim("PUT", p, Some(1235), &[]),
-                now,
-                Err(AuthError::Mismatch),
-            ),
-            (
-                format!("v={V}"),
-                claim("PUT", "foo/baz.jpg", Some(1234), &[]),
-                now,
-                Err(AuthError::Mismatch),
-            ),
-            (
-                format!("v={V}"),
-                claim("PUT", p, None, &[]),
-                now,
-                Err(AuthError::SizeRequired),
-            ),
-            (
-                format!("v2={V2}"),
-                claim("PUT", p, Some(1234), jpeg),
-                now,
-                Ok(Scheme::V2),
-            ),
-            (
-                format!("token={V2}"),
-                claim("PUT", p, Some(1234), jpeg),
-                now,
-                Ok(Scheme::Token),
-            ),
-            // Declared type tried first, then the guess: still verifies.
-            (
-                format!("v2={V2}"),
-                claim("PUT", p, Some(1234), octet_then_jpeg),
-                now,
-                Ok(Scheme::V2),
-            ),
-            (
-                format!("v2={V2}"),
-                claim("PUT", p, Some(1234), &["text/plain"]),
-                now,
-                Err(AuthError::Mismatch),
-            ),
-            (
-                format!("v3={V3_PUT}&expires=1700000000"),
-                claim("PUT", p, None, &[]),
-                now,
-                Ok(Scheme::V3),
-            ),
-            (
-                format!("v3={V3_PUT}&expires=1700000000"),
-                claim("PUT", p, None, &[]),
-                now + 60,
-                Ok(Scheme::V3),
-            ),
-            (
-                format!("v3={V3_PUT}&expires=1700000000"),
-                claim("PUT", p, None, &[]),
-                now + 61,
-                Err(AuthError::Expired),
-            ),
-            (
-                format!("v3={V3_PUT}&expires=1700000001"),
-                claim("PUT", p, None, &[]),
-                now,
-                Err(AuthError::Mismatch),
-            ),
-            (
-                format!("v3={V3_PUT}&expires=1700000000"),
-                claim("GET", p, None, &[]),
-                now,
-                Err(AuthError::Mismatch),
-            ),
-            (
-                format!("v3={V3_GET}&expires=1700000000"),
-                claim("GET", p, None, &[]),
-                now,
-                Ok(Scheme::V3),
-            ),
-            (
-                format!("v3={V3_POST}&expires=1700000000"),
-                claim("POST", "upload", None, &[]),
-                now,
-                Ok(Scheme::V3),
-            ),
-            (
-                format!("v3={V3_PUT}"),
-                claim("PUT", p, None, &[]),
-                now,
-                Err(AuthError::Malformed),
-            ),
-            (
-                "v=zz".to_string(),
-                claim("PUT", p, Some(1234), &[]),
-                now,
-                Err(AuthError::Malformed),
-            ),
-            (
-                "v=abcd".to_string(),
-                claim("PUT", p, Some(1234), &[]),
-                now,
-                Err(AuthError::Malformed),
-            ),
-            (
-                "x=1".to_string(),
-                claim("PUT", p, Some(1234), &[]),
-                now,
-                Err(AuthError::Missing),
-            ),
-            // Path-only MACs are refused unless the compatibility switch is on.
-            (
-                format!("v={PATH_ONLY}"),
-                claim("PUT", p, Some(1234), &[]),
-                now,
-                Err(AuthError::Mismatch),
-            ),
-        ];
-        for (query, c, now, want) in cases {
-            assert_eq!(k.verify(&q(&query), &c, now, 60), want, "{query} {c:?}");
-        }
-        let utf8 = claim("PUT", "d6a1c3e0/My Photo é.jpg", Some(5), &[]);
-        assert_eq!(
-            k.verify(&q(&format!("v={V_UTF8}")), &utf8, now, 60),
-            Ok(Scheme::V)
-        );
-    }
-
-    #[test]
-    fn rotation_and_compat_switch() {
-        let rotated = Keys::new("new-secret", &["secret".to_string()], false);
-        let c = claim("PUT", "foo/bar.jpg", Some(1234), &[]);
-        assert_eq!(
-            rotated.verify(&q(&format!("v={V}")), &c, 0, 60),
-            Ok(Scheme::V)
-        );
-        let compat = Keys::new("secret", &[], true);
-        assert_eq!(
-            compat.verify(&q(&format!("v={PATH_ONLY}")), &c, 0, 60),
-            Ok(Scheme::V)
-        );
-    }
-
-    #[test]
-    fn query_parsing() {
-        let s = SignedQuery::parse(Some("expires=5&v3=ab%63d&v=zz"));
-        assert_eq!(s.scheme, Some((Scheme::V3, "abcd".to_string())));
-        assert_eq!(s.expires.as_deref(), Some("5"));
-        assert!(!SignedQuery::parse(None).is_signed());
-    }
-}
+mod tests;

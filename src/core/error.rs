@@ -49,6 +49,8 @@ impl CoreError {
             CoreError::BadPath(_) => "bad_path",
             CoreError::Auth(AuthError::Expired) => "signature_expired",
             CoreError::Auth(AuthError::Missing) => "signature_missing",
+            CoreError::Auth(AuthError::Repeated) => "signature_parameter_repeated",
+            CoreError::Auth(AuthError::LifetimeExceeded) => "signature_lifetime_exceeded",
             CoreError::Auth(_) => "signature_invalid",
             CoreError::LengthRequired => "length_required",
             CoreError::TooLarge { .. } => "too_large",

@@ -29,6 +29,8 @@ pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
     match err {
         CoreError::BadPath(_) => StatusCode::BAD_REQUEST,
         CoreError::Auth(AuthError::SizeRequired) => StatusCode::LENGTH_REQUIRED,
+        // A malformed request, not a failed authentication.
+        CoreError::Auth(AuthError::Repeated) => StatusCode::BAD_REQUEST,
         CoreError::Auth(_) => auth_status,
         CoreError::LengthRequired => StatusCode::LENGTH_REQUIRED,
         CoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
