@@ -15,6 +15,10 @@
 //!    expected digest, and moved to its target without overwriting; the record is kept
 //!    (completed) until it expires so clients can still ask for the offset.
 //! 6. Records and data of sessions past their expiry are collected by [`Engine::expire`].
+//!    In memory, the engine keeps state only for sessions in progress (the index, bounded by
+//!    `max_sessions`): an id without a session never gets an entry, and a session's entry
+//!    goes when it completes, is terminated or expires. Only sessions in progress count
+//!    against the limits; a completed one is just a record kept for offset queries.
 //! 7. The file's SHA-256 is kept as a running hash of the contiguous prefix: appends hash
 //!    while they write, out-of-order chunks hash the newly contiguous bytes when the prefix
 //!    grows (from the page cache), so completion does not read the file again. After a
@@ -89,6 +93,8 @@ pub enum SessionError {
     Preempted,
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("not enough storage space")]
+    InsufficientStorage,
 }
 
 impl SessionError {
@@ -118,20 +124,25 @@ impl SessionError {
             SessionError::Interrupted(_) => "body_incomplete",
             SessionError::Preempted => "preempted",
             SessionError::Storage(_) => "storage_error",
+            SessionError::InsufficientStorage => "insufficient_storage",
         }
     }
 }
 
 impl From<std::io::Error> for SessionError {
     fn from(e: std::io::Error) -> Self {
-        SessionError::Storage(e.to_string())
+        match CoreError::from(e) {
+            CoreError::InsufficientStorage => SessionError::InsufficientStorage,
+            other => SessionError::Storage(other.to_string()),
+        }
     }
 }
 
 impl From<CoreError> for SessionError {
     fn from(e: CoreError) -> Self {
         match e {
-            CoreError::InsufficientStorage => SessionError::ReservedBytesExceeded,
+            // A full disk (ENOSPC, EDQUOT) is not the reservation limit: 507, not 413.
+            CoreError::InsufficientStorage => SessionError::InsufficientStorage,
             CoreError::BodyIncomplete(m) => SessionError::Interrupted(m),
             other => SessionError::Storage(other.to_string()),
         }
@@ -182,10 +193,29 @@ struct Slot {
 }
 
 impl Slot {
+    fn new() -> Slot {
+        Slot {
+            record: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(()),
+            preempt: watch::channel(0).0,
+            prefix: tokio::sync::Mutex::new(Prefix::default()),
+        }
+    }
+
     /// Takes the writer lock, first telling a request still writing to stop and commit.
     async fn take_writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.preempt.send_modify(|g| *g += 1);
         self.writer.lock().await
+    }
+}
+
+impl IndexEntry {
+    fn new(owner: &str, reserved: u64) -> IndexEntry {
+        IndexEntry {
+            owner: owner.to_string(),
+            reserved,
+            slot: Arc::new(Slot::new()),
+        }
     }
 }
 
@@ -195,18 +225,21 @@ struct Prefix {
     upto: u64,
 }
 
-#[derive(Clone)]
+/// A session in progress: what the limits count, and its locks and running hash.
 struct IndexEntry {
     owner: String,
     reserved: u64,
+    slot: Arc<Slot>,
 }
 
 pub struct Engine {
     store: Arc<SessionStore>,
     parts: PartStore,
     limits: Limits,
+    /// Sessions in progress, and only those (created here or found at start-up; removed
+    /// when they complete or are removed). A request holds its session's slot by `Arc`, so
+    /// removal never waits for requests and never strands a lock.
     index: Mutex<HashMap<String, IndexEntry>>,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,13 +279,9 @@ impl Engine {
                 continue;
             }
             with_data.insert(id.clone());
-            index.insert(
-                id,
-                IndexEntry {
-                    owner: s.owner.clone(),
-                    reserved: s.reserved(limits.max_length),
-                },
-            );
+            if s.completed.is_none() {
+                index.insert(id, IndexEntry::new(&s.owner, s.reserved(limits.max_length)));
+            }
         }
         for id in parts.list()? {
             if !with_data.contains(&id) {
@@ -264,7 +293,6 @@ impl Engine {
             parts,
             limits,
             index: Mutex::new(index),
-            slots: Mutex::new(HashMap::new()),
         })
     }
 
@@ -272,18 +300,25 @@ impl Engine {
         &self.limits
     }
 
-    fn slot(&self, id: &str) -> Arc<Slot> {
-        lock(&self.slots)
-            .entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    record: tokio::sync::Mutex::new(()),
-                    writer: tokio::sync::Mutex::new(()),
-                    preempt: watch::channel(0).0,
-                    prefix: tokio::sync::Mutex::new(Prefix::default()),
-                })
-            })
-            .clone()
+    /// How many sessions the engine keeps state for in memory (introspection for tests).
+    pub fn tracked(&self) -> usize {
+        lock(&self.index).len()
+    }
+
+    /// The slot of a session in progress; `None` for any other id (never inserts).
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        lock(&self.index).get(id).map(|e| e.slot.clone())
+    }
+
+    /// The error for a request that needs a session in progress but found none: the
+    /// record tells whether it completed, expired or never existed.
+    async fn not_in_progress(&self, id: &str, now: u64) -> SessionError {
+        match self.info(id, now).await {
+            Ok(s) if s.completed.is_some() => SessionError::AlreadyCompleted,
+            // A record without an index entry is being removed.
+            Ok(_) => SessionError::Gone,
+            Err(e) => e,
+        }
     }
 
     async fn load(&self, id: &str) -> Result<Session, SessionError> {
@@ -325,8 +360,12 @@ impl Engine {
         if !is_session_id(id) {
             return Err(SessionError::NotFound);
         }
+        // Only a session in progress can have a request writing to it.
         let slot = self.slot(id);
-        let _w = slot.take_writer().await;
+        let _w = match &slot {
+            Some(slot) => Some(slot.take_writer().await),
+            None => None,
+        };
         self.info(id, now).await
     }
 
@@ -364,13 +403,7 @@ impl Engine {
                 return Err(SessionError::ReservedBytesExceeded);
             }
             // Reserve now, so concurrent creations cannot overshoot the limits.
-            index.insert(
-                id.clone(),
-                IndexEntry {
-                    owner: new.owner.clone(),
-                    reserved: reserve,
-                },
-            );
+            index.insert(id.clone(), IndexEntry::new(&new.owner, reserve));
         }
         let session = Session {
             id: id.clone(),
@@ -398,19 +431,32 @@ impl Engine {
         .await;
         if let Err(e) = created {
             lock(&self.index).remove(&id);
-            let _ = self.parts.remove(&id);
+            // File system calls block: on the blocking pool, like every other one here.
+            let (parts, pid) = (self.parts.clone(), id.clone());
+            if let Err(r) = blocking(move || Ok(parts.remove(&pid)?)).await {
+                tracing::warn!(%id, error = %r, "cannot remove the data file of a failed creation");
+            }
             return Err(e);
         }
         if session.data_complete() {
             // An empty upload is complete as soon as it exists.
-            return self.finish(&id, now).await;
+            if let Some(slot) = self.slot(&id) {
+                return self.finish(&id, &slot, now).await;
+            }
         }
         Ok(session)
     }
 
     /// Sets a deferred length (tus `Upload-Length` after `Upload-Defer-Length: 1`).
     pub async fn set_length(&self, id: &str, len: u64, now: u64) -> Result<Session, SessionError> {
-        let slot = self.slot(id);
+        let Some(slot) = self.slot(id) else {
+            let s = self.info(id, now).await?;
+            return match s.length {
+                Some(l) if l == len => Ok(s),
+                _ if s.completed.is_some() => Err(SessionError::AlreadyCompleted),
+                _ => Err(SessionError::Gone),
+            };
+        };
         let _r = slot.record.lock().await;
         let mut s = self.info(id, now).await?;
         match s.length {
@@ -443,7 +489,9 @@ impl Engine {
         body: &mut BodyStream,
         now: u64,
     ) -> Result<Session, SessionError> {
-        let slot = self.slot(id);
+        let Some(slot) = self.slot(id) else {
+            return Err(self.not_in_progress(id, now).await);
+        };
         let (_writer, mut preempted) = match w.placement {
             Placement::Append { .. } => {
                 let guard = slot.take_writer().await;
@@ -470,7 +518,7 @@ impl Engine {
             Placement::At { offset, len } => {
                 if s.received.contains(offset, offset + len) {
                     // A repeated chunk: acknowledged again, its bytes discarded.
-                    while let Some(Ok(_)) = body.next().await {}
+                    discard_chunk(body, len).await?;
                     return Ok(s);
                 }
                 (offset, Some(len))
@@ -508,6 +556,7 @@ impl Engine {
             .unwrap_or_else(|| self.limits.pool.lease(self.limits.pool.max()));
         let mut writer = Writer::new(file, start, lease, digests);
         let mut committed = start;
+        let appending = matches!(w.placement, Placement::Append { .. });
         let mut failure: Option<SessionError> = None;
         loop {
             let next = match preempted.as_mut() {
@@ -526,10 +575,14 @@ impl Engine {
                         break;
                     }
                     writer.push(&chunk).await.map_err(SessionError::from)?;
-                    if w.checksum.is_none() && writer.end() - committed >= self.limits.commit_every
+                    // Progress within a request is committed for appends only: a chunk
+                    // counts only whole, so none of it may be recorded before it all is.
+                    if appending
+                        && w.checksum.is_none()
+                        && writer.end() - committed >= self.limits.commit_every
                     {
                         writer.sync().await.map_err(SessionError::from)?;
-                        self.commit_range(id, committed, writer.end(), None, now)
+                        self.commit_range(id, &slot, committed, writer.end(), None, now)
                             .await?;
                         committed = writer.end();
                     }
@@ -565,7 +618,9 @@ impl Engine {
             return Err(failure.unwrap_or(SessionError::Preempted));
         }
         let set_len = (w.last && failure.is_none()).then_some(end);
-        let s = self.commit_range(id, committed, end, set_len, now).await?;
+        let s = self
+            .commit_range(id, &slot, committed, end, set_len, now)
+            .await?;
         match (prefix.as_mut(), digests.sha256) {
             (Some(p), Some(sha)) => {
                 p.sha = sha;
@@ -583,7 +638,7 @@ impl Engine {
             return Err(f);
         }
         if s.data_complete() {
-            return self.finish(id, now).await;
+            return self.finish(id, &slot, now).await;
         }
         Ok(s)
     }
@@ -614,12 +669,12 @@ impl Engine {
     async fn commit_range(
         &self,
         id: &str,
+        slot: &Slot,
         start: u64,
         end: u64,
         set_length: Option<u64>,
         now: u64,
     ) -> Result<Session, SessionError> {
-        let slot = self.slot(id);
         let _r = slot.record.lock().await;
         let mut s = self.load(id).await?;
         s.received.insert(start, end);
@@ -638,8 +693,7 @@ impl Engine {
     }
 
     /// Completes a session whose data is all present: hash, digest check, move into place.
-    async fn finish(&self, id: &str, now: u64) -> Result<Session, SessionError> {
-        let slot = self.slot(id);
+    async fn finish(&self, id: &str, slot: &Slot, now: u64) -> Result<Session, SessionError> {
         let _r = slot.record.lock().await;
         let mut s = self.load(id).await?;
         if s.completed.is_some() || !s.data_complete() {
@@ -693,6 +747,8 @@ impl Engine {
         });
         s.expires = now.saturating_add(self.limits.ttl_secs);
         self.save(&s).await?;
+        // No longer in progress: out of the limits and out of memory.
+        lock(&self.index).remove(id);
         drop(_r);
         if s.kind == Kind::Partial {
             self.finish_waiting_finals(id, now).await;
@@ -751,12 +807,16 @@ impl Engine {
             self.remove(id).await?;
             return Err(SessionError::LengthMismatch);
         }
+        let Some(slot) = self.slot(id) else {
+            return Ok(s);
+        };
         let parts = self.parts.clone();
         let dest = id.to_string();
         let srcs = sources.clone();
         blocking(move || Ok(parts.concat(&dest, &srcs)?)).await?;
-        self.commit_range(id, 0, total, Some(total), now).await?;
-        let done = self.finish(id, now).await?;
+        self.commit_range(id, &slot, 0, total, Some(total), now)
+            .await?;
+        let done = self.finish(id, &slot, now).await?;
         for (pid, _) in sources {
             self.remove(&pid).await?;
         }
@@ -786,7 +846,10 @@ impl Engine {
     pub async fn terminate(&self, id: &str, now: u64) -> Result<(), SessionError> {
         self.info(id, now).await?;
         let slot = self.slot(id);
-        let _w = slot.take_writer().await;
+        let _w = match &slot {
+            Some(slot) => Some(slot.take_writer().await),
+            None => None,
+        };
         self.remove(id).await
     }
 
@@ -801,7 +864,6 @@ impl Engine {
         })
         .await?;
         lock(&self.index).remove(id);
-        lock(&self.slots).remove(id);
         Ok(())
     }
 
@@ -826,6 +888,26 @@ impl Engine {
         }
         Ok(n)
     }
+}
+
+/// Reads and discards the body of a chunk already stored, which must be exactly `len`
+/// bytes: reading stops at the first byte past `len`, so a body without `Content-Length`
+/// is never read without a bound.
+async fn discard_chunk(body: &mut BodyStream, len: u64) -> Result<(), SessionError> {
+    let mut seen = 0u64;
+    while let Some(next) = body.next().await {
+        let chunk = next.map_err(|e| SessionError::Interrupted(e.0))?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if seen > len {
+            return Err(SessionError::LengthExceeded);
+        }
+    }
+    if seen != len {
+        return Err(SessionError::Interrupted(format!(
+            "body ended after {seen} of {len} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Session ids are exactly 32 lower-case hex digits.

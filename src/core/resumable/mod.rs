@@ -18,4 +18,6 @@ pub use engine::{Engine, Limits, NewSession, Placement, SessionError, Write};
 pub use session::{Kind, Origin, Session};
 
 #[cfg(test)]
+mod engine_defect_tests;
+#[cfg(test)]
 mod engine_tests;
