@@ -25,20 +25,21 @@
 //!    restart the running hash is gone and completion hashes what it lacks.
 //!
 //! Time comes in as Unix seconds; nothing here reads a clock or touches a socket.
+//! Writes live in `engine/write.rs`, tus concatenation in `engine/concat.rs`, the error type
+//! in [`super::errors`].
 
 use super::checksum;
 use super::session::{Completed, Kind, Origin, Session};
-use crate::core::body::BodyStream;
-use crate::core::error::CoreError;
 use crate::core::path::{self, RelPath};
-use crate::core::stream::{Digests, Writer};
 use crate::storage::fs::CommitError;
 use crate::storage::{PartStore, SessionStore};
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+
+mod concat;
+mod write;
 
 /// Limits and tuning of the engine.
 #[derive(Debug, Clone)]
@@ -54,100 +55,7 @@ pub struct Limits {
     pub commit_every: u64,
 }
 
-/// Why a session operation failed. Each has a stable code; statuses are the protocols'.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("no such upload")]
-    NotFound,
-    #[error("upload expired or was terminated")]
-    Gone,
-    #[error("offset {provided} does not match the upload's offset {expected}")]
-    OffsetMismatch { expected: u64, provided: u64 },
-    #[error("upload is already complete")]
-    AlreadyCompleted,
-    #[error("data beyond the upload's length")]
-    LengthExceeded,
-    #[error("length does not match the signed or declared size")]
-    LengthMismatch,
-    #[error("upload length exceeds the maximum of {max} bytes")]
-    TooLarge { max: u64 },
-    #[error("too many uploads in progress on this server")]
-    TooManySessions,
-    #[error("too many uploads in progress for this client")]
-    TooManyForClient,
-    #[error("not enough reservable storage for this upload")]
-    ReservedBytesExceeded,
-    #[error("checksum mismatch")]
-    ChecksumMismatch,
-    #[error("{0}")]
-    Checksum(#[from] checksum::ChecksumError),
-    #[error("the complete file does not match the expected digest")]
-    DigestMismatch,
-    #[error("a file already exists at the target path")]
-    TargetExists,
-    #[error("invalid concatenation: {0}")]
-    InvalidConcat(String),
-    #[error("request body interrupted: {0}")]
-    Interrupted(String),
-    #[error("a newer request for this upload took over")]
-    Preempted,
-    #[error("storage error: {0}")]
-    Storage(String),
-    #[error("not enough storage space")]
-    InsufficientStorage,
-}
-
-impl SessionError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            SessionError::NotFound => "upload_not_found",
-            SessionError::Gone => "upload_gone",
-            SessionError::OffsetMismatch { .. } => "mismatching_upload_offset",
-            SessionError::AlreadyCompleted => "completed_upload",
-            SessionError::LengthExceeded => "length_exceeded",
-            SessionError::LengthMismatch => "inconsistent_upload_length",
-            SessionError::TooLarge { .. } => "too_large",
-            SessionError::TooManySessions => "too_many_uploads",
-            SessionError::TooManyForClient => "too_many_uploads_for_client",
-            SessionError::ReservedBytesExceeded => "storage_reservation_exceeded",
-            SessionError::ChecksumMismatch => "checksum_mismatch",
-            SessionError::Checksum(checksum::ChecksumError::Unsupported(_)) => {
-                "checksum_unsupported"
-            }
-            SessionError::Checksum(checksum::ChecksumError::MissingTrailer) => {
-                "checksum_trailer_missing"
-            }
-            SessionError::Checksum(_) => "checksum_malformed",
-            SessionError::DigestMismatch => "digest_mismatch",
-            SessionError::TargetExists => "file_exists",
-            SessionError::InvalidConcat(_) => "invalid_concatenation",
-            SessionError::Interrupted(_) => "body_incomplete",
-            SessionError::Preempted => "preempted",
-            SessionError::Storage(_) => "storage_error",
-            SessionError::InsufficientStorage => "insufficient_storage",
-        }
-    }
-}
-
-impl From<std::io::Error> for SessionError {
-    fn from(e: std::io::Error) -> Self {
-        match CoreError::from(e) {
-            CoreError::InsufficientStorage => SessionError::InsufficientStorage,
-            other => SessionError::Storage(other.to_string()),
-        }
-    }
-}
-
-impl From<CoreError> for SessionError {
-    fn from(e: CoreError) -> Self {
-        match e {
-            // A full disk (ENOSPC, EDQUOT) is not the reservation limit: 507, not 413.
-            CoreError::InsufficientStorage => SessionError::InsufficientStorage,
-            CoreError::BodyIncomplete(m) => SessionError::Interrupted(m),
-            other => SessionError::Storage(other.to_string()),
-        }
-    }
-}
+pub use super::errors::SessionError;
 
 /// What a new session starts as.
 #[derive(Debug, Clone)]
@@ -480,192 +388,6 @@ impl Engine {
         Ok(s)
     }
 
-    /// Writes one request's body into a session; returns the session after the write
-    /// (completed, if this write finished it).
-    pub async fn write(
-        &self,
-        id: &str,
-        mut w: Write,
-        body: &mut BodyStream,
-        now: u64,
-    ) -> Result<Session, SessionError> {
-        let Some(slot) = self.slot(id) else {
-            return Err(self.not_in_progress(id, now).await);
-        };
-        let (_writer, mut preempted) = match w.placement {
-            Placement::Append { .. } => {
-                let guard = slot.take_writer().await;
-                let mut rx = slot.preempt.subscribe();
-                rx.mark_unchanged();
-                (Some(guard), Some(rx))
-            }
-            Placement::At { .. } => (None, None),
-        };
-        let s = self.info(id, now).await?;
-        if s.completed.is_some() {
-            return Err(SessionError::AlreadyCompleted);
-        }
-        let (start, expected_len) = match w.placement {
-            Placement::Append { offset } => {
-                if offset != s.offset() {
-                    return Err(SessionError::OffsetMismatch {
-                        expected: s.offset(),
-                        provided: offset,
-                    });
-                }
-                (offset, w.declared_len)
-            }
-            Placement::At { offset, len } => {
-                if s.received.contains(offset, offset + len) {
-                    // A repeated chunk: acknowledged again, its bytes discarded.
-                    discard_chunk(body, len).await?;
-                    return Ok(s);
-                }
-                (offset, Some(len))
-            }
-        };
-        let limit = s.length.unwrap_or(self.limits.max_length);
-        if expected_len.is_some_and(|n| start.saturating_add(n) > limit) {
-            return Err(if s.length.is_some() {
-                SessionError::LengthExceeded
-            } else {
-                SessionError::TooLarge {
-                    max: self.limits.max_length,
-                }
-            });
-        }
-        let parts = self.parts.clone();
-        let pid = id.to_string();
-        let file = blocking(move || Ok(parts.open_write(&pid)?)).await?;
-        // An append that continues the running hash carries it (exclusive: writer lock).
-        let mut prefix = match w.placement {
-            Placement::Append { .. } => Some(slot.prefix.lock().await),
-            Placement::At { .. } => None,
-        };
-        let carry = prefix
-            .as_ref()
-            .filter(|p| p.upto == start)
-            .map(|p| p.sha.clone());
-        let digests = Digests {
-            sha256: carry,
-            check: w.checksum.as_ref().map(checksum::Wanted::hasher),
-        };
-        let lease = w
-            .lease
-            .take()
-            .unwrap_or_else(|| self.limits.pool.lease(self.limits.pool.max()));
-        let mut writer = Writer::new(file, start, lease, digests);
-        let mut committed = start;
-        let appending = matches!(w.placement, Placement::Append { .. });
-        let mut failure: Option<SessionError> = None;
-        loop {
-            let next = match preempted.as_mut() {
-                Some(rx) => tokio::select! {
-                    c = body.next() => c,
-                    _ = rx.changed() => { failure = Some(SessionError::Preempted); break }
-                },
-                None => body.next().await,
-            };
-            match next {
-                Some(Ok(chunk)) => {
-                    if writer.end().saturating_add(chunk.len() as u64) > limit
-                        || expected_len.is_some_and(|n| writer.accepted() + chunk.len() as u64 > n)
-                    {
-                        failure = Some(SessionError::LengthExceeded);
-                        break;
-                    }
-                    writer.push(&chunk).await.map_err(SessionError::from)?;
-                    // Progress within a request is committed for appends only: a chunk
-                    // counts only whole, so none of it may be recorded before it all is.
-                    if appending
-                        && w.checksum.is_none()
-                        && writer.end() - committed >= self.limits.commit_every
-                    {
-                        writer.sync().await.map_err(SessionError::from)?;
-                        self.commit_range(id, &slot, committed, writer.end(), None, now)
-                            .await?;
-                        committed = writer.end();
-                    }
-                }
-                Some(Err(e)) => {
-                    failure = Some(SessionError::Interrupted(e.0));
-                    break;
-                }
-                None => break,
-            }
-        }
-        writer.sync().await.map_err(SessionError::from)?;
-        let end = writer.end();
-        let accepted = writer.accepted();
-        let (_file, digests) = writer.finish().await.map_err(SessionError::from)?;
-        if failure.is_none() && expected_len.is_some_and(|n| accepted != n) {
-            failure = Some(SessionError::Interrupted(format!(
-                "body ended after {accepted} of {} bytes",
-                expected_len.unwrap_or(0)
-            )));
-        }
-        if let (Some(wanted), Some(hash)) = (&w.checksum, digests.check) {
-            // With a checksum, the request's bytes count all or nothing.
-            if let Some(f) = failure {
-                return Err(f);
-            }
-            if !wanted.verify(hash)? {
-                return Err(SessionError::ChecksumMismatch);
-            }
-        }
-        if matches!(w.placement, Placement::At { .. }) && failure.is_some() {
-            // A chunk counts only whole.
-            return Err(failure.unwrap_or(SessionError::Preempted));
-        }
-        let set_len = (w.last && failure.is_none()).then_some(end);
-        let s = self
-            .commit_range(id, &slot, committed, end, set_len, now)
-            .await?;
-        match (prefix.as_mut(), digests.sha256) {
-            (Some(p), Some(sha)) => {
-                p.sha = sha;
-                p.upto = end;
-            }
-            // An append behind the running hash (after a restart): completion hashes the rest.
-            (Some(_), None) => {}
-            (None, _) => {
-                self.extend_prefix(id, &slot, s.received.prefix_end())
-                    .await?;
-            }
-        }
-        drop(prefix);
-        if let Some(f) = failure {
-            return Err(f);
-        }
-        if s.data_complete() {
-            return self.finish(id, &slot, now).await;
-        }
-        Ok(s)
-    }
-
-    /// Hashes newly contiguous bytes into the running prefix hash (out-of-order chunks).
-    async fn extend_prefix(
-        &self,
-        id: &str,
-        slot: &Slot,
-        prefix_end: u64,
-    ) -> Result<(), SessionError> {
-        let mut p = slot.prefix.lock().await;
-        if p.upto >= prefix_end {
-            return Ok(());
-        }
-        let (parts, pid, mut sha, from) =
-            (self.parts.clone(), id.to_string(), p.sha.clone(), p.upto);
-        let sha = blocking(move || {
-            parts.hash_range(&pid, &mut sha, from, prefix_end)?;
-            Ok(sha)
-        })
-        .await?;
-        p.sha = sha;
-        p.upto = prefix_end;
-        Ok(())
-    }
-
     async fn commit_range(
         &self,
         id: &str,
@@ -756,91 +478,6 @@ impl Engine {
         Ok(s)
     }
 
-    /// Creates the concatenation of `part_ids` (tus `Upload-Concat: final`). Finished at
-    /// once when every part is complete, otherwise when the last one completes.
-    pub async fn create_final(
-        &self,
-        mut new: NewSession,
-        part_ids: Vec<String>,
-        now: u64,
-    ) -> Result<Session, SessionError> {
-        if part_ids.is_empty() {
-            return Err(SessionError::InvalidConcat("no parts".into()));
-        }
-        for pid in &part_ids {
-            let p = self
-                .info(pid, now)
-                .await
-                .map_err(|_| SessionError::InvalidConcat(format!("unknown part {pid}")))?;
-            if p.kind != Kind::Partial || p.owner != new.owner || p.target != new.target.as_str() {
-                return Err(SessionError::InvalidConcat(format!(
-                    "{pid} is not a partial upload of this target"
-                )));
-            }
-        }
-        new.kind = Kind::Final {
-            parts: part_ids.clone(),
-        };
-        new.length = None;
-        let s = self.create(new, now).await?;
-        self.try_concat(&s.id, now).await
-    }
-
-    async fn try_concat(&self, id: &str, now: u64) -> Result<Session, SessionError> {
-        let s = self.load(id).await?;
-        let Kind::Final { parts: part_ids } = &s.kind else {
-            return Ok(s);
-        };
-        if s.completed.is_some() {
-            return Ok(s);
-        }
-        let mut sources = Vec::new();
-        for pid in part_ids {
-            let p = self.load(pid).await?;
-            match (&p.completed, p.length) {
-                (Some(_), Some(len)) => sources.push((pid.clone(), len)),
-                _ => return Ok(s),
-            }
-        }
-        let total: u64 = sources.iter().map(|x| x.1).sum();
-        if s.signed_size.is_some_and(|x| x != total) {
-            self.remove(id).await?;
-            return Err(SessionError::LengthMismatch);
-        }
-        let Some(slot) = self.slot(id) else {
-            return Ok(s);
-        };
-        let parts = self.parts.clone();
-        let dest = id.to_string();
-        let srcs = sources.clone();
-        blocking(move || Ok(parts.concat(&dest, &srcs)?)).await?;
-        self.commit_range(id, &slot, 0, total, Some(total), now)
-            .await?;
-        let done = self.finish(id, &slot, now).await?;
-        for (pid, _) in sources {
-            self.remove(&pid).await?;
-        }
-        Ok(done)
-    }
-
-    async fn finish_waiting_finals(&self, part_id: &str, now: u64) {
-        let all = match self.all_sessions().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot scan for waiting concatenations");
-                return;
-            }
-        };
-        for (id, s) in all {
-            let Some(s) = s else { continue };
-            if matches!(&s.kind, Kind::Final { parts } if parts.iter().any(|p| p == part_id)) {
-                if let Err(e) = Box::pin(self.try_concat(&id, now)).await {
-                    tracing::warn!(%id, error = %e, "concatenation failed");
-                }
-            }
-        }
-    }
-
     /// Terminates a session (tus `DELETE`, IETF cancellation): a writer in flight is
     /// preempted, then data and record are removed.
     pub async fn terminate(&self, id: &str, now: u64) -> Result<(), SessionError> {
@@ -888,26 +525,6 @@ impl Engine {
         }
         Ok(n)
     }
-}
-
-/// Reads and discards the body of a chunk already stored, which must be exactly `len`
-/// bytes: reading stops at the first byte past `len`, so a body without `Content-Length`
-/// is never read without a bound.
-async fn discard_chunk(body: &mut BodyStream, len: u64) -> Result<(), SessionError> {
-    let mut seen = 0u64;
-    while let Some(next) = body.next().await {
-        let chunk = next.map_err(|e| SessionError::Interrupted(e.0))?;
-        seen = seen.saturating_add(chunk.len() as u64);
-        if seen > len {
-            return Err(SessionError::LengthExceeded);
-        }
-    }
-    if seen != len {
-        return Err(SessionError::Interrupted(format!(
-            "body ended after {seen} of {len} bytes"
-        )));
-    }
-    Ok(())
 }
 
 /// Session ids are exactly 32 lower-case hex digits.

@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod common;
 pub mod engine;
+pub mod errors;
 pub mod form;
 pub mod hfs;
 pub mod ietf;
