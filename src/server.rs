@@ -33,6 +33,8 @@ pub struct Server {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Runs quinn's drivers (see [`quic::QuicRuntime`]).
     quic_runtime: Option<tokio::runtime::Runtime>,
+    /// The transfer core the listeners serve (for introspection, e.g. in tests).
+    pub core: Arc<Core>,
 }
 
 impl Drop for Server {
@@ -316,6 +318,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown: shutdown_tx,
         tasks,
         quic_runtime: Some(quic_runtime),
+        core: shared.core.clone(),
     })
 }
 

@@ -59,6 +59,7 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::TooLarge { .. } | S::ReservedBytesExceeded => StatusCode::PAYLOAD_TOO_LARGE,
         S::TooManySessions | S::TooManyForClient => StatusCode::TOO_MANY_REQUESTS,
         S::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        S::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         S::AlreadyCompleted
         | S::LengthExceeded
         | S::LengthMismatch

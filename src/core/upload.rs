@@ -2,7 +2,7 @@
 //!
 //! Order of checks, all before the first body byte is read (so `Expect: 100-continue` is
 //! answered only after them): path rules -> signature present -> `Content-Length` present ->
-//! signature valid -> size limit -> extension -> destination free -> free space. Then the
+//! signature valid -> [`admit`] (size limit, extension, destination free) -> free space. Then the
 //! body streams into a temporary file beside the destination, hashed on the way, and is
 //! committed with fsync + no-overwrite rename. Any failure removes the temporary file.
 
@@ -50,13 +50,7 @@ pub async fn put(
         unix_secs(now),
         s.allowed_clock_skew.as_secs(),
     )?;
-    if size > s.max_upload_size {
-        return Err(CoreError::TooLarge {
-            size,
-            max: s.max_upload_size,
-        });
-    }
-    check_destination(core, &rel).await?;
+    admit(core, &rel, Some(size)).await?;
     if core.storage.available_bytes().await? < size.saturating_add(FREE_SPACE_MARGIN) {
         return Err(CoreError::InsufficientStorage);
     }
@@ -134,16 +128,30 @@ pub fn signed_content_types<'a>(
     types
 }
 
-/// Refuses a destination whose extension is not allowed or which already exists.
-pub async fn check_destination(core: &Core, rel: &path::RelPath) -> Result<(), CoreError> {
+/// The admission check of every way a file comes in - `PUT`, the form upload, and the
+/// creation of a tus (whole, partial or final), IETF or HFS chunked upload - once its
+/// signature has been verified (which bound the target path, already validated, and for
+/// v/v2 its size): the size is within `max_upload_size` (when known; a deferred one is
+/// checked as it becomes known), the extension is allowed, and no file exists at the target.
+pub async fn admit(
+    core: &Core,
+    target: &path::RelPath,
+    size: Option<u64>,
+) -> Result<(), CoreError> {
     let s = &core.settings;
+    if let Some(size) = size.filter(|n| *n > s.max_upload_size) {
+        return Err(CoreError::TooLarge {
+            size,
+            max: s.max_upload_size,
+        });
+    }
     if !s.allowed_extensions.is_empty() {
-        let ext = rel.extension().unwrap_or_default();
+        let ext = target.extension().unwrap_or_default();
         if !s.allowed_extensions.contains(&ext) {
             return Err(CoreError::ExtensionNotAllowed(ext));
         }
     }
-    if core.storage.exists(rel).await? {
+    if core.storage.exists(target).await? {
         return Err(CoreError::Exists);
     }
     Ok(())

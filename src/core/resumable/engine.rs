@@ -15,26 +15,31 @@
 //!    expected digest, and moved to its target without overwriting; the record is kept
 //!    (completed) until it expires so clients can still ask for the offset.
 //! 6. Records and data of sessions past their expiry are collected by [`Engine::expire`].
+//!    In memory, the engine keeps state only for sessions in progress (the index, bounded by
+//!    `max_sessions`): an id without a session never gets an entry, and a session's entry
+//!    goes when it completes, is terminated or expires. Only sessions in progress count
+//!    against the limits; a completed one is just a record kept for offset queries.
 //! 7. The file's SHA-256 is kept as a running hash of the contiguous prefix: appends hash
 //!    while they write, out-of-order chunks hash the newly contiguous bytes when the prefix
 //!    grows (from the page cache), so completion does not read the file again. After a
 //!    restart the running hash is gone and completion hashes what it lacks.
 //!
 //! Time comes in as Unix seconds; nothing here reads a clock or touches a socket.
+//! Writes live in `engine/write.rs`, tus concatenation in `engine/concat.rs`, the error type
+//! in [`super::errors`].
 
 use super::checksum;
 use super::session::{Completed, Kind, Origin, Session};
-use crate::core::body::BodyStream;
-use crate::core::error::CoreError;
 use crate::core::path::{self, RelPath};
-use crate::core::stream::{Digests, Writer};
 use crate::storage::fs::CommitError;
 use crate::storage::{PartStore, SessionStore};
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+
+mod concat;
+mod write;
 
 /// Limits and tuning of the engine.
 #[derive(Debug, Clone)]
@@ -50,93 +55,7 @@ pub struct Limits {
     pub commit_every: u64,
 }
 
-/// Why a session operation failed. Each has a stable code; statuses are the protocols'.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("no such upload")]
-    NotFound,
-    #[error("upload expired or was terminated")]
-    Gone,
-    #[error("offset {provided} does not match the upload's offset {expected}")]
-    OffsetMismatch { expected: u64, provided: u64 },
-    #[error("upload is already complete")]
-    AlreadyCompleted,
-    #[error("data beyond the upload's length")]
-    LengthExceeded,
-    #[error("length does not match the signed or declared size")]
-    LengthMismatch,
-    #[error("upload length exceeds the maximum of {max} bytes")]
-    TooLarge { max: u64 },
-    #[error("too many uploads in progress on this server")]
-    TooManySessions,
-    #[error("too many uploads in progress for this client")]
-    TooManyForClient,
-    #[error("not enough reservable storage for this upload")]
-    ReservedBytesExceeded,
-    #[error("checksum mismatch")]
-    ChecksumMismatch,
-    #[error("{0}")]
-    Checksum(#[from] checksum::ChecksumError),
-    #[error("the complete file does not match the expected digest")]
-    DigestMismatch,
-    #[error("a file already exists at the target path")]
-    TargetExists,
-    #[error("invalid concatenation: {0}")]
-    InvalidConcat(String),
-    #[error("request body interrupted: {0}")]
-    Interrupted(String),
-    #[error("a newer request for this upload took over")]
-    Preempted,
-    #[error("storage error: {0}")]
-    Storage(String),
-}
-
-impl SessionError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            SessionError::NotFound => "upload_not_found",
-            SessionError::Gone => "upload_gone",
-            SessionError::OffsetMismatch { .. } => "mismatching_upload_offset",
-            SessionError::AlreadyCompleted => "completed_upload",
-            SessionError::LengthExceeded => "length_exceeded",
-            SessionError::LengthMismatch => "inconsistent_upload_length",
-            SessionError::TooLarge { .. } => "too_large",
-            SessionError::TooManySessions => "too_many_uploads",
-            SessionError::TooManyForClient => "too_many_uploads_for_client",
-            SessionError::ReservedBytesExceeded => "storage_reservation_exceeded",
-            SessionError::ChecksumMismatch => "checksum_mismatch",
-            SessionError::Checksum(checksum::ChecksumError::Unsupported(_)) => {
-                "checksum_unsupported"
-            }
-            SessionError::Checksum(checksum::ChecksumError::MissingTrailer) => {
-                "checksum_trailer_missing"
-            }
-            SessionError::Checksum(_) => "checksum_malformed",
-            SessionError::DigestMismatch => "digest_mismatch",
-            SessionError::TargetExists => "file_exists",
-            SessionError::InvalidConcat(_) => "invalid_concatenation",
-            SessionError::Interrupted(_) => "body_incomplete",
-            SessionError::Preempted => "preempted",
-            SessionError::Storage(_) => "storage_error",
-        }
-    }
-}
-
-impl From<std::io::Error> for SessionError {
-    fn from(e: std::io::Error) -> Self {
-        SessionError::Storage(e.to_string())
-    }
-}
-
-impl From<CoreError> for SessionError {
-    fn from(e: CoreError) -> Self {
-        match e {
-            CoreError::InsufficientStorage => SessionError::ReservedBytesExceeded,
-            CoreError::BodyIncomplete(m) => SessionError::Interrupted(m),
-            other => SessionError::Storage(other.to_string()),
-        }
-    }
-}
+pub use super::errors::SessionError;
 
 /// What a new session starts as.
 #[derive(Debug, Clone)]
@@ -182,10 +101,29 @@ struct Slot {
 }
 
 impl Slot {
+    fn new() -> Slot {
+        Slot {
+            record: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(()),
+            preempt: watch::channel(0).0,
+            prefix: tokio::sync::Mutex::new(Prefix::default()),
+        }
+    }
+
     /// Takes the writer lock, first telling a request still writing to stop and commit.
     async fn take_writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.preempt.send_modify(|g| *g += 1);
         self.writer.lock().await
+    }
+}
+
+impl IndexEntry {
+    fn new(owner: &str, reserved: u64) -> IndexEntry {
+        IndexEntry {
+            owner: owner.to_string(),
+            reserved,
+            slot: Arc::new(Slot::new()),
+        }
     }
 }
 
@@ -195,18 +133,21 @@ struct Prefix {
     upto: u64,
 }
 
-#[derive(Clone)]
+/// A session in progress: what the limits count, and its locks and running hash.
 struct IndexEntry {
     owner: String,
     reserved: u64,
+    slot: Arc<Slot>,
 }
 
 pub struct Engine {
     store: Arc<SessionStore>,
     parts: PartStore,
     limits: Limits,
+    /// Sessions in progress, and only those (created here or found at start-up; removed
+    /// when they complete or are removed). A request holds its session's slot by `Arc`, so
+    /// removal never waits for requests and never strands a lock.
     index: Mutex<HashMap<String, IndexEntry>>,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,13 +187,9 @@ impl Engine {
                 continue;
             }
             with_data.insert(id.clone());
-            index.insert(
-                id,
-                IndexEntry {
-                    owner: s.owner.clone(),
-                    reserved: s.reserved(limits.max_length),
-                },
-            );
+            if s.completed.is_none() {
+                index.insert(id, IndexEntry::new(&s.owner, s.reserved(limits.max_length)));
+            }
         }
         for id in parts.list()? {
             if !with_data.contains(&id) {
@@ -264,7 +201,6 @@ impl Engine {
             parts,
             limits,
             index: Mutex::new(index),
-            slots: Mutex::new(HashMap::new()),
         })
     }
 
@@ -272,18 +208,25 @@ impl Engine {
         &self.limits
     }
 
-    fn slot(&self, id: &str) -> Arc<Slot> {
-        lock(&self.slots)
-            .entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    record: tokio::sync::Mutex::new(()),
-                    writer: tokio::sync::Mutex::new(()),
-                    preempt: watch::channel(0).0,
-                    prefix: tokio::sync::Mutex::new(Prefix::default()),
-                })
-            })
-            .clone()
+    /// How many sessions the engine keeps state for in memory (introspection for tests).
+    pub fn tracked(&self) -> usize {
+        lock(&self.index).len()
+    }
+
+    /// The slot of a session in progress; `None` for any other id (never inserts).
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        lock(&self.index).get(id).map(|e| e.slot.clone())
+    }
+
+    /// The error for a request that needs a session in progress but found none: the
+    /// record tells whether it completed, expired or never existed.
+    async fn not_in_progress(&self, id: &str, now: u64) -> SessionError {
+        match self.info(id, now).await {
+            Ok(s) if s.completed.is_some() => SessionError::AlreadyCompleted,
+            // A record without an index entry is being removed.
+            Ok(_) => SessionError::Gone,
+            Err(e) => e,
+        }
     }
 
     async fn load(&self, id: &str) -> Result<Session, SessionError> {
@@ -325,8 +268,12 @@ impl Engine {
         if !is_session_id(id) {
             return Err(SessionError::NotFound);
         }
+        // Only a session in progress can have a request writing to it.
         let slot = self.slot(id);
-        let _w = slot.take_writer().await;
+        let _w = match &slot {
+            Some(slot) => Some(slot.take_writer().await),
+            None => None,
+        };
         self.info(id, now).await
     }
 
@@ -364,13 +311,7 @@ impl Engine {
                 return Err(SessionError::ReservedBytesExceeded);
             }
             // Reserve now, so concurrent creations cannot overshoot the limits.
-            index.insert(
-                id.clone(),
-                IndexEntry {
-                    owner: new.owner.clone(),
-                    reserved: reserve,
-                },
-            );
+            index.insert(id.clone(), IndexEntry::new(&new.owner, reserve));
         }
         let session = Session {
             id: id.clone(),
@@ -398,19 +339,32 @@ impl Engine {
         .await;
         if let Err(e) = created {
             lock(&self.index).remove(&id);
-            let _ = self.parts.remove(&id);
+            // File system calls block: on the blocking pool, like every other one here.
+            let (parts, pid) = (self.parts.clone(), id.clone());
+            if let Err(r) = blocking(move || Ok(parts.remove(&pid)?)).await {
+                tracing::warn!(%id, error = %r, "cannot remove the data file of a failed creation");
+            }
             return Err(e);
         }
         if session.data_complete() {
             // An empty upload is complete as soon as it exists.
-            return self.finish(&id, now).await;
+            if let Some(slot) = self.slot(&id) {
+                return self.finish(&id, &slot, now).await;
+            }
         }
         Ok(session)
     }
 
     /// Sets a deferred length (tus `Upload-Length` after `Upload-Defer-Length: 1`).
     pub async fn set_length(&self, id: &str, len: u64, now: u64) -> Result<Session, SessionError> {
-        let slot = self.slot(id);
+        let Some(slot) = self.slot(id) else {
+            let s = self.info(id, now).await?;
+            return match s.length {
+                Some(l) if l == len => Ok(s),
+                _ if s.completed.is_some() => Err(SessionError::AlreadyCompleted),
+                _ => Err(SessionError::Gone),
+            };
+        };
         let _r = slot.record.lock().await;
         let mut s = self.info(id, now).await?;
         match s.length {
@@ -434,192 +388,15 @@ impl Engine {
         Ok(s)
     }
 
-    /// Writes one request's body into a session; returns the session after the write
-    /// (completed, if this write finished it).
-    pub async fn write(
-        &self,
-        id: &str,
-        mut w: Write,
-        body: &mut BodyStream,
-        now: u64,
-    ) -> Result<Session, SessionError> {
-        let slot = self.slot(id);
-        let (_writer, mut preempted) = match w.placement {
-            Placement::Append { .. } => {
-                let guard = slot.take_writer().await;
-                let mut rx = slot.preempt.subscribe();
-                rx.mark_unchanged();
-                (Some(guard), Some(rx))
-            }
-            Placement::At { .. } => (None, None),
-        };
-        let s = self.info(id, now).await?;
-        if s.completed.is_some() {
-            return Err(SessionError::AlreadyCompleted);
-        }
-        let (start, expected_len) = match w.placement {
-            Placement::Append { offset } => {
-                if offset != s.offset() {
-                    return Err(SessionError::OffsetMismatch {
-                        expected: s.offset(),
-                        provided: offset,
-                    });
-                }
-                (offset, w.declared_len)
-            }
-            Placement::At { offset, len } => {
-                if s.received.contains(offset, offset + len) {
-                    // A repeated chunk: acknowledged again, its bytes discarded.
-                    while let Some(Ok(_)) = body.next().await {}
-                    return Ok(s);
-                }
-                (offset, Some(len))
-            }
-        };
-        let limit = s.length.unwrap_or(self.limits.max_length);
-        if expected_len.is_some_and(|n| start.saturating_add(n) > limit) {
-            return Err(if s.length.is_some() {
-                SessionError::LengthExceeded
-            } else {
-                SessionError::TooLarge {
-                    max: self.limits.max_length,
-                }
-            });
-        }
-        let parts = self.parts.clone();
-        let pid = id.to_string();
-        let file = blocking(move || Ok(parts.open_write(&pid)?)).await?;
-        // An append that continues the running hash carries it (exclusive: writer lock).
-        let mut prefix = match w.placement {
-            Placement::Append { .. } => Some(slot.prefix.lock().await),
-            Placement::At { .. } => None,
-        };
-        let carry = prefix
-            .as_ref()
-            .filter(|p| p.upto == start)
-            .map(|p| p.sha.clone());
-        let digests = Digests {
-            sha256: carry,
-            check: w.checksum.as_ref().map(checksum::Wanted::hasher),
-        };
-        let lease = w
-            .lease
-            .take()
-            .unwrap_or_else(|| self.limits.pool.lease(self.limits.pool.max()));
-        let mut writer = Writer::new(file, start, lease, digests);
-        let mut committed = start;
-        let mut failure: Option<SessionError> = None;
-        loop {
-            let next = match preempted.as_mut() {
-                Some(rx) => tokio::select! {
-                    c = body.next() => c,
-                    _ = rx.changed() => { failure = Some(SessionError::Preempted); break }
-                },
-                None => body.next().await,
-            };
-            match next {
-                Some(Ok(chunk)) => {
-                    if writer.end().saturating_add(chunk.len() as u64) > limit
-                        || expected_len.is_some_and(|n| writer.accepted() + chunk.len() as u64 > n)
-                    {
-                        failure = Some(SessionError::LengthExceeded);
-                        break;
-                    }
-                    writer.push(&chunk).await.map_err(SessionError::from)?;
-                    if w.checksum.is_none() && writer.end() - committed >= self.limits.commit_every
-                    {
-                        writer.sync().await.map_err(SessionError::from)?;
-                        self.commit_range(id, committed, writer.end(), None, now)
-                            .await?;
-                        committed = writer.end();
-                    }
-                }
-                Some(Err(e)) => {
-                    failure = Some(SessionError::Interrupted(e.0));
-                    break;
-                }
-                None => break,
-            }
-        }
-        writer.sync().await.map_err(SessionError::from)?;
-        let end = writer.end();
-        let accepted = writer.accepted();
-        let (_file, digests) = writer.finish().await.map_err(SessionError::from)?;
-        if failure.is_none() && expected_len.is_some_and(|n| accepted != n) {
-            failure = Some(SessionError::Interrupted(format!(
-                "body ended after {accepted} of {} bytes",
-                expected_len.unwrap_or(0)
-            )));
-        }
-        if let (Some(wanted), Some(hash)) = (&w.checksum, digests.check) {
-            // With a checksum, the request's bytes count all or nothing.
-            if let Some(f) = failure {
-                return Err(f);
-            }
-            if !wanted.verify(hash)? {
-                return Err(SessionError::ChecksumMismatch);
-            }
-        }
-        if matches!(w.placement, Placement::At { .. }) && failure.is_some() {
-            // A chunk counts only whole.
-            return Err(failure.unwrap_or(SessionError::Preempted));
-        }
-        let set_len = (w.last && failure.is_none()).then_some(end);
-        let s = self.commit_range(id, committed, end, set_len, now).await?;
-        match (prefix.as_mut(), digests.sha256) {
-            (Some(p), Some(sha)) => {
-                p.sha = sha;
-                p.upto = end;
-            }
-            // An append behind the running hash (after a restart): completion hashes the rest.
-            (Some(_), None) => {}
-            (None, _) => {
-                self.extend_prefix(id, &slot, s.received.prefix_end())
-                    .await?;
-            }
-        }
-        drop(prefix);
-        if let Some(f) = failure {
-            return Err(f);
-        }
-        if s.data_complete() {
-            return self.finish(id, now).await;
-        }
-        Ok(s)
-    }
-
-    /// Hashes newly contiguous bytes into the running prefix hash (out-of-order chunks).
-    async fn extend_prefix(
-        &self,
-        id: &str,
-        slot: &Slot,
-        prefix_end: u64,
-    ) -> Result<(), SessionError> {
-        let mut p = slot.prefix.lock().await;
-        if p.upto >= prefix_end {
-            return Ok(());
-        }
-        let (parts, pid, mut sha, from) =
-            (self.parts.clone(), id.to_string(), p.sha.clone(), p.upto);
-        let sha = blocking(move || {
-            parts.hash_range(&pid, &mut sha, from, prefix_end)?;
-            Ok(sha)
-        })
-        .await?;
-        p.sha = sha;
-        p.upto = prefix_end;
-        Ok(())
-    }
-
     async fn commit_range(
         &self,
         id: &str,
+        slot: &Slot,
         start: u64,
         end: u64,
         set_length: Option<u64>,
         now: u64,
     ) -> Result<Session, SessionError> {
-        let slot = self.slot(id);
         let _r = slot.record.lock().await;
         let mut s = self.load(id).await?;
         s.received.insert(start, end);
@@ -638,8 +415,7 @@ impl Engine {
     }
 
     /// Completes a session whose data is all present: hash, digest check, move into place.
-    async fn finish(&self, id: &str, now: u64) -> Result<Session, SessionError> {
-        let slot = self.slot(id);
+    async fn finish(&self, id: &str, slot: &Slot, now: u64) -> Result<Session, SessionError> {
         let _r = slot.record.lock().await;
         let mut s = self.load(id).await?;
         if s.completed.is_some() || !s.data_complete() {
@@ -693,6 +469,8 @@ impl Engine {
         });
         s.expires = now.saturating_add(self.limits.ttl_secs);
         self.save(&s).await?;
+        // No longer in progress: out of the limits and out of memory.
+        lock(&self.index).remove(id);
         drop(_r);
         if s.kind == Kind::Partial {
             self.finish_waiting_finals(id, now).await;
@@ -700,93 +478,15 @@ impl Engine {
         Ok(s)
     }
 
-    /// Creates the concatenation of `part_ids` (tus `Upload-Concat: final`). Finished at
-    /// once when every part is complete, otherwise when the last one completes.
-    pub async fn create_final(
-        &self,
-        mut new: NewSession,
-        part_ids: Vec<String>,
-        now: u64,
-    ) -> Result<Session, SessionError> {
-        if part_ids.is_empty() {
-            return Err(SessionError::InvalidConcat("no parts".into()));
-        }
-        for pid in &part_ids {
-            let p = self
-                .info(pid, now)
-                .await
-                .map_err(|_| SessionError::InvalidConcat(format!("unknown part {pid}")))?;
-            if p.kind != Kind::Partial || p.owner != new.owner || p.target != new.target.as_str() {
-                return Err(SessionError::InvalidConcat(format!(
-                    "{pid} is not a partial upload of this target"
-                )));
-            }
-        }
-        new.kind = Kind::Final {
-            parts: part_ids.clone(),
-        };
-        new.length = None;
-        let s = self.create(new, now).await?;
-        self.try_concat(&s.id, now).await
-    }
-
-    async fn try_concat(&self, id: &str, now: u64) -> Result<Session, SessionError> {
-        let s = self.load(id).await?;
-        let Kind::Final { parts: part_ids } = &s.kind else {
-            return Ok(s);
-        };
-        if s.completed.is_some() {
-            return Ok(s);
-        }
-        let mut sources = Vec::new();
-        for pid in part_ids {
-            let p = self.load(pid).await?;
-            match (&p.completed, p.length) {
-                (Some(_), Some(len)) => sources.push((pid.clone(), len)),
-                _ => return Ok(s),
-            }
-        }
-        let total: u64 = sources.iter().map(|x| x.1).sum();
-        if s.signed_size.is_some_and(|x| x != total) {
-            self.remove(id).await?;
-            return Err(SessionError::LengthMismatch);
-        }
-        let parts = self.parts.clone();
-        let dest = id.to_string();
-        let srcs = sources.clone();
-        blocking(move || Ok(parts.concat(&dest, &srcs)?)).await?;
-        self.commit_range(id, 0, total, Some(total), now).await?;
-        let done = self.finish(id, now).await?;
-        for (pid, _) in sources {
-            self.remove(&pid).await?;
-        }
-        Ok(done)
-    }
-
-    async fn finish_waiting_finals(&self, part_id: &str, now: u64) {
-        let all = match self.all_sessions().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot scan for waiting concatenations");
-                return;
-            }
-        };
-        for (id, s) in all {
-            let Some(s) = s else { continue };
-            if matches!(&s.kind, Kind::Final { parts } if parts.iter().any(|p| p == part_id)) {
-                if let Err(e) = Box::pin(self.try_concat(&id, now)).await {
-                    tracing::warn!(%id, error = %e, "concatenation failed");
-                }
-            }
-        }
-    }
-
     /// Terminates a session (tus `DELETE`, IETF cancellation): a writer in flight is
     /// preempted, then data and record are removed.
     pub async fn terminate(&self, id: &str, now: u64) -> Result<(), SessionError> {
         self.info(id, now).await?;
         let slot = self.slot(id);
-        let _w = slot.take_writer().await;
+        let _w = match &slot {
+            Some(slot) => Some(slot.take_writer().await),
+            None => None,
+        };
         self.remove(id).await
     }
 
@@ -801,7 +501,6 @@ impl Engine {
         })
         .await?;
         lock(&self.index).remove(id);
-        lock(&self.slots).remove(id);
         Ok(())
     }
 

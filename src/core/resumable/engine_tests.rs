@@ -12,12 +12,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-struct Env {
-    dir: tempfile::TempDir,
-    engine: Engine,
+pub(super) struct Env {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) engine: Engine,
 }
 
-fn limits() -> Limits {
+pub(super) fn limits() -> Limits {
     Limits {
         max_sessions: 10,
         max_sessions_per_client: 5,
@@ -29,7 +29,7 @@ fn limits() -> Limits {
     }
 }
 
-fn open_engine(dir: &std::path::Path, l: Limits) -> Engine {
+pub(super) fn open_engine(dir: &std::path::Path, l: Limits) -> Engine {
     let fs = FsStorage::open(&dir.join("data")).unwrap();
     let parts = PartStore::open(&fs).unwrap();
     let store = SessionStore::open(&dir.join("state/sessions.redb")).unwrap();
@@ -40,14 +40,14 @@ fn env() -> Env {
     env_with(limits())
 }
 
-fn env_with(l: Limits) -> Env {
+pub(super) fn env_with(l: Limits) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let engine = open_engine(dir.path(), l);
     Env { dir, engine }
 }
 
 impl Env {
-    fn stored(&self, rel: &str) -> Option<Vec<u8>> {
+    pub(super) fn stored(&self, rel: &str) -> Option<Vec<u8>> {
         std::fs::read(self.dir.path().join("data").join(rel)).ok()
     }
     fn reopen(self) -> Env {
@@ -58,7 +58,7 @@ impl Env {
     }
 }
 
-fn new(target: &str, length: Option<u64>) -> NewSession {
+pub(super) fn new(target: &str, length: Option<u64>) -> NewSession {
     NewSession {
         origin: Origin::Tus,
         kind: Kind::Whole,
@@ -72,19 +72,19 @@ fn new(target: &str, length: Option<u64>) -> NewSession {
     }
 }
 
-fn body(chunks: Vec<Result<Vec<u8>, &'static str>>) -> BodyStream {
+pub(super) fn body(chunks: Vec<Result<Vec<u8>, &'static str>>) -> BodyStream {
     Box::pin(futures_util::stream::iter(chunks.into_iter().map(|c| {
         c.map(Bytes::from).map_err(|e| BodyError(e.to_string()))
     })))
 }
 
-fn data(n: usize, seed: u8) -> Vec<u8> {
+pub(super) fn data(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
 }
 
-fn append(offset: u64, len: usize) -> Write {
+pub(super) fn append(offset: u64, len: usize) -> Write {
     Write {
         placement: Placement::Append { offset },
         declared_len: Some(len as u64),

@@ -56,7 +56,7 @@ pub async fn upload(
             return Err(path::PathError::Traversal.into());
         }
         let rel = path::validate(&format!("{}/{name}", s.form_upload_dir))?;
-        crate::core::upload::check_destination(core, &rel).await?;
+        crate::core::upload::admit(core, &rel, None).await?;
         let (temp, file) = core
             .resilience
             .run("create", || core.storage.create_temp(&rel))

@@ -57,6 +57,7 @@ async fn create(
         &[],
         ctx.now,
     )?;
+    crate::core::upload::admit(core, &auth.target, Some(total)).await?;
     let chunk_size = core.adaptive.chunk(ctx, Some(total)).min(total.max(1));
     let new = NewSession {
         origin: Origin::Hfs,

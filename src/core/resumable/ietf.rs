@@ -109,6 +109,7 @@ async fn create_inner(
         &[],
         ctx.now,
     )?;
+    crate::core::upload::admit(core, &auth.target, total).await?;
     let new = NewSession {
         origin: Origin::Ietf,
         kind: Kind::Whole,
@@ -349,7 +350,10 @@ fn finish(core: &Core, v: u32, result: Result<Response<Body>, CoreError>) -> Res
             HeaderValue::from_static("application/problem+json"),
         );
     }
-    if matches!(e, CoreError::Session(SessionError::TooLarge { .. })) {
+    if matches!(
+        e,
+        CoreError::Session(SessionError::TooLarge { .. }) | CoreError::TooLarge { .. }
+    ) {
         r.headers_mut()
             .insert("upload-limit", upload_limit(core, None));
     }

@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod common;
 pub mod engine;
+pub mod errors;
 pub mod form;
 pub mod hfs;
 pub mod ietf;
@@ -17,5 +18,7 @@ pub mod tus;
 pub use engine::{Engine, Limits, NewSession, Placement, SessionError, Write};
 pub use session::{Kind, Origin, Session};
 
+#[cfg(test)]
+mod engine_defect_tests;
 #[cfg(test)]
 mod engine_tests;

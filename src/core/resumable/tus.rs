@@ -38,8 +38,8 @@ pub async fn resource(
     if head.method == Method::OPTIONS {
         return options(core);
     }
-    if let Some(r) = version_refusal(&head.headers) {
-        return finish(Ok(r));
+    if let Some(r) = version_refusal(core, &head.headers) {
+        return finish(core, Ok(r));
     }
     let result = async {
         let base = &core.settings.tus_path;
@@ -65,7 +65,7 @@ pub async fn resource(
         }
     }
     .await;
-    finish(result)
+    finish(core, result)
 }
 
 /// `POST` with `Tus-Resumable` to a signed URL: creates an upload (maybe with data).
@@ -75,10 +75,10 @@ pub async fn create(
     body: &mut BodyStream,
     ctx: &Ctx,
 ) -> Response<Body> {
-    if let Some(r) = version_refusal(&head.headers) {
-        return finish(Ok(r));
+    if let Some(r) = version_refusal(core, &head.headers) {
+        return finish(core, Ok(r));
     }
-    finish(create_inner(core, head, body, ctx).await)
+    finish(core, create_inner(core, head, body, ctx).await)
 }
 
 async fn create_inner(
@@ -135,6 +135,8 @@ async fn create_inner(
         &extra,
         ctx.now,
     )?;
+    // The same admission as every other way in; a final is admitted by its own target.
+    crate::core::upload::admit(core, &auth.target, length).await?;
     let mut new = NewSession {
         origin: Origin::Tus,
         kind: Kind::Whole,
@@ -259,12 +261,12 @@ fn checksum_of(h: &HeaderMap, ctx: &Ctx) -> Result<Option<Wanted>, CoreError> {
 }
 
 /// The 412 answer to a request without `Tus-Resumable: 1.0.0`, if this is one.
-fn version_refusal(h: &HeaderMap) -> Option<Response<Body>> {
+fn version_refusal(core: &Core, h: &HeaderMap) -> Option<Response<Body>> {
     if header_str(h, "tus-resumable") == Some(VERSION) {
         return None;
     }
     let err = CoreError::BadRequest("unsupported tus version".into());
-    let mut r = response::error(&err, StatusCode::FORBIDDEN);
+    let mut r = response::error(&err, core.settings.auth_failure_status);
     *r.status_mut() = StatusCode::PRECONDITION_FAILED;
     r.headers_mut()
         .insert("tus-version", HeaderValue::from_static(VERSION));
@@ -384,13 +386,14 @@ fn options(core: &Core) -> Response<Body> {
     r
 }
 
-/// Adds `Tus-Resumable` and maps errors to tus statuses (460 for a checksum mismatch,
-/// 412 for an unsupported version).
-fn finish(result: Result<Response<Body>, CoreError>) -> Response<Body> {
+/// Adds `Tus-Resumable` and maps errors through [`response::error`] (with the configured
+/// `auth_failure_status`, like every other protocol), then applies tus's own statuses (460
+/// for a checksum mismatch; 412 for an unsupported version, in [`version_refusal`]).
+fn finish(core: &Core, result: Result<Response<Body>, CoreError>) -> Response<Body> {
     let mut r = match result {
         Ok(r) => r,
         Err(e) => {
-            let mut r = response::error(&e, StatusCode::FORBIDDEN);
+            let mut r = response::error(&e, core.settings.auth_failure_status);
             match &e {
                 CoreError::Session(SessionError::ChecksumMismatch) => {
                     *r.status_mut() = StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
