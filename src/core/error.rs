@@ -40,6 +40,10 @@ pub enum CoreError {
     TooEarly,
     #[error("storage is failing; try again in {}s", .0.as_secs().max(1))]
     Unavailable(std::time::Duration),
+    /// The path collides with what is stored: a component is a file, or the target is a
+    /// directory (ENOTDIR, EISDIR, EEXIST, ELOOP). The client's mistake, not a storage failure.
+    #[error("the path conflicts with an existing file or directory")]
+    PathConflict,
 }
 
 impl CoreError {
@@ -65,6 +69,7 @@ impl CoreError {
             CoreError::Forbidden(_) => "forbidden",
             CoreError::Unavailable(_) => "storage_unavailable",
             CoreError::TooEarly => "too_early",
+            CoreError::PathConflict => "path_conflict",
         }
     }
 }
@@ -73,8 +78,20 @@ impl From<std::io::Error> for CoreError {
     fn from(e: std::io::Error) -> Self {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
             CoreError::InsufficientStorage
+        } else if path_conflict(&e) {
+            CoreError::PathConflict
         } else {
             CoreError::Storage(e)
         }
     }
+}
+
+/// Whether an I/O error says the request's path collides with what is stored (a component
+/// is a file: ENOTDIR; the target is a directory: EISDIR or EEXIST; a symlinked component
+/// refused: ELOOP). Such errors are the client's (409), never a backend failure.
+pub fn path_conflict(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTDIR) | Some(libc::EISDIR) | Some(libc::EEXIST) | Some(libc::ELOOP)
+    )
 }

@@ -43,6 +43,7 @@ pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::TooEarly => StatusCode::from_u16(425).unwrap_or(StatusCode::CONFLICT),
         CoreError::Session(e) => session_status(e),
+        CoreError::PathConflict => StatusCode::CONFLICT,
     }
 }
 

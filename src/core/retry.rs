@@ -9,8 +9,8 @@
 //! Breaker ([`Breaker`], pure, time passed in): closed until [`THRESHOLD`] backend failures
 //! in a row; then open for [`COOL_DOWN`] (storage work is refused with 503 and
 //! `Retry-After`); then half-open: one operation is let through, and its outcome closes or
-//! re-opens the breaker. A client's mistake (no such file, file exists) and a full disk are
-//! not backend failures.
+//! re-opens the breaker. A client's mistake (no such file, file exists, a path that
+//! collides with a stored file or directory) and a full disk are not backend failures.
 
 use super::error::CoreError;
 use super::telemetry::Telemetry;
@@ -32,9 +32,11 @@ pub fn transient(e: &std::io::Error) -> bool {
 }
 
 /// Whether an error says the backend is failing (as opposed to the request or a full disk).
+/// A path conflict (a component is a file, the target is a directory) is the request's.
 pub fn backend_failure(e: &std::io::Error) -> bool {
     !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists)
         && !matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        && !super::error::path_conflict(e)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +266,18 @@ mod tests {
         assert!(!backend_failure(&io(ErrorKind::NotFound)));
         assert!(!backend_failure(&std::io::Error::from_raw_os_error(
             libc::ENOSPC
+        )));
+    }
+
+    #[test]
+    fn path_conflicts_are_not_backend_failures() {
+        for errno in [libc::ENOTDIR, libc::EISDIR, libc::EEXIST, libc::ELOOP] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(!backend_failure(&e), "{e}");
+            assert!(matches!(CoreError::from(e), CoreError::PathConflict));
+        }
+        assert!(backend_failure(&std::io::Error::from_raw_os_error(
+            libc::EIO
         )));
     }
 
