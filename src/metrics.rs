@@ -382,7 +382,7 @@ mod tests {
     fn renders_every_family_with_protocol_labels() {
         let pool = Pool::new(32 << 10, 1 << 20, 8 << 20);
         let m = Metrics::new(pool.clone(), Arc::new(Profiles::new(true, true, 10, 60)));
-        let _lease = pool.lease(64 << 10);
+        let _lease = pool.try_lease(64 << 10).unwrap();
         m.transfer(
             Direction::Upload,
             Protocol::H3,

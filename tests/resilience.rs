@@ -1,5 +1,6 @@
 //! Resilience end to end over HTTP/1.1, HTTP/2 and HTTP/3 against an in-process server:
-//! client path conflicts are 409 and never trip the storage circuit breaker.
+//! client path conflicts are 409 and never trip the storage circuit breaker, and the
+//! buffer memory cap holds under concurrent uploads.
 
 mod common;
 
@@ -67,6 +68,115 @@ async fn path_conflicts_are_409_and_do_not_trip_the_storage_breaker() {
             let series =
                 format!("xferd_upload_errors_total{{code=\"path_conflict\",protocol=\"{l}\"}}");
             assert_eq!(sample(&text, &series), Some(10.0), "{series}");
+        }
+    })
+    .await
+    .expect("bounded");
+    srv.stop().await;
+}
+
+/// `len` pattern bytes sent in `chunk`-byte pieces, one every `delay`.
+fn slow_body(seed: u64, len: u64, chunk: usize, delay: Duration) -> xferd::core::body::BodyStream {
+    Box::pin(futures_util::stream::unfold(0u64, move |sent| async move {
+        if sent >= len {
+            return None;
+        }
+        tokio::time::sleep(delay).await;
+        let n = (len - sent).min(chunk as u64) as usize;
+        Some((Ok(pattern(seed, sent, n)), sent + n as u64))
+    }))
+}
+
+#[tokio::test]
+async fn the_buffer_memory_limit_holds_under_concurrent_uploads() {
+    // Room for two leases: each accounts two 4 KiB buffers.
+    const MIN: u64 = 4096;
+    const LIMIT: u64 = 4 * MIN;
+    const LEN: u64 = 16 * MIN;
+    let srv = TestServer::start_with(|c| {
+        c.performance.min_buffer_size = MIN;
+        c.performance.max_buffer_size = MIN;
+        c.performance.buffer_memory_limit = LIMIT;
+    })
+    .await;
+    tokio::time::timeout(BOUND, async {
+        for proto in Proto::ALL {
+            let l = label(proto);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // Samples accounted (in use + pooled) buffer memory while the uploads run.
+            let sampler = {
+                let c = srv.client(Proto::H1).await;
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut peak = 0.0f64;
+                    let mut scrapes = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && scrapes < 2000 {
+                        let text = metrics_text(&c).await;
+                        let in_use = sample(&text, "xferd_buffer_pool_bytes_in_use").unwrap();
+                        let idle = sample(&text, "xferd_buffer_pool_bytes_idle").unwrap();
+                        peak = peak.max(in_use + idle);
+                        scrapes += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    peak
+                })
+            };
+            let mut uploads = Vec::new();
+            for i in 0..4u64 {
+                let c = srv.client(proto).await;
+                let rel = format!("{l}/slow{i}.bin");
+                uploads.push(tokio::spawn(async move {
+                    let len = LEN.to_string();
+                    let body = slow_body(i, LEN, MIN as usize, Duration::from_millis(40));
+                    let r = request_on(
+                        &c,
+                        "PUT",
+                        &signed_v(&rel, LEN),
+                        &[("content-length", &len)],
+                        Some(body),
+                    )
+                    .await;
+                    (
+                        rel,
+                        i,
+                        r.status.as_u16(),
+                        r.header("retry-after").map(str::to_string),
+                    )
+                }));
+            }
+            let mut stored = Vec::new();
+            for u in uploads {
+                let (rel, seed, status, retry_after) = u.await.unwrap();
+                match status {
+                    201 => stored.push((rel, seed)),
+                    503 => assert!(retry_after.is_some(), "{l} {rel}: 503 without Retry-After"),
+                    other => panic!("{l} {rel}: status {other}"),
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let peak = sampler.await.unwrap();
+            assert!(
+                peak <= LIMIT as f64,
+                "{l}: buffer memory reached {peak} bytes, over the limit of {LIMIT}"
+            );
+            assert!(
+                peak >= (LIMIT / 2) as f64,
+                "{l}: the sampler saw the uploads' buffers"
+            );
+            assert!(
+                stored.len() >= 2,
+                "{l}: only {} uploads stored",
+                stored.len()
+            );
+            let mut c = srv.client(proto).await;
+            for (rel, seed) in stored {
+                let g = get(&mut c, &format!("/{rel}"), &[]).await;
+                assert_eq!(g.status, 200, "{l} {rel}");
+                let want: Vec<u8> = (0..LEN / MIN)
+                    .flat_map(|k| pattern(seed, k * MIN, MIN as usize))
+                    .collect();
+                assert!(g.body == want, "{l} {rel}: data differs");
+            }
         }
     })
     .await

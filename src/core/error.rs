@@ -44,6 +44,10 @@ pub enum CoreError {
     /// directory (ENOTDIR, EISDIR, EEXIST, ELOOP). The client's mistake, not a storage failure.
     #[error("the path conflicts with an existing file or directory")]
     PathConflict,
+    /// The buffer memory cap (`performance.buffer_memory_limit`) stayed reached for the
+    /// whole wait; not a storage failure.
+    #[error("the server's buffer memory is exhausted; try again shortly")]
+    BuffersExhausted,
 }
 
 impl CoreError {
@@ -70,6 +74,7 @@ impl CoreError {
             CoreError::Unavailable(_) => "storage_unavailable",
             CoreError::TooEarly => "too_early",
             CoreError::PathConflict => "path_conflict",
+            CoreError::BuffersExhausted => "buffers_exhausted",
         }
     }
 }

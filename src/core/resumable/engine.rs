@@ -89,6 +89,8 @@ pub enum SessionError {
     Preempted,
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("the server's buffer memory is exhausted; try again shortly")]
+    BuffersExhausted,
 }
 
 impl SessionError {
@@ -118,6 +120,7 @@ impl SessionError {
             SessionError::Interrupted(_) => "body_incomplete",
             SessionError::Preempted => "preempted",
             SessionError::Storage(_) => "storage_error",
+            SessionError::BuffersExhausted => "buffers_exhausted",
         }
     }
 }
@@ -133,6 +136,7 @@ impl From<CoreError> for SessionError {
         match e {
             CoreError::InsufficientStorage => SessionError::ReservedBytesExceeded,
             CoreError::BodyIncomplete(m) => SessionError::Interrupted(m),
+            CoreError::BuffersExhausted => SessionError::BuffersExhausted,
             other => SessionError::Storage(other.to_string()),
         }
     }
@@ -502,10 +506,11 @@ impl Engine {
             sha256: carry,
             check: w.checksum.as_ref().map(checksum::Wanted::hasher),
         };
-        let lease = w
-            .lease
-            .take()
-            .unwrap_or_else(|| self.limits.pool.lease(self.limits.pool.max()));
+        let lease = match w.lease.take() {
+            Some(lease) => lease,
+            None => (self.limits.pool.lease_wait(self.limits.pool.max()).await)
+                .map_err(|_| SessionError::BuffersExhausted)?,
+        };
         let mut writer = Writer::new(file, start, lease, digests);
         let mut committed = start;
         let mut failure: Option<SessionError> = None;
