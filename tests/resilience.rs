@@ -1,6 +1,7 @@
 //! Resilience end to end over HTTP/1.1, HTTP/2 and HTTP/3 against an in-process server:
-//! client path conflicts are 409 and never trip the storage circuit breaker, and the
-//! buffer memory cap holds under concurrent uploads.
+//! client path conflicts are 409 and never trip the storage circuit breaker, the buffer
+//! memory cap holds under concurrent uploads, and labelled metric families have their
+//! series (at zero) from start-up.
 
 mod common;
 
@@ -72,6 +73,44 @@ async fn path_conflicts_are_409_and_do_not_trip_the_storage_breaker() {
     })
     .await
     .expect("bounded");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn labelled_metric_families_have_zero_series_from_start_up() {
+    let srv = TestServer::start().await;
+    let text = tokio::time::timeout(BOUND, async {
+        metrics_text(&srv.client(Proto::H1).await).await
+    })
+    .await
+    .expect("bounded");
+    for l in ["h1", "h2", "h3"] {
+        for code in [
+            "file_exists",
+            "signature_invalid",
+            "storage_error",
+            "upload_not_found",
+        ] {
+            for dir in ["upload", "download"] {
+                let series =
+                    format!("xferd_{dir}_errors_total{{code=\"{code}\",protocol=\"{l}\"}}");
+                assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+            }
+        }
+        for fam in [
+            "xferd_upload_duration_seconds_count",
+            "xferd_download_throughput_bytes_per_second_count",
+            "xferd_upload_chunk_size_bytes_count",
+            "xferd_buffer_size_changes_total",
+        ] {
+            let series = format!("{fam}{{protocol=\"{l}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+    }
+    assert_eq!(
+        sample(&text, "xferd_storage_retries_total{op=\"create\"}"),
+        Some(0.0)
+    );
     srv.stop().await;
 }
 

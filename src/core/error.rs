@@ -79,6 +79,48 @@ impl CoreError {
     }
 }
 
+/// Every stable code a [`CoreError`] (and through it a session error) can have, for
+/// metrics series that exist from start-up. Kept complete by a test below.
+pub const ALL_CODES: &[&str] = &[
+    "bad_path",
+    "signature_expired",
+    "signature_missing",
+    "signature_invalid",
+    "length_required",
+    "too_large",
+    "size_mismatch",
+    "body_incomplete",
+    "extension_not_allowed",
+    "file_exists",
+    "not_found",
+    "method_not_allowed",
+    "insufficient_storage",
+    "storage_error",
+    "bad_request",
+    "forbidden",
+    "storage_unavailable",
+    "too_early",
+    "path_conflict",
+    "buffers_exhausted",
+    // Session errors (tus, IETF, HFS uploads).
+    "upload_not_found",
+    "upload_gone",
+    "mismatching_upload_offset",
+    "completed_upload",
+    "length_exceeded",
+    "inconsistent_upload_length",
+    "too_many_uploads",
+    "too_many_uploads_for_client",
+    "storage_reservation_exceeded",
+    "checksum_mismatch",
+    "checksum_unsupported",
+    "checksum_trailer_missing",
+    "checksum_malformed",
+    "digest_mismatch",
+    "invalid_concatenation",
+    "preempted",
+];
+
 impl From<std::io::Error> for CoreError {
     fn from(e: std::io::Error) -> Self {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
@@ -99,4 +141,105 @@ pub fn path_conflict(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ENOTDIR) | Some(libc::EISDIR) | Some(libc::EEXIST) | Some(libc::ELOOP)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::resumable::checksum::ChecksumError;
+    use crate::core::resumable::SessionError as S;
+
+    /// Fails to compile when a variant is added: add it to `samples` (and its code to
+    /// [`ALL_CODES`]).
+    fn exhaustive(e: &CoreError) {
+        match e {
+            CoreError::BadPath(_)
+            | CoreError::Auth(_)
+            | CoreError::LengthRequired
+            | CoreError::TooLarge { .. }
+            | CoreError::SizeMismatch
+            | CoreError::BodyIncomplete(_)
+            | CoreError::ExtensionNotAllowed(_)
+            | CoreError::Exists
+            | CoreError::NotFound
+            | CoreError::MethodNotAllowed
+            | CoreError::InsufficientStorage
+            | CoreError::Storage(_)
+            | CoreError::Session(_)
+            | CoreError::BadRequest(_)
+            | CoreError::Forbidden(_)
+            | CoreError::TooEarly
+            | CoreError::Unavailable(_)
+            | CoreError::PathConflict
+            | CoreError::BuffersExhausted => {}
+        }
+    }
+
+    fn samples() -> Vec<CoreError> {
+        let sessions = vec![
+            S::NotFound,
+            S::Gone,
+            S::OffsetMismatch {
+                expected: 1,
+                provided: 2,
+            },
+            S::AlreadyCompleted,
+            S::LengthExceeded,
+            S::LengthMismatch,
+            S::TooLarge { max: 1 },
+            S::TooManySessions,
+            S::TooManyForClient,
+            S::ReservedBytesExceeded,
+            S::ChecksumMismatch,
+            S::Checksum(ChecksumError::Unsupported("x".into())),
+            S::Checksum(ChecksumError::MissingTrailer),
+            S::DigestMismatch,
+            S::TargetExists,
+            S::InvalidConcat("x".into()),
+            S::Interrupted("x".into()),
+            S::Preempted,
+            S::Storage("x".into()),
+            S::BuffersExhausted,
+        ];
+        let mut all = vec![
+            CoreError::BadPath(PathError::Traversal),
+            CoreError::Auth(AuthError::Expired),
+            CoreError::Auth(AuthError::Missing),
+            CoreError::Auth(AuthError::Mismatch),
+            CoreError::LengthRequired,
+            CoreError::TooLarge { size: 2, max: 1 },
+            CoreError::SizeMismatch,
+            CoreError::BodyIncomplete("x".into()),
+            CoreError::ExtensionNotAllowed("x".into()),
+            CoreError::Exists,
+            CoreError::NotFound,
+            CoreError::MethodNotAllowed,
+            CoreError::InsufficientStorage,
+            CoreError::Storage(std::io::Error::other("x")),
+            CoreError::BadRequest("x".into()),
+            CoreError::Forbidden("x"),
+            CoreError::TooEarly,
+            CoreError::Unavailable(std::time::Duration::from_secs(1)),
+            CoreError::PathConflict,
+            CoreError::BuffersExhausted,
+        ];
+        all.extend(sessions.into_iter().map(CoreError::Session));
+        all
+    }
+
+    #[test]
+    fn every_code_is_listed_once() {
+        for e in samples() {
+            exhaustive(&e);
+            assert!(ALL_CODES.contains(&e.code()), "{} missing", e.code());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in ALL_CODES {
+            assert!(seen.insert(c), "{c} listed twice");
+            assert!(
+                c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{c}: a metrics label value"
+            );
+        }
+    }
 }

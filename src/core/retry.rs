@@ -25,6 +25,8 @@ pub const MAX_ATTEMPTS: u32 = 3;
 pub const BASE_DELAY: Duration = Duration::from_millis(20);
 pub const THRESHOLD: u32 = 5;
 pub const COOL_DOWN: Duration = Duration::from_secs(30);
+/// The storage operations run under the policy (the `op` label of the retry metric).
+pub const OPS: &[&str] = &["create", "open", "commit"];
 /// How long a half-open breaker waits for its probe's outcome before admitting another.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
