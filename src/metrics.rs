@@ -3,12 +3,15 @@
 //!
 //! Every family has the `xferd_` prefix and, where it concerns traffic, one `protocol`
 //! label (`h1`, `h2`, `h3`); error counters add the stable error `code`. Label values come
-//! from fixed sets, so cardinality stays low whatever clients send. Process metrics
+//! from fixed sets, so cardinality stays low whatever clients send; counters and histograms
+//! have every series of those sets from start-up, at zero. Process metrics
 //! (`process_*`) come from the prometheus crate's process collector.
 
 use crate::core::buffers::Pool;
+use crate::core::error::ALL_CODES;
 use crate::core::profiles::Profiles;
 use crate::core::readings::Estimate;
+use crate::core::retry::OPS;
 use crate::core::telemetry::{Direction, Protocol, Telemetry};
 use prometheus::{
     exponential_buckets, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
@@ -238,21 +241,48 @@ impl Metrics {
         };
         m.pool_limit
             .set(i64::try_from(m.pool.limit()).unwrap_or(i64::MAX));
-        for p in Protocol::ALL {
-            // Families with a protocol label appear from the start (with zeros).
-            for c in [
-                &m.upload.bytes,
-                &m.download.bytes,
-                &m.upload.count,
-                &m.download.count,
-                &m.ranges,
-            ] {
-                c.with_label_values(&[p.label()]);
-            }
-            m.connections.with_label_values(&[p.label()]);
-            m.streams.with_label_values(&[p.label()]);
-        }
+        m.zero_series();
         Arc::new(m)
+    }
+
+    /// Creates every counter and histogram series of a fixed label set (protocol, error
+    /// code, storage op) and the connection and stream gauges with zeros, so that
+    /// dashboards and alerts see each family from start-up, not from its first event.
+    fn zero_series(&self) {
+        for p in Protocol::ALL {
+            let l = [p.label()];
+            for c in [
+                &self.upload.bytes,
+                &self.download.bytes,
+                &self.upload.count,
+                &self.download.count,
+                &self.ranges,
+                &self.buffer_changes,
+            ] {
+                c.with_label_values(&l);
+            }
+            for h in [
+                &self.upload.throughput,
+                &self.upload.latency,
+                &self.download.throughput,
+                &self.download.latency,
+                &self.chunk_size,
+                &self.chunk_latency,
+            ] {
+                h.with_label_values(&l);
+            }
+            // Gauges of a latest reading (buffer size chosen, chunk advised, bandwidth, RTT,
+            // reliability) have no true zero and appear with their first reading.
+            self.connections.with_label_values(&l);
+            self.streams.with_label_values(&l);
+            for code in ALL_CODES {
+                self.upload.errors.with_label_values(&[p.label(), code]);
+                self.download.errors.with_label_values(&[p.label(), code]);
+            }
+        }
+        for op in OPS {
+            self.retries.with_label_values(&[op]);
+        }
     }
 
     fn traffic(&self, dir: Direction) -> &Traffic {
@@ -382,7 +412,7 @@ mod tests {
     fn renders_every_family_with_protocol_labels() {
         let pool = Pool::new(32 << 10, 1 << 20, 8 << 20);
         let m = Metrics::new(pool.clone(), Arc::new(Profiles::new(true, true, 10, 60)));
-        let _lease = pool.lease(64 << 10);
+        let _lease = pool.try_lease(64 << 10).unwrap();
         m.transfer(
             Direction::Upload,
             Protocol::H3,
@@ -412,5 +442,37 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+    }
+
+    #[test]
+    fn labelled_families_have_zero_series_from_the_start() {
+        let pool = Pool::new(32 << 10, 1 << 20, 8 << 20);
+        let m = Metrics::new(pool, Arc::new(Profiles::new(true, true, 10, 60)));
+        let text = m.render().unwrap();
+        for p in Protocol::ALL {
+            let p = p.label();
+            for code in ALL_CODES {
+                for dir in ["upload", "download"] {
+                    let want =
+                        format!("xferd_{dir}_errors_total{{code=\"{code}\",protocol=\"{p}\"}} 0");
+                    assert!(text.contains(&want), "missing {want}");
+                }
+            }
+            for fam in [
+                "xferd_buffer_size_changes_total",
+                "xferd_upload_duration_seconds_count",
+                "xferd_upload_chunk_size_bytes_count",
+                "xferd_download_throughput_bytes_per_second_count",
+                "xferd_streams_active",
+            ] {
+                let want = format!("{fam}{{protocol=\"{p}\"}} 0");
+                assert!(text.contains(&want), "missing {want}");
+            }
+        }
+        assert!(text.contains("xferd_storage_retries_total{op=\"commit\"} 0"));
+        assert!(
+            !text.contains("xferd_network_rtt_seconds{"),
+            "no reading yet"
+        );
     }
 }

@@ -560,3 +560,54 @@ async fn a_failed_creation_cleans_up_off_the_runtime_thread() {
     .await;
     srv.stop().await;
 }
+
+/// A resumable upload whose target runs through a stored file is the client's path conflict
+/// (409 `path_conflict`), on tus, IETF and HFS alike, never a 500.
+#[tokio::test]
+async fn a_resumable_target_below_a_file_is_a_path_conflict() {
+    let srv = TestServer::start().await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for proto in Proto::ALL {
+            let l = label(proto);
+            let mut c = srv.client(proto).await;
+            let file = format!("{l}/plain.txt");
+            let r = put(&mut c, &signed_v(&file, 5), b"hello", &[]).await;
+            assert_eq!(r.status, 201, "{l}: {:?}", r.json());
+
+            // tus creation-with-upload of the whole body.
+            let r = request_on(
+                &c,
+                "POST",
+                &v3("POST", &format!("{file}/tus.bin")),
+                &[
+                    TUS,
+                    ("upload-length", "4"),
+                    OFFSET_STREAM,
+                    ("content-length", "4"),
+                ],
+                Some(body_once(Bytes::from_static(b"abcd"))),
+            )
+            .await;
+            let r = if r.status == 201 && r.header("upload-offset") != Some("4") {
+                let loc = r.header("location").expect("location").to_string();
+                tus_patch(&c, &loc, 0, Bytes::from_static(b"abcd")).await
+            } else {
+                r
+            };
+            assert_eq!(code(&r), (409, Some("path_conflict".into())), "{l} tus");
+
+            // IETF: creation, then the whole body as the last append.
+            let r = ietf_create(&c, &v3("POST", &format!("{file}/ietf.bin")), 4).await;
+            let r = if r.status.is_success() {
+                let loc = r.header("location").expect("location").to_string();
+                ietf_append(&c, &loc, 0, Bytes::from_static(b"abcd"), true).await
+            } else {
+                r
+            };
+            assert_eq!(code(&r), (409, Some("path_conflict".into())), "{l} ietf");
+        }
+    })
+    .await
+    .expect("bounded");
+    srv.stop().await;
+}

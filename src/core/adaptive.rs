@@ -2,12 +2,14 @@
 //! client's profile ([`super::profiles`]), the buffer pool ([`super::buffers`]) and the pure
 //! rules of [`super::sizing`], and reports what it decides through [`super::telemetry`].
 //!
-//! - [`Adaptive::lease`]: a buffer lease sized for this transfer; with `quality_adaptation`
+//! - [`Adaptive::lease`]: a buffer lease sized for this transfer (waiting, bounded, for
+//!   memory under `buffer_memory_limit`, else refused with 503); with `quality_adaptation`
 //!   the lease re-evaluates its size every `buffer_optimization_interval` as bytes move.
 //! - [`Adaptive::chunk`]: the chunk size advised to a resumable upload's client.
 //! - [`Adaptive::observe`]: a finished transfer updates the client's profile and metrics.
 
 use super::buffers::{Lease, Pool};
+use super::error::CoreError;
 use super::profiles::{Observation, Profiles};
 use super::readings::{Estimate, Probe};
 use super::sizing::{self, Algorithm, Bounds};
@@ -69,8 +71,13 @@ impl Adaptive {
         Some(e)
     }
 
-    /// A buffer lease for a transfer of `body_len` bytes (if known).
-    pub fn lease(self: &Arc<Self>, ctx: &Ctx, body_len: Option<u64>) -> Lease {
+    /// A buffer lease for a transfer of `body_len` bytes (if known), waiting (bounded) for
+    /// buffer memory under the pool's limit; refused with [`CoreError::BuffersExhausted`].
+    pub async fn lease(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        body_len: Option<u64>,
+    ) -> Result<Lease, CoreError> {
         let est = self.estimate(ctx);
         let size = sizing::buffer_size(
             &self.options.bounds,
@@ -79,7 +86,11 @@ impl Adaptive {
             body_len,
             self.pool.pressure(0, true),
         );
-        let mut lease = self.pool.lease(size);
+        let mut lease = self
+            .pool
+            .lease_wait(size)
+            .await
+            .map_err(|_| CoreError::BuffersExhausted)?;
         self.telemetry
             .buffer_size(ctx.protocol, lease.size(), false);
         if self.options.quality_adaptation {
@@ -93,7 +104,7 @@ impl Adaptive {
                 next: Instant::now() + self.options.interval.min(FIRST_RETUNE),
             });
         }
-        lease
+        Ok(lease)
     }
 
     /// The chunk size to advise for an upload of `file_size` bytes (reported as a gauge).

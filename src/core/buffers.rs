@@ -1,33 +1,60 @@
 //! The buffer pool: power-of-two size classes between `min` and `max`, reused, with the
-//! memory of buffers in use and pooled capped by `limit`.
+//! memory of buffers in use and pooled capped by `limit` (a hard cap).
 //!
 //! A transfer holds a [`Lease`] of one size class and at most two buffers of it at a time
-//! (one filling, one being written or sent), so a lease accounts `2 x size` bytes. Buffers
-//! given back go to their class's free list while in-use plus pooled bytes stay under the
-//! limit, else they are freed. The size a lease gets is decided by [`super::sizing`] from
-//! [`Pool::pressure`]; a lease may change size while it runs ([`Lease::retune`]).
+//! (one filling, one being written or sent), so a lease accounts `2 x size` bytes. The
+//! invariant, kept under one lock: accounted in-use bytes plus pooled bytes never exceed
+//! `limit`.
+//!
+//! 1. A new lease ([`Pool::try_lease`]) gets the asked size class, or the largest smaller
+//!    class that fits; pooled buffers are freed first to make room. When not even the
+//!    minimum fits, there is no lease: [`Pool::lease_wait`] waits (at most [`LEASE_WAIT`])
+//!    for memory to be given back, then refuses ([`Exhausted`], a 503 with `Retry-After`).
+//! 2. A lease grows ([`Lease::resize`]) only as far as the limit allows; shrinking and
+//!    dropping give memory back and wake waiting transfers.
+//! 3. Buffers given back go to their class's free list while the invariant holds, else
+//!    they are freed.
+//!
+//! The size a lease asks for is decided by [`super::sizing`] from [`Pool::pressure`]; a
+//! lease may change size while it runs ([`Lease::retune`]).
 
 use super::adaptive::Tuning;
 use super::sizing::Pressure;
 use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a transfer waits for buffer memory before it is refused.
+pub const LEASE_WAIT: Duration = Duration::from_secs(5);
+/// The `Retry-After` of a refusal for want of buffer memory.
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// No buffer memory became free within the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exhausted;
 
 #[derive(Debug)]
 pub struct Pool {
     min: usize,
     max: usize,
     limit: u64,
+    wait: Duration,
     active: AtomicUsize,
+    /// A copy of `State::in_use` for lock-free reads (written under the lock).
     in_use: AtomicU64,
-    idle: Mutex<Idle>,
+    state: Mutex<State>,
+    freed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
-struct Idle {
+struct State {
     /// Free buffers by class (index = log2(size / min)).
     lists: Vec<Vec<BytesMut>>,
-    bytes: u64,
+    /// Bytes in the free lists.
+    pooled: u64,
+    /// Bytes accounted to leases (2 x size each).
+    in_use: u64,
 }
 
 /// A transfer's share of the pool; returned on drop.
@@ -42,6 +69,11 @@ pub struct Lease {
 impl Pool {
     /// `min` and `max` are rounded up to powers of two.
     pub fn new(min: usize, max: usize, limit: u64) -> Arc<Pool> {
+        Self::with_wait(min, max, limit, LEASE_WAIT)
+    }
+
+    /// Like [`Pool::new`], waiting at most `wait` for memory in [`Pool::lease_wait`].
+    pub fn with_wait(min: usize, max: usize, limit: u64, wait: Duration) -> Arc<Pool> {
         let min = min.max(1).next_power_of_two();
         let max = max.max(min).next_power_of_two();
         let classes = (max / min).trailing_zeros() as usize + 1;
@@ -49,12 +81,15 @@ impl Pool {
             min,
             max,
             limit,
+            wait,
             active: AtomicUsize::new(0),
             in_use: AtomicU64::new(0),
-            idle: Mutex::new(Idle {
+            state: Mutex::new(State {
                 lists: vec![Vec::new(); classes],
-                bytes: 0,
+                pooled: 0,
+                in_use: 0,
             }),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -73,7 +108,7 @@ impl Pool {
     }
     /// Bytes in free lists.
     pub fn pooled(&self) -> u64 {
-        self.lock().bytes
+        self.lock().pooled
     }
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
@@ -88,16 +123,71 @@ impl Pool {
         }
     }
 
-    /// A lease of `size` (clamped to the classes).
-    pub fn lease(self: &Arc<Self>, size: usize) -> Lease {
-        let size = self.class_size(size);
+    /// A lease of `size` (clamped to the classes), or of the largest smaller class that
+    /// fits under the limit; `None` when not even the minimum fits.
+    pub fn try_lease(self: &Arc<Self>, size: usize) -> Option<Lease> {
+        let want = self.class_size(size);
+        let mut st = self.lock();
+        let size = self.fitting(&mut st, self.min, want, 0)?;
+        self.account(&mut st, 2 * size as u64, 0);
+        drop(st);
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.in_use.fetch_add(2 * size as u64, Ordering::Relaxed);
-        Lease {
+        Some(Lease {
             pool: self.clone(),
             size,
             tuning: None,
+        })
+    }
+
+    /// A lease as [`Pool::try_lease`], waiting (at most the pool's wait) for memory.
+    pub async fn lease_wait(self: &Arc<Self>, size: usize) -> Result<Lease, Exhausted> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            // Registered before the check, so a release between the two is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(lease) = self.try_lease(size) {
+                return Ok(lease);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.try_lease(size).ok_or(Exhausted);
+            }
         }
+    }
+
+    /// The largest class in `lo..=hi` whose `2 x size` fits besides `held` bytes already
+    /// accounted to the caller, freeing pooled buffers to make room.
+    fn fitting(&self, st: &mut State, lo: usize, hi: usize, held: u64) -> Option<usize> {
+        let free = self.limit.saturating_sub(st.in_use.saturating_sub(held));
+        let mut size = hi;
+        while 2 * size as u64 > free {
+            if size <= lo {
+                return None;
+            }
+            size /= 2;
+        }
+        let size = size.max(lo);
+        // Make room in the free lists, largest classes first.
+        let need = st
+            .in_use
+            .saturating_sub(held)
+            .saturating_add(2 * size as u64);
+        for list in st.lists.iter_mut().rev() {
+            while st.pooled.saturating_add(need) > self.limit {
+                match list.pop() {
+                    Some(buf) => st.pooled = st.pooled.saturating_sub(buf.capacity() as u64),
+                    None => break,
+                }
+            }
+        }
+        Some(size)
+    }
+
+    /// Adds `add` and removes `sub` accounted bytes.
+    fn account(&self, st: &mut State, add: u64, sub: u64) {
+        st.in_use = st.in_use.saturating_add(add).saturating_sub(sub);
+        self.in_use.store(st.in_use, Ordering::Relaxed);
     }
 
     fn class_size(&self, size: usize) -> usize {
@@ -111,8 +201,8 @@ impl Pool {
             .then(|| (size / self.min).trailing_zeros() as usize)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
-        match self.idle.lock() {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
@@ -120,9 +210,9 @@ impl Pool {
 
     fn take(&self, size: usize) -> BytesMut {
         if let Some(class) = self.class_of(size) {
-            let mut idle = self.lock();
-            if let Some(buf) = idle.lists.get_mut(class).and_then(Vec::pop) {
-                idle.bytes = idle.bytes.saturating_sub(size as u64);
+            let mut st = self.lock();
+            if let Some(buf) = st.lists.get_mut(class).and_then(Vec::pop) {
+                st.pooled = st.pooled.saturating_sub(buf.capacity() as u64);
                 return buf;
             }
         }
@@ -135,11 +225,16 @@ impl Pool {
         let Some(class) = self.class_of(cap) else {
             return;
         };
-        let mut idle = self.lock();
-        if idle.bytes + cap as u64 + self.in_use() <= self.limit {
-            if let Some(list) = idle.lists.get_mut(class) {
+        let mut st = self.lock();
+        if st
+            .pooled
+            .saturating_add(cap as u64)
+            .saturating_add(st.in_use)
+            <= self.limit
+        {
+            if let Some(list) = st.lists.get_mut(class) {
                 list.push(buf);
-                idle.bytes += cap as u64;
+                st.pooled += cap as u64;
             }
         }
     }
@@ -160,20 +255,30 @@ impl Lease {
         self.pool.give(buf);
     }
 
-    /// Moves the lease to another size class; returns whether it changed.
+    /// Moves the lease to another size class, growing only as far as the limit allows;
+    /// returns whether it changed.
     pub fn resize(&mut self, size: usize) -> bool {
-        let size = self.pool.class_size(size);
-        if size == self.size {
+        let pool = self.pool.clone();
+        let want = pool.class_size(size);
+        if want == self.size {
             return false;
         }
-        self.pool
-            .in_use
-            .fetch_add(2 * size as u64, Ordering::Relaxed);
-        self.pool
-            .in_use
-            .fetch_sub(2 * self.size as u64, Ordering::Relaxed);
-        self.size = size;
-        true
+        let old = self.size;
+        let mut st = pool.lock();
+        let new = if want < old {
+            want
+        } else {
+            // Never shrinks here: `old` itself fits, being held.
+            pool.fitting(&mut st, old, want, 2 * old as u64)
+                .unwrap_or(old)
+        };
+        pool.account(&mut st, 2 * new as u64, 2 * old as u64);
+        drop(st);
+        if new < old {
+            pool.freed.notify_waiters();
+        }
+        self.size = new;
+        new != old
     }
 
     /// Re-evaluates the size when the adaptive engine says it is time; `done` bytes of the
@@ -193,10 +298,11 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        let mut st = self.pool.lock();
+        self.pool.account(&mut st, 0, 2 * self.size as u64);
+        drop(st);
         self.pool.active.fetch_sub(1, Ordering::Relaxed);
-        self.pool
-            .in_use
-            .fetch_sub(2 * self.size as u64, Ordering::Relaxed);
+        self.pool.freed.notify_waiters();
     }
 }
 
@@ -207,9 +313,9 @@ mod tests {
     #[test]
     fn leases_are_accounted_and_clamped_to_classes() {
         let p = Pool::new(32 << 10, 1 << 20, 8 << 20);
-        let a = p.lease(100 << 10);
+        let a = p.try_lease(100 << 10).unwrap();
         assert_eq!(a.size(), 128 << 10);
-        let mut b = p.lease(1);
+        let mut b = p.try_lease(1).unwrap();
         assert_eq!(b.size(), 32 << 10);
         assert_eq!(p.in_use(), 2 * (160 << 10));
         assert_eq!(p.active(), 2);
@@ -224,7 +330,7 @@ mod tests {
     #[test]
     fn buffers_are_reused_within_the_limit() {
         let p = Pool::new(4096, 16384, 64 << 10);
-        let l = p.lease(8192);
+        let l = p.try_lease(8192).unwrap();
         let mut buf = l.buffer();
         buf.extend_from_slice(b"data");
         let ptr = buf.as_ptr();
@@ -234,13 +340,130 @@ mod tests {
         assert_eq!(again.as_ptr(), ptr, "the same allocation comes back");
         assert!(again.is_empty());
         assert_eq!(p.pooled(), 0);
-        // Over the limit: freed, not pooled.
-        let big = p.lease(16384);
-        let _others: Vec<Lease> = (0..2).map(|_| p.lease(16384)).collect();
+        // At the limit: freed, not pooled.
+        let big = p.try_lease(16384).unwrap();
+        let other = p.try_lease(16384).unwrap();
+        assert_eq!(other.size(), 8192, "what was left");
+        assert_eq!(p.in_use(), 64 << 10);
         big.recycle(big.buffer());
         assert_eq!(p.pooled(), 0);
         // A buffer of no class is not pooled.
         l.recycle(BytesMut::with_capacity(5000));
         assert_eq!(p.pooled(), 0);
+    }
+
+    #[test]
+    fn the_limit_is_hard() {
+        // Room for two minimum leases (2 x 2 x 4 KiB).
+        let p = Pool::new(4096, 65536, 16384);
+        let mut a = p.try_lease(65536).unwrap();
+        assert_eq!(a.size(), 8192, "the largest class that fits");
+        assert!(p.try_lease(4096).is_none(), "full");
+        assert!(a.resize(4096));
+        let b = p.try_lease(65536).unwrap();
+        assert_eq!(b.size(), 4096);
+        assert!(!a.resize(65536), "cannot grow past the limit");
+        assert!(p.try_lease(1).is_none());
+        drop(b);
+        assert!(a.resize(65536));
+        assert_eq!(a.size(), 8192);
+        assert_eq!(p.in_use(), 16384);
+    }
+
+    #[test]
+    fn pooled_buffers_make_room_for_leases() {
+        let p = Pool::new(4096, 4096, 16384);
+        let a = p.try_lease(4096).unwrap();
+        let bufs = [a.buffer(), a.buffer()];
+        drop(a);
+        for b in bufs {
+            p.give(b);
+        }
+        assert_eq!(p.pooled(), 8192);
+        let x = p.try_lease(4096).unwrap();
+        let y = p.try_lease(4096).unwrap();
+        assert_eq!(p.in_use() + p.pooled(), 16384, "pooled buffers were freed");
+        drop((x, y));
+    }
+
+    #[tokio::test]
+    async fn a_lease_waits_for_memory_then_is_refused() {
+        let p = Pool::with_wait(4096, 4096, 8192, Duration::from_millis(300));
+        let a = p.try_lease(4096).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(p.lease_wait(4096).await.err(), Some(Exhausted));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // A release wakes a waiter.
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move { p.lease_wait(4096).await.map(|l| l.size()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(a);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap(), Ok(4096));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Lease(usize),
+        Resize(usize, usize),
+        Drop(usize),
+        Buffer(usize),
+        Recycle(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0usize..200_000).prop_map(Op::Lease),
+            (0usize..8, 0usize..200_000).prop_map(|(i, s)| Op::Resize(i, s)),
+            (0usize..8).prop_map(Op::Drop),
+            (0usize..8).prop_map(Op::Buffer),
+            (0usize..8).prop_map(Op::Recycle),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn in_use_plus_pooled_never_exceeds_the_limit(
+            limit in 8192u64..300_000,
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let p = Pool::new(4096, 65536, limit);
+            let mut leases: Vec<Lease> = Vec::new();
+            let mut bufs: Vec<BytesMut> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Lease(s) => leases.extend(p.try_lease(s)),
+                    Op::Resize(i, s) => {
+                        if let Some(l) = leases.get_mut(i) {
+                            l.resize(s);
+                        }
+                    }
+                    Op::Drop(i) => {
+                        if i < leases.len() {
+                            leases.swap_remove(i);
+                        }
+                    }
+                    Op::Buffer(i) => {
+                        if let Some(l) = leases.get(i) {
+                            bufs.push(l.buffer());
+                        }
+                    }
+                    Op::Recycle(i) => {
+                        if i < bufs.len() {
+                            p.give(bufs.swap_remove(i));
+                        }
+                    }
+                }
+                let held: u64 = leases.iter().map(|l| 2 * l.size() as u64).sum();
+                proptest::prop_assert_eq!(p.in_use(), held);
+                proptest::prop_assert!(p.in_use() + p.pooled() <= limit);
+                proptest::prop_assert_eq!(p.active(), leases.len());
+            }
+            drop(leases);
+            proptest::prop_assert_eq!(p.in_use(), 0);
+        }
     }
 }

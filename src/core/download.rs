@@ -115,15 +115,23 @@ pub async fn serve(
         _ => RangeDecision::Full,
     };
     let file = Arc::new(file);
-    let body_of = |parts: Vec<Part>| {
+    // The buffer lease is taken (waiting, bounded, for memory) before the response starts.
+    let wanted: u64 = match &decision {
+        RangeDecision::Full => meta.len,
+        RangeDecision::Unsatisfiable => 0,
+        RangeDecision::Partial(ranges) => ranges.iter().map(|r| r.len()).sum(),
+    };
+    let mut lease = match wanted {
+        0 => None,
+        _ if head.method == Method::HEAD => None,
+        n => Some(core.adaptive.lease(ctx, Some(n)).await?),
+    };
+    let mut body_of = |parts: Vec<Part>| {
         let len = parts.iter().map(Part::len).sum();
-        if head.method == Method::HEAD || len == 0 {
-            Body::Stream {
-                stream: super::body::empty_stream(),
-                len,
-            }
-        } else {
-            let lease = core.adaptive.lease(ctx, Some(len));
+        let taken = lease
+            .take()
+            .filter(|_| head.method != Method::HEAD && len > 0);
+        if let Some(lease) = taken {
             let adaptive = core.adaptive.clone();
             let ctx = ctx.clone();
             let started = std::time::Instant::now();
@@ -138,6 +146,11 @@ pub async fn serve(
             });
             Body::Stream {
                 stream: stream::send(file.clone(), parts, lease, Some(done)),
+                len,
+            }
+        } else {
+            Body::Stream {
+                stream: super::body::empty_stream(),
                 len,
             }
         }

@@ -40,6 +40,14 @@ pub enum CoreError {
     TooEarly,
     #[error("storage is failing; try again in {}s", .0.as_secs().max(1))]
     Unavailable(std::time::Duration),
+    /// The path collides with what is stored: a component is a file, or the target is a
+    /// directory (ENOTDIR, EISDIR, EEXIST, ELOOP). The client's mistake, not a storage failure.
+    #[error("the path conflicts with an existing file or directory")]
+    PathConflict,
+    /// The buffer memory cap (`performance.buffer_memory_limit`) stayed reached for the
+    /// whole wait; not a storage failure.
+    #[error("the server's buffer memory is exhausted; try again shortly")]
+    BuffersExhausted,
 }
 
 impl CoreError {
@@ -67,16 +75,227 @@ impl CoreError {
             CoreError::Forbidden(_) => "forbidden",
             CoreError::Unavailable(_) => "storage_unavailable",
             CoreError::TooEarly => "too_early",
+            CoreError::PathConflict => "path_conflict",
+            CoreError::BuffersExhausted => "buffers_exhausted",
         }
     }
 }
+
+/// Every stable code a [`CoreError`] (and through it a session error) can have, for
+/// metrics series that exist from start-up. Kept complete by a test below.
+pub const ALL_CODES: &[&str] = &[
+    "bad_path",
+    "signature_expired",
+    "signature_missing",
+    "signature_invalid",
+    "length_required",
+    "too_large",
+    "size_mismatch",
+    "body_incomplete",
+    "extension_not_allowed",
+    "file_exists",
+    "not_found",
+    "method_not_allowed",
+    "insufficient_storage",
+    "storage_error",
+    "bad_request",
+    "forbidden",
+    "storage_unavailable",
+    "too_early",
+    "signature_parameter_repeated",
+    "signature_lifetime_exceeded",
+    "path_conflict",
+    "buffers_exhausted",
+    // Session errors (tus, IETF, HFS uploads).
+    "upload_not_found",
+    "upload_gone",
+    "mismatching_upload_offset",
+    "completed_upload",
+    "length_exceeded",
+    "inconsistent_upload_length",
+    "too_many_uploads",
+    "too_many_uploads_for_client",
+    "storage_reservation_exceeded",
+    "checksum_mismatch",
+    "checksum_unsupported",
+    "checksum_trailer_missing",
+    "checksum_malformed",
+    "digest_mismatch",
+    "invalid_concatenation",
+    "preempted",
+];
 
 impl From<std::io::Error> for CoreError {
     fn from(e: std::io::Error) -> Self {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
             CoreError::InsufficientStorage
+        } else if path_conflict(&e) {
+            CoreError::PathConflict
         } else {
             CoreError::Storage(e)
+        }
+    }
+}
+
+/// Whether an I/O error says the request's path collides with what is stored (a component
+/// is a file: ENOTDIR; the target is a directory: EISDIR or EEXIST; a symlinked component
+/// refused: ELOOP). Such errors are the client's (409), never a backend failure.
+pub fn path_conflict(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTDIR) | Some(libc::EISDIR) | Some(libc::EEXIST) | Some(libc::ELOOP)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::resumable::checksum::ChecksumError;
+    use crate::core::resumable::SessionError as S;
+
+    /// Fails to compile when a variant is added: add it to `samples` (and its code to
+    /// [`ALL_CODES`]).
+    fn exhaustive(e: &CoreError) {
+        match e {
+            CoreError::BadPath(_)
+            | CoreError::Auth(_)
+            | CoreError::LengthRequired
+            | CoreError::TooLarge { .. }
+            | CoreError::SizeMismatch
+            | CoreError::BodyIncomplete(_)
+            | CoreError::ExtensionNotAllowed(_)
+            | CoreError::Exists
+            | CoreError::NotFound
+            | CoreError::MethodNotAllowed
+            | CoreError::InsufficientStorage
+            | CoreError::Storage(_)
+            | CoreError::Session(_)
+            | CoreError::BadRequest(_)
+            | CoreError::Forbidden(_)
+            | CoreError::TooEarly
+            | CoreError::Unavailable(_)
+            | CoreError::PathConflict
+            | CoreError::BuffersExhausted => {}
+        }
+    }
+
+    /// Same for session errors: a new variant must be added to [`samples`].
+    fn exhaustive_session(e: &S) {
+        match e {
+            S::NotFound
+            | S::Gone
+            | S::OffsetMismatch { .. }
+            | S::AlreadyCompleted
+            | S::LengthExceeded
+            | S::LengthMismatch
+            | S::TooLarge { .. }
+            | S::TooManySessions
+            | S::TooManyForClient
+            | S::ReservedBytesExceeded
+            | S::ChecksumMismatch
+            | S::Checksum(_)
+            | S::DigestMismatch
+            | S::TargetExists
+            | S::InvalidConcat(_)
+            | S::Interrupted(_)
+            | S::Preempted
+            | S::Storage(_)
+            | S::BuffersExhausted
+            | S::InsufficientStorage
+            | S::PathConflict => {}
+        }
+    }
+
+    /// Same for signature errors.
+    fn exhaustive_auth(e: &AuthError) {
+        match e {
+            AuthError::Missing
+            | AuthError::Malformed
+            | AuthError::Mismatch
+            | AuthError::Expired
+            | AuthError::SizeRequired
+            | AuthError::Repeated
+            | AuthError::LifetimeExceeded => {}
+        }
+    }
+
+    fn samples() -> Vec<CoreError> {
+        let sessions = vec![
+            S::NotFound,
+            S::Gone,
+            S::OffsetMismatch {
+                expected: 1,
+                provided: 2,
+            },
+            S::AlreadyCompleted,
+            S::LengthExceeded,
+            S::LengthMismatch,
+            S::TooLarge { max: 1 },
+            S::TooManySessions,
+            S::TooManyForClient,
+            S::ReservedBytesExceeded,
+            S::ChecksumMismatch,
+            S::Checksum(ChecksumError::Unsupported("x".into())),
+            S::Checksum(ChecksumError::MissingTrailer),
+            S::DigestMismatch,
+            S::TargetExists,
+            S::InvalidConcat("x".into()),
+            S::Interrupted("x".into()),
+            S::Preempted,
+            S::Storage("x".into()),
+            S::BuffersExhausted,
+            S::InsufficientStorage,
+            S::PathConflict,
+        ];
+        for s in &sessions {
+            exhaustive_session(s);
+        }
+        let mut all = vec![
+            CoreError::BadPath(PathError::Traversal),
+            CoreError::Auth(AuthError::Expired),
+            CoreError::Auth(AuthError::Missing),
+            CoreError::Auth(AuthError::Mismatch),
+            CoreError::Auth(AuthError::Malformed),
+            CoreError::Auth(AuthError::SizeRequired),
+            CoreError::Auth(AuthError::Repeated),
+            CoreError::Auth(AuthError::LifetimeExceeded),
+            CoreError::LengthRequired,
+            CoreError::TooLarge { size: 2, max: 1 },
+            CoreError::SizeMismatch,
+            CoreError::BodyIncomplete("x".into()),
+            CoreError::ExtensionNotAllowed("x".into()),
+            CoreError::Exists,
+            CoreError::NotFound,
+            CoreError::MethodNotAllowed,
+            CoreError::InsufficientStorage,
+            CoreError::Storage(std::io::Error::other("x")),
+            CoreError::BadRequest("x".into()),
+            CoreError::Forbidden("x"),
+            CoreError::TooEarly,
+            CoreError::Unavailable(std::time::Duration::from_secs(1)),
+            CoreError::PathConflict,
+            CoreError::BuffersExhausted,
+        ];
+        all.extend(sessions.into_iter().map(CoreError::Session));
+        all
+    }
+
+    #[test]
+    fn every_code_is_listed_once() {
+        for e in samples() {
+            exhaustive(&e);
+            if let CoreError::Auth(a) = &e {
+                exhaustive_auth(a);
+            }
+            assert!(ALL_CODES.contains(&e.code()), "{} missing", e.code());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in ALL_CODES {
+            assert!(seen.insert(c), "{c} listed twice");
+            assert!(
+                c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{c}: a metrics label value"
+            );
         }
     }
 }

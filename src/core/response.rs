@@ -46,6 +46,8 @@ pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::TooEarly => StatusCode::from_u16(425).unwrap_or(StatusCode::CONFLICT),
         CoreError::Session(e) => session_status(e),
+        CoreError::PathConflict => StatusCode::CONFLICT,
+        CoreError::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -60,6 +62,8 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::TooManySessions | S::TooManyForClient => StatusCode::TOO_MANY_REQUESTS,
         S::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         S::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        S::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
+        S::PathConflict => StatusCode::CONFLICT,
         S::AlreadyCompleted
         | S::LengthExceeded
         | S::LengthMismatch
@@ -104,6 +108,15 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(wait.as_secs().max(1)),
+        );
+    }
+    if matches!(
+        err,
+        CoreError::BuffersExhausted | CoreError::Session(SessionError::BuffersExhausted)
+    ) {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::buffers::RETRY_AFTER.as_secs().max(1)),
         );
     }
     resp.extensions_mut().insert(ErrorCode(err.code()));

@@ -9,8 +9,11 @@
 //! Breaker ([`Breaker`], pure, time passed in): closed until [`THRESHOLD`] backend failures
 //! in a row; then open for [`COOL_DOWN`] (storage work is refused with 503 and
 //! `Retry-After`); then half-open: one operation is let through, and its outcome closes or
-//! re-opens the breaker. A client's mistake (no such file, file exists) and a full disk are
-//! not backend failures.
+//! re-opens the breaker. A probe that never reports cannot hold the breaker half-open:
+//! when its request is cancelled its admission ([`Admission`]) lets the next operation
+//! probe, when it panics it counts as a failure, and one that hangs is replaced by another
+//! probe after [`PROBE_DEADLINE`]. A client's mistake (no such file, file exists, a path
+//! that collides with a stored file or directory) and a full disk are not backend failures.
 
 use super::error::CoreError;
 use super::telemetry::Telemetry;
@@ -22,6 +25,10 @@ pub const MAX_ATTEMPTS: u32 = 3;
 pub const BASE_DELAY: Duration = Duration::from_millis(20);
 pub const THRESHOLD: u32 = 5;
 pub const COOL_DOWN: Duration = Duration::from_secs(30);
+/// The storage operations run under the policy (the `op` label of the retry metric).
+pub const OPS: &[&str] = &["create", "open", "commit"];
+/// How long a half-open breaker waits for its probe's outcome before admitting another.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Whether an error is worth retrying.
 pub fn transient(e: &std::io::Error) -> bool {
@@ -32,16 +39,31 @@ pub fn transient(e: &std::io::Error) -> bool {
 }
 
 /// Whether an error says the backend is failing (as opposed to the request or a full disk).
+/// A path conflict (a component is a file, the target is a directory) is the request's.
 pub fn backend_failure(e: &std::io::Error) -> bool {
     !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists)
         && !matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        && !super::error::path_conflict(e)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// `probe`: when the probe now running (if any) was admitted.
+    HalfOpen {
+        probe: Option<Instant>,
+    },
+}
+
+/// What [`Breaker::admit`] let through: the probe of a half-open breaker, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    probe: Option<Instant>,
 }
 
 /// The circuit breaker's state machine (see the module doc).
@@ -50,6 +72,7 @@ pub struct Breaker {
     pub state: BreakerState,
     pub threshold: u32,
     pub cool_down: Duration,
+    pub probe_deadline: Duration,
 }
 
 impl Default for Breaker {
@@ -65,19 +88,35 @@ impl Breaker {
             state: BreakerState::Closed { failures: 0 },
             threshold: threshold.max(1),
             cool_down,
+            probe_deadline: PROBE_DEADLINE,
         }
     }
 
-    /// May an operation start now? `Err(wait)` when open.
-    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+    /// May an operation start now? `Err(wait)` when open, or while a probe runs (for at
+    /// most the probe deadline).
+    pub fn admit(&mut self, now: Instant) -> Result<Ticket, Duration> {
         match self.state {
-            BreakerState::Closed { .. } => Ok(()),
+            BreakerState::Closed { .. } => Ok(Ticket { probe: None }),
             BreakerState::Open { until } if now < until => Err(until - now),
-            BreakerState::Open { .. } | BreakerState::HalfOpen { probing: false } => {
-                self.state = BreakerState::HalfOpen { probing: true };
-                Ok(())
+            BreakerState::HalfOpen { probe: Some(since) } if now < since + self.probe_deadline => {
+                Err((since + self.probe_deadline - now).min(Duration::from_secs(1)))
             }
-            BreakerState::HalfOpen { probing: true } => Err(Duration::from_secs(1)),
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => {
+                self.state = BreakerState::HalfOpen { probe: Some(now) };
+                Ok(Ticket { probe: Some(now) })
+            }
+        }
+    }
+
+    /// An admitted operation ended without an outcome (cancelled): if it was the running
+    /// probe, the next operation may probe.
+    pub fn abandon(&mut self, ticket: Ticket) {
+        if let (BreakerState::HalfOpen { probe: Some(since) }, Some(mine)) =
+            (self.state, ticket.probe)
+        {
+            if since == mine {
+                self.state = BreakerState::HalfOpen { probe: None };
+            }
         }
     }
 
@@ -160,19 +199,25 @@ impl Resilience {
         op: &'static str,
         fut: impl std::future::Future<Output = Result<T, CoreError>>,
     ) -> Result<T, CoreError> {
-        self.admit()?;
+        let admission = self.admit(op)?;
         let result = fut.await;
-        self.settle(
-            op,
-            matches!(&result, Err(CoreError::Storage(e)) if backend_failure(e)),
-        );
+        admission.settle(matches!(&result, Err(CoreError::Storage(e)) if backend_failure(e)));
         result
     }
 
-    fn admit(&self) -> Result<(), CoreError> {
+    fn admit(&self, op: &'static str) -> Result<Admission<'_>, CoreError> {
         match self.with_breaker(|b| b.admit(Instant::now())) {
             Some(Err(wait)) => Err(CoreError::Unavailable(wait)),
-            _ => Ok(()),
+            Some(Ok(ticket)) => Ok(Admission {
+                resilience: self,
+                op,
+                ticket: Some(ticket),
+            }),
+            None => Ok(Admission {
+                resilience: self,
+                op,
+                ticket: None,
+            }),
         }
     }
 
@@ -197,7 +242,7 @@ impl Resilience {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::io::Result<T>>,
     {
-        self.admit()?;
+        let admission = self.admit(op)?;
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
@@ -212,8 +257,39 @@ impl Resilience {
                 other => break other,
             }
         };
-        self.settle(op, matches!(&result, Err(e) if backend_failure(e)));
+        admission.settle(matches!(&result, Err(e) if backend_failure(e)));
         result.map_err(CoreError::from)
+    }
+}
+
+/// An operation let through the breaker. Its outcome is recorded by [`Admission::settle`];
+/// dropped unsettled, it was cancelled (the probe slot is freed) or panicked (a failure).
+struct Admission<'a> {
+    resilience: &'a Resilience,
+    op: &'static str,
+    /// `None` once settled, or when the breaker is off.
+    ticket: Option<Ticket>,
+}
+
+impl Admission<'_> {
+    fn settle(mut self, failed: bool) {
+        if self.ticket.take().is_some() {
+            self.resilience.settle(self.op, failed);
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            tracing::warn!(op = self.op, "storage operation panicked");
+            self.resilience.settle(self.op, true);
+        } else {
+            self.resilience.with_breaker(|b| b.abandon(ticket));
+        }
     }
 }
 
@@ -265,6 +341,113 @@ mod tests {
         assert!(!backend_failure(&std::io::Error::from_raw_os_error(
             libc::ENOSPC
         )));
+    }
+
+    #[test]
+    fn path_conflicts_are_not_backend_failures() {
+        for errno in [libc::ENOTDIR, libc::EISDIR, libc::EEXIST, libc::ELOOP] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(!backend_failure(&e), "{e}");
+            assert!(matches!(CoreError::from(e), CoreError::PathConflict));
+        }
+        assert!(backend_failure(&std::io::Error::from_raw_os_error(
+            libc::EIO
+        )));
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_hold_the_breaker_half_open() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(30));
+        assert_eq!(b.record(t0, true), Some(true));
+        let later = t0 + Duration::from_secs(30);
+        assert!(b.admit(later).is_ok(), "the probe");
+        assert!(b.admit(later + Duration::from_secs(1)).is_err());
+        // The probe never reports (lost): later another probe is let through.
+        assert!(b.admit(later + Duration::from_secs(120)).is_ok());
+        assert!(b.admit(later + Duration::from_secs(121)).is_err());
+    }
+
+    #[test]
+    fn an_abandoned_probe_frees_the_probe_slot_only_for_itself() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(30));
+        b.record(t0, true);
+        let t1 = t0 + Duration::from_secs(30);
+        let first = b.admit(t1).unwrap();
+        // The first probe hangs past the deadline; a second probe is admitted.
+        let t2 = t1 + PROBE_DEADLINE;
+        let second = b.admit(t2).unwrap();
+        b.abandon(first);
+        assert!(
+            b.admit(t2).is_err(),
+            "a stale ticket does not free the slot"
+        );
+        b.abandon(second);
+        assert!(b.admit(t2).is_ok(), "the running probe was cancelled");
+        // A non-probe admission (breaker closed) changes nothing when abandoned.
+        let mut c = Breaker::default();
+        let t = c.admit(t0).unwrap();
+        c.abandon(t);
+        assert_eq!(c.state, BreakerState::Closed { failures: 0 });
+    }
+
+    fn quick(threshold: u32) -> Resilience {
+        Resilience {
+            retry: false,
+            exponential: false,
+            breaker: Some(Mutex::new(Breaker::new(
+                threshold,
+                Duration::from_millis(20),
+            ))),
+            telemetry: Arc::new(Silent),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_probe_lets_the_next_operation_probe() {
+        let calls = AtomicU32::new(0);
+        let r = quick(1);
+        let e = run_failing(&r, ErrorKind::PermissionDenied, &calls).await;
+        assert!(matches!(e, Err(CoreError::Storage(_))));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // The probe's request is cancelled (client gone) while storage works on it.
+        let probe = r.run_once("probe", std::future::pending::<Result<(), CoreError>>());
+        assert!(tokio::time::timeout(Duration::from_millis(20), probe)
+            .await
+            .is_err());
+        let next = r
+            .run("next", || async { Ok::<_, std::io::Error>(()) })
+            .await;
+        assert!(next.is_ok(), "{next:?}");
+        let state = r.with_breaker(|b| b.state);
+        assert_eq!(state, Some(BreakerState::Closed { failures: 0 }));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_probe_does_not_hold_the_breaker_half_open() {
+        let calls = AtomicU32::new(0);
+        let r = Arc::new(quick(1));
+        let _ = run_failing(&r, ErrorKind::PermissionDenied, &calls).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let probe = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.run("probe", || async {
+                    panic!("probe panics (expected by this test)");
+                    #[allow(unreachable_code)]
+                    Ok::<(), std::io::Error>(())
+                })
+                .await
+            })
+        };
+        assert!(probe.await.is_err(), "the probe panicked");
+        // A panic counts as a failure: open again for the cool-down, then a new probe.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let next = r
+            .run("next", || async { Ok::<_, std::io::Error>(()) })
+            .await;
+        assert!(next.is_ok(), "{next:?}");
     }
 
     async fn run_failing(

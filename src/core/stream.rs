@@ -271,7 +271,9 @@ mod tests {
     }
 
     fn lease(size: usize) -> Lease {
-        crate::core::buffers::Pool::new(size, size, 1 << 20).lease(size)
+        crate::core::buffers::Pool::new(size, size, 1 << 20)
+            .try_lease(size)
+            .unwrap()
     }
 
     fn temp() -> (tempfile::TempDir, File, std::path::PathBuf) {

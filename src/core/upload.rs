@@ -60,7 +60,7 @@ pub async fn put(
         .await?;
     // On any error below, `temp` is dropped and the temporary file removed.
     let started = std::time::Instant::now();
-    let lease = core.adaptive.lease(ctx, Some(size));
+    let lease = core.adaptive.lease(ctx, Some(size)).await?;
     let (file, sha256) = stream::receive(body, file, size, lease).await?;
     commit(core, temp, file).await?;
     core.adaptive

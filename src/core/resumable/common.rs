@@ -138,7 +138,7 @@ pub async fn write(
     body: &mut crate::core::body::BodyStream,
 ) -> Result<super::Session, super::SessionError> {
     use super::Placement;
-    w.lease = Some(core.adaptive.lease(ctx, w.declared_len));
+    w.lease = Some(core.adaptive.lease(ctx, w.declared_len).await?);
     let placement = w.placement;
     let started = std::time::Instant::now();
     let result = core.engine.write(id, w, body, ctx.unix()).await;

@@ -45,6 +45,11 @@ pub enum SessionError {
     Storage(String),
     #[error("not enough storage space")]
     InsufficientStorage,
+    #[error("the server's buffer memory is exhausted; try again shortly")]
+    BuffersExhausted,
+    /// The target path runs through a stored file, or is a directory (the client's mistake).
+    #[error("the path conflicts with an existing file or directory")]
+    PathConflict,
 }
 
 impl SessionError {
@@ -75,16 +80,15 @@ impl SessionError {
             SessionError::Preempted => "preempted",
             SessionError::Storage(_) => "storage_error",
             SessionError::InsufficientStorage => "insufficient_storage",
+            SessionError::BuffersExhausted => "buffers_exhausted",
+            SessionError::PathConflict => "path_conflict",
         }
     }
 }
 
 impl From<std::io::Error> for SessionError {
     fn from(e: std::io::Error) -> Self {
-        match CoreError::from(e) {
-            CoreError::InsufficientStorage => SessionError::InsufficientStorage,
-            other => SessionError::Storage(other.to_string()),
-        }
+        SessionError::from(CoreError::from(e))
     }
 }
 
@@ -94,6 +98,8 @@ impl From<CoreError> for SessionError {
             // A full disk (ENOSPC, EDQUOT) is not the reservation limit: 507, not 413.
             CoreError::InsufficientStorage => SessionError::InsufficientStorage,
             CoreError::BodyIncomplete(m) => SessionError::Interrupted(m),
+            CoreError::BuffersExhausted => SessionError::BuffersExhausted,
+            CoreError::PathConflict => SessionError::PathConflict,
             other => SessionError::Storage(other.to_string()),
         }
     }

@@ -66,7 +66,8 @@ pub async fn upload(
             sha256: Some(Sha256::new()),
             check: None,
         };
-        let mut w = Writer::new(file, 0, core.adaptive.lease(ctx, None), digests);
+        let lease = core.adaptive.lease(ctx, None).await?;
+        let mut w = Writer::new(file, 0, lease, digests);
         while let Some(chunk) = field.chunk().await.map_err(form_error)? {
             w.push(&chunk).await?;
         }

@@ -79,10 +79,11 @@ impl Engine {
             sha256: carry,
             check: w.checksum.as_ref().map(checksum::Wanted::hasher),
         };
-        let lease = w
-            .lease
-            .take()
-            .unwrap_or_else(|| self.limits.pool.lease(self.limits.pool.max()));
+        let lease = match w.lease.take() {
+            Some(lease) => lease,
+            None => (self.limits.pool.lease_wait(self.limits.pool.max()).await)
+                .map_err(|_| SessionError::BuffersExhausted)?,
+        };
         let mut writer = Writer::new(file, start, lease, digests);
         let mut committed = start;
         let appending = matches!(w.placement, Placement::Append { .. });
