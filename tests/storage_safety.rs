@@ -1,7 +1,8 @@
 //! Storage safety end to end over HTTP/1.1, HTTP/2 and HTTP/3: a symbolic link inside the
 //! storage root (placed there by someone with shell access, or by another program sharing
 //! the directory) is never followed - not for downloads, not for uploads, not for creating
-//! directories, not by the start-up sweep.
+//! directories, not by the start-up sweep - and the start-up sweep and recovery do not run
+//! on the async runtime's thread.
 
 mod common;
 
@@ -179,6 +180,54 @@ async fn startup_sweep_does_not_descend_through_symlinks() {
     })
     .await
     .expect("bounded");
+}
+
+/// `server::start` runs the temp-file sweep and the session recovery on the blocking pool:
+/// with the pool's only thread held, `start` can make no progress on the sweep, and the
+/// runtime thread stays free (another task runs) until the pool is released.
+#[test]
+fn startup_sweep_runs_on_the_blocking_pool() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(LIMIT, async {
+            let base = tempfile::tempdir().unwrap();
+            let data = base.path().join("data");
+            std::fs::create_dir_all(data.join("d")).unwrap();
+            let leftover = data.join("d/.xferd-tmp-crashed");
+            std::fs::write(&leftover, b"x").unwrap();
+            // Hold the only blocking thread.
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+            let holder = tokio::task::spawn_blocking(move || {
+                let _ = held_tx.send(());
+                let _ = wait.recv_timeout(LIMIT);
+            });
+            held_rx.await.unwrap();
+            let d = data.clone();
+            let starting = tokio::spawn(TestServer::start_with(move |c| c.server.storage_path = d));
+            // Let `start` run as far as it can on this (only) runtime thread.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                leftover.exists(),
+                "the sweep ran on the runtime thread while the blocking pool was busy"
+            );
+            assert!(!starting.is_finished());
+            release.send(()).unwrap();
+            holder.await.unwrap();
+            let srv = starting.await.unwrap();
+            assert!(!leftover.exists(), "the sweep ran once the pool was free");
+            let mut c = srv.client(Proto::H1).await;
+            let r = put(&mut c, &signed_v("d/x.txt", 1), b"x", &[]).await;
+            assert_eq!(r.status, 201);
+            srv.stop().await;
+        })
+        .await
+        .expect("bounded");
+    });
 }
 
 /// The session-data directory is resolved like everything under the root: if it is a link,
