@@ -298,12 +298,12 @@ impl Dir {
 
     /// The names in this directory (not `.`/`..`) and what each is, links not followed.
     pub fn entries(&self) -> io::Result<Vec<(OsString, Kind)>> {
-        // fdopendir takes ownership of its descriptor: give it a duplicate, and rewind
-        // (duplicates share the read position).
-        let dup = self.0.try_clone()?;
+        // fdopendir takes ownership of its descriptor: give it a fresh open of "." (its own
+        // read position, unlike a dup, so concurrent listings cannot disturb each other).
+        let own = openat_nofollow(self.fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         // SAFETY: on success the DIR stream owns `raw` (closed by closedir below); on
         // failure we still own it and close it via the OwnedFd.
-        let raw = std::os::fd::IntoRawFd::into_raw_fd(dup);
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(own);
         let dirp = unsafe { libc::fdopendir(raw) };
         if dirp.is_null() {
             let e = io::Error::last_os_error();
@@ -314,7 +314,6 @@ impl Dir {
         let result = (|| {
             // SAFETY: `dirp` is a valid stream until closedir; each dirent is valid until the
             // next readdir on it, and we copy the name out before that.
-            unsafe { libc::rewinddir(dirp) };
             loop {
                 unsafe { *libc::__errno_location() = 0 };
                 let ent = unsafe { libc::readdir(dirp) };
@@ -420,7 +419,7 @@ mod tests {
             e,
             vec![("b".into(), Kind::Dir), ("link".into(), Kind::Link)]
         );
-        // Listing twice gives the same (the shared read position is rewound).
+        // Listing twice gives the same (each listing has its own read position).
         assert_eq!(a.entries().unwrap().len(), 2);
     }
 }

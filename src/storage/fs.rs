@@ -76,7 +76,8 @@ impl FsStorage {
         blocking(move || {
             // O_NONBLOCK: opening a FIFO planted in storage must not hang a blocking thread
             // (it is refused below as a non-file; regular files ignore the flag).
-            let file = match dir.open_beneath(rel.as_str(), libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+            let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+            let file = match dir.open_beneath(rel.as_str(), flags, 0) {
                 Ok(fd) => File::from(fd),
                 Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(e),
@@ -454,6 +455,25 @@ mod tests {
             }
             panic!("the temporary file was never removed");
         });
+    }
+
+    /// A FIFO planted in storage is "not found", and opening it does not hang a blocking
+    /// thread (it would wait for a writer forever without O_NONBLOCK).
+    #[test]
+    fn a_fifo_is_not_a_file_and_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = FsStorage::open(dir.path()).unwrap();
+        let p = CString::new(dir.path().join("pipe").as_os_str().as_bytes()).unwrap();
+        // SAFETY: `p` is NUL-terminated.
+        assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+        let rel = validate("pipe").unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let limit = std::time::Duration::from_secs(5);
+        let r = rt.block_on(async { tokio::time::timeout(limit, st.open_read(&rel)).await });
+        // Not joined: a blocking thread stuck in open() must not hang the test too.
+        rt.shutdown_background();
+        let r = r.expect("opening a FIFO returns at once");
+        assert!(r.unwrap().is_none());
     }
 
     #[tokio::test]
