@@ -24,7 +24,8 @@
 //!   - [`core::telemetry`]: the events the core reports (no Prometheus in the core).
 //! - [`metrics`]: Prometheus registry and `/metrics`.
 //! - [`storage`]: the storage trait's local-filesystem implementation (temp file, fsync,
-//!   atomic no-overwrite rename; positional reads).
+//!   atomic no-overwrite rename; positional reads), every path resolved beneath the root
+//!   without following links (`storage::dirfd`).
 //! - [`transport`]: the two front doors (hyper over TCP, h3 over quinn), TLS, shutdown,
 //!   and the readings each takes from its connections (`TCP_INFO`, quinn stats).
 //! - [`client`]: the HTTP/1.1, HTTP/2 and HTTP/3 client behind `xferd upload` and

@@ -111,11 +111,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             config.server.state_path.display()
         )
     })?;
-    let storage = FsStorage::open(&config.server.storage_path)
-        .with_context(|| format!("opening storage {}", config.server.storage_path.display()))?;
-    let swept = storage
-        .sweep_temp_files()
-        .context("sweeping temporary files")?;
+    // Opening storage walks the whole tree (the sweep): file-system work, so it runs on
+    // the blocking pool, not on the runtime thread that is awaiting `start`.
+    let storage_path = config.server.storage_path.clone();
+    let (storage, swept) = tokio::task::spawn_blocking(move || {
+        let storage = FsStorage::open(&storage_path)
+            .with_context(|| format!("opening storage {}", storage_path.display()))?;
+        let swept = storage
+            .sweep_temp_files()
+            .context("sweeping temporary files")?;
+        anyhow::Ok((storage, swept))
+    })
+    .await
+    .context("start-up sweep")??;
     if swept > 0 {
         tracing::info!(
             count = swept,
@@ -139,10 +147,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .secret
         .is_none()
         .then(|| secret_file(&config));
-    let parts = crate::storage::PartStore::open(&storage).context("opening session data")?;
-    let sessions =
-        crate::storage::SessionStore::open(&config.server.state_path.join("sessions.redb"))
-            .context("opening the session store")?;
     let perf = &config.performance;
     let streaming = &config.streaming;
     let pool = crate::core::buffers::Pool::new(
@@ -160,8 +164,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         pool: pool.clone(),
         commit_every: r.commit_every,
     };
-    let engine = crate::core::resumable::Engine::open(sessions, parts, limits)
-        .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))?;
+    // Session recovery reads every record and lists the data files: blocking pool too.
+    let (sessions_path, recover_storage) = (
+        config.server.state_path.join("sessions.redb"),
+        storage.clone(),
+    );
+    let engine = tokio::task::spawn_blocking(move || {
+        let parts =
+            crate::storage::PartStore::open(&recover_storage).context("opening session data")?;
+        let sessions = crate::storage::SessionStore::open(&sessions_path)
+            .context("opening the session store")?;
+        crate::core::resumable::Engine::open(sessions, parts, limits)
+            .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))
+    })
+    .await
+    .context("session recovery")??;
     if config.security.compat_hfs_x_signature {
         tracing::warn!("INSECURE: security.compat_hfs_x_signature accepts replayable X-Signature headers on POST /upload");
     }

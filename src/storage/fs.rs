@@ -4,15 +4,28 @@
 //! `fsync`, `renameat2(RENAME_NOREPLACE)`, directory `fsync`); an existing file is never
 //! overwritten; temporary files are named `.xferd-tmp-*` (a name the path rules refuse, so
 //! they are never served) and are removed on abort, on drop and, after a crash, by
-//! [`FsStorage::sweep_temp_files`] at start-up. Blocking calls run on tokio's blocking pool.
+//! [`FsStorage::sweep_temp_files`] at start-up. Blocking calls run on tokio's blocking pool;
+//! a [`TempFile`] dropped on a runtime thread hands its unlink to that pool too.
+//!
+//! No symbolic link inside the root is ever followed ([`super::dirfd`]): every name is
+//! resolved from the root's directory descriptor. A link as a path component reads as "not
+//! found" and refuses writes with `ELOOP`; a link as the last component exists (so it is
+//! never overwritten) but is never opened.
+//!
+//! Directories made for an upload are never removed, not even when it aborts: another
+//! upload may have just found the directory and be about to create its own temporary file
+//! there, and any "remove if empty" would race with it (issue 10, item 15). An empty
+//! directory left behind costs an inode and exposes nothing (no listings are served).
 
+use super::dirfd::{cstr, os_cstr, Dir, Kind};
 use crate::core::path::RelPath;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 const TEMP_PREFIX: &str = ".xferd-tmp-";
@@ -28,39 +41,44 @@ pub struct FileMeta {
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     root: PathBuf,
+    dir: Arc<Dir>,
+}
+
+/// `a/b/c` -> (`a/b`, `c`); (``, `c`) at the top.
+fn split(rel: &RelPath) -> (&str, &str) {
+    rel.as_str().rsplit_once('/').unwrap_or(("", rel.as_str()))
 }
 
 impl FsStorage {
-    /// Opens (creating if needed) the storage root.
+    /// Opens (creating if needed) the storage root. The root path itself may contain links
+    /// (the operator's choice); nothing beneath it is followed.
     pub fn open(root: &Path) -> io::Result<FsStorage> {
         std::fs::create_dir_all(root)?;
-        Ok(FsStorage {
-            root: root.canonicalize()?,
-        })
+        let root = root.canonicalize()?;
+        let dir = Arc::new(Dir::open_path(&root)?);
+        Ok(FsStorage { root, dir })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    fn full(&self, rel: &RelPath) -> PathBuf {
-        let mut p = self.root.clone();
-        for seg in rel.segments() {
-            p.push(seg);
-        }
-        p
+    /// The root directory (resolve everything from it).
+    pub(crate) fn root_dir(&self) -> &Dir {
+        &self.dir
     }
 
-    /// Opens a regular file for reading (no symlinks followed at the last component).
+    /// Opens a regular file for reading; a link anywhere on the path, a missing file or a
+    /// non-file is `None`.
     pub async fn open_read(&self, rel: &RelPath) -> io::Result<Option<(File, FileMeta)>> {
-        let path = self.full(rel);
+        let dir = self.dir.clone();
+        let rel = rel.clone();
         blocking(move || {
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-            {
-                Ok(f) => f,
+            // O_NONBLOCK: opening a FIFO planted in storage must not hang a blocking thread
+            // (it is refused below as a non-file; regular files ignore the flag).
+            let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+            let file = match dir.open_beneath(rel.as_str(), flags, 0) {
+                Ok(fd) => File::from(fd),
                 Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(e),
             };
@@ -85,60 +103,37 @@ impl FsStorage {
         .await
     }
 
-    /// True when something (file or directory) already exists at `rel`.
+    /// True when something (file, directory, link) already exists at `rel`. A link or a
+    /// file as a directory on the way is an error (`ELOOP` / `ENOTDIR`): nothing can be
+    /// stored there.
     pub async fn exists(&self, rel: &RelPath) -> io::Result<bool> {
-        let path = self.full(rel);
-        blocking(move || match std::fs::symlink_metadata(&path) {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(e),
-        })
-        .await
+        let st = self.clone();
+        let rel = rel.clone();
+        blocking(move || st.exists_blocking(&rel)).await
     }
 
     /// Free bytes available to unprivileged writers on the storage filesystem.
     pub async fn available_bytes(&self) -> io::Result<u64> {
-        let root = self.root.clone();
-        blocking(move || {
-            let c = CString::new(root.as_os_str().as_bytes())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-            // SAFETY: statvfs writes into the zeroed struct we own; `c` is NUL-terminated.
-            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-            if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
-        })
-        .await
+        let dir = self.dir.clone();
+        blocking(move || dir.available_bytes()).await
     }
 
     /// Creates the parent directories and a fresh temporary file beside `rel`'s final name.
     pub async fn create_temp(&self, rel: &RelPath) -> io::Result<(TempFile, File)> {
-        let final_path = self.full(rel);
-        let root = self.root.clone();
+        let root = self.dir.clone();
+        let rel = rel.clone();
         blocking(move || {
-            let parent = final_path
-                .parent()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent"))?;
-            let created_dirs = create_dirs(&root, parent)?;
-            let tmp_path = parent.join(format!("{TEMP_PREFIX}{:032x}", rand::random::<u128>()));
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&tmp_path);
-            let file = match file {
-                Ok(f) => f,
-                Err(e) => {
-                    remove_dirs(&created_dirs);
-                    return Err(e);
-                }
-            };
+            let (parent, name) = split(&rel);
+            let dir = root.create_dirs(parent)?;
+            #[cfg(test)]
+            test_hook::fire(Path::new(rel.as_str()));
+            let tmp = cstr(&format!("{TEMP_PREFIX}{:032x}", rand::random::<u128>()))?;
+            let file = dir.create_file(&tmp, 0o644)?;
             Ok((
                 TempFile {
-                    tmp_path,
-                    final_path,
-                    created_dirs,
+                    dir: Arc::new(dir),
+                    tmp,
+                    name: cstr(name)?,
                     done: false,
                 },
                 file,
@@ -147,60 +142,68 @@ impl FsStorage {
         .await
     }
 
-    /// Moves a finished file (already fsynced) from `src` to `rel` without overwriting,
-    /// creating parent directories and fsyncing the destination directory.
-    pub fn commit_file_blocking(&self, src: &Path, rel: &RelPath) -> Result<(), CommitError> {
-        let dest = self.full(rel);
-        let parent = dest
-            .parent()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent"))?;
-        let created = create_dirs(&self.root, parent)?;
-        match rename_noreplace(src, &dest) {
+    /// Moves a finished file (already fsynced) named `src` in `src_dir` to `rel` without
+    /// overwriting, creating parent directories and fsyncing the destination directory.
+    pub fn commit_file_blocking(
+        &self,
+        src_dir: &Dir,
+        src: &std::ffi::CStr,
+        rel: &RelPath,
+    ) -> Result<(), CommitError> {
+        let (parent, name) = split(rel);
+        let dest = self.dir.create_dirs(parent)?;
+        match src_dir.rename_noreplace(src, &dest, &cstr(name)?) {
             Ok(()) => {}
-            Err(e) => {
-                remove_dirs(&created);
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    return Err(CommitError::Exists);
-                }
-                return Err(e.into());
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(CommitError::Exists),
+            Err(e) => return Err(e.into()),
         }
-        File::open(parent)?.sync_all()?;
+        dest.sync()?;
         Ok(())
     }
 
-    /// True when something exists at `rel` (blocking).
+    /// True when something exists at `rel` (blocking); see [`FsStorage::exists`].
     pub fn exists_blocking(&self, rel: &RelPath) -> io::Result<bool> {
-        match std::fs::symlink_metadata(self.full(rel)) {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let (parent, name) = split(rel);
+        let dir = match self.dir.open_dir(parent) {
+            Ok(d) => d,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(dir.kind_of(&cstr(name)?)?.is_some())
     }
 
     /// Removes temporary files left by a crash (`kill -9` mid-write). Returns how many.
+    /// Walks by directory descriptor and never enters a link (nor a directory swapped for
+    /// one during the walk); holds one descriptor per level of depth.
     pub fn sweep_temp_files(&self) -> io::Result<usize> {
-        fn walk(dir: &Path, n: &mut usize) -> io::Result<()> {
-            for entry in std::fs::read_dir(dir)? {
-                let entry = entry?;
-                let ft = entry.file_type()?;
-                if ft.is_dir() && entry.file_name() == super::parts::PARTS_DIR {
-                    continue;
-                } else if ft.is_dir() {
-                    walk(&entry.path(), n)?;
-                } else if entry
-                    .file_name()
-                    .as_bytes()
-                    .starts_with(TEMP_PREFIX.as_bytes())
+        let mut n = 0;
+        // Directories still to visit, each as (its parent, its name); the root first.
+        let mut todo: Vec<(Arc<Dir>, Option<CString>)> = vec![(self.dir.clone(), None)];
+        while let Some((parent, name)) = todo.pop() {
+            let dir = match &name {
+                None => Arc::new(parent.try_clone()?),
+                Some(name) => match parent.open_child_dir(name) {
+                    Ok(d) => Arc::new(d),
+                    // Gone, or replaced by a link or a file since it was listed: skip.
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            drop(parent);
+            for (entry, kind) in dir.entries()? {
+                let is_parts = name.is_none() && entry == super::parts::PARTS_DIR;
+                if kind == Kind::Dir && !is_parts {
+                    todo.push((dir.clone(), Some(os_cstr(&entry)?)));
+                } else if kind != Kind::Dir && entry.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
                 {
-                    std::fs::remove_file(entry.path())?;
-                    *n += 1;
+                    match dir.unlink(&os_cstr(&entry)?) {
+                        Ok(()) => n += 1,
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
-            Ok(())
         }
-        let mut n = 0;
-        walk(&self.root, &mut n)?;
         Ok(n)
     }
 }
@@ -208,9 +211,10 @@ impl FsStorage {
 /// A temporary upload file; removed on drop unless committed.
 #[derive(Debug)]
 pub struct TempFile {
-    tmp_path: PathBuf,
-    final_path: PathBuf,
-    created_dirs: Vec<PathBuf>,
+    /// The directory holding the temporary file and, after the commit, the final one.
+    dir: Arc<Dir>,
+    tmp: CString,
+    name: CString,
     done: bool,
 }
 
@@ -226,38 +230,56 @@ pub enum CommitError {
 impl TempFile {
     /// fsyncs `file`, moves it to its final name without overwriting, fsyncs the directory.
     /// Blocking: call from the blocking pool.
+    /// On failure the temporary file is removed here (we are on a blocking thread already).
     pub fn commit_blocking(mut self, file: File) -> Result<(), CommitError> {
-        file.sync_all()?;
+        let moved = file
+            .sync_all()
+            .and_then(|()| self.dir.rename_noreplace(&self.tmp, &self.dir, &self.name));
         drop(file);
-        match rename_noreplace(&self.tmp_path, &self.final_path) {
+        match moved {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(CommitError::Exists),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.remove_blocking();
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    return Err(CommitError::Exists);
+                }
+                return Err(e.into());
+            }
         }
         self.done = true;
-        if let Some(parent) = self.final_path.parent() {
-            File::open(parent)?.sync_all()?;
-        }
+        self.dir.sync()?;
         Ok(())
     }
 
-    /// Removes the temporary file and any directories this upload created.
+    /// Removes the temporary file (never a directory: see the module doc). Blocking.
     pub fn abort_blocking(mut self) {
-        self.cleanup();
+        self.remove_blocking();
     }
 
-    fn cleanup(&mut self) {
+    fn remove_blocking(&mut self) {
         if !self.done {
             self.done = true;
-            let _ = std::fs::remove_file(&self.tmp_path);
-            remove_dirs(&self.created_dirs);
+            let _ = self.dir.unlink(&self.tmp);
         }
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        self.cleanup();
+        if self.done {
+            return;
+        }
+        let (dir, tmp) = (self.dir.clone(), std::mem::take(&mut self.tmp));
+        let unlink = move || {
+            let _ = dir.unlink(&tmp);
+        };
+        // Dropped on a runtime thread (an upload future cancelled or failed): unlinking is
+        // file-system work, so it goes to the blocking pool. If the runtime is shutting down
+        // and the job never runs, the start-up sweep removes the file.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(unlink)),
+            Err(_) => unlink(),
+        }
     }
 }
 
@@ -282,66 +304,6 @@ pub fn read_at(file: &File, len: usize, offset: u64) -> io::Result<bytes::Bytes>
     Ok(bytes::Bytes::from(buf))
 }
 
-fn create_dirs(root: &Path, dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut missing = Vec::new();
-    let mut cur = dir;
-    while cur != root && !cur.exists() {
-        missing.push(cur.to_path_buf());
-        cur = match cur.parent() {
-            Some(p) => p,
-            None => break,
-        };
-    }
-    let mut created = Vec::new();
-    for d in missing.into_iter().rev() {
-        match std::fs::create_dir(&d) {
-            Ok(()) => created.push(d),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                remove_dirs(&created);
-                return Err(e);
-            }
-        }
-    }
-    Ok(created)
-}
-
-fn remove_dirs(created: &[PathBuf]) {
-    // Deepest first; `remove_dir` fails harmlessly if another upload put a file there.
-    for d in created.iter().rev() {
-        let _ = std::fs::remove_dir(d);
-    }
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
-    };
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: both strings are NUL-terminated and outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
-        // Filesystem without RENAME_NOREPLACE: link() also refuses to overwrite.
-        std::fs::hard_link(from, to)?;
-        std::fs::remove_file(from)?;
-        return Ok(());
-    }
-    Err(err)
-}
-
 fn is_not_found(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -355,6 +317,37 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
+}
+
+/// A test-only pause point inside [`FsStorage::create_temp`], between finding (or creating)
+/// the parent directory and creating the temporary file in it: the window item 15 of the
+/// issue is about.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn FnOnce() + Send>;
+    static HOOKS: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
+
+    /// Runs `f` once, when a temporary file for a path ending in `suffix` is about to be made.
+    pub fn set(suffix: &str, f: impl FnOnce() + Send + 'static) {
+        HOOKS
+            .lock()
+            .unwrap()
+            .push((PathBuf::from(suffix), Box::new(f)));
+    }
+
+    pub fn fire(path: &Path) {
+        let hook = {
+            let mut hooks = HOOKS.lock().unwrap();
+            let i = hooks.iter().position(|(s, _)| path.ends_with(s));
+            i.map(|i| hooks.remove(i).1)
+        };
+        if let Some(f) = hook {
+            f();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -383,14 +376,104 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn abort_removes_file_and_created_dirs() {
+    async fn abort_removes_the_file_and_keeps_the_directories() {
         let dir = tempfile::tempdir().unwrap();
         let st = FsStorage::open(dir.path()).unwrap();
         let rel = validate("x/y/z.bin").unwrap();
         let (t, f) = st.create_temp(&rel).await.unwrap();
         write_at(&f, b"partial", 0).unwrap();
-        drop(t);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        t.abort_blocking();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("x/y")).unwrap().count(),
+            0
+        );
+    }
+
+    /// Item 15: upload A created `r/s`; upload B finds `r/s` and, before it creates its
+    /// temporary file there, A aborts. B must still succeed.
+    #[tokio::test]
+    async fn an_abort_never_removes_a_directory_another_upload_is_using() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = FsStorage::open(dir.path()).unwrap();
+        let (a, _fa) = st
+            .create_temp(&validate("r/s/a.bin").unwrap())
+            .await
+            .unwrap();
+        test_hook::set("r/s/b.bin", move || a.abort_blocking());
+        let (b, fb) = st
+            .create_temp(&validate("r/s/b.bin").unwrap())
+            .await
+            .expect("B's temporary file is created although A aborted meanwhile");
+        write_at(&fb, b"b", 0).unwrap();
+        tokio::task::spawn_blocking(move || b.commit_blocking(fb))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("r/s/b.bin")).unwrap(), b"b");
+    }
+
+    /// Item 16: dropping an uncommitted [`TempFile`] on a runtime thread hands the unlink to
+    /// the blocking pool instead of doing file-system work on the runtime thread. With the
+    /// pool's only thread held, the file is still there after the drop; once the pool is
+    /// free it goes.
+    #[test]
+    fn drop_on_the_runtime_unlinks_on_the_blocking_pool() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let st = FsStorage::open(dir.path()).unwrap();
+            let (t, f) = st.create_temp(&validate("q/f.bin").unwrap()).await.unwrap();
+            drop(f);
+            let tmp: Vec<_> = std::fs::read_dir(dir.path().join("q"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(tmp.len(), 1);
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+            let holder = tokio::task::spawn_blocking(move || {
+                let _ = held_tx.send(());
+                let _ = wait.recv_timeout(std::time::Duration::from_secs(30));
+            });
+            held_rx.await.unwrap();
+            drop(t);
+            assert!(
+                tmp[0].exists(),
+                "dropped TempFile unlinked on the runtime thread"
+            );
+            release.send(()).unwrap();
+            holder.await.unwrap();
+            for _ in 0..200 {
+                if !tmp[0].exists() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("the temporary file was never removed");
+        });
+    }
+
+    /// A FIFO planted in storage is "not found", and opening it does not hang a blocking
+    /// thread (it would wait for a writer forever without O_NONBLOCK).
+    #[test]
+    fn a_fifo_is_not_a_file_and_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = FsStorage::open(dir.path()).unwrap();
+        let p = CString::new(dir.path().join("pipe").as_os_str().as_bytes()).unwrap();
+        // SAFETY: `p` is NUL-terminated.
+        assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+        let rel = validate("pipe").unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let limit = std::time::Duration::from_secs(5);
+        let r = rt.block_on(async { tokio::time::timeout(limit, st.open_read(&rel)).await });
+        // Not joined: a blocking thread stuck in open() must not hang the test too.
+        rt.shutdown_background();
+        let r = r.expect("opening a FIFO returns at once");
+        assert!(r.unwrap().is_none());
     }
 
     #[tokio::test]

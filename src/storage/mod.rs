@@ -1,9 +1,12 @@
 //! Storage backends. Today: the local filesystem ([`fs::FsStorage`]): uploads go to a
 //! temporary file beside their destination, are fsynced and renamed into place without
-//! overwriting; downloads use positional reads. Object storage comes later behind the same
-//! operations (create temp / write / commit / abort, stat, read at offset). Resumable uploads
-//! keep their bytes in a [`parts::PartStore`] and their records in a [`meta::SessionStore`].
+//! overwriting; downloads use positional reads; names are resolved beneath the root's
+//! directory descriptor without following links ([`dirfd`]). Object storage comes later
+//! behind the same operations (create temp / write / commit / abort, stat, read at offset).
+//! Resumable uploads keep their bytes in a [`parts::PartStore`] and their records in a
+//! [`meta::SessionStore`].
 
+pub mod dirfd;
 pub mod fs;
 pub mod meta;
 pub mod parts;

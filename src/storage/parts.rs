@@ -9,59 +9,66 @@
 //! smaller), part ETags kept in the session record, commit = complete-multipart-upload,
 //! remove = abort, concatenate = upload-part-copy.
 
+use super::dirfd::{cstr, Dir, Kind};
 use super::fs::{CommitError, FsStorage};
 use crate::core::path::RelPath;
 use sha2::{Digest, Sha256};
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The directory (under the storage root) holding session data; the path rules refuse
-/// names starting with `.xferd`, so it is never served.
+/// names starting with `.xferd`, so it is never served. Opened by descriptor and never
+/// through a link, like everything under the root.
 pub const PARTS_DIR: &str = ".xferd-sessions";
 
 #[derive(Debug, Clone)]
 pub struct PartStore {
-    dir: PathBuf,
+    dir: Arc<Dir>,
     storage: FsStorage,
 }
 
 impl PartStore {
     pub fn open(storage: &FsStorage) -> io::Result<PartStore> {
-        let dir = storage.root().join(PARTS_DIR);
-        std::fs::create_dir_all(&dir)?;
+        let dir = storage.root_dir().create_dirs(PARTS_DIR)?;
         Ok(PartStore {
-            dir,
+            dir: Arc::new(dir),
             storage: storage.clone(),
         })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.part"))
+    /// The data file's name (ids are the engine's own, but a NUL is refused anyway).
+    fn name(&self, id: &str) -> io::Result<CString> {
+        cstr(&format!("{id}.part"))
+    }
+
+    fn open_file(&self, id: &str, flags: libc::c_int) -> io::Result<File> {
+        self.dir.open_file(&self.name(id)?, flags, 0)
     }
 
     /// Creates the empty data file of a new session (durably).
     pub fn create(&self, id: &str) -> io::Result<()> {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(self.path(id))?;
+        let f = self.dir.create_file(&self.name(id)?, 0o644)?;
         f.sync_all()?;
-        File::open(&self.dir)?.sync_all()
+        self.dir.sync()
     }
 
     /// Opens the data file for positional writes.
     pub fn open_write(&self, id: &str) -> io::Result<File> {
-        std::fs::OpenOptions::new().write(true).open(self.path(id))
+        self.open_file(id, libc::O_WRONLY)
     }
 
     pub fn exists(&self, id: &str) -> bool {
-        self.path(id).exists()
+        match self.name(id) {
+            Ok(n) => matches!(self.dir.kind_of(&n), Ok(Some(_))),
+            Err(_) => false,
+        }
     }
 
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(id)) {
+        match self.dir.unlink(&self.name(id)?) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -73,7 +80,7 @@ impl PartStore {
         let out = self.open_write(dest)?;
         let mut offset = 0u64;
         for (id, len) in sources {
-            let src = File::open(self.path(id))?;
+            let src = self.open_file(id, libc::O_RDONLY)?;
             let mut copied = 0u64;
             let mut buf = vec![0u8; 1 << 20];
             while copied < *len {
@@ -97,7 +104,7 @@ impl PartStore {
     /// Feeds bytes `[from, to)` of a session's data into `h`.
     pub fn hash_range(&self, id: &str, h: &mut Sha256, from: u64, to: u64) -> io::Result<()> {
         use std::io::{Seek, SeekFrom};
-        let mut f = File::open(self.path(id))?;
+        let mut f = self.open_file(id, libc::O_RDONLY)?;
         f.seek(SeekFrom::Start(from))?;
         let mut f = f.take(to.saturating_sub(from));
         let mut buf = vec![0u8; 1 << 20];
@@ -113,23 +120,31 @@ impl PartStore {
     /// Truncates to `len` (bytes past the committed length are garbage), fsyncs, and moves
     /// the data to its final path without overwriting.
     pub fn commit(&self, id: &str, len: u64, rel: &RelPath) -> Result<(), CommitError> {
-        let path = self.path(id);
-        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+        let f = self.open_write(id)?;
         f.set_len(len)?;
         f.sync_all()?;
-        self.storage.commit_file_blocking(&path, rel)
+        self.storage
+            .commit_file_blocking(&self.dir, &self.name(id)?, rel)
     }
 
     /// True when a file already exists at a session's target path.
+    /// A target reached only through a symlinked directory (`ELOOP`) counts as taken: the
+    /// session could never be committed there, so it is refused up front (409).
     pub fn target_exists(&self, rel: &RelPath) -> io::Result<bool> {
-        self.storage.exists_blocking(rel)
+        match self.storage.exists_blocking(rel) {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(true),
+            r => r,
+        }
     }
 
-    /// Ids of every data file present (start-up recovery).
+    /// Ids of every data file present (start-up recovery); links and other non-files in
+    /// the directory are not data files.
     pub fn list(&self) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(&self.dir)? {
-            let name = e?.file_name();
+        for (name, kind) in self.dir.entries()? {
+            if kind != Kind::File {
+                continue;
+            }
             if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".part")) {
                 out.push(id.to_string());
             }
