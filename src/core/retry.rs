@@ -10,7 +10,7 @@
 //! in a row; then open for [`COOL_DOWN`] (storage work is refused with 503 and
 //! `Retry-After`); then half-open: one operation is let through, and its outcome closes or
 //! re-opens the breaker. A probe that never reports cannot hold the breaker half-open:
-//! when its request is cancelled its admission ([`Admission`]) lets the next operation
+//! when its request is cancelled its admission (`Admission`) lets the next operation
 //! probe, when it panics it counts as a failure, and one that hangs is replaced by another
 //! probe after [`PROBE_DEADLINE`]. A client's mistake (no such file, file exists, a path
 //! that collides with a stored file or directory) and a full disk are not backend failures.
