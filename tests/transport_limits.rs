@@ -319,6 +319,34 @@ async fn h3_200kb_header_block_gets_431() {
     srv.stop().await;
 }
 
+/// A refused head must not hold up a graceful shutdown: h3 keeps the id of a stream whose
+/// request it could not resolve among the requests it waits for, so a draining connection
+/// waited for the whole shutdown grace (5 s here) although nothing was in flight.
+#[tokio::test]
+async fn h3_refused_head_does_not_hold_up_shutdown() {
+    let mut srv = TestServer::start().await;
+    let h3 = raw_h3(&srv).await;
+    let big = vec![b'a'; 200_000];
+    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
+    s.write_all(&frame(0x01, &get_head("/health", &[("x-big", &big)])))
+        .await
+        .unwrap();
+    let _ = s.finish();
+    assert_eq!(
+        read_status(&mut r, Duration::from_secs(5)).await,
+        Ok(Some(431))
+    );
+    let start = Instant::now();
+    // The client keeps its connection open: the server closes it after its short linger.
+    let server = srv.server.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server.shutdown())
+        .await
+        .expect("shutdown ends");
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(4500), "shutdown took {took:?}");
+    drop(h3);
+}
+
 /// Item 4: a request head trickled one byte at a time is reset (H3_REQUEST_INCOMPLETE) at
 /// the header deadline; the connection's other streams keep working.
 #[tokio::test]

@@ -211,6 +211,12 @@ async fn serve_connection(
     let mut requests = tokio::task::JoinSet::new();
     let mut draining = false;
     loop {
+        // After GOAWAY no new request can arrive, so once ours are done the connection is.
+        // (h3's own `accept` would wait longer: a stream whose request it could not resolve,
+        // such as a refused head, stays among the requests it waits for.)
+        if draining && requests.is_empty() {
+            break;
+        }
         let next = tokio::select! {
             r = h3.accept() => r,
             _ = shutdown_signalled(&mut shutdown), if !draining => {
@@ -219,6 +225,7 @@ async fn serve_connection(
                 let _ = h3.shutdown(0).await;
                 continue;
             }
+            Some(_) = requests.join_next(), if draining => continue,
         };
         match next {
             Ok(Some(resolver)) => {
