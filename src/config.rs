@@ -71,6 +71,10 @@ pub struct ServerConfig {
     /// Accept HTTP/3 0-RTT resumption (non-safe methods in early data get 425). Off by
     /// default: libcurl sends POSTs in 0-RTT and does not retry a 425.
     pub zero_rtt: bool,
+    /// Largest request head (header section) accepted over HTTP/2 and HTTP/3; larger heads
+    /// get 431 (h3) or are refused (h2). HTTP/1.1 heads are bounded by its 128 KiB buffer.
+    #[serde(deserialize_with = "de_size")]
+    pub max_header_size: u64,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +94,7 @@ impl Default for ServerConfig {
             udp_recv_buffer: 8 << 20,
             udp_send_buffer: 8 << 20,
             zero_rtt: false,
+            max_header_size: 64 << 10,
         }
     }
 }
@@ -403,6 +408,9 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return bad("server.max_connections", "must be at least 1");
+        }
+        if !(1024..=(16 << 20)).contains(&self.server.max_header_size) {
+            return bad("server.max_header_size", "must be between 1KB and 16MB");
         }
         if self.server.max_upload_size == 0 {
             return bad("server.max_upload_size", "must be greater than 0");

@@ -279,6 +279,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             multiplexing: streaming.connection_multiplexing,
             readings: streaming.bandwidth_estimation,
             zero_rtt: config.server.zero_rtt,
+            max_header_size: config.server.max_header_size,
         },
         metrics: metrics.clone(),
     };

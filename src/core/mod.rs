@@ -179,13 +179,10 @@ impl Core {
             self.route(&head, &mut body, &ctx).await
         };
         let has_body = matches!(head.method, Method::PUT | Method::POST | Method::PATCH);
-        if has_body
+        let discard = has_body
             && !early
             && !result.as_ref().is_ok_and(|r| r.status().is_success())
-            && !expects_continue(&head.headers)
-        {
-            drain(&mut body).await;
-        }
+            && !expects_continue(&head.headers);
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => {
@@ -207,6 +204,9 @@ impl Core {
                 Direction::Download
             };
             self.telemetry().error(dir, ctx.protocol, code);
+        }
+        if discard {
+            resp.extensions_mut().insert(DrainAfterResponse);
         }
         if head.method == Method::HEAD {
             // HEAD keeps the GET headers (Content-Length included) but sends no body.
@@ -282,27 +282,51 @@ async fn handshake_done(method: &Method, ctx: &Ctx) -> bool {
         .is_ok_and(|r| r.is_ok())
 }
 
-/// Most bytes of a refused request's body read and discarded before answering.
-const DRAIN_LIMIT: u64 = 8 << 20;
-const DRAIN_TIME: Duration = Duration::from_secs(2);
-
-/// Reads and discards what is left of a small refused body (bounded in bytes and time).
+/// How an early-refused upload ends (409, 403, 413 and the like, answered before the body
+/// has arrived): the response is sent at once, and *then* what is left of the body is read
+/// and discarded by the transport ([`drain`]) for up to [`DRAIN_TIME`] / [`DRAIN_LIMIT`]
+/// before the transport stops the request: HTTP/2 with RST_STREAM(NO_ERROR) (RFC 9113
+/// section 8.1), HTTP/3 with STOP_SENDING(H3_NO_ERROR) (RFC 9114 section 4.1), HTTP/1.1 by
+/// closing the connection. A body that ends within the bound needs no reset at all (and an
+/// HTTP/1.1 connection stays usable).
 ///
-/// Some clients (curl 7.88 over HTTP/2, for one) drop a response that arrives, followed by
-/// a stream reset, while they are still sending. Draining a little lets them read the
-/// error; a large body is not read: the response goes out and the stream is reset.
-async fn drain(body: &mut BodyStream) {
+/// Why after and not before: clients read the status while still sending. Why a while and
+/// not at once: curl 7.88 (nghttp2) fails a transfer with error 92 and no status when the
+/// stream is reset while it still has body data to send, even after a complete response;
+/// given a moment it sees the status, stops sending by itself ("HTTP error before end of
+/// send, stop sending") and ends the exchange. The old way, reading 8 MiB before answering
+/// and then resetting, lost the status for any larger body.
+///
+/// Set on a response whose request body is to be drained after the response (see above).
+#[derive(Debug, Clone, Copy)]
+pub struct DrainAfterResponse;
+
+/// Longest a refused request's body is read and discarded after its response.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// Most bytes of a refused request's body read and discarded after its response.
+pub const DRAIN_LIMIT: u64 = 1 << 30;
+
+/// Reads and discards what is left of a refused body, bounded by [`DRAIN_TIME`] and
+/// [`DRAIN_LIMIT`]; true when the body ended within them.
+pub async fn drain(body: &mut BodyStream) -> bool {
     use futures_util::StreamExt;
     let mut seen = 0u64;
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(Ok(chunk)) = body.next().await {
-            seen += chunk.len() as u64;
-            if seen > DRAIN_LIMIT {
-                break;
+    tokio::time::timeout(DRAIN_TIME, async {
+        loop {
+            match body.next().await {
+                None => return true,
+                Some(Err(_)) => return false,
+                Some(Ok(chunk)) => {
+                    seen += chunk.len() as u64;
+                    if seen > DRAIN_LIMIT {
+                        return false;
+                    }
+                }
             }
         }
     })
-    .await;
+    .await
+    .unwrap_or(false)
 }
 
 fn expects_continue(h: &http::HeaderMap) -> bool {

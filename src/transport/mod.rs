@@ -6,12 +6,17 @@
 //! - [`tcp_info`], [`quic_info`]: connection readings (`TCP_INFO`, quinn stats) for the
 //!   adaptive engine.
 //! - [`idle`]: an I/O wrapper that notes the time of the last byte moved, for idle timeouts.
+//! - [`slots`]: a listener's TCP connections, for making room at the connection cap.
+//! - [`h3_guard`]: bounds on HTTP/3 request heads (size, deadline) below h3.
 
 pub mod congestion;
+pub mod h3_frames;
+pub mod h3_guard;
 pub mod idle;
 pub mod linger;
 pub mod quic;
 pub mod quic_info;
+pub mod slots;
 pub mod tcp;
 pub mod tcp_info;
 
@@ -41,6 +46,8 @@ pub struct Limits {
     pub readings: bool,
     /// `[server] zero_rtt`: accept HTTP/3 early data (non-safe methods get 425).
     pub zero_rtt: bool,
+    /// `[server] max_header_size`: largest request head over HTTP/2 and HTTP/3.
+    pub max_header_size: u64,
 }
 
 /// Resolves when shutdown has been signalled.

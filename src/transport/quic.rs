@@ -192,8 +192,13 @@ async fn serve_connection(
         .limits
         .readings
         .then(|| Arc::new(Probe::new(Box::new(QuicSource(conn.clone())))));
+    let bounds = super::h3_guard::Bounds {
+        max_head: shared.limits.max_header_size,
+        head_deadline: shared.limits.header_read_timeout,
+    };
     let mut h3 = match h3::server::builder()
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .max_field_section_size(shared.limits.max_header_size)
+        .build::<_, Bytes>(super::h3_guard::Conn::new(conn, bounds))
         .await
     {
         Ok(h) => h,
@@ -206,6 +211,12 @@ async fn serve_connection(
     let mut requests = tokio::task::JoinSet::new();
     let mut draining = false;
     loop {
+        // After GOAWAY no new request can arrive, so once ours are done the connection is.
+        // (h3's own `accept` would wait longer: a stream whose request it could not resolve,
+        // such as a refused head, stays among the requests it waits for.)
+        if draining && requests.is_empty() {
+            break;
+        }
         let next = tokio::select! {
             r = h3.accept() => r,
             _ = shutdown_signalled(&mut shutdown), if !draining => {
@@ -214,6 +225,7 @@ async fn serve_connection(
                 let _ = h3.shutdown(0).await;
                 continue;
             }
+            Some(_) = requests.join_next(), if draining => continue,
         };
         match next {
             Ok(Some(resolver)) => {
@@ -250,7 +262,7 @@ async fn serve_connection(
 /// How long a connection told to go away may linger for its last bytes to be delivered.
 const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
-type Resolver = RequestResolver<h3_quinn::Connection, Bytes>;
+type Resolver = RequestResolver<super::h3_guard::Conn, Bytes>;
 
 async fn handle_request(
     core: Arc<crate::core::Core>,
@@ -320,6 +332,10 @@ async fn handle_request(
         }
     };
     let (parts, body) = resp.into_parts();
+    let drain = parts
+        .extensions
+        .get::<crate::core::DrainAfterResponse>()
+        .is_some();
     if let Err(e) = send
         .send_response(http::Response::from_parts(parts, ()))
         .await
@@ -353,9 +369,46 @@ async fn handle_request(
     if let Err(e) = finished {
         tracing::debug!(error = %e, "HTTP/3 response not completed");
     }
-    // Read the request's end (a GET's FIN is already here) before letting it go.
+    // Read the request's end (a GET's FIN is already here) before letting it go; a refused
+    // upload's rest is discarded for a while (see [`crate::core::DrainAfterResponse`]).
+    // Whatever is still unread then is refused with STOP_SENDING(H3_NO_ERROR): the response
+    // is complete (RFC 9114 section 4.1).
     let rest = held.lock().await.take();
     if let Some(mut r) = rest {
-        let _ = tokio::time::timeout(Duration::from_millis(50), r.recv_data()).await;
+        let ended = if drain {
+            drain_h3(&mut r).await
+        } else {
+            matches!(
+                tokio::time::timeout(Duration::from_millis(50), r.recv_data()).await,
+                Ok(Ok(None))
+            )
+        };
+        if !ended {
+            r.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
     }
 }
+
+/// [`crate::core::drain`] for an HTTP/3 request body; true when it ended in time.
+async fn drain_h3(r: &mut h3::server::RequestStream<H3Recv, Bytes>) -> bool {
+    let mut seen = 0u64;
+    tokio::time::timeout(crate::core::DRAIN_TIME, async {
+        loop {
+            match r.recv_data().await {
+                Ok(Some(mut b)) => {
+                    seen += b.remaining() as u64;
+                    b.advance(b.remaining());
+                    if seen > crate::core::DRAIN_LIMIT {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+type H3Recv = super::h3_guard::Recv<h3_quinn::RecvStream>;

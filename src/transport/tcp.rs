@@ -1,13 +1,16 @@
 //! TCP front door: TLS with ALPN (h2, http/1.1) or plaintext (HTTP/1.1 + h2c), served by
 //! hyper's auto builder.
 //!
-//! Accept loop (after mini-redis): take a connection permit *before* `accept` (the cap is
-//! shared with QUIC), back off exponentially on accept errors (e.g. EMFILE), stop accepting on
-//! shutdown and let hyper's graceful shutdown finish in-flight requests. Each connection has
-//! a TLS handshake deadline, hyper's header-read timeout and an idle watchdog.
+//! Accept loop: accept, then take a connection permit (the cap is shared with QUIC); at the
+//! cap, close the idlest keep-alive connection to make room or, if all are busy, close the
+//! new one at once (see [`super::slots`]). Back off exponentially on accept errors (e.g.
+//! EMFILE), stop accepting on shutdown and let hyper's graceful shutdown finish in-flight
+//! requests. Each connection has a TLS handshake deadline, hyper's header-read timeout and
+//! an idle watchdog.
 
 use super::idle::{Activity, IdleIo};
 use super::linger::Linger;
+use super::slots::{Busy, Registry};
 use super::tcp_info::TcpSource;
 use super::{shutdown_signalled, Protocol, Shared};
 use crate::core::body::{Body, BodyError};
@@ -33,6 +36,9 @@ use tokio_rustls::TlsAcceptor;
 /// The body type handed to hyper.
 pub type HyperBody = UnsyncBoxBody<Bytes, BodyError>;
 
+/// How long a new connection at the cap waits for the idle connection closed for it to go.
+const SHED_WAIT: Duration = Duration::from_secs(1);
+
 /// Serves `listener` until shutdown, then waits up to `grace` for connections to finish.
 pub async fn run(
     listener: TcpListener,
@@ -44,14 +50,8 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let mut shutdown = shared.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
+    let registry = Registry::new();
     loop {
-        let permit = tokio::select! {
-            p = shared.connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown_signalled(&mut shutdown) => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => { backoff = Duration::from_millis(5); x }
@@ -64,13 +64,37 @@ pub async fn run(
             },
             _ = shutdown_signalled(&mut shutdown) => break,
         };
+        let permit = match shared.connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let room = if registry.shed_idlest() {
+                    let wait = shared.connections.clone().acquire_owned();
+                    tokio::time::timeout(SHED_WAIT, wait)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                } else {
+                    None
+                };
+                match room {
+                    Some(p) => p,
+                    None => {
+                        tracing::debug!(%peer, "connection cap reached and no connection idle; closing the new one");
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let alt_svc = alt_svc.clone();
         let shared = shared.clone();
+        let registry = registry.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, tls, alt_svc, &shared, watcher).await;
+            serve_connection(stream, peer, tls, alt_svc, &shared, watcher, &registry).await;
             drop(permit);
         });
     }
@@ -90,10 +114,13 @@ async fn serve_connection(
     alt_svc: Option<HeaderValue>,
     shared: &Shared,
     watcher: hyper_util::server::graceful::Watcher,
+    registry: &Arc<Registry>,
 ) {
     let limits = shared.limits;
     let activity = Activity::new();
+    let slot = registry.register(activity.clone());
     let core = shared.core.clone();
+    let in_flight = slot.counter();
     let probe = if limits.readings {
         stream
             .as_fd()
@@ -109,7 +136,8 @@ async fn serve_connection(
         let alt_svc = alt_svc.clone();
         let probe = probe.clone();
         let metrics = metrics.clone();
-        async move { Ok::<_, Infallible>(handle(core, req, peer, alt_svc, probe, metrics).await) }
+        let busy = Busy::new(in_flight.clone());
+        async move { Ok::<_, Infallible>(handle(core, req, peer, alt_svc, probe, metrics, busy).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -127,23 +155,30 @@ async fn serve_connection(
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
         .max_send_buf_size(1 << 20)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
     let result = match tls {
         Some(acceptor) => {
-            let tls_stream =
-                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            let handshake = tokio::select! {
+                r = handshake => r,
+                _ = slot.shed() => {
+                    tracing::debug!(%peer, "closing a connection still in its TLS handshake to make room");
+                    return;
+                }
+            };
+            let tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
             let protocol = match tls_stream.get_ref().1.alpn_protocol() {
                 Some(b"h2") => Protocol::H2,
                 _ => Protocol::H1,
@@ -157,6 +192,10 @@ async fn serve_connection(
                     tracing::debug!(%peer, "closing idle connection");
                     Ok(())
                 }
+                _ = slot.shed() => {
+                    tracing::debug!(%peer, "closing idle connection to make room for a new one");
+                    Ok(())
+                }
             }
         }
         None => {
@@ -167,6 +206,7 @@ async fn serve_connection(
             tokio::select! {
                 r = conn => r,
                 _ = activity.expired(limits.idle_timeout) => Ok(()),
+                _ = slot.shed() => Ok(()),
             }
         }
     };
@@ -182,6 +222,7 @@ async fn handle(
     alt_svc: Option<HeaderValue>,
     probe: Option<Arc<Probe>>,
     metrics: Arc<crate::metrics::Metrics>,
+    busy: Busy,
 ) -> Response<HyperBody> {
     let protocol = if req.version() == http::Version::HTTP_2 {
         Protocol::H2
@@ -192,6 +233,7 @@ async fn handle(
     let (parts, incoming) = req.into_parts();
     let trailers: crate::core::body::Trailers = Default::default();
     let slot = trailers.clone();
+    let (keep_tx, keep_rx) = tokio::sync::oneshot::channel();
     let body: CoreBody = Box::pin(
         TryStreamExt::map_err(BodyStream::new(incoming), move |e| {
             BodyError(format!("{}: {e}", protocol.label()))
@@ -209,6 +251,7 @@ async fn handle(
             futures_util::future::ready(Ok(data))
         }),
     );
+    let body: CoreBody = Box::pin(Kept::new(body, keep_tx));
     // Spawned, so that a client resetting its stream (hyper then drops this future) does
     // not cancel the handler half-way: it sees the body end with an error and commits
     // what arrived, as on the other transports.
@@ -229,7 +272,113 @@ async fn handle(
     if let Some(v) = alt_svc {
         parts.headers.insert(http::header::ALT_SVC, v);
     }
-    Response::from_parts(parts, to_hyper(body))
+    // What the handler left unread of the request body lives until the response is sent.
+    // (The handler has returned, so the body has been handed back unless it lives on.)
+    let mut keep_rx = keep_rx;
+    let unread = keep_rx.try_recv().ok();
+    let drain = parts
+        .extensions
+        .get::<crate::core::DrainAfterResponse>()
+        .is_some();
+    let body = Holding {
+        inner: to_hyper(body),
+        unread,
+        drain,
+        _busy: busy,
+    };
+    Response::from_parts(parts, BodyExt::boxed_unsync(body))
+}
+
+/// A request body that, when the handler lets go of it, is handed back (through `back`)
+/// instead of being dropped.
+///
+/// Why: dropping a request body whose client is still sending makes HTTP/2 reset the
+/// stream. Before the response is complete that reset is RST_STREAM(CANCEL), and clients
+/// (curl 7.88, for one) then discard the response: a refused 50 MB upload showed curl error
+/// 92 and no status. Kept until the response body has been sent (see [`Holding`]), then
+/// drained for a while if the core asks for it ([`crate::core::DrainAfterResponse`]: curl
+/// 7.88 also fails on an immediate reset while it still sends), its drop becomes
+/// RST_STREAM(NO_ERROR) after the response, which RFC 9113 section 8.1 defines for exactly
+/// this: "stop sending, the response is complete". HTTP/1.1 closes the connection after
+/// such a response unless the body ended during the drain.
+struct Kept {
+    inner: Option<CoreBody>,
+    back: Option<tokio::sync::oneshot::Sender<CoreBody>>,
+}
+
+impl Kept {
+    fn new(inner: CoreBody, back: tokio::sync::oneshot::Sender<CoreBody>) -> Kept {
+        Kept {
+            inner: Some(inner),
+            back: Some(back),
+        }
+    }
+}
+
+impl futures_util::Stream for Kept {
+    type Item = Result<Bytes, BodyError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.inner.as_mut() {
+            Some(s) => s.as_mut().poll_next(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let (Some(body), Some(back)) = (self.inner.take(), self.back.take()) {
+            // The receiver may be gone (the request was abandoned): then it drops here.
+            let _ = back.send(body);
+        }
+    }
+}
+
+/// A response body that keeps the request's unread body alive until it is dropped itself,
+/// which hyper does once the response has been sent (or abandoned). Then the unread body is
+/// drained if the core asked for it ([`crate::core::DrainAfterResponse`]) and let go.
+struct Holding {
+    inner: HyperBody,
+    unread: Option<CoreBody>,
+    drain: bool,
+    /// The request counts as in flight until its response is sent.
+    _busy: Busy,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let Some(mut unread) = self.unread.take() else {
+            return;
+        };
+        if !self.drain {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                crate::core::drain(&mut unread).await;
+            });
+        }
+    }
+}
+
+impl hyper::body::Body for Holding {
+    type Data = Bytes;
+    type Error = BodyError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn to_hyper(body: Body) -> HyperBody {

@@ -1,0 +1,154 @@
+//! The TCP connections of one listener, so that at the connection cap room can be made.
+//!
+//! At the cap a new connection is accepted at once (never left in the kernel's backlog, where
+//! a client waited about 30 s for a slot) and then either the idlest keep-alive connection is
+//! closed for it (no request in flight, no bytes moved for the longest time, as if its idle
+//! timeout had struck) or, when every connection is busy, the new one is closed straight
+//! away. A TLS client then sees its handshake fail at once; a status (503) would need the
+//! handshake the cap is there to avoid.
+
+use super::idle::Activity;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// The open connections of a listener.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<u64, Entry>>,
+    next: AtomicU64,
+}
+
+struct Entry {
+    activity: Activity,
+    busy: Arc<AtomicUsize>,
+    shed: Arc<Notify>,
+}
+
+/// One connection's place in the registry (removed on drop).
+pub struct Registration {
+    id: u64,
+    registry: Arc<Registry>,
+    busy: Arc<AtomicUsize>,
+    shed: Arc<Notify>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    /// Adds a connection whose byte movements `activity` records.
+    pub fn register(self: &Arc<Self>, activity: Activity) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let busy = Arc::new(AtomicUsize::new(0));
+        let shed = Arc::new(Notify::new());
+        if let Ok(mut e) = self.entries.lock() {
+            e.insert(
+                id,
+                Entry {
+                    activity,
+                    busy: busy.clone(),
+                    shed: shed.clone(),
+                },
+            );
+        }
+        Registration {
+            id,
+            registry: self.clone(),
+            busy,
+            shed,
+        }
+    }
+
+    /// Tells the connection with no request in flight that has been idle longest to close;
+    /// false when every connection is busy.
+    pub fn shed_idlest(&self) -> bool {
+        let Ok(mut entries) = self.entries.lock() else {
+            return false;
+        };
+        let victim = entries
+            .iter()
+            .filter(|(_, e)| e.busy.load(Ordering::Acquire) == 0)
+            .max_by_key(|(_, e)| e.activity.idle_for())
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| entries.remove(&id)) {
+            Some(e) => {
+                e.shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.remove(&id);
+        }
+    }
+}
+
+impl Registration {
+    /// Resolves when the connection is to close to make room.
+    pub async fn shed(&self) {
+        self.shed.notified().await
+    }
+
+    /// Marks a request in flight until the returned guard is dropped.
+    pub fn busy(&self) -> Busy {
+        Busy::new(self.busy.clone())
+    }
+
+    /// A handle for marking requests in flight from elsewhere (the service).
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        self.busy.clone()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+/// A request in flight on a connection (the connection is not idle while it lives).
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    pub fn new(counter: Arc<AtomicUsize>) -> Busy {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Busy(counter)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_idlest_connection_without_requests_is_shed() {
+        let reg = Registry::new();
+        let old = reg.register(Activity::new());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let busy_old = reg.register(Activity::new());
+        let _req = busy_old.busy();
+        let young = reg.register(Activity::new());
+        // `busy_old` is idler than `young` but has a request in flight.
+        assert!(reg.shed_idlest());
+        tokio::time::timeout(std::time::Duration::from_secs(1), old.shed())
+            .await
+            .expect("the oldest idle connection is told to close");
+        assert!(reg.shed_idlest(), "then the young idle one");
+        tokio::time::timeout(std::time::Duration::from_secs(1), young.shed())
+            .await
+            .expect("young shed");
+        assert!(!reg.shed_idlest(), "only a busy connection is left");
+    }
+}

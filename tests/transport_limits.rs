@@ -1,0 +1,627 @@
+//! Transport limits (issue 10, items 3, 4, 5 and 20): HTTP/3 request heads bounded in size
+//! and time (raw QUIC streams with hand-written frames), the TCP connection cap answering
+//! new clients at once, and early-refused large uploads whose status HTTP/2 clients (curl,
+//! Node's `http2`) see.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use xferd::client::Proto;
+
+// ---------------------------------------------------------------------------------------
+// Raw HTTP/3: frames and QPACK written by hand.
+
+fn varint(v: u64) -> Vec<u8> {
+    if v < 1 << 6 {
+        vec![v as u8]
+    } else if v < 1 << 14 {
+        ((v as u16) | 0x4000).to_be_bytes().to_vec()
+    } else if v < 1 << 30 {
+        ((v as u32) | 0x8000_0000).to_be_bytes().to_vec()
+    } else {
+        (v | 0xc000_0000_0000_0000).to_be_bytes().to_vec()
+    }
+}
+
+fn frame(ty: u64, payload: &[u8]) -> Vec<u8> {
+    let mut f = varint(ty);
+    f.extend(varint(payload.len() as u64));
+    f.extend_from_slice(payload);
+    f
+}
+
+/// QPACK prefix integer (RFC 7541 section 5.1).
+fn pint(out: &mut Vec<u8>, flags: u8, bits: u8, mut v: usize) {
+    let max = (1usize << bits) - 1;
+    if v < max {
+        out.push(flags | v as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+fn string(out: &mut Vec<u8>, s: &[u8]) {
+    pint(out, 0x00, 7, s.len());
+    out.extend_from_slice(s);
+}
+
+/// A QPACK field section (static table only) for `GET https://localhost<path>` plus `extra`.
+fn get_head(path: &str, extra: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = vec![0x00, 0x00];
+    b.push(0xc0 | 17); // :method GET
+    b.push(0xc0 | 23); // :scheme https
+    pint(&mut b, 0x50, 4, 0); // :authority
+    string(&mut b, b"localhost");
+    pint(&mut b, 0x50, 4, 1); // :path
+    string(&mut b, path.as_bytes());
+    for (name, value) in extra {
+        pint(&mut b, 0x20, 3, name.len());
+        b.extend_from_slice(name.as_bytes());
+        string(&mut b, value);
+    }
+    b
+}
+
+/// `:status` of a response HEADERS payload (static-table encodings only).
+fn status_of(payload: &[u8]) -> Option<u16> {
+    let b = *payload.get(2)?;
+    let index = |first: u8, bits: u8| -> Option<(usize, usize)> {
+        let max = (1usize << bits) - 1;
+        let v = (first as usize) & max;
+        if v < max {
+            return Some((v, 3));
+        }
+        let next = *payload.get(3)? as usize;
+        Some((max + (next & 0x7f), 4))
+    };
+    if b & 0xc0 == 0xc0 {
+        let (i, _) = index(b, 6)?;
+        let table = [
+            (24, 103),
+            (25, 200),
+            (26, 304),
+            (27, 404),
+            (28, 503),
+            (63, 100),
+            (64, 204),
+            (65, 206),
+            (66, 302),
+            (67, 400),
+            (68, 403),
+            (69, 421),
+            (70, 425),
+            (71, 500),
+        ];
+        return table.iter().find(|(k, _)| *k == i).map(|(_, s)| *s);
+    }
+    if b & 0xf0 == 0x50 {
+        let (_, at) = index(b, 4)?;
+        let len = (*payload.get(at)? & 0x7f) as usize;
+        let v = payload.get(at + 1..at + 1 + len)?;
+        return std::str::from_utf8(v).ok()?.parse().ok();
+    }
+    None
+}
+
+/// The status of the first HEADERS frame in `bytes`.
+fn response_status(bytes: &[u8]) -> Option<u16> {
+    fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+        let first = *b.first()?;
+        let len = 1usize << (first >> 6);
+        let mut v = u64::from(first & 0x3f);
+        for x in b.get(1..len)? {
+            v = (v << 8) | u64::from(*x);
+        }
+        Some((v, len))
+    }
+    let (ty, a) = read_varint(bytes)?;
+    let (len, b) = read_varint(&bytes[a..])?;
+    if ty != 0x01 {
+        return None;
+    }
+    status_of(bytes.get(a + b..a + b + len as usize)?)
+}
+
+struct RawH3 {
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    _control: quinn::SendStream,
+}
+
+/// A QUIC connection with ALPN h3 and a control stream carrying an empty SETTINGS frame.
+async fn raw_h3(srv: &TestServer) -> RawH3 {
+    let tls = xferd::client::tls_config(&srv.roots, &[b"h3"]).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    // Little unacknowledged data on our side, so our own buffers barely show in the RSS.
+    transport.send_window(2 << 20);
+    cfg.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(cfg);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        endpoint.connect(srv.addr(), "localhost").unwrap(),
+    )
+    .await
+    .expect("QUIC handshake in time")
+    .expect("QUIC handshake");
+    let mut control = conn.open_uni().await.unwrap();
+    let mut c = vec![0x00];
+    c.extend(frame(0x04, &[]));
+    control.write_all(&c).await.unwrap();
+    RawH3 {
+        _endpoint: endpoint,
+        conn,
+        _control: control,
+    }
+}
+
+/// Reads a whole response stream (bounded), returning its status.
+async fn read_status(recv: &mut quinn::RecvStream, limit: Duration) -> Result<Option<u16>, String> {
+    match tokio::time::timeout(limit, recv.read_to_end(1 << 20)).await {
+        Err(_) => Err("no response in time".into()),
+        Ok(Err(e)) => Err(format!("response stream: {e}")),
+        Ok(Ok(bytes)) => Ok(response_status(&bytes)),
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb << 10
+}
+
+/// Runs test `name` of this binary alone in a child process (so that its RSS readings are
+/// not disturbed by the tests running beside it); true if it passed.
+fn run_isolated(name: &str) -> bool {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ISOLATED, "1");
+    let (code, out, err) = run_bounded(cmd, Duration::from_secs(120));
+    eprintln!("{out}{err}");
+    code == Some(0) && out.contains("1 passed")
+}
+
+const ISOLATED: &str = "XFERD_TEST_ISOLATED";
+
+/// Item 3: a HEADERS frame announcing 64 MiB, followed by 16 MB on each of four streams, is
+/// refused with 431 and not buffered by the server.
+#[test]
+fn h3_huge_headers_frame_is_refused_and_not_buffered() {
+    if std::env::var_os(ISOLATED).is_none() {
+        assert!(
+            run_isolated("h3_huge_headers_frame_is_refused_and_not_buffered"),
+            "see the child's output above"
+        );
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(huge_headers_frame());
+}
+
+async fn huge_headers_frame() {
+    let srv = TestServer::start().await;
+    let h3 = raw_h3(&srv).await;
+    // Warm up (allocator arenas, the handler path) before the baseline.
+    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
+    s.write_all(&frame(0x01, &get_head("/health", &[])))
+        .await
+        .unwrap();
+    s.finish().unwrap();
+    assert_eq!(
+        read_status(&mut r, Duration::from_secs(5)).await,
+        Ok(Some(200))
+    );
+    let before = rss_bytes();
+    const PER_STREAM: usize = 16 << 20;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let (mut send, recv) = h3.conn.open_bi().await.unwrap();
+        let mut head = varint(0x01);
+        head.extend(varint(64 << 20));
+        send.write_all(&head).await.unwrap();
+        streams.push((send, recv));
+    }
+    let chunk = vec![0x41u8; 64 << 10];
+    let mut sent = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (send, _) in &mut streams {
+        let mut n = 0;
+        while n < PER_STREAM && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(2), send.write_all(&chunk)).await {
+                Ok(Ok(())) => n += chunk.len(),
+                // Stopped by the server (or blocked by flow control): it reads no more.
+                _ => break,
+            }
+        }
+        sent += n;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = rss_bytes().saturating_sub(before);
+    eprintln!("sent {sent} bytes on 4 streams; RSS grew by {grown} bytes");
+    assert!(
+        grown < 20 << 20,
+        "server memory grew by {} MB for oversized HEADERS frames",
+        grown >> 20
+    );
+    for (_, recv) in &mut streams {
+        assert_eq!(
+            read_status(recv, Duration::from_secs(3)).await,
+            Ok(Some(431)),
+            "an oversized head is answered 431"
+        );
+    }
+    // The connection still serves requests.
+    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
+    s.write_all(&frame(0x01, &get_head("/health", &[])))
+        .await
+        .unwrap();
+    s.finish().unwrap();
+    assert_eq!(
+        read_status(&mut r, Duration::from_secs(5)).await,
+        Ok(Some(200))
+    );
+    h3.conn.close(0u32.into(), b"done");
+    srv.stop().await;
+}
+
+/// Item 3: a complete 200 KB header block over HTTP/3 gets 431, as HTTP/1.1 does.
+#[tokio::test]
+async fn h3_200kb_header_block_gets_431() {
+    let srv = TestServer::start().await;
+    let h3 = raw_h3(&srv).await;
+    let big = vec![b'a'; 200_000];
+    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
+    s.write_all(&frame(0x01, &get_head("/health", &[("x-big", &big)])))
+        .await
+        .unwrap();
+    let _ = s.finish();
+    assert_eq!(
+        read_status(&mut r, Duration::from_secs(5)).await,
+        Ok(Some(431))
+    );
+    // Just under the limit is fine.
+    let fits = vec![b'a'; 60_000];
+    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
+    s.write_all(&frame(0x01, &get_head("/health", &[("x-fits", &fits)])))
+        .await
+        .unwrap();
+    s.finish().unwrap();
+    assert_eq!(
+        read_status(&mut r, Duration::from_secs(5)).await,
+        Ok(Some(200))
+    );
+    // HTTP/1.1 for comparison.
+    let mut tls = raw_tls(srv.addr(), &srv.roots).await;
+    let mut req = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
+    req.extend_from_slice(&big);
+    req.extend_from_slice(b"\r\n\r\n");
+    let _ = tls.write_all(&req).await;
+    let mut head = [0u8; 12];
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut head)).await;
+    assert_eq!(&head, b"HTTP/1.1 431");
+    h3.conn.close(0u32.into(), b"done");
+    srv.stop().await;
+}
+
+/// A refused head must not hold up a graceful shutdown: h3 keeps the id of a stream whose
+/// request it could not resolve among the requests it waits for, so a draining connection
+/// waited for the whole shutdown grace (5 s here) although nothing was in flight.
+#[tokio::test]
+async fn h3_refused_head_does_not_hold_up_shutdown() {
+    let mut srv = TestServer::start().await;
+    let h3 = raw_h3(&srv).await;
+    let big = vec![b'a'; 200_000];
+    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
+    s.write_all(&frame(0x01, &get_head("/health", &[("x-big", &big)])))
+        .await
+        .unwrap();
+    let _ = s.finish();
+    assert_eq!(
+        read_status(&mut r, Duration::from_secs(5)).await,
+        Ok(Some(431))
+    );
+    let start = Instant::now();
+    // The client keeps its connection open: the server closes it after its short linger.
+    let server = srv.server.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server.shutdown())
+        .await
+        .expect("shutdown ends");
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(4500), "shutdown took {took:?}");
+    drop(h3);
+}
+
+/// Item 4: a request head trickled one byte at a time is reset (H3_REQUEST_INCOMPLETE) at
+/// the header deadline; the connection's other streams keep working.
+#[tokio::test]
+async fn h3_trickled_head_is_reset_at_the_deadline() {
+    let srv =
+        TestServer::start_with(|c| c.server.header_read_timeout = Duration::from_secs(1)).await;
+    let h3 = raw_h3(&srv).await;
+    let (mut send, mut recv) = h3.conn.open_bi().await.unwrap();
+    let head = frame(0x01, &get_head("/health", &[("x-slow", &[b'z'; 64])]));
+    let start = Instant::now();
+    let trickle = async {
+        for b in &head {
+            if send.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let mut buf = [0u8; 64];
+    let outcome = tokio::select! {
+        r = recv.read(&mut buf) => Some(r),
+        _ = trickle => None,
+        _ = tokio::time::sleep(Duration::from_secs(6)) => None,
+    };
+    let took = start.elapsed();
+    match outcome {
+        Some(Err(quinn::ReadError::Reset(code))) => {
+            assert_eq!(code.into_inner(), 0x10d, "H3_REQUEST_INCOMPLETE")
+        }
+        other => panic!("expected a reset at the deadline, got {other:?} after {took:?}"),
+    }
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "reset after {took:?}"
+    );
+    // Another request on the same connection is served.
+    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
+    s.write_all(&frame(0x01, &get_head("/health", &[])))
+        .await
+        .unwrap();
+    s.finish().unwrap();
+    assert_eq!(
+        read_status(&mut r, Duration::from_secs(5)).await,
+        Ok(Some(200))
+    );
+    h3.conn.close(0u32.into(), b"done");
+    srv.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 5: the TCP connection cap.
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn try_tls(addr: std::net::SocketAddr, srv: &TestServer) -> std::io::Result<Tls> {
+    let cfg = xferd::client::tls_config(&srv.roots, &[b"http/1.1"]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+async fn health_on(tls: &mut Tls) -> std::io::Result<Vec<u8>> {
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut head = vec![0u8; 12];
+    tls.read_exact(&mut head).await?;
+    // Rest of the small response.
+    let mut rest = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(100), tls.read(&mut rest)).await;
+    Ok(head)
+}
+
+/// At the cap, a new client is served at once: the idlest keep-alive connection is closed
+/// to make room.
+#[tokio::test]
+async fn tcp_cap_closes_the_idlest_keepalive_connection_for_a_new_client() {
+    let srv = TestServer::start_with(|c| c.server.max_connections = 8).await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let mut c = try_tls(srv.addr(), &srv).await.unwrap();
+        assert_eq!(health_on(&mut c).await.unwrap(), b"HTTP/1.1 200");
+        idle.push(c);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    let fresh = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut c = try_tls(srv.addr(), &srv).await?;
+        health_on(&mut c).await
+    })
+    .await;
+    let took = start.elapsed();
+    assert!(
+        matches!(&fresh, Ok(Ok(h)) if h == b"HTTP/1.1 200"),
+        "the new client is served (got {fresh:?} after {took:?})"
+    );
+    assert!(took < Duration::from_secs(2), "served after {took:?}");
+    // The first (idlest) connection was the one closed.
+    let mut first = idle.remove(0);
+    let mut b = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(3), first.read(&mut b)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the idlest connection is closed: {closed:?}"
+    );
+    srv.stop().await;
+}
+
+/// At the cap with every connection mid-request, a new client is turned away at once
+/// instead of waiting in the backlog.
+#[tokio::test]
+async fn tcp_cap_refuses_a_new_client_at_once_when_all_are_busy() {
+    let srv = TestServer::start_with(|c| c.server.max_connections = 8).await;
+    let mut busy = Vec::new();
+    for i in 0..8 {
+        let mut c = try_tls(srv.addr(), &srv).await.unwrap();
+        let url = signed_v(&format!("slow{i}.bin"), 1_000_000);
+        let req =
+            format!("PUT {url} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n");
+        c.write_all(req.as_bytes()).await.unwrap();
+        c.write_all(&[7u8; 1000]).await.unwrap();
+        c.flush().await.unwrap();
+        busy.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let fresh = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut c = try_tls(srv.addr(), &srv).await?;
+        health_on(&mut c).await
+    })
+    .await;
+    let took = start.elapsed();
+    assert!(
+        matches!(fresh, Ok(Err(_))),
+        "the new client is refused (got {fresh:?} after {took:?})"
+    );
+    assert!(took < Duration::from_secs(2), "refused after {took:?}");
+    // The busy uploads were not disturbed: one of them finishes.
+    let c = &mut busy[0];
+    c.write_all(&vec![7u8; 999_000]).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut head))
+        .await
+        .expect("upload answered in time")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 201");
+    srv.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 20: early-refused large uploads over HTTP/2, seen by curl and Node's http2 client.
+
+/// Runs `cmd` for at most `limit`; returns (exit code, stdout, stderr).
+fn run_bounded(mut cmd: std::process::Command, limit: Duration) -> (Option<i32>, String, String) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            return (
+                None,
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn curl_put(
+    http: &str,
+    url: String,
+    file: std::path::PathBuf,
+) -> (Option<i32>, String, String) {
+    let http = http.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sk", &http, "-o", "/dev/null", "-w", "%{http_code}", "-T"])
+            .arg(&file)
+            .arg(&url);
+        run_bounded(cmd, Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
+}
+
+async fn node_put(url: String, file: std::path::PathBuf) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2_put.js");
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg(script).arg(&url).arg(&file);
+        run_bounded(cmd, Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
+}
+
+fn big_file(dir: &std::path::Path, name: &str, len: usize) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, pattern(3, 0, len)).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_clients_see_the_status_of_an_early_refused_large_upload() {
+    const MAX: u64 = 40_000_000;
+    let srv = TestServer::start_with(|c| c.server.max_upload_size = MAX).await;
+    let files = tempfile::tempdir().unwrap();
+    // Larger than the 8 MiB the server used to read before answering.
+    let over = big_file(files.path(), "over.bin", 50_000_000); // > MAX: 413
+    let under = big_file(files.path(), "under.bin", 30_000_000); // onto an existing path: 409
+    let base = format!("https://localhost:{}", srv.addr().port());
+    {
+        let mut c = srv.client(Proto::H2).await;
+        assert_eq!(
+            put(&mut c, &signed_v("exists.bin", 3), b"abc", &[])
+                .await
+                .status,
+            201
+        );
+    }
+    let cases = [
+        ("413", signed_v("a.bin", 50_000_000), over.clone()),
+        ("403", "/a.bin?v=00".to_string(), over.clone()),
+        ("409", signed_v("exists.bin", 30_000_000), under.clone()),
+    ];
+    for (want, path, file) in &cases {
+        let url = format!("{base}{path}");
+        // curl resolves localhost itself; the server listens on 127.0.0.1.
+        let url = url.replace("localhost", "127.0.0.1");
+        for http in ["--http2", "--http1.1"] {
+            let (code, status, err) = curl_put(http, url.clone(), file.clone()).await;
+            let err: Vec<&str> = err.lines().filter(|l| !l.starts_with(['{', '}'])).collect();
+            assert_eq!(
+                (code, status.as_str()),
+                (Some(0), *want),
+                "curl {http} PUT {path} ({} bytes): {}",
+                std::fs::metadata(file).unwrap().len(),
+                err.join("\n")
+            );
+        }
+        let (code, out, err) = node_put(url.clone(), file.clone()).await;
+        assert_eq!(
+            (code, out.trim()),
+            (Some(0), *want),
+            "node http2 PUT {path}: {err}"
+        );
+    }
+    // HTTP/3 (xferd's client) sees the status too.
+    let mut c = srv.client(Proto::H3).await;
+    let len = 50_000_000u64;
+    let r = request(
+        &mut c,
+        "PUT",
+        "/a.bin?v=00",
+        &[("content-length", &len.to_string())],
+        Some(generated_body(len, 5, 1 << 16)),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(srv.stored_files(), vec!["exists.bin".to_string()]);
+    srv.stop().await;
+}
