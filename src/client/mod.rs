@@ -315,18 +315,21 @@ impl Client {
                 let mut send = send.clone();
                 parts.uri = format!("https://{}{}", self.authority, path_q).parse()?;
                 parts.version = Version::HTTP_3;
-                let mut stream = send.send_request(Request::from_parts(parts, ())).await?;
+                let stream = send.send_request(Request::from_parts(parts, ())).await?;
+                let (mut tx, mut rx) = stream.split();
                 // A server may answer before it has read the whole body (a 409, a 413) and
                 // then stop reading (STOP_SENDING). RFC 9114 section 4.1: clients must not
-                // discard a complete response because their request was cut short. So a
-                // failure to send is kept, the response is still read, and the send error is
-                // returned only when no response comes.
-                let sent = async {
+                // discard a complete response because their request was cut short. So the
+                // body is sent while the response is awaited: an error answer that arrives
+                // first ends the sending (the rest of the body is of no use to anyone); a
+                // failure to send is kept, the response is still read, and the send error
+                // is returned only when no response comes.
+                let mut sending = Box::pin(async {
                     if let Some(mut body) = body {
                         while let Some(chunk) = body.next().await {
                             match chunk {
                                 Ok(b) => {
-                                    if let Err(e) = stream.send_data(b).await {
+                                    if let Err(e) = tx.send_data(b).await {
                                         return Sent::Refused(e);
                                     }
                                 }
@@ -335,48 +338,79 @@ impl Client {
                         }
                     }
                     if let Some(t) = trailers {
-                        if let Err(e) = stream.send_trailers(t).await {
+                        if let Err(e) = tx.send_trailers(t).await {
                             return Sent::Refused(e);
                         }
                     }
-                    match stream.finish().await {
+                    match tx.finish().await {
                         Ok(()) => Sent::Done,
                         Err(e) => Sent::Refused(e),
                     }
-                }
-                .await;
-                let send_err = match sent {
-                    Sent::Done => None,
-                    Sent::BodyFailed(e) => {
-                        stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                });
+                let mut interim = Vec::new();
+                let mut receiving = Box::pin(async {
+                    loop {
+                        let r = rx.recv_response().await?;
+                        if !r.status().is_informational() || interim.len() >= 16 {
+                            return Ok::<_, h3::error::StreamError>(r);
+                        }
+                        interim.push((r.status(), r.headers().clone()));
+                    }
+                });
+                let (sent, early) = tokio::select! {
+                    sent = &mut sending => (Some(sent), None),
+                    r = &mut receiving => (None, Some(r)),
+                };
+                let mut abandoned = false;
+                let (sent, resp) = match (sent, early) {
+                    // The answer came first: an error ends the upload, anything else
+                    // waits for the body to go out.
+                    (None, Some(Ok(r))) if r.status().as_u16() >= 400 => {
+                        abandoned = true;
+                        (Sent::Done, Ok(r))
+                    }
+                    (None, Some(r)) => ((&mut sending).await, r),
+                    (Some(Sent::BodyFailed(e)), _) => {
+                        drop(sending);
+                        drop(receiving);
+                        tx.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
                         anyhow::bail!("request body failed: {e}");
                     }
-                    Sent::Refused(e) => Some(e),
-                };
-                // After a refusal the answer is already on its way; bound the wait anyway.
-                let wait = if send_err.is_some() {
-                    RESPONSE_AFTER_REFUSAL
-                } else {
-                    std::time::Duration::MAX
-                };
-                let mut interim = Vec::new();
-                let resp = loop {
-                    let r = match tokio::time::timeout(wait, stream.recv_response()).await {
-                        Ok(Ok(r)) => r,
-                        // No answer: the failure to send is the cause worth reporting.
-                        failed => match send_err {
-                            Some(e) => return Err(e.into()),
-                            None => match failed {
-                                Ok(Err(e)) => return Err(e.into()),
+                    (Some(sent), _) => {
+                        // After a refusal the answer is already on its way; bound the wait.
+                        let wait = if matches!(sent, Sent::Refused(_)) {
+                            RESPONSE_AFTER_REFUSAL
+                        } else {
+                            std::time::Duration::MAX
+                        };
+                        let r = match tokio::time::timeout(wait, &mut receiving).await {
+                            Ok(r) => r,
+                            Err(_) => match sent {
+                                Sent::Refused(e) => return Err(e.into()),
                                 _ => anyhow::bail!("no HTTP/3 response"),
                             },
-                        },
-                    };
-                    if !r.status().is_informational() || interim.len() >= 16 {
-                        break r;
+                        };
+                        (sent, r)
                     }
-                    interim.push((r.status(), r.headers().clone()));
+                    (None, None) => unreachable!("select! yields one branch"),
                 };
+                drop(sending);
+                drop(receiving);
+                let resp = match (sent, resp) {
+                    (Sent::BodyFailed(e), _) => {
+                        tx.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                        anyhow::bail!("request body failed: {e}");
+                    }
+                    (_, Ok(r)) => r,
+                    // No answer: the failure to send is the cause worth reporting.
+                    (Sent::Refused(e), Err(_)) => return Err(e.into()),
+                    (Sent::Done, Err(e)) => return Err(e.into()),
+                };
+                if abandoned {
+                    // What of the body was not sent yet never will be.
+                    tx.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                }
+                let stream = rx;
                 let body: BodyStream =
                     Box::pin(futures_util::stream::unfold(Some(stream), |s| async move {
                         let mut s = s?;
