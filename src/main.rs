@@ -510,7 +510,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("warning: {w}");
             }
             if explain {
-                print_explain(&loaded.report);
+                print!("{}", xferd::config::hfs::explain(&loaded.report));
             }
             println!("{}: OK", file.display());
             Ok(())
@@ -579,28 +579,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// The `check-config --explain` table: key, value, class, what xferd does; then the counts.
-fn print_explain(report: &[xferd::config::KeyReport]) {
-    let width = |f: fn(&xferd::config::KeyReport) -> usize| report.iter().map(f).max();
-    let kw = width(|r| r.key.len()).unwrap_or(3).max(3);
-    let vw = width(|r| r.value.chars().count()).unwrap_or(5).max(5);
-    println!("{:kw$}  {:vw$}  class  what xferd does", "key", "value");
-    for r in report {
-        println!(
-            "{:kw$}  {:vw$}  {}      {}",
-            r.key,
-            r.value,
-            r.class.letter(),
-            r.meaning
-        );
-    }
-    let (a, b, c) = xferd::config::hfs::counts(report);
-    println!(
-        "keys: {} (a: {a} xferd, b: {b} HFS mapped, c: {c} HFS accepted, not applied)",
-        report.len()
-    );
 }
 
 /// Characters escaped in a path segment (RFC 3986 pchar complement, plus `%`).

@@ -283,6 +283,16 @@ fn serve_runs_an_hfs_config_with_flags_redirecting_paths_and_ports() {
         }
     });
     let listening = rx.recv_timeout(Duration::from_secs(30));
+    // The signal handlers are installed after the last start-up line ("try: ..."); a SIGTERM
+    // before that would kill the process instead of stopping it.
+    for _ in 0..10 {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) if l.starts_with("try:") => break,
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let (tx2, rx2) = std::sync::mpsc::channel();

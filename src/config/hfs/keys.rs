@@ -1,7 +1,7 @@
 //! Generated data: every HFS configuration key xferd knows, from HFS 3.4's
 //! `internal/config/types.go` (b26959a8), the keys older releases read (01ae0404), every key
 //! in the 19 configuration files of `tests/data/hfs-configs/` and every key in the TOML
-//! examples of HFS's README.md and WIKI.md; lower-cased, as HFS matches keys
+//! examples of HFS's README and wiki (at b26959a8); lower-cased, as HFS matches keys
 //! case-insensitively. `Map` = class (b), applied as the xferd key named; `Keep` = class (c),
 //! accepted, reported with the reason, and kept in [`super::HfsCompat`].
 
@@ -467,9 +467,14 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("server.listenport", Map("server.listen")),
     ("server.log_file", Keep(R8)),
     ("server.log_level", Keep(R8)),
+    (
+        "server.max_connections_limit",
+        Map("server.max_connections"),
+    ),
     ("server.max_file_age", Keep(R48)),
     ("server.max_header_bytes", Keep(R56)),
     ("server.max_idle_conns_per_host", Keep(R8)),
+    ("server.maxuploadsize", Map("server.max_upload_size")),
     ("server.metrics_enabled", Keep(R57)),
     ("server.metrics_path", Keep(R58)),
     ("server.metrics_port", Keep(R59)),
@@ -487,7 +492,10 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("server.pre_cache_workers", Keep(R64)),
     ("server.precaching", Keep(R64)),
     ("server.restart_grace_period", Keep(R8)),
+    ("server.secret", Map("security.secret")),
     ("server.storagepath", Map("server.storage_path")),
+    ("server.tls_cert_file", Map("tls.cert")),
+    ("server.tls_key_file", Map("tls.key")),
     ("server.unix_socket", Keep(R65)),
     ("server.unixsocket", Keep(R66)),
     ("server.upload_path", Keep(R8)),
@@ -531,6 +539,8 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("timeouts.timeout_adaptation_factor", Keep(R8)),
     ("timeouts.write_timeout", Keep(R74)),
     ("timeouts.writetimeout", Keep(R75)),
+    ("tls.cert_file", Map("tls.cert")),
+    ("tls.key_file", Map("tls.key")),
     ("uploads.adaptive_compression", Keep(R8)),
     ("uploads.allow_ip_changes", Keep(R8)),
     ("uploads.allow_session_resume", Keep(R8)),

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::config::{Config, Loaded};
+use std::path::PathBuf;
+use std::time::Duration;
 
 fn parse(text: &str) -> Result<Loaded, ConfigError> {
     Config::parse(text, "test.toml")
@@ -235,4 +237,19 @@ fn xferd_files_keep_xferd_defaults_hfs_files_get_hfs_defaults() {
     let h = parse("[server]\nport = 8080\n[metrics]\nenabled = true\n").unwrap();
     assert_eq!(h.config.server.listen, "0.0.0.0:8080".parse().unwrap());
     assert!(h.config.metrics.enabled, "an explicit xferd key wins");
+}
+
+#[test]
+fn aliases_accepted_before_the_table_still_map() {
+    let c = parse(
+        "[server]\nsecret = \"s\"\nmaxuploadsize = \"1MB\"\nmax_connections_limit = 7\n\
+         [tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.security.secret.as_deref(), Some("s"));
+    assert_eq!(c.server.max_upload_size, 1 << 20);
+    assert_eq!(c.server.max_connections, 7);
+    assert_eq!(c.tls.cert, Some(PathBuf::from("/c.pem")));
+    assert_eq!(c.tls.key, Some(PathBuf::from("/k.pem")));
 }
