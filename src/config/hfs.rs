@@ -119,6 +119,12 @@ pub(super) fn translate(table: Table) -> Result<Translated, ConfigError> {
         let is_xferd_section = fields::sections().contains(&section);
         if is_xferd_section && fields::keys(section).is_none() {
             // A section this module does not list: serde checks it.
+            report.push(KeyReport {
+                value: shown(&key, &leaf.value),
+                key: key.clone(),
+                class: KeyClass::Xferd,
+                meaning: "xferd key".into(),
+            });
             insert(&mut passthrough, &leaf.path, leaf.value);
             continue;
         }
@@ -215,7 +221,7 @@ fn hfs_defaults(out: &mut Table, warnings: &mut Vec<String>) {
     }
 }
 
-/// Leaves in file order within each table (toml keeps tables sorted, which is fine too).
+/// Every leaf (a value that is not a table, or an empty table), with its path.
 fn flatten(path: Vec<String>, table: Table, out: &mut Vec<Leaf>) {
     for (name, value) in table {
         let mut p = path.clone();
@@ -278,7 +284,8 @@ fn is_hfs_section(path: &[String]) -> bool {
 /// An xferd key in HFS's case-insensitive spelling (`Storage_Path`) -> `server.storage_path`.
 fn xferd_case_variant(path: &[String]) -> Option<String> {
     let [sec, name] = path else { return None };
-    let known = fields::keys(sec)?;
+    let sec = sec.to_ascii_lowercase();
+    let known = fields::keys(&sec)?;
     let k = known.iter().find(|k| k.eq_ignore_ascii_case(name))?;
     Some(format!("{sec}.{k}"))
 }
@@ -338,7 +345,7 @@ fn unknown(path: &[String]) -> ConfigError {
 /// What the explain table shows as a value; secrets are never shown.
 fn shown(key: &str, value: &Value) -> String {
     let k = key.to_ascii_lowercase();
-    if ["secret", "password", "token"]
+    if ["secret", "password", "token", "redis_url"]
         .iter()
         .any(|s| k.contains(s))
     {
@@ -371,8 +378,17 @@ fn apply_mapped(
         let (value, meaning) = match lkey.as_str() {
             "server.bind_ip" => {
                 let listen = find("server.listen_address").or_else(|| find("server.listenport"));
-                let note = if listen.is_some() {
-                    "host of server.listen".to_string()
+                let bare = |l: &Leaf| match &l.value {
+                    Value::String(t) => t.trim().trim_start_matches(':').parse::<u16>().is_ok(),
+                    Value::Integer(_) => true,
+                    _ => false,
+                };
+                let note = if let Some((l, _)) = listen {
+                    if bare(l) {
+                        "host of server.listen".to_string()
+                    } else {
+                        format!("unused: {} names its host", l.key())
+                    }
                 } else {
                     // HFS's default port is 8080.
                     let addr = listen_from(Some(leaf), &Value::String("8080".into()), &key)?;
@@ -475,7 +491,14 @@ fn listen_from(bind_ip: Option<&Leaf>, value: &Value, key: &str) -> Result<Strin
     };
     let port = text.strip_prefix(':').unwrap_or(&text);
     if !port.chars().all(|c| c.is_ascii_digit()) {
-        return Ok(text);
+        // A whole address (HFS itself would fail on it).
+        return match text.parse::<std::net::SocketAddr>() {
+            Ok(a) => Ok(a.to_string()),
+            Err(_) => Err(invalid(
+                key,
+                format!("`{text}` is neither a port nor an address like \"0.0.0.0:8080\""),
+            )),
+        };
     }
     if port.parse::<u16>().is_err() {
         return Err(invalid(key, format!("`{text}` is not a port (1-65535)")));

@@ -253,3 +253,17 @@ fn aliases_accepted_before_the_table_still_map() {
     assert_eq!(c.tls.cert, Some(PathBuf::from("/c.pem")));
     assert_eq!(c.tls.key, Some(PathBuf::from("/k.pem")));
 }
+
+#[test]
+fn sections_match_case_insensitively_and_whole_addresses_are_checked() {
+    let l = parse("[Server]\nstorage_path = \"/s\"\nListen_Address = \"9000\"\n").unwrap();
+    assert_eq!(l.config.server.storage_path, PathBuf::from("/s"));
+    assert_eq!(l.config.server.listen, "0.0.0.0:9000".parse().unwrap());
+    let l =
+        parse("[server]\nlisten_address = \"127.0.0.1:7000\"\nbind_ip = \"0.0.0.0\"\n").unwrap();
+    assert_eq!(l.config.server.listen, "127.0.0.1:7000".parse().unwrap());
+    let bind = l.report.iter().find(|r| r.key == "server.bind_ip").unwrap();
+    assert!(bind.meaning.starts_with("unused"), "{}", bind.meaning);
+    let err = parse("[server]\nlisten_address = \"localhost:8080\"\n").unwrap_err();
+    assert!(err.to_string().contains("server.listen_address"), "{err}");
+}
