@@ -3,14 +3,21 @@
 //! Rules: every key has a documented default (see `config/xferd.toml`); sizes are integers
 //! (bytes) or strings like `"100MB"` (binary multiples, like HFS); durations are integers
 //! (seconds) or strings like `"5m"`. An unknown key or a bad value is one [`ConfigError`]
-//! naming the key - never a silent default. The older HMAC File Server's key names are
-//! accepted as aliases (see [`HFS_ALIASES`]) and each use yields a warning.
+//! naming the key - never a silent default. HMAC File Server (HFS) configuration files are
+//! accepted as they are: see [`hfs`] for how every HFS key is classified, mapped or reported.
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod fields;
+pub mod hfs;
+mod overrides;
+
+pub use hfs::{HfsCompat, KeyClass, KeyReport};
+pub use overrides::Overrides;
 
 /// A configuration problem, always naming the key or file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +45,9 @@ pub struct Config {
     pub performance: PerformanceConfig,
     pub streaming: StreamingConfig,
     pub metrics: MetricsConfig,
+    /// Values of the HFS keys xferd accepts but does not (yet) apply.
+    #[serde(skip)]
+    pub hfs: HfsCompat,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,30 +354,13 @@ impl Default for MetricsConfig {
     }
 }
 
-/// HFS key -> xferd key (both as `section.key`).
-pub const HFS_ALIASES: &[(&str, &str)] = &[
-    ("server.listen_address", "server.listen"),
-    ("server.listenport", "server.listen"),
-    ("server.storagepath", "server.storage_path"),
-    ("server.maxuploadsize", "server.max_upload_size"),
-    ("server.max_connections_limit", "server.max_connections"),
-    ("uploads.allowed_extensions", "server.allowed_extensions"),
-    ("uploads.allowedextensions", "server.allowed_extensions"),
-    ("server.secret", "security.secret"),
-    ("server.graceful_shutdown_timeout", "server.shutdown_grace"),
-    ("uploads.chunk_size", "resumable.chunk_size"),
-    ("uploads.max_resumable_age", "resumable.session_ttl"),
-    ("tls.cert_file", "tls.cert"),
-    ("tls.key_file", "tls.key"),
-    ("server.tls_cert_file", "tls.cert"),
-    ("server.tls_key_file", "tls.key"),
-];
-
 /// Parsed configuration plus the warnings raised while reading it.
 #[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<String>,
+    /// Every key of the file, its value and what xferd does with it (`check-config --explain`).
+    pub report: Vec<KeyReport>,
 }
 
 impl Config {
@@ -386,14 +379,24 @@ impl Config {
             path: origin.to_string(),
             message: e.to_string(),
         })?;
-        let (table, warnings) = apply_aliases(table)?;
-        let config =
+        let hfs::Translated {
+            table,
+            compat,
+            report,
+            warnings,
+        } = hfs::translate(table)?;
+        let mut config =
             Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
                 path: origin.to_string(),
                 message: e.to_string().trim().to_string(),
             })?;
+        config.hfs = compat;
         config.validate()?;
-        Ok(Loaded { config, warnings })
+        Ok(Loaded {
+            config,
+            warnings,
+            report,
+        })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -513,69 +516,6 @@ impl Config {
     }
 }
 
-/// Moves HFS-named keys to their xferd names, returning one warning per alias used.
-fn apply_aliases(mut table: toml::Table) -> Result<(toml::Table, Vec<String>), ConfigError> {
-    let mut warnings = Vec::new();
-    for (from, to) in HFS_ALIASES {
-        let (fsec, fkey) = from.split_once('.').unwrap_or(("", from));
-        let Some(value) = table
-            .get_mut(fsec)
-            .and_then(|v| v.as_table_mut())
-            .and_then(|t| t.remove(fkey))
-        else {
-            continue;
-        };
-        let (tsec, tkey) = to.split_once('.').unwrap_or(("", to));
-        let value = if *to == "server.listen" {
-            normalize_hfs_listen(&value, from)?
-        } else {
-            value
-        };
-        let section = table
-            .entry(tsec.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let Some(section) = section.as_table_mut() else {
-            return Err(ConfigError::Invalid {
-                key: tsec.to_string(),
-                message: "must be a table".into(),
-            });
-        };
-        if section.contains_key(tkey) {
-            return Err(ConfigError::Invalid {
-                key: from.to_string(),
-                message: format!("HFS alias conflicts with `{to}`, which is also set"),
-            });
-        }
-        section.insert(tkey.to_string(), value);
-        warnings.push(format!("config key `{from}` is an HFS alias; use `{to}`"));
-    }
-    // Sections HFS had that are now empty after moving their keys are dropped.
-    table.retain(|name, v| !(name == "uploads" && v.as_table().is_some_and(|t| t.is_empty())));
-    Ok((table, warnings))
-}
-
-/// HFS wrote `listen_address = "8080"` or `":8080"`; xferd wants `host:port`.
-fn normalize_hfs_listen(value: &toml::Value, key: &str) -> Result<toml::Value, ConfigError> {
-    let text = match value {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Integer(i) => i.to_string(),
-        _ => {
-            return Err(ConfigError::Invalid {
-                key: key.to_string(),
-                message: "must be a string like \":8080\"".into(),
-            })
-        }
-    };
-    let addr = if text.chars().all(|c| c.is_ascii_digit()) {
-        format!("0.0.0.0:{text}")
-    } else if let Some(port) = text.strip_prefix(':') {
-        format!("0.0.0.0:{port}")
-    } else {
-        text
-    };
-    Ok(toml::Value::String(addr))
-}
-
 /// Parses `"100MB"`, `"32KB"`, `"1GiB"`, `"512"` into bytes (binary multiples).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -601,7 +541,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Parses `"5m"`, `"30s"`, `"1h30m"`, `"250ms"`, `"2d"` or a bare number of seconds.
+/// Parses `"5m"`, `"30s"`, `"1h30m"`, `"250ms"`, `"2d"`, `"2w"`, `"1y"` (365 days, as HFS) or a
+/// bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
@@ -631,6 +572,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86400)),
+            "w" => Duration::from_secs(n.saturating_mul(7 * 86400)),
+            "y" => Duration::from_secs(n.saturating_mul(365 * 86400)),
             _ => return Err(format!("unknown duration unit `{unit}` in `{text}`")),
         };
         total = total.saturating_add(part);
@@ -717,27 +660,6 @@ mod tests {
         assert!(err.to_string().contains("max_upload_size"), "{err}");
         let err = parse("[security]\nauth_failure_status = 500\n").unwrap_err();
         assert!(err.to_string().contains("auth_failure_status"), "{err}");
-    }
-
-    #[test]
-    fn hfs_aliases_are_accepted_with_warnings() {
-        let loaded = parse(
-            "[server]\nlisten_address = \":8080\"\nmax_upload_size = \"1GB\"\n\
-             [uploads]\nallowed_extensions = [\".JPG\", \"png\"]\n[security]\nsecret = \"s\"\n",
-        )
-        .unwrap();
-        let c = loaded.config;
-        assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.server.allowed_extensions, vec!["jpg", "png"]);
-        assert_eq!(c.security.secret.as_deref(), Some("s"));
-        assert_eq!(loaded.warnings.len(), 2);
-    }
-
-    #[test]
-    fn alias_conflicting_with_real_key_is_an_error() {
-        let err =
-            parse("[server]\nlisten_address = \"8080\"\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
-        assert!(err.to_string().contains("listen_address"), "{err}");
     }
 
     #[test]

@@ -21,10 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (embedded defaults without --config).
+    /// Run the server (embedded defaults without --config). HMAC File Server configs are
+    /// accepted as they are; the flags below redirect what they name on another machine.
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: OverrideArgs,
     },
     /// Mint a signed URL for a path.
     Sign {
@@ -55,8 +58,15 @@ enum Command {
         #[arg(long)]
         base_url: Option<String>,
     },
-    /// Validate a config file and print the result.
-    CheckConfig { file: PathBuf },
+    /// Validate a config file (xferd's or HMAC File Server's) and print the result.
+    CheckConfig {
+        file: PathBuf,
+        /// Print every key: its value, its class (a: xferd key, b: HFS key mapped to an
+        /// xferd key, c: HFS key accepted but not applied) and what xferd does with it, then
+        /// the count per class.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Upload a file to a signed URL: HTTP/3 first (falling back to HTTP/2, HTTP/1.1),
     /// parallel checksummed chunk streams when the URL grants a session (v3 POST), retries
     /// with backoff, a circuit breaker, and resume after a restart.
@@ -148,6 +158,37 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// `serve` flags that take the place of the config's values.
+#[derive(clap::Args)]
+struct OverrideArgs {
+    /// Store files here instead of the config's `server.storage_path`.
+    #[arg(long, value_name = "DIR")]
+    storage_path: Option<PathBuf>,
+    /// Listen here instead of the config's `server.listen` (a separate metrics listener
+    /// moves to this host, keeping its port, unless --metrics-listen is given).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Keep state (certificate, secret, sessions, and the files an HFS config names for
+    /// features kept for later: pid file, log file, databases) here instead of
+    /// `server.state_path`.
+    #[arg(long, value_name = "DIR")]
+    state_path: Option<PathBuf>,
+    /// Serve /metrics here instead of the config's `metrics.listen` (or HFS's `metricsport`).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl OverrideArgs {
+    fn overrides(self) -> xferd::config::Overrides {
+        xferd::config::Overrides {
+            storage_path: self.storage_path,
+            listen: self.listen,
+            state_path: self.state_path,
+            metrics_listen: self.metrics_listen,
+        }
+    }
 }
 
 /// Options of the client subcommands.
@@ -283,9 +324,11 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, overrides } => {
             let config_path = config;
-            let config = load(config_path.as_ref())?;
+            let mut config = load(config_path.as_ref())?;
+            config.apply_overrides(&overrides.overrides());
+            config.prepare_paths()?;
             limit_malloc_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -461,10 +504,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
-        Command::CheckConfig { file } => {
+        Command::CheckConfig { file, explain } => {
             let loaded = Config::load(&file)?;
             for w in &loaded.warnings {
                 println!("warning: {w}");
+            }
+            if explain {
+                print!("{}", xferd::config::hfs::explain(&loaded.report));
             }
             println!("{}: OK", file.display());
             Ok(())

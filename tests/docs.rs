@@ -8,7 +8,15 @@ use std::path::{Path, PathBuf};
 
 /// Folders whose files are read for citations (generated and vendored trees are skipped).
 const SCANNED: &[&str] = &["src", "tests", "interop", "benches", "config", ".ci"];
-const SKIPPED_DIRS: &[&str] = &["node_modules", "target", "corpus", "artifacts"];
+/// (`hfs-configs`: third-party files kept verbatim, whose headers cite their own repository's
+/// files.)
+const SKIPPED_DIRS: &[&str] = &[
+    "node_modules",
+    "target",
+    "corpus",
+    "artifacts",
+    "hfs-configs",
+];
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
