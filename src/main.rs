@@ -589,6 +589,10 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'~');
 
 async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives while the server starts (a supervisor that
+    // gives up early, a test that stops it at its first line) shuts it down cleanly
+    // instead of killing it with the default action.
+    let signals = shutdown_signals();
     let server = xferd::server::start(config).await?;
     let port = server.addr.port();
     println!(
@@ -621,7 +625,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         "try:  URL=$(xferd sign{config_arg} --path demo/hello.txt)  &&  curl -k -T README.md \
          \"$URL\"  &&  curl -k https://localhost:{port}/demo/hello.txt"
     );
-    wait_for_signal().await;
+    wait_for_signal(signals).await;
     println!("shutting down: finishing in-flight transfers");
     server.shutdown().await;
     Ok(())
@@ -647,13 +651,23 @@ fn limit_malloc_arenas() {
     }
 }
 
-async fn wait_for_signal() {
+type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+/// SIGTERM and SIGINT streams (`None` if they cannot be installed: the server still runs;
+/// only signal handling is lost).
+fn shutdown_signals() -> Signals {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the server still runs; only Ctrl-C handling is lost.
+    ) {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        _ => None,
+    }
+}
+
+async fn wait_for_signal(signals: Signals) {
+    let Some((mut term, mut int)) = signals else {
         std::future::pending::<()>().await;
         return;
     };
