@@ -388,3 +388,32 @@ async fn expiry_deletes_only_what_the_records_say() {
     ));
     assert_eq!(b.info(&late, later).await.unwrap().owner, "client-c");
 }
+
+/// The local locker's fencing tokens continue above the ones stored records were written
+/// with, so after a restart the new holder's writes are not refused as stale.
+#[tokio::test]
+async fn fencing_tokens_keep_increasing_across_restarts() {
+    let e = env_with(limits());
+    let s = e
+        .engine
+        .create(new("fence/x.bin", Some(40)), 0)
+        .await
+        .unwrap();
+    for i in 0..3u64 {
+        let mut b = body(vec![Ok(data(40, 2)[i as usize * 10..][..10].to_vec())]);
+        e.engine
+            .write(&s.id, append(i * 10, 10), &mut b, 1)
+            .await
+            .unwrap();
+    }
+    let dir = e.dir;
+    drop(e.engine);
+    let engine = open_engine(dir.path(), limits());
+    let mut b = body(vec![Ok(data(40, 2)[30..].to_vec())]);
+    let done = engine.write(&s.id, append(30, 10), &mut b, 2).await;
+    assert!(done.unwrap().completed.is_some());
+    assert_eq!(
+        std::fs::read(dir.path().join("data/fence/x.bin")).unwrap(),
+        data(40, 2)
+    );
+}
