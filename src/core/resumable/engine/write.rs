@@ -1,6 +1,6 @@
 //! Writes into a session: appends (tus/IETF `PATCH`, under the writer lock, preemptible)
 //! and chunks (HFS, at their own offsets, concurrently), with progress commits, checksums
-//! and the running prefix hash (rules 2 to 4 and 7 of [`super`]).
+//! and the running prefix hash (rules 2 to 4 and 8 of [`super`]).
 
 use super::{blocking, checksum, Engine, Hash, Placement, SessionError, Write};
 use crate::core::body::BodyStream;
