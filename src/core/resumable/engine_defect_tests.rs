@@ -417,3 +417,51 @@ async fn fencing_tokens_keep_increasing_across_restarts() {
         data(40, 2)
     );
 }
+
+/// An instance that died holding an upload's lock (its guard is never dropped) does not
+/// lock the client out: on a locker with a lease, the next request takes over once the
+/// lease has run out, and the dead holder's token can no longer write the record.
+#[tokio::test]
+async fn a_dead_holders_lock_is_taken_over_after_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStorage::open(&dir.path().join("data")).unwrap();
+    let records = Arc::new(MemRecords::new());
+    let lease = std::time::Duration::from_millis(200);
+    let locker = Arc::new(MemLocker::with_lease(0, lease));
+    let engine = Engine::new(
+        records.clone(),
+        locker.clone(),
+        PartStore::open(&fs).unwrap(),
+        limits(),
+    );
+    let s = engine.create(new("dead/x.bin", Some(8)), 0).await.unwrap();
+    let dead = locker.lock(&s.id).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut b = body(vec![Ok(data(8, 3))]);
+    let done = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        engine.write(&s.id, append(0, 8), &mut b, 1),
+    )
+    .await
+    .expect("locked out by a dead holder")
+    .unwrap();
+    assert!(
+        started.elapsed() >= lease,
+        "taken over before the lease ran out"
+    );
+    assert!(done.completed.is_some());
+    let stored = records.get(&s.id).await.unwrap().unwrap();
+    assert!(stored.fence > dead.token());
+    let stale = records
+        .put_if(
+            &s.id,
+            stored.record.clone(),
+            stored.version,
+            Some(dead.token()),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(crate::storage::meta::RecordError::Fenced)),
+        "{stale:?}"
+    );
+}
