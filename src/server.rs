@@ -182,10 +182,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     if config.security.compat_hfs_x_signature {
         tracing::warn!("INSECURE: security.compat_hfs_x_signature accepts replayable X-Signature headers on POST /upload");
     }
-    let profile_store = crate::storage::SessionStore::open_profiles(
-        &config.server.state_path.join("profiles.redb"),
-    )
-    .context("opening the client profile store")?;
+    let profile_store =
+        crate::storage::meta::ProfileStore::open(&config.server.state_path.join("profiles.redb"))
+            .context("opening the client profile store")?;
     let profiles = Arc::new(crate::core::profiles::Profiles::new(
         perf.client_profiling,
         perf.connection_type_detection,
@@ -370,7 +369,7 @@ const PROFILE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 /// more at shutdown, deleting expired ones.
 async fn persist_profiles(
     core: Arc<Core>,
-    store: Arc<crate::storage::SessionStore>,
+    store: Arc<crate::storage::meta::ProfileStore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {

@@ -3,43 +3,57 @@
 //! Rules, in the order they apply:
 //! 1. Creation checks the limits (sessions in total and per client, reserved bytes, length)
 //!    and makes the data file and the record durable before the capability is returned.
-//! 2. Appends (tus/IETF `PATCH`) hold the session's writer lock. A new append for the same
-//!    session preempts the holder: the old request stops reading, commits what it wrote and
-//!    releases, so a client that reconnected never waits for the stale request's timeout.
-//! 3. Chunk writes (HFS) go to their own offsets concurrently, without the writer lock.
+//!    The limits are checked by the record store, atomically with the insert, over the open
+//!    records of every instance ([`SessionRecords::insert`]).
+//! 2. Appends (tus/IETF `PATCH`) hold the session's one-writer lock ([`Locker`]). A new
+//!    append, an offset query or a termination for the same session preempts the holder:
+//!    the old request stops reading, commits what it wrote and releases, so a client that
+//!    reconnected never waits for the stale request's timeout. Record writes carry the
+//!    lock's fencing token; a holder that lost its lock has its writes refused (`preempted`).
+//! 3. Chunk writes (HFS) go to their own offsets concurrently, without the writer lock;
+//!    completion takes it, so a session is finished once.
 //! 4. Bytes are fsynced before the record that covers them is committed; an offset is only
 //!    ever reported from a committed record. Without a per-request checksum, progress is
 //!    committed every `commit_every` bytes, so an interrupted request keeps what it sent;
-//!    with one, the request's bytes count only if the checksum matches.
+//!    with one, the request's bytes count only if the checksum matches. Every record update
+//!    is a compare-and-set on the record's version, retried on a conflict.
 //! 5. When every byte of a known length is present, the file is hashed, checked against an
 //!    expected digest, and moved to its target without overwriting; the record is kept
 //!    (completed) until it expires so clients can still ask for the offset.
-//! 6. Records and data of sessions past their expiry are collected by [`Engine::expire`].
-//!    In memory, the engine keeps state only for sessions in progress (the index, bounded by
-//!    `max_sessions`): an id without a session never gets an entry, and a session's entry
-//!    goes when it completes, is terminated or expires. Only sessions in progress count
-//!    against the limits; a completed one is just a record kept for offset queries.
-//! 7. The file's SHA-256 is kept as a running hash of the contiguous prefix: appends hash
+//! 6. Only what the records say ends a session: [`Engine::expire`] collects records past
+//!    their expiry (a record that changed since it was read is left alone) and their data.
+//!    A data file without a record may belong to a creation in progress on another instance:
+//!    it is removed only once it has been seen without a record for [`ORPHAN_GRACE_SECS`].
+//!    Start-up drops only records of sessions in progress whose data file is gone.
+//! 7. In memory, the engine keeps state only for sessions in progress: a cache of running
+//!    hashes, and the locker's state while a lock is held or awaited. An id without a session
+//!    never gets an entry, and a session's entry goes when it completes, is terminated or
+//!    expires. Only sessions in progress count against the limits.
+//! 8. The file's SHA-256 is kept as a running hash of the contiguous prefix: appends hash
 //!    while they write, out-of-order chunks hash the newly contiguous bytes when the prefix
 //!    grows (from the page cache), so completion does not read the file again. After a
-//!    restart the running hash is gone and completion hashes what it lacks.
+//!    restart, or on another instance, the running hash is absent and completion hashes
+//!    what it lacks.
 //!
 //! Time comes in as Unix seconds; nothing here reads a clock or touches a socket.
-//! Writes live in `engine/write.rs`, tus concatenation in `engine/concat.rs`, the error type
-//! in [`super::errors`].
+//! Writes live in `engine/write.rs`, tus concatenation in `engine/concat.rs`, records and
+//! expiry in `engine/records.rs`, the error type in [`super::errors`].
 
 use super::checksum;
 use super::session::{Completed, Kind, Origin, Session};
 use crate::core::path::{self, RelPath};
 use crate::storage::fs::CommitError;
+use crate::storage::meta::{Guard, Locker, MemLocker, Quota, SessionRecords};
 use crate::storage::{PartStore, SessionStore};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
 
 mod concat;
+mod records;
 mod write;
+
+pub use records::ORPHAN_GRACE_SECS;
 
 /// Limits and tuning of the engine.
 #[derive(Debug, Clone)]
@@ -92,67 +106,30 @@ pub struct Write {
     pub lease: Option<crate::core::buffers::Lease>,
 }
 
-struct Slot {
-    record: tokio::sync::Mutex<()>,
-    writer: tokio::sync::Mutex<()>,
-    preempt: watch::Sender<u64>,
-    /// Running SHA-256 of the bytes `[0, upto)`.
-    prefix: tokio::sync::Mutex<Prefix>,
-}
-
-impl Slot {
-    fn new() -> Slot {
-        Slot {
-            record: tokio::sync::Mutex::new(()),
-            writer: tokio::sync::Mutex::new(()),
-            preempt: watch::channel(0).0,
-            prefix: tokio::sync::Mutex::new(Prefix::default()),
-        }
-    }
-
-    /// Takes the writer lock, first telling a request still writing to stop and commit.
-    async fn take_writer(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.preempt.send_modify(|g| *g += 1);
-        self.writer.lock().await
-    }
-}
-
-impl IndexEntry {
-    fn new(owner: &str, reserved: u64) -> IndexEntry {
-        IndexEntry {
-            owner: owner.to_string(),
-            reserved,
-            slot: Arc::new(Slot::new()),
-        }
-    }
-}
-
 #[derive(Clone, Default)]
 struct Prefix {
     sha: Sha256,
     upto: u64,
 }
 
-/// A session in progress: what the limits count, and its locks and running hash.
-struct IndexEntry {
-    owner: String,
-    reserved: u64,
-    slot: Arc<Slot>,
-}
+/// The running hash of a session in progress (rule 8).
+type Hash = Arc<tokio::sync::Mutex<Prefix>>;
 
 pub struct Engine {
-    store: Arc<SessionStore>,
+    records: Arc<dyn SessionRecords>,
+    locker: Arc<dyn Locker>,
     parts: PartStore,
     limits: Limits,
-    /// Sessions in progress, and only those (created here or found at start-up; removed
-    /// when they complete or are removed). A request holds its session's slot by `Arc`, so
-    /// removal never waits for requests and never strands a lock.
-    index: Mutex<HashMap<String, IndexEntry>>,
+    /// Running hashes of sessions in progress (a cache; rule 7). A request holds its entry
+    /// by `Arc`, so removal never waits for requests.
+    hashes: Mutex<HashMap<String, Hash>>,
+    /// Data files seen without a record: id → Unix seconds when first seen (rule 6).
+    orphans: Mutex<HashMap<String, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means another thread panicked while holding it; the maps stay
-    // consistent (every update is a single insert or remove).
+    // consistent (every update is a single insert, remove or retain).
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -165,115 +142,94 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Engine {
-    /// Opens the engine over its stores, dropping data files without records and records
-    /// whose data file is gone.
+    /// Opens the engine over the local redb store and an in-process locker (tokens continue
+    /// above the stored ones), after start-up recovery (rule 6). Blocking.
     pub fn open(
         store: SessionStore,
         parts: PartStore,
         limits: Limits,
     ) -> Result<Engine, SessionError> {
-        let store = Arc::new(store);
-        let mut index = HashMap::new();
-        let mut with_data = std::collections::HashSet::new();
-        for (id, raw) in store.all().map_err(std::io::Error::from)? {
-            let Ok(s) = serde_json::from_slice::<Session>(&raw) else {
-                tracing::warn!(%id, "dropping unreadable session record");
-                store.delete(&id).map_err(std::io::Error::from)?;
-                continue;
-            };
-            if s.completed.is_none() && !parts.exists(&id) {
-                tracing::warn!(%id, "dropping session whose data file is missing");
-                store.delete(&id).map_err(std::io::Error::from)?;
-                continue;
-            }
-            with_data.insert(id.clone());
-            if s.completed.is_none() {
-                index.insert(id, IndexEntry::new(&s.owner, s.reserved(limits.max_length)));
-            }
+        let max_length = limits.max_length;
+        let migrated = store
+            .migrate_legacy(|raw| records::summarize(raw, max_length))
+            .map_err(std::io::Error::from)?;
+        if migrated > 0 {
+            tracing::info!(
+                count = migrated,
+                "converted session records to the versioned format"
+            );
         }
-        for id in parts.list()? {
-            if !with_data.contains(&id) {
-                parts.remove(&id)?;
-            }
-        }
-        Ok(Engine {
-            store,
+        records::recover_blocking(&store, &parts)?;
+        let last = store.max_fence_blocking().map_err(records::rec_err)?;
+        Ok(Engine::new(
+            Arc::new(store),
+            Arc::new(MemLocker::starting_after(last)),
             parts,
             limits,
-            index: Mutex::new(index),
-        })
+        ))
+    }
+
+    /// An engine over any record store and locker (no recovery step).
+    pub fn new(
+        records: Arc<dyn SessionRecords>,
+        locker: Arc<dyn Locker>,
+        parts: PartStore,
+        limits: Limits,
+    ) -> Engine {
+        Engine {
+            records,
+            locker,
+            parts,
+            limits,
+            hashes: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
-    /// How many sessions the engine keeps state for in memory (introspection for tests).
+    /// How many sessions the engine keeps state for in memory: running hashes plus ids with
+    /// lock state (introspection for tests).
     pub fn tracked(&self) -> usize {
-        lock(&self.index).len()
+        lock(&self.hashes).len() + self.locker.active()
     }
 
-    /// The slot of a session in progress; `None` for any other id (never inserts).
-    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
-        lock(&self.index).get(id).map(|e| e.slot.clone())
-    }
-
-    /// The error for a request that needs a session in progress but found none: the
-    /// record tells whether it completed, expired or never existed.
-    async fn not_in_progress(&self, id: &str, now: u64) -> SessionError {
-        match self.info(id, now).await {
-            Ok(s) if s.completed.is_some() => SessionError::AlreadyCompleted,
-            // A record without an index entry is being removed.
-            Ok(_) => SessionError::Gone,
-            Err(e) => e,
+    fn quota(&self) -> Quota {
+        Quota {
+            max_open: self.limits.max_sessions,
+            max_open_per_owner: self.limits.max_sessions_per_client,
+            max_reserved: self.limits.max_reserved_bytes,
         }
     }
 
-    async fn load(&self, id: &str) -> Result<Session, SessionError> {
-        if !is_session_id(id) {
-            return Err(SessionError::NotFound);
-        }
-        let store = self.store.clone();
-        let key = id.to_string();
-        let raw = blocking(move || Ok(store.get(&key).map_err(std::io::Error::from)?)).await?;
-        let raw = raw.ok_or(SessionError::NotFound)?;
-        serde_json::from_slice(&raw).map_err(|e| SessionError::Storage(e.to_string()))
+    /// Takes the session's one-writer lock, first telling a request holding it to stop and
+    /// commit. Callers check that the session exists and is in progress first (rule 7).
+    async fn take_writer(&self, id: &str) -> Result<Guard, SessionError> {
+        self.locker
+            .lock(id)
+            .await
+            .map_err(|e| SessionError::Storage(e.to_string()))
     }
 
-    async fn save(&self, s: &Session) -> Result<(), SessionError> {
-        let store = self.store.clone();
-        let raw = serde_json::to_vec(s).map_err(|e| SessionError::Storage(e.to_string()))?;
-        let id = s.id.clone();
-        blocking(move || Ok(store.put(&id, &raw).map_err(std::io::Error::from)?)).await?;
-        let mut index = lock(&self.index);
-        if let Some(e) = index.get_mut(&s.id) {
-            e.reserved = s.reserved(self.limits.max_length);
-        }
-        Ok(())
-    }
-
-    /// Looks a session up; an expired one is collected and reported gone.
-    pub async fn info(&self, id: &str, now: u64) -> Result<Session, SessionError> {
-        let s = self.load(id).await?;
-        if now > s.expires {
-            self.remove(id).await?;
-            return Err(SessionError::Gone);
-        }
-        Ok(s)
+    /// The running hash of a session known to be in progress (inserted if absent).
+    fn hash_of(&self, id: &str) -> Hash {
+        lock(&self.hashes)
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Looks a session up for an offset query, first making any request still writing to
     /// it stop and commit (so the offset reported is the true one, not a stale request's).
     pub async fn info_settled(&self, id: &str, now: u64) -> Result<Session, SessionError> {
-        if !is_session_id(id) {
-            return Err(SessionError::NotFound);
-        }
+        let s = self.info(id, now).await?;
         // Only a session in progress can have a request writing to it.
-        let slot = self.slot(id);
-        let _w = match &slot {
-            Some(slot) => Some(slot.take_writer().await),
-            None => None,
-        };
+        if s.completed.is_some() {
+            return Ok(s);
+        }
+        let _w = self.take_writer(id).await?;
         self.info(id, now).await
     }
 
@@ -295,24 +251,7 @@ impl Engine {
                 return Err(SessionError::TargetExists);
             }
         }
-        let reserve = new.length.unwrap_or(l.max_length);
         let id = format!("{:032x}", rand::random::<u128>());
-        {
-            let mut index = lock(&self.index);
-            if index.len() >= l.max_sessions {
-                return Err(SessionError::TooManySessions);
-            }
-            if index.values().filter(|e| e.owner == new.owner).count() >= l.max_sessions_per_client
-            {
-                return Err(SessionError::TooManyForClient);
-            }
-            let reserved: u64 = index.values().map(|e| e.reserved).sum();
-            if reserved.saturating_add(reserve) > l.max_reserved_bytes {
-                return Err(SessionError::ReservedBytesExceeded);
-            }
-            // Reserve now, so concurrent creations cannot overshoot the limits.
-            index.insert(id.clone(), IndexEntry::new(&new.owner, reserve));
-        }
         let session = Session {
             id: id.clone(),
             origin: new.origin,
@@ -330,15 +269,27 @@ impl Engine {
             completed: None,
             part_etags: Vec::new(),
         };
+        let record = records::record_of(&session, l.max_length)?;
+        // A cheap check first, so a refused creation touches no file; the insert below
+        // checks again, atomically, against concurrent creations.
+        let counts = self
+            .records
+            .counts(&session.owner)
+            .await
+            .map_err(records::rec_err)?;
+        crate::storage::meta::check_quota(&counts, &self.quota(), &record.summary)
+            .map_err(records::rec_err)?;
         let parts = self.parts.clone();
         let pid = id.clone();
         let created = async {
             blocking(move || Ok(parts.create(&pid)?)).await?;
-            self.save(&session).await
+            self.records
+                .insert(&id, record, self.quota())
+                .await
+                .map_err(records::rec_err)
         }
         .await;
         if let Err(e) = created {
-            lock(&self.index).remove(&id);
             // File system calls block: on the blocking pool, like every other one here.
             let (parts, pid) = (self.parts.clone(), id.clone());
             if let Err(r) = blocking(move || Ok(parts.remove(&pid)?)).await {
@@ -346,89 +297,104 @@ impl Engine {
             }
             return Err(e);
         }
+        lock(&self.hashes).insert(id.clone(), Hash::default());
         if session.data_complete() {
             // An empty upload is complete as soon as it exists.
-            if let Some(slot) = self.slot(&id) {
-                return self.finish(&id, &slot, now).await;
-            }
+            return self.finish(&id, None, now).await;
         }
         Ok(session)
     }
 
     /// Sets a deferred length (tus `Upload-Length` after `Upload-Defer-Length: 1`).
     pub async fn set_length(&self, id: &str, len: u64, now: u64) -> Result<Session, SessionError> {
-        let Some(slot) = self.slot(id) else {
-            let s = self.info(id, now).await?;
+        let s = self.info(id, now).await?;
+        if s.completed.is_some() {
             return match s.length {
                 Some(l) if l == len => Ok(s),
-                _ if s.completed.is_some() => Err(SessionError::AlreadyCompleted),
-                _ => Err(SessionError::Gone),
+                _ => Err(SessionError::AlreadyCompleted),
             };
-        };
-        let _r = slot.record.lock().await;
-        let mut s = self.info(id, now).await?;
-        match s.length {
-            Some(l) if l == len => return Ok(s),
-            Some(_) => return Err(SessionError::LengthMismatch),
-            None => {}
         }
-        if len > self.limits.max_length {
-            return Err(SessionError::TooLarge {
-                max: self.limits.max_length,
-            });
-        }
-        if len < s.received.max_end()
-            || s.signed_size
-                .is_some_and(|x| x != len && s.kind != Kind::Partial)
-        {
-            return Err(SessionError::LengthMismatch);
-        }
-        s.length = Some(len);
-        self.save(&s).await?;
-        Ok(s)
-    }
-
-    async fn commit_range(
-        &self,
-        id: &str,
-        slot: &Slot,
-        start: u64,
-        end: u64,
-        set_length: Option<u64>,
-        now: u64,
-    ) -> Result<Session, SessionError> {
-        let _r = slot.record.lock().await;
-        let mut s = self.load(id).await?;
-        s.received.insert(start, end);
-        if let Some(len) = set_length {
-            if s.length.is_some_and(|l| l != len)
+        let max = self.limits.max_length;
+        self.update(id, None, |s| {
+            if s.completed.is_some() {
+                return Err(SessionError::AlreadyCompleted);
+            }
+            match s.length {
+                Some(l) if l == len => return Ok(false),
+                Some(_) => return Err(SessionError::LengthMismatch),
+                None => {}
+            }
+            if len > max {
+                return Err(SessionError::TooLarge { max });
+            }
+            if len < s.received.max_end()
                 || s.signed_size
                     .is_some_and(|x| x != len && s.kind != Kind::Partial)
             {
                 return Err(SessionError::LengthMismatch);
             }
             s.length = Some(len);
-        }
-        s.expires = now.saturating_add(self.limits.ttl_secs);
-        self.save(&s).await?;
-        Ok(s)
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Records bytes `[start, end)` as received (and, for a last append, the length).
+    async fn commit_range(
+        &self,
+        id: &str,
+        fence: Option<u64>,
+        (start, end): (u64, u64),
+        set_length: Option<u64>,
+        now: u64,
+    ) -> Result<Session, SessionError> {
+        let ttl = self.limits.ttl_secs;
+        self.update(id, fence, |s| {
+            s.received.insert(start, end);
+            if let Some(len) = set_length {
+                if s.length.is_some_and(|l| l != len)
+                    || s.signed_size
+                        .is_some_and(|x| x != len && s.kind != Kind::Partial)
+                {
+                    return Err(SessionError::LengthMismatch);
+                }
+                s.length = Some(len);
+            }
+            s.expires = now.saturating_add(ttl);
+            Ok(true)
+        })
+        .await
     }
 
     /// Completes a session whose data is all present: hash, digest check, move into place.
-    async fn finish(&self, id: &str, slot: &Slot, now: u64) -> Result<Session, SessionError> {
-        let _r = slot.record.lock().await;
-        let mut s = self.load(id).await?;
+    /// Runs under the writer lock: the caller's `held`, or taken here.
+    async fn finish(
+        &self,
+        id: &str,
+        held: Option<&Guard>,
+        now: u64,
+    ) -> Result<Session, SessionError> {
+        let own = match held {
+            Some(_) => None,
+            None => Some(self.take_writer(id).await?),
+        };
+        let fence = held.or(own.as_ref()).map(Guard::token);
+        let (s, _) = self.load(id).await?;
         if s.completed.is_some() || !s.data_complete() {
             return Ok(s);
         }
         let len = s.length.unwrap_or(0);
-        let running = {
-            let p = slot.prefix.lock().await;
-            if p.upto <= len {
-                p.clone()
-            } else {
-                Prefix::default()
+        let cached = lock(&self.hashes).get(id).cloned();
+        let running = match cached {
+            Some(h) => {
+                let p = h.lock().await;
+                if p.upto <= len {
+                    p.clone()
+                } else {
+                    Prefix::default()
+                }
             }
+            None => Prefix::default(),
         };
         let parts = self.parts.clone();
         let pid = id.to_string();
@@ -440,8 +406,7 @@ impl Engine {
         .await?;
         if let Some(expected) = &s.expected_sha256 {
             if *expected != hex::encode(sha) {
-                drop(_r);
-                self.remove(id).await?;
+                self.remove(id, None).await?;
                 return Err(SessionError::DigestMismatch);
             }
         }
@@ -457,21 +422,26 @@ impl Engine {
             })
             .await?;
             if let Err(e) = moved {
-                drop(_r);
-                self.remove(id).await?;
+                self.remove(id, None).await?;
                 return Err(e);
             }
             tracing::info!(id, target = %s.target, size = len, sha256 = %hex::encode(sha), "resumable upload stored");
         }
-        s.completed = Some(Completed {
+        let done = Completed {
             sha256: hex::encode(sha),
             at: now,
-        });
-        s.expires = now.saturating_add(self.limits.ttl_secs);
-        self.save(&s).await?;
+        };
+        let expires = now.saturating_add(self.limits.ttl_secs);
+        let s = self
+            .update(id, fence, |s| {
+                s.completed = Some(done.clone());
+                s.expires = expires;
+                Ok(true)
+            })
+            .await?;
         // No longer in progress: out of the limits and out of memory.
-        lock(&self.index).remove(id);
-        drop(_r);
+        lock(&self.hashes).remove(id);
+        drop(own);
         if s.kind == Kind::Partial {
             self.finish_waiting_finals(id, now).await;
         }
@@ -481,49 +451,13 @@ impl Engine {
     /// Terminates a session (tus `DELETE`, IETF cancellation): a writer in flight is
     /// preempted, then data and record are removed.
     pub async fn terminate(&self, id: &str, now: u64) -> Result<(), SessionError> {
-        self.info(id, now).await?;
-        let slot = self.slot(id);
-        let _w = match &slot {
-            Some(slot) => Some(slot.take_writer().await),
-            None => None,
+        let s = self.info(id, now).await?;
+        let _w = match s.completed {
+            None => Some(self.take_writer(id).await?),
+            Some(_) => None,
         };
-        self.remove(id).await
-    }
-
-    async fn remove(&self, id: &str) -> Result<(), SessionError> {
-        let parts = self.parts.clone();
-        let store = self.store.clone();
-        let key = id.to_string();
-        blocking(move || {
-            parts.remove(&key)?;
-            store.delete(&key).map_err(std::io::Error::from)?;
-            Ok(())
-        })
-        .await?;
-        lock(&self.index).remove(id);
+        self.remove(id, None).await?;
         Ok(())
-    }
-
-    /// Every stored record, decoded (`None` for an unreadable one).
-    async fn all_sessions(&self) -> Result<Vec<(String, Option<Session>)>, SessionError> {
-        let store = self.store.clone();
-        let all = blocking(move || Ok(store.all().map_err(std::io::Error::from)?)).await?;
-        Ok(all
-            .into_iter()
-            .map(|(id, raw)| (id, serde_json::from_slice::<Session>(&raw).ok()))
-            .collect())
-    }
-
-    /// Removes every session past its expiry (and unreadable records); returns how many.
-    pub async fn expire(&self, now: u64) -> Result<usize, SessionError> {
-        let mut n = 0;
-        for (id, s) in self.all_sessions().await? {
-            if s.is_none_or(|s| now > s.expires) {
-                self.remove(&id).await?;
-                n += 1;
-            }
-        }
-        Ok(n)
     }
 }
 

@@ -1,12 +1,19 @@
 //! Engine regression tests for issue 10, without sockets: no in-memory state for ids
 //! without a session and none kept for sessions that ended (item 8); completed sessions do
 //! not count against the limits, before or after a restart (item 9); a repeated chunk's
-//! body is read only up to the chunk's size (item 13).
+//! body is read only up to the chunk's size (item 13). Issue 11: two engines over one
+//! storage root, one record store and one locker behave as two instances of one service
+//! (limits count both, a reconnect to one stops the stale request on the other, expiry and
+//! orphan collection delete only what the records say).
 
 use super::engine::*;
 use super::engine_tests::{append, body, data, env_with, limits, new, open_engine};
+use super::session::{Kind, Origin, Session};
 use crate::core::body::{BodyError, BodyStream};
+use crate::storage::meta::{Locker, MemLocker, MemRecords, Quota, Record, SessionRecords, Summary};
+use crate::storage::{FsStorage, PartStore};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -223,4 +230,238 @@ async fn a_refused_chunk_records_nothing() {
         "the resent chunk completes the upload"
     );
     assert_eq!(e.stored("whole/x.bin"), Some([a, b].concat()));
+}
+
+/// Two engines sharing a storage root, a record store and a locker: two instances.
+fn two_instances(l: Limits) -> (tempfile::TempDir, Arc<MemRecords>, Engine, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStorage::open(&dir.path().join("data")).unwrap();
+    let records = Arc::new(MemRecords::new());
+    let locker: Arc<dyn Locker> = Arc::new(MemLocker::new());
+    let shared: Arc<dyn SessionRecords> = records.clone();
+    let a = Engine::new(
+        shared.clone(),
+        locker.clone(),
+        PartStore::open(&fs).unwrap(),
+        l.clone(),
+    );
+    let b = Engine::new(shared, locker, PartStore::open(&fs).unwrap(), l);
+    (dir, records, a, b)
+}
+
+#[tokio::test]
+async fn limits_count_the_sessions_of_every_instance() {
+    let (dir, _, a, b) = two_instances(Limits {
+        max_sessions: 2,
+        ..limits()
+    });
+    let first = a.create(new("two/a.bin", Some(4)), 0).await.unwrap();
+    b.create(new("two/b.bin", Some(4)), 0).await.unwrap();
+    let err = a.create(new("two/c.bin", Some(4)), 0).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        "too_many_uploads",
+        "instance A must see B's session"
+    );
+    // The session created on A is finished on B; then it counts for neither.
+    let mut w = body(vec![Ok(data(4, 9))]);
+    let done = b.write(&first.id, append(0, 4), &mut w, 1).await.unwrap();
+    assert!(done.completed.is_some());
+    assert_eq!(
+        std::fs::read(dir.path().join("data/two/a.bin")).unwrap(),
+        data(4, 9)
+    );
+    a.create(new("two/c.bin", Some(4)), 1).await.unwrap();
+    assert_eq!(a.info(&first.id, 2).await.unwrap().offset(), 4);
+}
+
+#[tokio::test]
+async fn a_reconnect_to_another_instance_stops_the_stale_request_there() {
+    let (dir, _, a, b) = two_instances(limits());
+    let s = a.create(new("move/x.bin", Some(200)), 0).await.unwrap();
+    // On A: 100 bytes arrive, then the phone's network goes away (the body never ends).
+    let first = futures_util::stream::iter(vec![Ok::<_, BodyError>(Bytes::from(data(100, 4)))]);
+    let mut stale: BodyStream = Box::pin(first.chain(futures_util::stream::pending()));
+    let stale_write = a.write(&s.id, append(0, 200), &mut stale, 1);
+    let reconnect = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The phone reconnects to B and asks for the offset: A's request stops and commits.
+        let info = b.info_settled(&s.id, 2).await.unwrap();
+        assert_eq!(info.offset(), 100);
+        let mut rest = body(vec![Ok(data(200, 4)[100..].to_vec())]);
+        b.write(&s.id, append(100, 100), &mut rest, 3).await
+    };
+    let (old, new) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        futures_util::future::join(stale_write, reconnect),
+    )
+    .await
+    .expect("no waiting for the stale request");
+    assert!(matches!(old, Err(SessionError::Preempted)), "{old:?}");
+    assert!(new.unwrap().completed.is_some());
+    assert_eq!(
+        std::fs::read(dir.path().join("data/move/x.bin")).unwrap(),
+        data(200, 4)
+    );
+    assert_eq!(b.tracked(), 0);
+    // A's running hash of the session is a cache: dropped by A's next expiry pass.
+    assert_eq!(a.tracked(), 1);
+    assert_eq!(a.expire(4).await.unwrap(), 0);
+    assert_eq!(
+        a.tracked(),
+        0,
+        "state kept for a session finished elsewhere"
+    );
+}
+
+/// A record for `id` as another instance would insert it.
+fn record_for(id: &str, expires: u64) -> Record {
+    let s = Session {
+        id: id.into(),
+        origin: Origin::Tus,
+        kind: Kind::Whole,
+        target: "late/x.bin".into(),
+        length: Some(4),
+        signed_size: None,
+        received: Default::default(),
+        metadata: None,
+        owner: "client-c".into(),
+        created: 0,
+        expires,
+        expected_sha256: None,
+        chunk_size: None,
+        completed: None,
+        part_etags: Vec::new(),
+    };
+    Record {
+        summary: Summary {
+            owner: s.owner.clone(),
+            open: true,
+            reserved: 4,
+            expires,
+        },
+        body: serde_json::to_vec(&s).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn expiry_deletes_only_what_the_records_say() {
+    let (dir, records, a, b) = two_instances(limits());
+    let parts = dir.path().join("data/.xferd-sessions");
+    let s = a.create(new("keep/x.bin", Some(10)), 1000).await.unwrap();
+    let mut w = body(vec![Ok(data(4, 1))]);
+    a.write(&s.id, append(0, 4), &mut w, 1000).await.unwrap();
+    // Another instance's creation in progress: the data file exists, its record not yet.
+    let late = random_id();
+    let late_file = parts.join(format!("{late}.part"));
+    std::fs::write(&late_file, b"").unwrap();
+    let never = random_id();
+    let never_file = parts.join(format!("{never}.part"));
+    std::fs::write(&never_file, b"").unwrap();
+    assert_eq!(b.expire(1001).await.unwrap(), 0);
+    assert!(
+        parts.join(format!("{}.part", s.id)).exists(),
+        "A's upload in progress"
+    );
+    assert!(
+        late_file.exists() && never_file.exists(),
+        "young files without records"
+    );
+    let quota = Quota {
+        max_open: 100,
+        max_open_per_owner: 100,
+        max_reserved: 1 << 30,
+    };
+    records
+        .insert(&late, record_for(&late, 1_000_000), quota)
+        .await
+        .unwrap();
+    // Past the grace period, and past A's session's expiry: the records decide.
+    let later = 1001 + ORPHAN_GRACE_SECS;
+    assert_eq!(b.expire(later).await.unwrap(), 1, "A's expired session");
+    assert!(!parts.join(format!("{}.part", s.id)).exists());
+    assert!(late_file.exists(), "its record appeared: not an orphan");
+    assert!(!never_file.exists(), "orphaned for the grace period");
+    assert!(matches!(
+        a.info(&s.id, later).await,
+        Err(SessionError::NotFound)
+    ));
+    assert_eq!(b.info(&late, later).await.unwrap().owner, "client-c");
+}
+
+/// The local locker's fencing tokens continue above the ones stored records were written
+/// with, so after a restart the new holder's writes are not refused as stale.
+#[tokio::test]
+async fn fencing_tokens_keep_increasing_across_restarts() {
+    let e = env_with(limits());
+    let s = e
+        .engine
+        .create(new("fence/x.bin", Some(40)), 0)
+        .await
+        .unwrap();
+    for i in 0..3u64 {
+        let mut b = body(vec![Ok(data(40, 2)[i as usize * 10..][..10].to_vec())]);
+        e.engine
+            .write(&s.id, append(i * 10, 10), &mut b, 1)
+            .await
+            .unwrap();
+    }
+    let dir = e.dir;
+    drop(e.engine);
+    let engine = open_engine(dir.path(), limits());
+    let mut b = body(vec![Ok(data(40, 2)[30..].to_vec())]);
+    let done = engine.write(&s.id, append(30, 10), &mut b, 2).await;
+    assert!(done.unwrap().completed.is_some());
+    assert_eq!(
+        std::fs::read(dir.path().join("data/fence/x.bin")).unwrap(),
+        data(40, 2)
+    );
+}
+
+/// An instance that died holding an upload's lock (its guard is never dropped) does not
+/// lock the client out: on a locker with a lease, the next request takes over once the
+/// lease has run out, and the dead holder's token can no longer write the record.
+#[tokio::test]
+async fn a_dead_holders_lock_is_taken_over_after_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStorage::open(&dir.path().join("data")).unwrap();
+    let records = Arc::new(MemRecords::new());
+    let lease = std::time::Duration::from_millis(200);
+    let locker = Arc::new(MemLocker::with_lease(0, lease));
+    let engine = Engine::new(
+        records.clone(),
+        locker.clone(),
+        PartStore::open(&fs).unwrap(),
+        limits(),
+    );
+    let s = engine.create(new("dead/x.bin", Some(8)), 0).await.unwrap();
+    let dead = locker.lock(&s.id).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut b = body(vec![Ok(data(8, 3))]);
+    let done = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        engine.write(&s.id, append(0, 8), &mut b, 1),
+    )
+    .await
+    .expect("locked out by a dead holder")
+    .unwrap();
+    assert!(
+        started.elapsed() >= lease,
+        "taken over before the lease ran out"
+    );
+    assert!(done.completed.is_some());
+    let stored = records.get(&s.id).await.unwrap().unwrap();
+    assert!(stored.fence > dead.token());
+    let stale = records
+        .put_if(
+            &s.id,
+            stored.record.clone(),
+            stored.version,
+            Some(dead.token()),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(crate::storage::meta::RecordError::Fenced)),
+        "{stale:?}"
+    );
 }

@@ -355,20 +355,17 @@ async fn crash_between_data_write_and_commit_reports_the_committed_offset() {
         let f = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
         f.write_all_at(&[0xEE; 100], 150).unwrap();
     }
-    // An orphan data file (record never written) is collected at start-up.
-    std::fs::write(
-        e.dir
-            .path()
-            .join("data/.xferd-sessions/0123456789abcdef0123456789abcdef.part"),
-        b"x",
-    )
-    .unwrap();
-    let e = e.reopen();
-    assert!(!e
+    // An orphan data file (record never written) survives start-up (it may be another
+    // instance's creation in progress) and is collected once orphaned for the grace period.
+    let orphan = e
         .dir
         .path()
-        .join("data/.xferd-sessions/0123456789abcdef0123456789abcdef.part")
-        .exists());
+        .join("data/.xferd-sessions/0123456789abcdef0123456789abcdef.part");
+    std::fs::write(&orphan, b"x").unwrap();
+    let e = e.reopen();
+    assert!(orphan.exists(), "a young orphan is kept at start-up");
+    assert_eq!(e.engine.expire(2).await.unwrap(), 0);
+    assert!(orphan.exists());
     let info = e.engine.info(&s.id, 2).await.unwrap();
     assert_eq!(info.offset(), 150, "offset is the committed one");
     e.engine
@@ -384,6 +381,12 @@ async fn crash_between_data_write_and_commit_reports_the_committed_offset() {
         e.stored("z/x.bin").unwrap(),
         d,
         "garbage past the committed offset is overwritten"
+    );
+    assert!(orphan.exists());
+    e.engine.expire(2 + ORPHAN_GRACE_SECS).await.unwrap();
+    assert!(
+        !orphan.exists(),
+        "an orphan past the grace period is collected"
     );
 }
 

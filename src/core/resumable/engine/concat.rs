@@ -36,7 +36,7 @@ impl Engine {
     }
 
     pub(super) async fn try_concat(&self, id: &str, now: u64) -> Result<Session, SessionError> {
-        let s = self.load(id).await?;
+        let (s, _) = self.load(id).await?;
         let Kind::Final { parts: part_ids } = &s.kind else {
             return Ok(s);
         };
@@ -45,7 +45,7 @@ impl Engine {
         }
         let mut sources = Vec::new();
         for pid in part_ids {
-            let p = self.load(pid).await?;
+            let (p, _) = self.load(pid).await?;
             match (&p.completed, p.length) {
                 (Some(_), Some(len)) => sources.push((pid.clone(), len)),
                 _ => return Ok(s),
@@ -53,21 +53,25 @@ impl Engine {
         }
         let total: u64 = sources.iter().map(|x| x.1).sum();
         if s.signed_size.is_some_and(|x| x != total) {
-            self.remove(id).await?;
+            self.remove(id, None).await?;
             return Err(SessionError::LengthMismatch);
         }
-        let Some(slot) = self.slot(id) else {
-            return Ok(s);
-        };
+        // One concatenation at a time: under the final upload's writer lock, looked at again.
+        let guard = self.take_writer(id).await?;
+        let (current, _) = self.load(id).await?;
+        if current.completed.is_some() {
+            return Ok(current);
+        }
         let parts = self.parts.clone();
         let dest = id.to_string();
         let srcs = sources.clone();
         blocking(move || Ok(parts.concat(&dest, &srcs)?)).await?;
-        self.commit_range(id, &slot, 0, total, Some(total), now)
+        self.commit_range(id, Some(guard.token()), (0, total), Some(total), now)
             .await?;
-        let done = self.finish(id, &slot, now).await?;
+        let done = self.finish(id, Some(&guard), now).await?;
+        drop(guard);
         for (pid, _) in sources {
-            self.remove(&pid).await?;
+            self.remove(&pid, None).await?;
         }
         Ok(done)
     }

@@ -1,8 +1,8 @@
 //! Writes into a session: appends (tus/IETF `PATCH`, under the writer lock, preemptible)
 //! and chunks (HFS, at their own offsets, concurrently), with progress commits, checksums
-//! and the running prefix hash (rules 2 to 4 and 7 of [`super`]).
+//! and the running prefix hash (rules 2 to 4 and 8 of [`super`]).
 
-use super::{blocking, checksum, Engine, Placement, SessionError, Slot, Write};
+use super::{blocking, checksum, Engine, Hash, Placement, SessionError, Write};
 use crate::core::body::BodyStream;
 use crate::core::resumable::session::Session;
 use crate::core::stream::{Digests, Writer};
@@ -18,22 +18,20 @@ impl Engine {
         body: &mut BodyStream,
         now: u64,
     ) -> Result<Session, SessionError> {
-        let Some(slot) = self.slot(id) else {
-            return Err(self.not_in_progress(id, now).await);
+        // The session must exist and be in progress before any state is made for it.
+        if self.info(id, now).await?.completed.is_some() {
+            return Err(SessionError::AlreadyCompleted);
+        }
+        let mut writer_lock = match w.placement {
+            Placement::Append { .. } => Some(self.take_writer(id).await?),
+            Placement::At { .. } => None,
         };
-        let (_writer, mut preempted) = match w.placement {
-            Placement::Append { .. } => {
-                let guard = slot.take_writer().await;
-                let mut rx = slot.preempt.subscribe();
-                rx.mark_unchanged();
-                (Some(guard), Some(rx))
-            }
-            Placement::At { .. } => (None, None),
-        };
+        let fence = writer_lock.as_ref().map(super::Guard::token);
         let s = self.info(id, now).await?;
         if s.completed.is_some() {
             return Err(SessionError::AlreadyCompleted);
         }
+        let hash = self.hash_of(id);
         let (start, expected_len) = match w.placement {
             Placement::Append { offset } => {
                 if offset != s.offset() {
@@ -68,7 +66,7 @@ impl Engine {
         let file = blocking(move || Ok(parts.open_write(&pid)?)).await?;
         // An append that continues the running hash carries it (exclusive: writer lock).
         let mut prefix = match w.placement {
-            Placement::Append { .. } => Some(slot.prefix.lock().await),
+            Placement::Append { .. } => Some(hash.lock().await),
             Placement::At { .. } => None,
         };
         let carry = prefix
@@ -89,10 +87,10 @@ impl Engine {
         let appending = matches!(w.placement, Placement::Append { .. });
         let mut failure: Option<SessionError> = None;
         loop {
-            let next = match preempted.as_mut() {
-                Some(rx) => tokio::select! {
+            let next = match writer_lock.as_mut() {
+                Some(g) => tokio::select! {
                     c = body.next() => c,
-                    _ = rx.changed() => { failure = Some(SessionError::Preempted); break }
+                    _ = g.preempted() => { failure = Some(SessionError::Preempted); break }
                 },
                 None => body.next().await,
             };
@@ -112,7 +110,7 @@ impl Engine {
                         && writer.end() - committed >= self.limits.commit_every
                     {
                         writer.sync().await.map_err(SessionError::from)?;
-                        self.commit_range(id, &slot, committed, writer.end(), None, now)
+                        self.commit_range(id, fence, (committed, writer.end()), None, now)
                             .await?;
                         committed = writer.end();
                     }
@@ -149,7 +147,7 @@ impl Engine {
         }
         let set_len = (w.last && failure.is_none()).then_some(end);
         let s = self
-            .commit_range(id, &slot, committed, end, set_len, now)
+            .commit_range(id, fence, (committed, end), set_len, now)
             .await?;
         match (prefix.as_mut(), digests.sha256) {
             (Some(p), Some(sha)) => {
@@ -159,7 +157,7 @@ impl Engine {
             // An append behind the running hash (after a restart): completion hashes the rest.
             (Some(_), None) => {}
             (None, _) => {
-                self.extend_prefix(id, &slot, s.received.prefix_end())
+                self.extend_prefix(id, &hash, s.received.prefix_end())
                     .await?;
             }
         }
@@ -168,7 +166,7 @@ impl Engine {
             return Err(f);
         }
         if s.data_complete() {
-            return self.finish(id, &slot, now).await;
+            return self.finish(id, writer_lock.as_ref(), now).await;
         }
         Ok(s)
     }
@@ -177,10 +175,10 @@ impl Engine {
     async fn extend_prefix(
         &self,
         id: &str,
-        slot: &Slot,
+        hash: &Hash,
         prefix_end: u64,
     ) -> Result<(), SessionError> {
-        let mut p = slot.prefix.lock().await;
+        let mut p = hash.lock().await;
         if p.upto >= prefix_end {
             return Ok(());
         }
