@@ -302,7 +302,13 @@ async fn handshake_done(method: &Method, ctx: &Ctx) -> bool {
 pub struct DrainAfterResponse;
 
 /// Longest a refused request's body is read and discarded after its response.
-pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+///
+/// 20 s: a client that sees the status stops sending at once (curl, Node, xferd's own
+/// client), so the bound only matters when a client is slow to read its answer - as curl
+/// was on a loaded 2-core CI machine, where 5 s was not enough for it to notice a 413 while
+/// pushing 50 MB and it then failed with error 92. The drain holds no memory; its bytes are
+/// bounded by [`DRAIN_LIMIT`].
+pub const DRAIN_TIME: Duration = Duration::from_secs(20);
 /// Most bytes of a refused request's body read and discarded after its response.
 pub const DRAIN_LIMIT: u64 = 1 << 30;
 
