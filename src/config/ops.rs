@@ -122,3 +122,48 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, LogFormat};
+
+    #[test]
+    fn rate_limit_and_log_sections() {
+        let c = Config::parse(
+            "[rate_limit]\nenabled = true\nuploads_per_minute = 10\ndownloads_per_minute = 0\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nproxy_header = \"forwarded\"\n\
+             [[rate_limit.prefixes]]\npath = \"/upload/bots/\"\nuploads_per_minute = 2\n\
+             [log]\nformat = \"json\"\n",
+            "t.toml",
+        )
+        .unwrap()
+        .config;
+        let l = c.rate_limit.limits();
+        assert!(l.enabled);
+        assert_eq!(
+            (l.upload.per_minute, l.upload.burst),
+            (10, 5),
+            "burst: max(10/2, 5)"
+        );
+        assert_eq!(l.download.per_minute, 0);
+        assert_eq!(l.prefixes.len(), 1);
+        assert_eq!(l.prefixes[0].upload.burst, 5);
+        assert_eq!(c.rate_limit.proxies().trusted.len(), 2);
+        assert_eq!(c.log.format, LogFormat::Json);
+        let d = Config::parse("", "t.toml").unwrap().config;
+        assert!(!d.rate_limit.enabled);
+        assert!(d.rate_limit.exempt.is_empty() && d.rate_limit.trusted_proxies.is_empty());
+        assert_eq!(d.rate_limit.limits().upload.burst, 30);
+        assert_eq!(d.log.format, LogFormat::Text);
+        for bad in [
+            "[log]\nformat = \"xml\"\n",
+            "[rate_limit]\ntrusted_proxies = [\"10.0.0.0/40\"]\n",
+            "[rate_limit]\nproxy_header = \"x-real-ip\"\n",
+            "[rate_limit]\nipv6_prefix = 0\n",
+            "[rate_limit]\nmax_clients = 0\n",
+            "[[rate_limit.prefixes]]\npath = \"upload\"\n",
+        ] {
+            assert!(Config::parse(bad, "t.toml").is_err(), "{bad}");
+        }
+    }
+}

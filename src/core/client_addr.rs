@@ -76,11 +76,15 @@ impl<'de> serde::Deserialize<'de> for Cidr {
 }
 
 fn mask4(a: u32, len: u8) -> u32 {
-    a & u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0)
+    a & u32::MAX
+        .checked_shl(32 - u32::from(len.min(32)))
+        .unwrap_or(0)
 }
 
 fn mask6(a: u128, len: u8) -> u128 {
-    a & u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0)
+    a & u128::MAX
+        .checked_shl(128 - u32::from(len.min(128)))
+        .unwrap_or(0)
 }
 
 /// `ip` with only its first `len` bits kept (IPv4 lengths above 32 mean 32).
@@ -224,7 +228,15 @@ mod tests {
             "10.1.2.3/8".parse::<Cidr>().unwrap(),
             "10.0.0.0/8".parse().unwrap()
         );
-        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "x", "", "10.0.0.0/-1", "1.2.3.4/"] {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "x",
+            "",
+            "10.0.0.0/-1",
+            "1.2.3.4/",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }

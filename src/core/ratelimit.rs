@@ -337,7 +337,9 @@ mod tests {
     fn ipv6_clients_share_their_64() {
         let r = RateLimiter::new(limits(60, 1));
         assert_eq!(r.check(ip("2001:db8:1:2::1"), "/x", UP, at(0.0)), Ok(()));
-        assert!(r.check(ip("2001:db8:1:2::ffff"), "/x", UP, at(0.0)).is_err());
+        assert!(r
+            .check(ip("2001:db8:1:2::ffff"), "/x", UP, at(0.0))
+            .is_err());
         assert_eq!(r.check(ip("2001:db8:1:3::1"), "/x", UP, at(0.0)), Ok(()));
         // IPv4-mapped is the IPv4 client.
         assert_eq!(r.check(ip("192.0.2.9"), "/x", UP, at(0.0)), Ok(()));
@@ -404,10 +406,18 @@ mod tests {
         let wait = r.check(ip("192.0.2.4"), "/upload/def/g", UP, at(0.0));
         assert_eq!(wait, Err(Duration::from_secs(1)));
         // /upload/bots/ has its own bucket, and its own rule.
-        assert_eq!(r.check(ip("192.0.2.5"), "/upload/bots/a", UP, at(0.0)), Ok(()));
-        assert!(r.check(ip("192.0.2.6"), "/upload/bots/b", UP, at(0.0)).is_err());
+        assert_eq!(
+            r.check(ip("192.0.2.5"), "/upload/bots/a", UP, at(0.0)),
+            Ok(())
+        );
+        assert!(r
+            .check(ip("192.0.2.6"), "/upload/bots/b", UP, at(0.0))
+            .is_err());
         // Downloads under the prefix are unlimited there (but still per client).
-        assert_eq!(r.check(ip("192.0.2.4"), "/upload/abc/f", DOWN, at(0.0)), Ok(()));
+        assert_eq!(
+            r.check(ip("192.0.2.4"), "/upload/abc/f", DOWN, at(0.0)),
+            Ok(())
+        );
         // Outside the prefixes only the client bucket counts.
         assert_eq!(r.check(ip("192.0.2.4"), "/other/x", UP, at(0.0)), Ok(()));
     }
