@@ -57,7 +57,8 @@ pub struct Settings {
     pub parallel_streams: u64,
     /// `[rate_limit]` buckets and exemptions.
     pub rate_limit: ratelimit::Limits,
-    /// `rate_limit.trusted_proxies`: who may name the client in a forwarding header.
+    /// `rate_limit.trusted_proxies`: who may name the client in a forwarding header (at
+    /// start; the rate limiter holds the ones in force).
     pub proxies: client_addr::Proxies,
 }
 
@@ -158,7 +159,10 @@ impl Core {
         resilience: retry::Resilience,
     ) -> Core {
         Core {
-            rate_limiter: ratelimit::RateLimiter::new(settings.rate_limit.clone()),
+            rate_limiter: ratelimit::RateLimiter::new(
+                settings.rate_limit.clone(),
+                settings.proxies.clone(),
+            ),
             settings,
             keys,
             storage,
@@ -181,7 +185,7 @@ impl Core {
     ) -> Response<Body> {
         ctx.user_agent = head.headers.get(http::header::USER_AGENT).cloned();
         // The one place the client's address is decided (profiles, session counts, limits).
-        ctx.peer = self.settings.proxies.client(ctx.peer, &head.headers);
+        ctx.peer = self.rate_limiter.client(ctx.peer, &head.headers);
         // Fused: handlers and the drain below may poll a body after it ended.
         let mut body: BodyStream = Box::pin(futures_util::StreamExt::fuse(body));
         let early = !handshake_done(&head.method, &ctx).await;

@@ -21,12 +21,12 @@
 //! used bucket is dropped (its client starts again with a full bucket). A bucket costs about
 //! 100 bytes, so the default 100 000 is about 20 MB for both directions.
 
-use super::client_addr::{mask, Cidr};
+use super::client_addr::{mask, Cidr, Proxies};
 use super::telemetry::Direction;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 /// A bucket's refill rate and size. `per_minute == 0` means unlimited.
@@ -177,28 +177,52 @@ struct State {
     prefixes: Table<(usize, bool)>,
 }
 
-/// The rate limiter: the settings and the buckets.
+impl State {
+    fn new(limits: &Limits) -> State {
+        let cap = limits.max_clients;
+        State {
+            upload: Table::new(cap),
+            download: Table::new(cap),
+            prefixes: Table::new(limits.prefixes.len().saturating_mul(2)),
+        }
+    }
+}
+
+/// The rate limiter: the settings, the trusted proxies and the buckets; the settings can be
+/// replaced while requests run ([`RateLimiter::reload`]).
 pub struct RateLimiter {
-    limits: Limits,
+    conf: RwLock<Arc<(Limits, Proxies)>>,
     state: Mutex<State>,
 }
 
 impl RateLimiter {
-    pub fn new(limits: Limits) -> RateLimiter {
-        let cap = limits.max_clients;
-        let rules = limits.prefixes.len().saturating_mul(2);
+    pub fn new(limits: Limits, proxies: Proxies) -> RateLimiter {
         RateLimiter {
-            state: Mutex::new(State {
-                upload: Table::new(cap),
-                download: Table::new(cap),
-                prefixes: Table::new(rules),
-            }),
-            limits,
+            state: Mutex::new(State::new(&limits)),
+            conf: RwLock::new(Arc::new((limits, proxies))),
         }
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    fn conf(&self) -> Arc<(Limits, Proxies)> {
+        self.conf.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The settings in force.
+    pub fn limits(&self) -> Limits {
+        self.conf().0.clone()
+    }
+
+    /// New settings; every bucket starts full again.
+    pub fn reload(&self, limits: Limits, proxies: Proxies) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state = State::new(&limits);
+        *self.conf.write().unwrap_or_else(|e| e.into_inner()) = Arc::new((limits, proxies));
+    }
+
+    /// The client's address (see [`super::client_addr`]) under the trusted proxies in force.
+    pub fn client(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        let conf = self.conf();
+        conf.1.client(peer, headers)
     }
 
     /// Takes a token for a request of `client` to `path`; `Err(wait)` when a bucket is empty
@@ -210,7 +234,8 @@ impl RateLimiter {
         dir: Direction,
         now: SystemTime,
     ) -> Result<(), Duration> {
-        let l = &self.limits;
+        let conf = self.conf();
+        let l = &conf.0;
         if !l.enabled || l.exempt.iter().any(|c| c.contains(client)) {
             return Ok(());
         }
@@ -302,7 +327,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill_at_the_rate() {
-        let r = RateLimiter::new(limits(60, 3));
+        let r = RateLimiter::new(limits(60, 3), Proxies::default());
         let a = ip("192.0.2.1");
         for _ in 0..3 {
             assert_eq!(r.check(a, "/x", UP, at(0.0)), Ok(()));
@@ -321,7 +346,7 @@ mod tests {
 
     #[test]
     fn clients_and_directions_are_separate() {
-        let r = RateLimiter::new(limits(60, 1));
+        let r = RateLimiter::new(limits(60, 1), Proxies::default());
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         assert_eq!(r.check(a, "/x", UP, at(0.0)), Ok(()));
         assert!(r.check(a, "/x", UP, at(0.0)).is_err());
@@ -335,7 +360,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_share_their_64() {
-        let r = RateLimiter::new(limits(60, 1));
+        let r = RateLimiter::new(limits(60, 1), Proxies::default());
         assert_eq!(r.check(ip("2001:db8:1:2::1"), "/x", UP, at(0.0)), Ok(()));
         assert!(r
             .check(ip("2001:db8:1:2::ffff"), "/x", UP, at(0.0))
@@ -350,7 +375,7 @@ mod tests {
     fn exempt_blocks_and_disabled() {
         let mut l = limits(60, 1);
         l.exempt = vec!["10.0.0.0/8".parse().unwrap()];
-        let r = RateLimiter::new(l.clone());
+        let r = RateLimiter::new(l.clone(), Proxies::default());
         for _ in 0..100 {
             assert_eq!(r.check(ip("10.2.3.4"), "/x", UP, at(0.0)), Ok(()));
         }
@@ -358,7 +383,7 @@ mod tests {
         assert_eq!(r.check(ip("127.0.0.1"), "/x", UP, at(0.0)), Ok(()));
         assert!(r.check(ip("127.0.0.1"), "/x", UP, at(0.0)).is_err());
         l.enabled = false;
-        let off = RateLimiter::new(l);
+        let off = RateLimiter::new(l, Proxies::default());
         for _ in 0..100 {
             assert_eq!(off.check(ip("127.0.0.1"), "/x", UP, at(0.0)), Ok(()));
         }
@@ -369,7 +394,7 @@ mod tests {
     fn unlimited_direction_tracks_nothing() {
         let mut l = limits(60, 1);
         l.download = Rate::default();
-        let r = RateLimiter::new(l);
+        let r = RateLimiter::new(l, Proxies::default());
         for _ in 0..100 {
             assert_eq!(r.check(ip("192.0.2.1"), "/x", DOWN, at(0.0)), Ok(()));
         }
@@ -397,7 +422,7 @@ mod tests {
                 download: Rate::default(),
             },
         ];
-        let r = RateLimiter::new(l);
+        let r = RateLimiter::new(l, Proxies::default());
         // Three different clients share /upload/'s 3 tokens.
         for i in 1..=3 {
             let a = ip(&format!("192.0.2.{i}"));
@@ -433,7 +458,7 @@ mod tests {
             },
             download: Rate::default(),
         }];
-        let r = RateLimiter::new(l);
+        let r = RateLimiter::new(l, Proxies::default());
         let a = ip("192.0.2.1");
         assert_eq!(r.check(a, "/p/1", UP, at(0.0)), Ok(()));
         // The prefix bucket is empty: refused, and the client's second token stays.
@@ -447,7 +472,7 @@ mod tests {
     fn flood_of_addresses_is_bounded() {
         let mut l = limits(60, 1);
         l.max_clients = 100;
-        let r = RateLimiter::new(l);
+        let r = RateLimiter::new(l, Proxies::default());
         for i in 0..10_000u32 {
             let a = IpAddr::from((0xC000_0000u32 + i).to_be_bytes());
             assert_eq!(r.check(a, "/x", UP, at(0.0)), Ok(()));
@@ -464,7 +489,7 @@ mod tests {
 
     #[test]
     fn idle_buckets_are_dropped() {
-        let r = RateLimiter::new(limits(60, 1));
+        let r = RateLimiter::new(limits(60, 1), Proxies::default());
         for i in 0..50u32 {
             let a = IpAddr::from((0xC000_0000u32 + i).to_be_bytes());
             assert_eq!(r.check(a, "/x", UP, at(0.0)), Ok(()));
@@ -480,11 +505,37 @@ mod tests {
 
     #[test]
     fn clock_going_back_does_not_panic_or_refill() {
-        let r = RateLimiter::new(limits(60, 1));
+        let r = RateLimiter::new(limits(60, 1), Proxies::default());
         let a = ip("192.0.2.1");
         assert_eq!(r.check(a, "/x", UP, at(10.0)), Ok(()));
         assert!(r.check(a, "/x", UP, at(0.0)).is_err());
         assert!(r.check(a, "/x", UP, at(10.5)).is_err());
         assert_eq!(r.check(a, "/x", UP, at(11.0)), Ok(()));
+    }
+
+    #[test]
+    fn reload_replaces_limits_and_proxies() {
+        let r = RateLimiter::new(limits(60, 1), Proxies::default());
+        let a = ip("192.0.2.1");
+        assert_eq!(r.check(a, "/x", UP, at(0.0)), Ok(()));
+        assert!(r.check(a, "/x", UP, at(0.0)).is_err());
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        assert_eq!(r.client(ip("127.0.0.1"), &h), ip("127.0.0.1"));
+        let proxies = Proxies {
+            trusted: vec!["127.0.0.1".parse().unwrap()],
+            header: Default::default(),
+        };
+        r.reload(limits(60, 3), proxies);
+        assert_eq!(r.limits().upload.burst, 3);
+        assert_eq!(r.client(ip("127.0.0.1"), &h), ip("198.51.100.1"));
+        for _ in 0..3 {
+            assert_eq!(r.check(a, "/x", UP, at(0.0)), Ok(()));
+        }
+        assert!(r.check(a, "/x", UP, at(0.0)).is_err());
+        let mut off = limits(60, 1);
+        off.enabled = false;
+        r.reload(off, Proxies::default());
+        assert_eq!(r.check(a, "/x", UP, at(0.0)), Ok(()));
     }
 }
