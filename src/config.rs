@@ -14,9 +14,11 @@ use std::time::Duration;
 
 mod fields;
 pub mod hfs;
+mod ops;
 mod overrides;
 
 pub use hfs::{HfsCompat, KeyClass, KeyReport};
+pub use ops::{LogConfig, LogFormat, PrefixLimitConfig, RateLimitConfig};
 pub use overrides::Overrides;
 
 /// A configuration problem, always naming the key or file concerned.
@@ -45,6 +47,8 @@ pub struct Config {
     pub performance: PerformanceConfig,
     pub streaming: StreamingConfig,
     pub metrics: MetricsConfig,
+    pub rate_limit: RateLimitConfig,
+    pub log: LogConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,
@@ -506,6 +510,16 @@ impl Config {
         }
         if self.server.path_prefix.contains("..") || self.server.path_prefix.contains('\\') {
             return bad("server.path_prefix", "must not contain `..` or `\\`");
+        }
+        let rl = &self.rate_limit;
+        if !(1..=128).contains(&rl.ipv6_prefix) {
+            return bad("rate_limit.ipv6_prefix", "must be between 1 and 128");
+        }
+        if rl.max_clients == 0 {
+            return bad("rate_limit.max_clients", "must be at least 1");
+        }
+        if rl.prefixes.iter().any(|p| !p.path.starts_with('/')) {
+            return bad("rate_limit.prefixes", "each `path` must start with `/`");
         }
         Ok(())
     }

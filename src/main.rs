@@ -8,6 +8,9 @@ use std::time::{Duration, SystemTime};
 use xferd::config::{parse_duration, Config};
 use xferd::core::auth::{message_for, Keys, Scheme};
 
+mod logging;
+mod reload;
+
 #[derive(Parser)]
 #[command(
     name = "xferd",
@@ -293,19 +296,34 @@ enum SchemeArg {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("XFERD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let format = log_format(&cli);
+    logging::init(format);
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if format == xferd::config::LogFormat::Json => {
+            // Every stderr line stays one JSON object.
+            tracing::error!(error = format!("{e:#}"), "xferd: error");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("xferd: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `[log] format` of the config `serve` will run (read ahead, so that the warnings of
+/// loading it are already in that format); text otherwise, and when the file is unreadable
+/// (`run` reports that).
+fn log_format(cli: &Cli) -> xferd::config::LogFormat {
+    match &cli.command {
+        Command::Serve {
+            config: Some(p), ..
+        } => Config::load(p)
+            .map(|l| l.config.log.format)
+            .unwrap_or_default(),
+        _ => xferd::config::LogFormat::Text,
     }
 }
 
@@ -327,7 +345,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, overrides } => {
             let config_path = config;
             let mut config = load(config_path.as_ref())?;
-            config.apply_overrides(&overrides.overrides());
+            let overrides = overrides.overrides();
+            config.apply_overrides(&overrides);
             config.prepare_paths()?;
             limit_malloc_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -336,7 +355,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .max_blocking_threads(64)
                 .build()
                 .context("starting the runtime")?;
-            rt.block_on(serve(config, config_path))
+            rt.block_on(serve(config, config_path, overrides))
         }
         Command::Upload { file, url, client } => {
             let opts = client.options()?;
@@ -588,11 +607,16 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    overrides: xferd::config::Overrides,
+) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM that arrives while the server starts (a supervisor that
     // gives up early, a test that stops it at its first line) shuts it down cleanly
-    // instead of killing it with the default action.
+    // instead of killing it with the default action. SIGHUP likewise: reload, never die.
     let signals = shutdown_signals();
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let server = xferd::server::start(config).await?;
     let port = server.addr.port();
     println!(
@@ -619,13 +643,23 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         (None, _) => println!("secret: configured (security.secret)"),
     }
     let config_arg = config_path
+        .as_ref()
         .map(|p| format!(" --config {}", shell_quote(&p.display().to_string())))
         .unwrap_or_default();
     println!(
         "try:  URL=$(xferd sign{config_arg} --path demo/hello.txt)  &&  curl -k -T README.md \
          \"$URL\"  &&  curl -k https://localhost:{port}/demo/hello.txt"
     );
-    wait_for_signal(signals).await;
+    let stop = wait_for_signal(signals);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = reload::next_hangup(&mut hangups) => {
+                reload::reload(&server.core, config_path.as_deref(), &overrides);
+            }
+        }
+    }
     println!("shutting down: finishing in-flight transfers");
     server.shutdown().await;
     Ok(())

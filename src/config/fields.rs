@@ -5,6 +5,7 @@ use super::{
     Config, DownloadsConfig, MetricsConfig, PerformanceConfig, ResumableConfig, SecurityConfig,
     ServerConfig, StreamingConfig, TlsConfig,
 };
+use super::{LogConfig, RateLimitConfig};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// The field names serde would accept for `T`, captured from `deserialize_struct`.
@@ -32,6 +33,8 @@ pub(super) fn keys(section: &str) -> Option<&'static [&'static str]> {
         "performance" => fields_of::<PerformanceConfig>(),
         "streaming" => fields_of::<StreamingConfig>(),
         "metrics" => fields_of::<MetricsConfig>(),
+        "rate_limit" => fields_of::<RateLimitConfig>(),
+        "log" => fields_of::<LogConfig>(),
         _ => return None,
     })
 }

@@ -77,10 +77,11 @@ impl Scheme {
     }
 }
 
-/// The shared secrets: the current one first, then the previous ones (rotation).
+/// The shared secrets: the current one first, then the previous ones (rotation). Clones
+/// share the secrets, which [`Keys::replace`] swaps (SIGHUP reload).
 #[derive(Clone)]
 pub struct Keys {
-    keys: Vec<Vec<u8>>,
+    keys: std::sync::Arc<std::sync::RwLock<Vec<Vec<u8>>>>,
     path_only_compat: bool,
     /// Longest accepted v3 validity (`expires - now`), in seconds.
     max_lifetime_secs: u64,
@@ -88,7 +89,7 @@ pub struct Keys {
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Keys({} keys, redacted)", self.keys.len())
+        write!(f, "Keys({} keys, redacted)", self.secrets().len())
     }
 }
 
@@ -155,10 +156,22 @@ impl Keys {
         let mut keys = vec![current.as_bytes().to_vec()];
         keys.extend(previous.iter().map(|k| k.as_bytes().to_vec()));
         Keys {
-            keys,
+            keys: std::sync::Arc::new(std::sync::RwLock::new(keys)),
             path_only_compat,
             max_lifetime_secs: DEFAULT_MAX_URL_LIFETIME_SECS,
         }
+    }
+
+    /// Replaces the secrets (for every clone); URLs signed with the old ones stop verifying
+    /// unless `previous` keeps them.
+    pub fn replace(&self, current: &str, previous: &[String]) {
+        let mut keys = vec![current.as_bytes().to_vec()];
+        keys.extend(previous.iter().map(|k| k.as_bytes().to_vec()));
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    fn secrets(&self) -> std::sync::RwLockReadGuard<'_, Vec<Vec<u8>>> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets the longest accepted v3 validity (`security.max_url_lifetime`).
@@ -233,7 +246,7 @@ impl Keys {
     fn any_key_verifies(&self, message: &[u8], tag: &[u8]) -> bool {
         // Every key is tried (no early exit), so timing does not reveal which key matched.
         let mut ok = false;
-        for key in &self.keys {
+        for key in self.secrets().iter() {
             ok |= mac(key, message).verify_slice(tag).is_ok();
         }
         ok
@@ -241,7 +254,8 @@ impl Keys {
 
     /// Mints a hex MAC with the current key (for `xferd sign` and tests).
     pub fn sign(&self, message: &[u8]) -> String {
-        let key = self.keys.first().map(Vec::as_slice).unwrap_or_default();
+        let keys = self.secrets();
+        let key = keys.first().map(Vec::as_slice).unwrap_or_default();
         hex::encode(mac(key, message).finalize().into_bytes())
     }
 }

@@ -48,6 +48,16 @@ pub enum CoreError {
     /// whole wait; not a storage failure.
     #[error("the server's buffer memory is exhausted; try again shortly")]
     BuffersExhausted,
+    /// A `[rate_limit]` bucket of this client or path is empty; a token is back after this
+    /// long. The client's doing, not a storage failure.
+    #[error("too many requests; try again in {}s", retry_after_secs(.0))]
+    RateLimited(std::time::Duration),
+}
+
+/// Whole seconds to wait, rounded up, at least 1 (`Retry-After`).
+pub fn retry_after_secs(wait: &std::time::Duration) -> u64 {
+    let s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    s.max(1)
 }
 
 impl CoreError {
@@ -77,6 +87,7 @@ impl CoreError {
             CoreError::TooEarly => "too_early",
             CoreError::PathConflict => "path_conflict",
             CoreError::BuffersExhausted => "buffers_exhausted",
+            CoreError::RateLimited(_) => "rate_limited",
         }
     }
 }
@@ -106,6 +117,7 @@ pub const ALL_CODES: &[&str] = &[
     "signature_lifetime_exceeded",
     "path_conflict",
     "buffers_exhausted",
+    "rate_limited",
     // Session errors (tus, IETF, HFS uploads).
     "upload_not_found",
     "upload_gone",
@@ -175,7 +187,8 @@ mod tests {
             | CoreError::TooEarly
             | CoreError::Unavailable(_)
             | CoreError::PathConflict
-            | CoreError::BuffersExhausted => {}
+            | CoreError::BuffersExhausted
+            | CoreError::RateLimited(_) => {}
         }
     }
 
@@ -275,9 +288,18 @@ mod tests {
             CoreError::Unavailable(std::time::Duration::from_secs(1)),
             CoreError::PathConflict,
             CoreError::BuffersExhausted,
+            CoreError::RateLimited(std::time::Duration::from_millis(1500)),
         ];
         all.extend(sessions.into_iter().map(CoreError::Session));
         all
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        use std::time::Duration;
+        assert_eq!(retry_after_secs(&Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(&Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(&Duration::ZERO), 1);
     }
 
     #[test]

@@ -9,11 +9,13 @@ pub mod adaptive;
 pub mod auth;
 pub mod body;
 pub mod buffers;
+pub mod client_addr;
 pub mod download;
 pub mod error;
 pub mod path;
 pub mod profiles;
 pub mod range;
+pub mod ratelimit;
 pub mod readings;
 pub mod response;
 pub mod resumable;
@@ -53,6 +55,11 @@ pub struct Settings {
     pub metrics_route: bool,
     /// Concurrent chunk streams advised to chunked-upload clients (1 without multiplexing).
     pub parallel_streams: u64,
+    /// `[rate_limit]` buckets and exemptions.
+    pub rate_limit: ratelimit::Limits,
+    /// `rate_limit.trusted_proxies`: who may name the client in a forwarding header (at
+    /// start; the rate limiter holds the ones in force).
+    pub proxies: client_addr::Proxies,
 }
 
 impl Settings {
@@ -77,6 +84,8 @@ impl Settings {
             } else {
                 1
             },
+            rate_limit: c.rate_limit.limits(),
+            proxies: c.rate_limit.proxies(),
         }
     }
 }
@@ -90,6 +99,7 @@ pub struct Core {
     pub engine: resumable::Engine,
     pub adaptive: Arc<adaptive::Adaptive>,
     pub resilience: retry::Resilience,
+    pub rate_limiter: ratelimit::RateLimiter,
 }
 
 /// Sends informational (1xx) responses where the transport can (HTTP/3 here).
@@ -149,6 +159,10 @@ impl Core {
         resilience: retry::Resilience,
     ) -> Core {
         Core {
+            rate_limiter: ratelimit::RateLimiter::new(
+                settings.rate_limit.clone(),
+                settings.proxies.clone(),
+            ),
             settings,
             keys,
             storage,
@@ -170,11 +184,15 @@ impl Core {
         mut ctx: Ctx,
     ) -> Response<Body> {
         ctx.user_agent = head.headers.get(http::header::USER_AGENT).cloned();
+        // The one place the client's address is decided (profiles, session counts, limits).
+        ctx.peer = self.rate_limiter.client(ctx.peer, &head.headers);
         // Fused: handlers and the drain below may poll a body after it ended.
         let mut body: BodyStream = Box::pin(futures_util::StreamExt::fuse(body));
         let early = !handshake_done(&head.method, &ctx).await;
         let result = if early {
             Err(CoreError::TooEarly)
+        } else if let Err(e) = self.admit(&head, &ctx) {
+            Err(e)
         } else {
             self.route(&head, &mut body, &ctx).await
         };
@@ -214,6 +232,21 @@ impl Core {
         }
         response::add_common(resp.headers_mut());
         resp
+    }
+
+    /// The `[rate_limit]` check: uploads (PUT, POST, PATCH, DELETE) and downloads (GET,
+    /// HEAD) take a token; OPTIONS, `/health` and `/metrics` are not limited.
+    fn admit(&self, head: &http::request::Parts, ctx: &Ctx) -> Result<(), CoreError> {
+        let path = head.uri.path();
+        let dir = match head.method {
+            _ if path == "/health" || path == "/metrics" => return Ok(()),
+            Method::GET | Method::HEAD => Direction::Download,
+            Method::PUT | Method::POST | Method::PATCH | Method::DELETE => Direction::Upload,
+            _ => return Ok(()),
+        };
+        self.rate_limiter
+            .check(ctx.peer, path, dir, ctx.now)
+            .map_err(CoreError::RateLimited)
     }
 
     async fn route(

@@ -48,6 +48,7 @@ pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
         CoreError::Session(e) => session_status(e),
         CoreError::PathConflict => StatusCode::CONFLICT,
         CoreError::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -103,6 +104,12 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
     ) {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    if let CoreError::RateLimited(wait) = err {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::error::retry_after_secs(wait)),
+        );
     }
     if let CoreError::Unavailable(wait) = err {
         resp.headers_mut().insert(
@@ -216,5 +223,14 @@ mod tests {
             Body::Full(b) => assert!(!String::from_utf8_lossy(b).contains("/secret")),
             _ => panic!("error bodies are in memory"),
         }
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_retry_after() {
+        let e = CoreError::RateLimited(std::time::Duration::from_millis(2100));
+        let r = error(&e, StatusCode::FORBIDDEN);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(r.extensions().get(), Some(&ErrorCode("rate_limited")));
     }
 }

@@ -28,7 +28,6 @@ pub struct HfsCompat {
     pub redis_enabled: bool,
     pub redis_addr: Option<String>,
     pub quotas_enabled: bool,
-    pub rate_limit_enabled: bool,
     pub audit_enabled: bool,
     pub admin_enabled: bool,
     pub metadata_enabled: bool,
@@ -54,7 +53,6 @@ impl std::fmt::Debug for HfsCompat {
             .field("clamav_enabled", &self.clamav_enabled)
             .field("redis_enabled", &self.redis_enabled)
             .field("quotas_enabled", &self.quotas_enabled)
-            .field("rate_limit_enabled", &self.rate_limit_enabled)
             .field("audit_enabled", &self.audit_enabled)
             .field("admin_enabled", &self.admin_enabled)
             .field("metadata_enabled", &self.metadata_enabled)
@@ -147,7 +145,6 @@ fn fill(c: &mut HfsCompat) -> Result<(), ConfigError> {
     c.redis_enabled = flag("redis.redisenabled")?;
     c.redis_addr = text("redis.redisaddr")?;
     c.quotas_enabled = flag("quotas.enabled")?;
-    c.rate_limit_enabled = flag("rate_limit.enabled")?;
     c.audit_enabled = flag("audit.enabled")?;
     c.admin_enabled = flag("admin.enabled")?;
     c.metadata_enabled = flag("metadata.enabled")?;

@@ -51,12 +51,10 @@ const R37: &str = "HFS 3.4 ignores the whole [performance] section";
 const R38: &str = "HFS 3.4 ignores the whole [queue] section";
 const R39: &str =
     "not implemented yet (quotas; HFS 3.4 applies them to Bearer-token POST /upload only)";
-const R40: &str =
-    "not implemented yet (rate limits; HFS 3.4 trusts X-Forwarded-For, so its limit is bypassable)";
 const R41: &str = "not implemented yet (Redis; xferd keeps sessions on disk)";
 const R42: &str = "not implemented yet";
 const R43: &str = "JWT is not implemented: xferd verifies v, v2, token and v3 HMAC URLs";
-const R44: &str = "unsafe: xferd never trusts X-Forwarded-For (HFS 3.4 ignores this key)";
+const R44: &str = "unsafe as HFS means it: xferd believes X-Forwarded-For/Forwarded only from rate_limit.trusted_proxies (HFS 3.4 ignores this key)";
 const R45: &str = "HFS 3.4 ignores this key (it reads `autoadjustworkers`)";
 const R46: &str = "replaced by xferd's async runtime (no worker pool or queue)";
 const R47: &str = "not implemented (nothing is deleted on exit)";
@@ -98,6 +96,9 @@ const R80: &str = "HFS 3.4 validates it but never uses it; not implemented";
 const R81: &str = "HFS 3.4 ignores this key (it reads `numworkers`)";
 const R82: &str = "HFS 3.4 ignores this key (it reads `uploadqueuesize`)";
 const R83: &str = "HFS 3.4 ignores the whole [xmpp] section";
+const R84: &str = "xferd always limits per client address (IPv6 per rate_limit.ipv6_prefix)";
+const R85: &str = "not implemented: HFS takes the JID from client-set headers (X-User-JID, ?user=), which anyone can forge";
+const R86: &str = "xferd drops idle buckets as requests arrive, bounded by rate_limit.max_clients";
 
 /// `section.key` (lower case) -> what xferd does with it; sorted, for binary search.
 pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
@@ -395,14 +396,18 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("quotas.default", Keep(R39)),
     ("quotas.enabled", Keep(R39)),
     ("quotas.tracking", Keep(R39)),
-    ("rate_limit.burst_size", Keep(R40)),
-    ("rate_limit.by_ip", Keep(R40)),
-    ("rate_limit.by_jid", Keep(R40)),
-    ("rate_limit.cleanup_interval", Keep(R40)),
-    ("rate_limit.enabled", Keep(R40)),
-    ("rate_limit.requests_per_minute", Keep(R40)),
-    ("rate_limit.whitelisted_ips", Keep(R40)),
-    ("rate_limit.whitelisted_jids", Keep(R40)),
+    // HFS limits uploads only, so its rate is xferd's upload rate; `enabled` is an xferd key.
+    ("rate_limit.burst_size", Map("rate_limit.upload_burst")),
+    ("rate_limit.by_ip", Keep(R84)),
+    ("rate_limit.by_jid", Keep(R85)),
+    ("rate_limit.cleanup_interval", Keep(R86)),
+    ("rate_limit.enabled", Map("rate_limit.enabled")),
+    (
+        "rate_limit.requests_per_minute",
+        Map("rate_limit.uploads_per_minute"),
+    ),
+    ("rate_limit.whitelisted_ips", Map("rate_limit.exempt")),
+    ("rate_limit.whitelisted_jids", Keep(R85)),
     ("redis.address", Keep(R8)),
     ("redis.database", Keep(R8)),
     ("redis.db", Keep(R8)),

@@ -267,3 +267,45 @@ fn sections_match_case_insensitively_and_whole_addresses_are_checked() {
     let err = parse("[server]\nlisten_address = \"localhost:8080\"\n").unwrap_err();
     assert!(err.to_string().contains("server.listen_address"), "{err}");
 }
+
+#[test]
+fn hfs_rate_limit_section_is_applied_to_uploads() {
+    let loaded = parse(
+        "[server]\nlisten_address = \"8080\"\n[rate_limit]\nenabled = true\n\
+         requests_per_minute = 30\nburst_size = 7\nwhitelisted_ips = [\"10.0.0.0/8\", \"192.0.2.1\"]\n\
+         by_ip = true\nby_jid = true\nwhitelisted_jids = [\"a@b\"]\ncleanup_interval = \"5m\"\n",
+    )
+    .unwrap();
+    let rl = &loaded.config.rate_limit;
+    assert!(rl.enabled);
+    assert_eq!((rl.uploads_per_minute, rl.upload_burst), (30, 7));
+    assert_eq!(rl.exempt.len(), 2);
+    assert!(rl.exempt[0].contains("10.9.8.7".parse().unwrap()));
+    // HFS does not limit downloads; xferd's own default applies to them.
+    assert_eq!(rl.downloads_per_minute, 600);
+    assert_eq!(
+        class_of(&loaded, "rate_limit.enabled"),
+        Some(KeyClass::Xferd)
+    );
+    for k in [
+        "rate_limit.requests_per_minute",
+        "rate_limit.burst_size",
+        "rate_limit.whitelisted_ips",
+    ] {
+        assert_eq!(class_of(&loaded, k), Some(KeyClass::Mapped), "{k}");
+    }
+    for k in [
+        "rate_limit.by_ip",
+        "rate_limit.by_jid",
+        "rate_limit.whitelisted_jids",
+        "rate_limit.cleanup_interval",
+    ] {
+        assert_eq!(class_of(&loaded, k), Some(KeyClass::Accepted), "{k}");
+    }
+    // An entry that is no address is an error naming the key.
+    let err = parse("[rate_limit]\nwhitelisted_ips = [\"localhost\"]\n").unwrap_err();
+    assert!(err.to_string().contains("exempt"), "{err}");
+    // Both spellings of one key conflict.
+    let err = parse("[rate_limit]\nrequests_per_minute = 1\nuploads_per_minute = 2\n").unwrap_err();
+    assert!(err.to_string().contains("requests_per_minute"), "{err}");
+}
