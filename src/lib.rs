@@ -21,6 +21,9 @@
 //!     [`core::buffers`]: the adaptive engine (connection readings -> buffer and chunk
 //!     sizes, client history, the buffer pool).
 //!   - [`core::retry`]: retry, backoff and circuit breaking for storage.
+//!   - [`core::ratelimit`]: token buckets per client and per path prefix (`[rate_limit]`).
+//!   - [`core::client_addr`]: the client address, from forwarding headers of trusted proxies
+//!     only.
 //!   - [`core::telemetry`]: the events the core reports (no Prometheus in the core).
 //! - [`metrics`]: Prometheus registry and `/metrics`.
 //! - [`storage`]: the storage trait's local-filesystem implementation (temp file, fsync,
