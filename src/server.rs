@@ -230,7 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         telemetry,
     );
     let core = Arc::new(Core::new(
-        Settings::from_config(&config),
+        core_settings(&config),
         keys,
         storage,
         engine,
@@ -415,5 +415,30 @@ async fn collect_expired(
             Ok(n) => tracing::info!(count = n, "collected expired upload sessions"),
             Err(e) => tracing::warn!(error = %e, "collecting expired sessions failed"),
         }
+    }
+}
+
+/// The core's settings from the configuration (the one place that maps them).
+pub fn core_settings(c: &Config) -> Settings {
+    Settings {
+        prefix: c.normalized_prefix(),
+        max_upload_size: c.server.max_upload_size,
+        allowed_extensions: c.server.allowed_extensions.clone(),
+        auth_failure_status: http::StatusCode::from_u16(c.security.auth_failure_status)
+            .unwrap_or(http::StatusCode::FORBIDDEN),
+        allowed_clock_skew: c.security.allowed_clock_skew,
+        require_download_signature: c.downloads.require_signature,
+        max_ranges: c.downloads.max_ranges,
+        tus_path: c.resumable.tus_path.clone(),
+        ietf_path: c.resumable.ietf_path.clone(),
+        form_upload_dir: c.resumable.form_upload_dir.trim_matches('/').to_string(),
+        compat_hfs_x_signature: c.security.compat_hfs_x_signature,
+        range_requests: c.streaming.range_requests,
+        metrics_route: c.metrics.enabled && c.metrics.listen.is_none(),
+        parallel_streams: if c.streaming.connection_multiplexing {
+            4
+        } else {
+            1
+        },
     }
 }

@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 pub use telemetry::{Direction, Protocol, Telemetry};
 
-/// The core's settings, derived from the configuration.
+/// The core's settings (the server derives them from the configuration: the core does not
+/// know `config`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Path prefix without slashes at the ends (`upload`), or empty.
@@ -53,32 +54,6 @@ pub struct Settings {
     pub metrics_route: bool,
     /// Concurrent chunk streams advised to chunked-upload clients (1 without multiplexing).
     pub parallel_streams: u64,
-}
-
-impl Settings {
-    pub fn from_config(c: &crate::config::Config) -> Settings {
-        Settings {
-            prefix: c.normalized_prefix(),
-            max_upload_size: c.server.max_upload_size,
-            allowed_extensions: c.server.allowed_extensions.clone(),
-            auth_failure_status: StatusCode::from_u16(c.security.auth_failure_status)
-                .unwrap_or(StatusCode::FORBIDDEN),
-            allowed_clock_skew: c.security.allowed_clock_skew,
-            require_download_signature: c.downloads.require_signature,
-            max_ranges: c.downloads.max_ranges,
-            tus_path: c.resumable.tus_path.clone(),
-            ietf_path: c.resumable.ietf_path.clone(),
-            form_upload_dir: c.resumable.form_upload_dir.trim_matches('/').to_string(),
-            compat_hfs_x_signature: c.security.compat_hfs_x_signature,
-            range_requests: c.streaming.range_requests,
-            metrics_route: c.metrics.enabled && c.metrics.listen.is_none(),
-            parallel_streams: if c.streaming.connection_multiplexing {
-                4
-            } else {
-                1
-            },
-        }
-    }
 }
 
 /// The transfer core: settings, keys, storage, the resumable-upload engine, the adaptive

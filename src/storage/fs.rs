@@ -18,7 +18,7 @@
 //! directory left behind costs an inode and exposes nothing (no listings are served).
 
 use super::dirfd::{cstr, os_cstr, Dir, Kind};
-use crate::core::path::RelPath;
+use super::key::Key as RelPath;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -353,7 +353,9 @@ pub(crate) mod test_hook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::path::validate;
+    fn validate(s: &str) -> Result<RelPath, super::super::key::KeyError> {
+        RelPath::parse(s)
+    }
 
     #[tokio::test]
     async fn commit_is_atomic_and_never_overwrites() {

@@ -8,6 +8,7 @@
 
 pub mod dirfd;
 pub mod fs;
+pub mod key;
 pub mod meta;
 pub mod parts;
 

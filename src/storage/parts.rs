@@ -11,7 +11,7 @@
 
 use super::dirfd::{cstr, Dir, Kind};
 use super::fs::{CommitError, FsStorage};
-use crate::core::path::RelPath;
+use super::key::Key as RelPath;
 use sha2::{Digest, Sha256};
 use std::ffi::CString;
 use std::fs::File;
