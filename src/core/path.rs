@@ -24,8 +24,8 @@ pub enum PathError {
     Reserved,
 }
 
-pub use crate::storage::key::{Key as RelPath, MAX_PATH, MAX_SEGMENT, RESERVED_PREFIX};
 use crate::storage::key::{Key, KeyError};
+pub use crate::storage::key::{Key as RelPath, MAX_PATH, MAX_SEGMENT, RESERVED_PREFIX};
 
 impl From<KeyError> for PathError {
     fn from(e: KeyError) -> PathError {

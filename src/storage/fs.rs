@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-const TEMP_PREFIX: &str = ".xferd-tmp-";
+pub(crate) const TEMP_PREFIX: &str = ".xferd-tmp-";
 
 /// What a download needs to know about a stored file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,11 @@ impl FsStorage {
         let root = root.canonicalize()?;
         let dir = Arc::new(Dir::open_path(&root)?);
         Ok(FsStorage { root, dir })
+    }
+
+    /// The root directory's descriptor, shared (the [`super::store::Store`] impl).
+    pub(crate) fn root_arc(&self) -> &Arc<Dir> {
+        &self.dir
     }
 
     pub fn root(&self) -> &Path {
@@ -231,8 +236,12 @@ impl TempFile {
     /// fsyncs `file`, moves it to its final name without overwriting, fsyncs the directory.
     /// Blocking: call from the blocking pool.
     /// On failure the temporary file is removed here (we are on a blocking thread already).
-    pub fn commit_blocking(mut self, file: File) -> Result<(), CommitError> {
+    pub fn commit_blocking(
+        mut self,
+        file: impl std::borrow::Borrow<File>,
+    ) -> Result<(), CommitError> {
         let moved = file
+            .borrow()
             .sync_all()
             .and_then(|()| self.dir.rename_noreplace(&self.tmp, &self.dir, &self.name));
         drop(file);
@@ -304,14 +313,14 @@ pub fn read_at(file: &File, len: usize, offset: u64) -> io::Result<bytes::Bytes>
     Ok(bytes::Bytes::from(buf))
 }
 
-fn is_not_found(e: &io::Error) -> bool {
+pub(crate) fn is_not_found(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
     )
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(f)

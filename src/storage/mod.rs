@@ -8,9 +8,15 @@
 
 pub mod dirfd;
 pub mod fs;
+pub mod fs_store;
 pub mod key;
+pub mod mem;
 pub mod meta;
 pub mod parts;
+pub mod store;
+
+#[cfg(test)]
+mod contract_tests;
 
 pub use fs::{FileMeta, FsStorage, TempFile};
 pub use meta::SessionStore;
