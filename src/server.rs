@@ -232,7 +232,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let core = Arc::new(Core::new(
         core_settings(&config),
         keys,
-        storage,
+        Arc::new(storage),
         engine,
         adaptive,
         resilience,

@@ -23,7 +23,7 @@ pub mod stream;
 pub mod telemetry;
 pub mod upload;
 
-use crate::storage::FsStorage;
+use crate::storage::store::Store;
 use body::{Body, BodyStream};
 use error::CoreError;
 use http::{Method, Response, StatusCode};
@@ -61,7 +61,8 @@ pub struct Settings {
 pub struct Core {
     pub settings: Settings,
     pub keys: auth::Keys,
-    pub storage: FsStorage,
+    /// Where files are stored (the contract: [`crate::storage::store`]).
+    pub storage: Arc<dyn Store>,
     pub engine: resumable::Engine,
     pub adaptive: Arc<adaptive::Adaptive>,
     pub resilience: retry::Resilience,
@@ -118,7 +119,7 @@ impl Core {
     pub fn new(
         settings: Settings,
         keys: auth::Keys,
-        storage: FsStorage,
+        storage: Arc<dyn Store>,
         engine: resumable::Engine,
         adaptive: Arc<adaptive::Adaptive>,
         resilience: retry::Resilience,

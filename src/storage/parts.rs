@@ -11,7 +11,9 @@
 
 use super::dirfd::{cstr, Dir, Kind};
 use super::fs::{CommitError, FsStorage};
+use super::fs_store::FsSink;
 use super::key::Key as RelPath;
+use super::store::Sink;
 use sha2::{Digest, Sha256};
 use std::ffi::CString;
 use std::fs::File;
@@ -58,6 +60,11 @@ impl PartStore {
     /// Opens the data file for positional writes.
     pub fn open_write(&self, id: &str) -> io::Result<File> {
         self.open_file(id, libc::O_WRONLY)
+    }
+
+    /// The data file as a [`Sink`] for positional writes (blocking open).
+    pub fn open_sink(&self, id: &str) -> io::Result<Arc<dyn Sink>> {
+        Ok(Arc::new(FsSink::new(self.open_write(id)?)))
     }
 
     pub fn exists(&self, id: &str) -> bool {

@@ -78,10 +78,7 @@ impl StoreError {
             | StoreError::PathConflict(_)
             | StoreError::NoSpace(_) => false,
             StoreError::Transient(_) => true,
-            StoreError::Other(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
-            ),
+            StoreError::Other(e) => is_backend_failure(e),
         }
     }
 
@@ -106,6 +103,16 @@ pub fn is_path_conflict(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ENOTDIR) | Some(libc::EISDIR) | Some(libc::EEXIST) | Some(libc::ELOOP)
     )
+}
+
+/// Whether an I/O error from a filesystem says the backend is failing (not: missing, taken,
+/// full, or a path conflict).
+pub fn is_backend_failure(e: &io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+    ) && !matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        && !is_path_conflict(e)
 }
 
 /// Whether an I/O error from a filesystem is worth retrying.

@@ -65,7 +65,7 @@ impl Engine {
         }
         let parts = self.parts.clone();
         let pid = id.to_string();
-        let file = blocking(move || Ok(parts.open_write(&pid)?)).await?;
+        let file = blocking(move || Ok(parts.open_sink(&pid)?)).await?;
         // An append that continues the running hash carries it (exclusive: writer lock).
         let mut prefix = match w.placement {
             Placement::Append { .. } => Some(slot.prefix.lock().await),
