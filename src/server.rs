@@ -171,10 +171,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     );
     let engine = tokio::task::spawn_blocking(move || {
         let parts =
-            crate::storage::PartStore::open(&recover_storage).context("opening session data")?;
+            crate::storage::FsParts::open(&recover_storage).context("opening session data")?;
         let sessions = crate::storage::SessionStore::open(&sessions_path)
             .context("opening the session store")?;
-        crate::core::resumable::Engine::open(sessions, parts, limits)
+        crate::core::resumable::Engine::open(sessions, Arc::new(parts), limits)
             .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))
     })
     .await

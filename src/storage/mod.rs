@@ -3,7 +3,8 @@
 //! overwriting; downloads use positional reads; names are resolved beneath the root's
 //! directory descriptor without following links ([`dirfd`]). Object storage comes later
 //! behind the same operations (create temp / write / commit / abort, stat, read at offset).
-//! Resumable uploads keep their bytes in a [`parts::PartStore`] and their records in a
+//! Resumable uploads keep their bytes in a [`store::PartStore`] ([`parts::FsParts`] on the
+//! filesystem) and their records in a
 //! [`meta::SessionStore`].
 
 pub mod dirfd;
@@ -20,4 +21,5 @@ mod contract_tests;
 
 pub use fs::{FileMeta, FsStorage, TempFile};
 pub use meta::SessionStore;
-pub use parts::PartStore;
+pub use parts::FsParts;
+pub use store::PartStore;

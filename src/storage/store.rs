@@ -251,3 +251,66 @@ pub fn read_range(object: Arc<dyn Object>, offset: u64, len: u64, chunk: usize) 
         },
     ))
 }
+
+/// The bytes of resumable uploads in progress, one data object per session id (ids are the
+/// engine's: 32 hex digits). Writes land at a placement (an offset) through the
+/// [`Sink`] of [`PartStore::open_sink`]; [`PartStore::complete`] moves the data to its final
+/// key without overwriting; [`PartStore::abort`] removes it; [`PartStore::list`] enumerates
+/// (start-up recovery).
+///
+/// On a filesystem: one file per session written with `pwrite`, completion a truncate +
+/// fsync + no-overwrite rename. On an object store: a multipart upload per session, a
+/// placement maps to a part number (HFS chunk *n* is part *n*; appends are buffered into
+/// parts of at least [`Capabilities::min_part_size`]), complete = complete-multipart-upload
+/// with a create-only condition, abort = abort-multipart-upload, concatenation =
+/// upload-part-copy (where [`Capabilities::concat`]).
+pub trait PartStore: Send + Sync + std::fmt::Debug {
+    fn capabilities(&self) -> Capabilities;
+    /// Creates the empty data of a new session (durably).
+    fn create(&self, id: &str) -> BoxFuture<'static, Result<()>>;
+    /// Where the session's bytes are written (at offsets; see [`Capabilities::random_write`]).
+    fn open_sink(&self, id: &str) -> BoxFuture<'static, Result<Arc<dyn Sink>>>;
+    /// Whether the session has data.
+    fn exists(&self, id: &str) -> BoxFuture<'static, Result<bool>>;
+    /// Removes the session's data (none is fine).
+    fn abort(&self, id: &str) -> BoxFuture<'static, Result<()>>;
+    /// Appends the first `len` bytes of each source session, in order, to `dest`
+    /// (where [`Capabilities::concat`]).
+    fn concat(&self, dest: &str, sources: Vec<(String, u64)>) -> BoxFuture<'static, Result<()>>;
+    /// `sha` fed with bytes `[from, to)` of the session's data.
+    fn hash_range(
+        &self,
+        id: &str,
+        sha: sha2::Sha256,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'static, Result<sha2::Sha256>>;
+    /// Moves the first `len` bytes to `key`, durably and never overwriting
+    /// ([`StoreError::Exists`]).
+    fn complete(&self, id: &str, len: u64, key: &Key) -> BoxFuture<'static, Result<()>>;
+    /// Whether `key` cannot receive a completed upload (taken, or below a link).
+    fn target_taken(&self, key: &Key) -> BoxFuture<'static, Result<bool>>;
+    /// Ids of every session with data.
+    fn list(&self) -> BoxFuture<'static, Result<Vec<String>>>;
+}
+
+/// Runs `fut` to completion on this thread, parking it between polls: for start-up code
+/// that is itself blocking (recovery, run on the blocking pool) and must call the contract.
+/// Never call it where blocking the thread is wrong (an async task's own thread).
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}

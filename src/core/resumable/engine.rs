@@ -30,9 +30,10 @@
 
 use super::checksum;
 use super::session::{Completed, Kind, Origin, Session};
+use crate::core::error::CoreError;
 use crate::core::path::{self, RelPath};
-use crate::storage::fs::CommitError;
-use crate::storage::{PartStore, SessionStore};
+use crate::storage::meta::SessionStore;
+use crate::storage::store::{block_on, PartStore, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -142,7 +143,7 @@ struct IndexEntry {
 
 pub struct Engine {
     store: Arc<SessionStore>,
-    parts: PartStore,
+    parts: Arc<dyn PartStore>,
     limits: Limits,
     /// Sessions in progress, and only those (created here or found at start-up; removed
     /// when they complete or are removed). A request holds its session's slot by `Arc`, so
@@ -154,6 +155,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means another thread panicked while holding it; the maps stay
     // consistent (every update is a single insert or remove).
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A storage error as the engine reports it (kinds mapped by [`CoreError`]).
+fn stored(e: StoreError) -> SessionError {
+    SessionError::from(CoreError::from(e))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -169,7 +175,7 @@ impl Engine {
     /// whose data file is gone.
     pub fn open(
         store: SessionStore,
-        parts: PartStore,
+        parts: Arc<dyn PartStore>,
         limits: Limits,
     ) -> Result<Engine, SessionError> {
         let store = Arc::new(store);
@@ -181,7 +187,7 @@ impl Engine {
                 store.delete(&id).map_err(std::io::Error::from)?;
                 continue;
             };
-            if s.completed.is_none() && !parts.exists(&id) {
+            if s.completed.is_none() && !block_on(parts.exists(&id)).map_err(stored)? {
                 tracing::warn!(%id, "dropping session whose data file is missing");
                 store.delete(&id).map_err(std::io::Error::from)?;
                 continue;
@@ -191,9 +197,9 @@ impl Engine {
                 index.insert(id, IndexEntry::new(&s.owner, s.reserved(limits.max_length)));
             }
         }
-        for id in parts.list()? {
+        for id in block_on(parts.list()).map_err(stored)? {
             if !with_data.contains(&id) {
-                parts.remove(&id)?;
+                block_on(parts.abort(&id)).map_err(stored)?;
             }
         }
         Ok(Engine {
@@ -289,9 +295,7 @@ impl Engine {
             }
         }
         if new.kind != Kind::Partial {
-            let parts = self.parts.clone();
-            let target = new.target.clone();
-            if blocking(move || Ok(parts.target_exists(&target)?)).await? {
+            if self.parts.target_taken(&new.target).await.map_err(stored)? {
                 return Err(SessionError::TargetExists);
             }
         }
@@ -330,18 +334,14 @@ impl Engine {
             completed: None,
             part_etags: Vec::new(),
         };
-        let parts = self.parts.clone();
-        let pid = id.clone();
         let created = async {
-            blocking(move || Ok(parts.create(&pid)?)).await?;
+            self.parts.create(&id).await.map_err(stored)?;
             self.save(&session).await
         }
         .await;
         if let Err(e) = created {
             lock(&self.index).remove(&id);
-            // File system calls block: on the blocking pool, like every other one here.
-            let (parts, pid) = (self.parts.clone(), id.clone());
-            if let Err(r) = blocking(move || Ok(parts.remove(&pid)?)).await {
+            if let Err(r) = self.parts.abort(&id).await {
                 tracing::warn!(%id, error = %r, "cannot remove the data file of a failed creation");
             }
             return Err(e);
@@ -430,14 +430,12 @@ impl Engine {
                 Prefix::default()
             }
         };
-        let parts = self.parts.clone();
-        let pid = id.to_string();
-        let sha: [u8; 32] = blocking(move || {
-            let mut sha = running.sha;
-            parts.hash_range(&pid, &mut sha, running.upto, len)?;
-            Ok(sha.finalize().into())
-        })
-        .await?;
+        let sha: [u8; 32] = (self.parts)
+            .hash_range(id, running.sha, running.upto, len)
+            .await
+            .map_err(stored)?
+            .finalize()
+            .into();
         if let Some(expected) = &s.expected_sha256 {
             if *expected != hex::encode(sha) {
                 drop(_r);
@@ -448,14 +446,11 @@ impl Engine {
         if s.kind != Kind::Partial {
             let target =
                 path::validate(&s.target).map_err(|e| SessionError::Storage(e.to_string()))?;
-            let parts = self.parts.clone();
-            let pid = id.to_string();
-            let moved = blocking(move || match parts.commit(&pid, len, &target) {
-                Ok(()) => Ok(Ok(())),
-                Err(CommitError::Exists) => Ok(Err(SessionError::TargetExists)),
-                Err(CommitError::Io(e)) => Err(e.into()),
-            })
-            .await?;
+            let moved = match self.parts.complete(id, len, &target).await {
+                Ok(()) => Ok(()),
+                Err(StoreError::Exists) => Err(SessionError::TargetExists),
+                Err(e) => return Err(stored(e)),
+            };
             if let Err(e) = moved {
                 drop(_r);
                 self.remove(id).await?;
@@ -491,11 +486,10 @@ impl Engine {
     }
 
     async fn remove(&self, id: &str) -> Result<(), SessionError> {
-        let parts = self.parts.clone();
+        self.parts.abort(id).await.map_err(stored)?;
         let store = self.store.clone();
         let key = id.to_string();
         blocking(move || {
-            parts.remove(&key)?;
             store.delete(&key).map_err(std::io::Error::from)?;
             Ok(())
         })

@@ -1,7 +1,7 @@
 //! tus concatenation over the engine: a final upload is the concatenation of partial ones,
 //! finished at once when every part is complete, otherwise when the last one completes.
 
-use super::{blocking, Engine, NewSession, SessionError};
+use super::{stored, Engine, NewSession, SessionError};
 use crate::core::resumable::session::{Kind, Session};
 
 impl Engine {
@@ -59,10 +59,7 @@ impl Engine {
         let Some(slot) = self.slot(id) else {
             return Ok(s);
         };
-        let parts = self.parts.clone();
-        let dest = id.to_string();
-        let srcs = sources.clone();
-        blocking(move || Ok(parts.concat(&dest, &srcs)?)).await?;
+        (self.parts.concat(id, sources.clone()).await).map_err(stored)?;
         self.commit_range(id, &slot, 0, total, Some(total), now)
             .await?;
         let done = self.finish(id, &slot, now).await?;
