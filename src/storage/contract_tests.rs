@@ -1,13 +1,16 @@
 //! The storage contract's behaviour, checked identically on every backend: each test is a
 //! function of a [`Store`] and runs on [`FsStorage`] (a temporary directory) and
-//! [`MemStore`]. A new backend (S3) adds itself to [`backends`].
+//! [`MemStore`]; the part-store checks on [`FsParts`] and [`super::mem::MemParts`]. A new
+//! backend (S3) adds itself to [`backends`] and [`part_backends`].
 
 use super::fs::FsStorage;
 use super::key::Key;
 use super::mem::MemStore;
-use super::store::{read_range, Store, StoreError};
+use super::parts::FsParts;
+use super::store::{read_range, PartStore, Store, StoreError};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Every backend, with a name for failure messages (and the guard of the fs directory).
@@ -213,4 +216,109 @@ async fn the_memory_store_is_bounded() {
     assert_eq!(st.free_space().await.unwrap(), Some(8));
     put(&st, "small", b"1234").await.unwrap();
     assert_eq!(st.free_space().await.unwrap(), Some(4));
+}
+
+/// Every part store, with the store its sessions complete into.
+fn part_backends() -> Vec<(
+    &'static str,
+    Arc<dyn Store>,
+    Arc<dyn PartStore>,
+    Option<tempfile::TempDir>,
+)> {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsStorage::open(dir.path()).unwrap();
+    let parts = FsParts::open(&fs).unwrap();
+    let mem = MemStore::new(1 << 20);
+    let mem_parts = mem.parts();
+    vec![
+        ("fs", Arc::new(fs), Arc::new(parts), Some(dir)),
+        ("mem", Arc::new(mem), Arc::new(mem_parts), None),
+    ]
+}
+
+const ID: &str = "0123456789abcdef0123456789abcdef";
+const ID2: &str = "fedcba9876543210fedcba9876543210";
+
+#[tokio::test]
+async fn parts_are_written_at_placements_and_complete_into_a_key() {
+    for (name, st, parts, _d) in part_backends() {
+        parts.create(ID).await.unwrap();
+        assert!(parts.exists(ID).await.unwrap(), "{name}");
+        assert_eq!(parts.list().await.unwrap(), [ID.to_string()], "{name}");
+        let sink = parts.open_sink(ID).await.unwrap();
+        // Chunks out of order (HFS), and garbage past the length that completes.
+        sink.write(4, Bytes::from_static(b"efgh")).await.unwrap();
+        sink.write(0, Bytes::from_static(b"abcd")).await.unwrap();
+        sink.write(8, Bytes::from_static(b"XX")).await.unwrap();
+        sink.sync().await.unwrap();
+        drop(sink);
+        let sha = parts
+            .hash_range(ID, Sha256::new(), 2, 6)
+            .await
+            .unwrap()
+            .finalize();
+        assert_eq!(sha, Sha256::digest(b"cdef"), "{name}");
+        assert!(
+            !parts.target_taken(&key("out/f.bin")).await.unwrap(),
+            "{name}"
+        );
+        parts.complete(ID, 8, &key("out/f.bin")).await.unwrap();
+        assert_eq!(
+            read_all(&*st, "out/f.bin").await.unwrap(),
+            b"abcdefgh",
+            "{name}"
+        );
+        assert!(!parts.exists(ID).await.unwrap(), "{name}");
+        assert!(parts.list().await.unwrap().is_empty(), "{name}");
+        assert!(
+            parts.target_taken(&key("out/f.bin")).await.unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn completing_onto_a_taken_key_never_overwrites() {
+    for (name, st, parts, _d) in part_backends() {
+        put(&*st, "taken", b"first").await.unwrap();
+        parts.create(ID).await.unwrap();
+        let sink = parts.open_sink(ID).await.unwrap();
+        sink.write(0, Bytes::from_static(b"second")).await.unwrap();
+        drop(sink);
+        let r = parts.complete(ID, 6, &key("taken")).await;
+        assert!(matches!(r, Err(StoreError::Exists)), "{name}: {r:?}");
+        assert_eq!(read_all(&*st, "taken").await.unwrap(), b"first", "{name}");
+        // The session keeps its data until it is aborted.
+        assert!(parts.exists(ID).await.unwrap(), "{name}");
+        parts.abort(ID).await.unwrap();
+        parts.abort(ID).await.unwrap();
+        assert!(!parts.exists(ID).await.unwrap(), "{name}");
+        let below = parts.target_taken(&key("taken/x")).await;
+        assert!(matches!(below, Err(StoreError::PathConflict(_))), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn parts_concatenate() {
+    for (name, st, parts, _d) in part_backends() {
+        assert!(parts.capabilities().concat, "{name}");
+        for (id, data) in [(ID, &b"one+"[..]), (ID2, &b"two"[..])] {
+            parts.create(id).await.unwrap();
+            let sink = parts.open_sink(id).await.unwrap();
+            sink.write(0, Bytes::copy_from_slice(data)).await.unwrap();
+        }
+        let dest = "00000000000000000000000000000000";
+        parts.create(dest).await.unwrap();
+        let sources = vec![(ID.to_string(), 4), (ID2.to_string(), 3)];
+        parts.concat(dest, sources).await.unwrap();
+        parts.complete(dest, 7, &key("joined")).await.unwrap();
+        assert_eq!(
+            read_all(&*st, "joined").await.unwrap(),
+            b"one+two",
+            "{name}"
+        );
+        let short = vec![(ID.to_string(), 40)];
+        parts.create(dest).await.unwrap();
+        assert!(parts.concat(dest, short).await.is_err(), "{name}");
+    }
 }

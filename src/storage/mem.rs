@@ -10,7 +10,8 @@
 
 use super::key::Key;
 use super::store::{
-    BoxFuture, Capabilities, Listed, Object, ObjectMeta, Result, Sink, Staged, Store, StoreError,
+    BoxFuture, Capabilities, Listed, Object, ObjectMeta, PartStore, Result, Sink, Staged, Store,
+    StoreError,
 };
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -58,6 +59,24 @@ impl State {
             .is_some_and(|(k, _)| k.starts_with(&dir))
     }
 
+    /// Stores `data` under `key` unless taken (the bytes are already accounted).
+    fn insert(&mut self, key: &Key, data: Bytes) -> Result<()> {
+        if self.objects.contains_key(key.as_str()) || self.has_children(key) {
+            return Err(StoreError::Exists);
+        }
+        if self.ancestor_is_object(key) {
+            return Err(conflict("a prefix of the key is an object"));
+        }
+        self.next_version += 1;
+        let meta = ObjectMeta {
+            len: data.len() as u64,
+            modified: SystemTime::now(),
+            version: self.next_version,
+        };
+        self.objects.insert(key.as_str().to_string(), (data, meta));
+        Ok(())
+    }
+
     fn reserve(&mut self, capacity: u64, add: u64) -> Result<()> {
         match self.used.checked_add(add).filter(|n| *n <= capacity) {
             Some(n) => {
@@ -77,6 +96,22 @@ impl MemStore {
             capacity,
         }
     }
+
+    /// A part store whose sessions complete into this store (sharing its capacity).
+    pub fn parts(&self) -> MemParts {
+        MemParts {
+            store: self.clone(),
+            parts: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    fn new_sink(&self) -> Arc<MemSink> {
+        Arc::new(MemSink {
+            state: self.state.clone(),
+            capacity: self.capacity,
+            data: Mutex::new(Vec::new()),
+        })
+    }
 }
 
 fn ready<T: Send + 'static>(v: T) -> BoxFuture<'static, T> {
@@ -90,8 +125,11 @@ struct MemSink {
 }
 
 impl MemSink {
+    fn bytes(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
     fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.data.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.bytes())
     }
 }
 
@@ -138,24 +176,12 @@ impl Staged for MemStaged {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         let data = Bytes::from(self.sink.take());
         let mut st = lock(&self.sink.state);
-        let r = if st.objects.contains_key(self.key.as_str()) || st.has_children(&self.key) {
+        let held = data.len() as u64;
+        let r = st.insert(&self.key, data);
+        if r.is_err() {
             // Discarded: its bytes are no longer held.
-            st.used = st.used.saturating_sub(data.len() as u64);
-            Err(StoreError::Exists)
-        } else if st.ancestor_is_object(&self.key) {
-            st.used = st.used.saturating_sub(data.len() as u64);
-            Err(conflict("a prefix of the key is an object"))
-        } else {
-            st.next_version += 1;
-            let meta = ObjectMeta {
-                len: data.len() as u64,
-                modified: SystemTime::now(),
-                version: st.next_version,
-            };
-            st.objects
-                .insert(self.key.as_str().to_string(), (data, meta));
-            Ok(())
-        };
+            st.used = st.used.saturating_sub(held);
+        }
         ready(r)
     }
     fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
@@ -222,11 +248,7 @@ impl Store for MemStore {
         }
         let staged = MemStaged {
             key: key.clone(),
-            sink: Arc::new(MemSink {
-                state: self.state.clone(),
-                capacity: self.capacity,
-                data: Mutex::new(Vec::new()),
-            }),
+            sink: self.new_sink(),
         };
         ready(Ok(Box::new(staged) as Box<dyn Staged>))
     }
@@ -265,5 +287,130 @@ impl Store for MemStore {
     fn free_space(&self) -> BoxFuture<'static, Result<Option<u64>>> {
         let st = lock(&self.state);
         ready(Ok(Some(self.capacity.saturating_sub(st.used))))
+    }
+}
+
+/// [`PartStore`] in memory: one buffer per session, completed into its [`MemStore`].
+#[derive(Debug, Clone)]
+pub struct MemParts {
+    store: MemStore,
+    parts: Arc<Mutex<BTreeMap<String, Arc<MemSink>>>>,
+}
+
+impl std::fmt::Debug for MemSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemSink({} bytes)", self.bytes().len())
+    }
+}
+
+impl MemParts {
+    fn map(&self) -> MutexGuard<'_, BTreeMap<String, Arc<MemSink>>> {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn get(&self, id: &str) -> Result<Arc<MemSink>> {
+        self.map().get(id).cloned().ok_or(StoreError::NotFound)
+    }
+}
+
+fn short(what: &str) -> StoreError {
+    StoreError::Other(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        what.to_string(),
+    ))
+}
+
+impl PartStore for MemParts {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            concat: true,
+            ..self.store.capabilities()
+        }
+    }
+    fn create(&self, id: &str) -> BoxFuture<'static, Result<()>> {
+        let mut map = self.map();
+        ready(if map.contains_key(id) {
+            Err(StoreError::Exists)
+        } else {
+            map.insert(id.to_string(), self.store.new_sink());
+            Ok(())
+        })
+    }
+    fn open_sink(&self, id: &str) -> BoxFuture<'static, Result<Arc<dyn Sink>>> {
+        ready(self.get(id).map(|s| s as Arc<dyn Sink>))
+    }
+    fn exists(&self, id: &str) -> BoxFuture<'static, Result<bool>> {
+        ready(Ok(self.map().contains_key(id)))
+    }
+    fn abort(&self, id: &str) -> BoxFuture<'static, Result<()>> {
+        // Dropping the last handle of the buffer releases its bytes.
+        let removed = self.map().remove(id);
+        drop(removed);
+        ready(Ok(()))
+    }
+    fn concat(&self, dest: &str, sources: Vec<(String, u64)>) -> BoxFuture<'static, Result<()>> {
+        let r = (|| {
+            let out = self.get(dest)?;
+            let mut offset = 0u64;
+            for (id, len) in sources {
+                let data = {
+                    let src = self.get(&id)?;
+                    let b = src.bytes();
+                    let n = usize::try_from(len).unwrap_or(usize::MAX);
+                    if b.len() < n {
+                        return Err(short("partial upload is short"));
+                    }
+                    Bytes::copy_from_slice(&b[..n])
+                };
+                // A memory sink's write is ready at once.
+                futures_util::FutureExt::now_or_never(out.write(offset, data))
+                    .unwrap_or_else(|| Err(StoreError::Other(io::Error::other("write pending"))))?;
+                offset += len;
+            }
+            Ok(())
+        })();
+        ready(r)
+    }
+    fn hash_range(
+        &self,
+        id: &str,
+        mut sha: sha2::Sha256,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'static, Result<sha2::Sha256>> {
+        use sha2::Digest;
+        let r = self.get(id).map(|s| {
+            let b = s.bytes();
+            let end = usize::try_from(to).unwrap_or(usize::MAX).min(b.len());
+            let start = usize::try_from(from).unwrap_or(usize::MAX).min(end);
+            sha.update(&b[start..end]);
+            sha
+        });
+        ready(r)
+    }
+    fn complete(&self, id: &str, len: u64, key: &Key) -> BoxFuture<'static, Result<()>> {
+        let r = (|| {
+            let sink = self.get(id)?;
+            let mut data = sink.bytes();
+            let n = usize::try_from(len).unwrap_or(usize::MAX);
+            if data.len() < n {
+                return Err(short("session data is short"));
+            }
+            let mut st = lock(&self.store.state);
+            st.insert(key, Bytes::copy_from_slice(&data[..n]))?;
+            // The first `n` bytes now belong to the object; the rest (garbage past the
+            // committed length) is released with the session's buffer.
+            st.used = st.used.saturating_sub((data.len() - n) as u64);
+            data.clear();
+            drop((data, st));
+            self.map().remove(id);
+            Ok(())
+        })();
+        ready(r)
+    }
+    fn target_taken(&self, key: &Key) -> BoxFuture<'static, Result<bool>> {
+        self.store.exists(key)
+    }
+    fn list(&self) -> BoxFuture<'static, Result<Vec<String>>> {
+        ready(Ok(self.map().keys().cloned().collect()))
     }
 }
