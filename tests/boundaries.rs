@@ -5,8 +5,15 @@
 //! 2. Internal layering (the crate's modules form a DAG; see `src/lib.rs`):
 //!
 //!    ```text
-//!    storage (leaf)  <-  core  <-  config, metrics, transport  <-  client, server
-//!    tls, relay: leaves
+//!    storage    (leaf)
+//!    core       -> storage (the contract only)
+//!    metrics    -> core
+//!    tls        (leaf)
+//!    transport  -> core, metrics, tls
+//!    config     -> core, transport   (their option types)
+//!    client     -> core, tls, transport
+//!    server     -> config, core, metrics, storage, tls, transport
+//!    relay      (leaf)
 //!    ```
 //!
 //!    Every `crate::a::...` path and every `super::...` path (resolved against the file's

@@ -3,7 +3,8 @@
 //! Input: an `http` request head, a [`body::BodyStream`] and the current time. Output: an
 //! `http::Response<`[`body::Body`]`>`. Everything about upload and download semantics
 //! lives here; the front ends in [`crate::transport`] only translate. This module imports
-//! neither hyper, h3, quinn, tokio's networking nor prometheus (`tests/boundaries.rs`).
+//! neither hyper, h3, quinn, tokio's networking nor prometheus, nor `config`, nor a storage
+//! backend: it stores through [`crate::storage::store`] (`tests/boundaries.rs`).
 
 pub mod adaptive;
 pub mod auth;

@@ -219,12 +219,14 @@ async fn the_memory_store_is_bounded() {
 }
 
 /// Every part store, with the store its sessions complete into.
-fn part_backends() -> Vec<(
+type PartBackend = (
     &'static str,
     Arc<dyn Store>,
     Arc<dyn PartStore>,
     Option<tempfile::TempDir>,
-)> {
+);
+
+fn part_backends() -> Vec<PartBackend> {
     let dir = tempfile::tempdir().unwrap();
     let fs = FsStorage::open(dir.path()).unwrap();
     let parts = FsParts::open(&fs).unwrap();

@@ -294,10 +294,10 @@ impl Engine {
                 return Err(SessionError::LengthMismatch);
             }
         }
-        if new.kind != Kind::Partial {
-            if self.parts.target_taken(&new.target).await.map_err(stored)? {
-                return Err(SessionError::TargetExists);
-            }
+        if new.kind != Kind::Partial
+            && self.parts.target_taken(&new.target).await.map_err(stored)?
+        {
+            return Err(SessionError::TargetExists);
         }
         let reserve = new.length.unwrap_or(l.max_length);
         let id = format!("{:032x}", rand::random::<u128>());
