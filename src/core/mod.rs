@@ -24,6 +24,9 @@ pub mod stream;
 pub mod telemetry;
 pub mod upload;
 
+#[cfg(test)]
+mod mem_tests;
+
 use crate::storage::store::Store;
 use body::{Body, BodyStream};
 use error::CoreError;

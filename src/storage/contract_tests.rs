@@ -324,3 +324,30 @@ async fn parts_concatenate() {
         assert!(parts.concat(dest, short).await.is_err(), "{name}");
     }
 }
+
+/// Start-up recovery calls the part store through `block_on` on a blocking thread. With
+/// that thread the pool's only one, the fs backend must do its work inline, not queue it
+/// behind itself (which waits forever).
+#[test]
+fn block_on_from_the_only_blocking_thread_completes() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let parts = FsParts::open(&FsStorage::open(dir.path()).unwrap()).unwrap();
+    let listed = rt.block_on(async move {
+        let job = tokio::task::spawn_blocking(move || {
+            super::store::block_on(async {
+                PartStore::create(&parts, ID).await?;
+                PartStore::list(&parts).await
+            })
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), job).await
+    });
+    // Not joined on failure: a deadlocked blocking thread must not hang the test too.
+    rt.shutdown_background();
+    let ids = listed.expect("block_on finished").unwrap().unwrap();
+    assert_eq!(ids, [ID.to_string()]);
+}

@@ -276,9 +276,14 @@ pub(crate) fn is_not_found(e: &io::Error) -> bool {
     )
 }
 
+/// Runs blocking file-system work on tokio's blocking pool; inline when the caller is a
+/// blocking thread already ([`super::store::block_on`]).
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
+    if super::store::in_block_on() {
+        return f();
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?

@@ -294,10 +294,29 @@ pub trait PartStore: Send + Sync + std::fmt::Debug {
     fn list(&self) -> BoxFuture<'static, Result<Vec<String>>>;
 }
 
+std::thread_local! {
+    static IN_BLOCK_ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside [`block_on`]: a backend's blocking work then runs inline
+/// (the caller is a blocking thread already) instead of waiting for another thread of a
+/// pool that may be full - with the pool's only thread running the caller, it would wait
+/// forever.
+pub fn in_block_on() -> bool {
+    IN_BLOCK_ON.with(|c| c.get())
+}
+
 /// Runs `fut` to completion on this thread, parking it between polls: for start-up code
 /// that is itself blocking (recovery, run on the blocking pool) and must call the contract.
 /// Never call it where blocking the thread is wrong (an async task's own thread).
 pub fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_BLOCK_ON.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_BLOCK_ON.with(|c| c.replace(true)));
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: Arc<Self>) {
