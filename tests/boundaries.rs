@@ -263,7 +263,10 @@ fn modules_respect_the_layering() {
         .iter()
         .map(|(p, t)| references(&module_of(p), t).len())
         .sum();
-    assert!(seen >= 300, "only {seen} crate:: / super:: references found");
+    assert!(
+        seen >= 300,
+        "only {seen} crate:: / super:: references found"
+    );
     let v = layering_violations(&files);
     assert!(v.is_empty(), "layering violated:\n{}", v.join("\n"));
 }

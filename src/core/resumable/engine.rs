@@ -172,7 +172,8 @@ async fn blocking<T: Send + 'static>(
 
 impl Engine {
     /// Opens the engine over its stores, dropping data files without records and records
-    /// whose data file is gone.
+    /// whose data file is gone. Blocking (it waits for the part store with
+    /// [`block_on`]): call it on the blocking pool.
     pub fn open(
         store: SessionStore,
         parts: Arc<dyn PartStore>,
