@@ -16,7 +16,7 @@
 use super::body::{BodyError, BodyStream};
 use super::buffers::Lease;
 use super::error::CoreError;
-use crate::storage::store::{Object, Sink};
+use crate::storage::store::{BlockingSink, Object, Sink};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -49,6 +49,8 @@ type WriteJob = JoinHandle<Result<(Digests, Bytes), CoreError>>;
 /// buffers exist at once.
 pub struct Writer {
     sink: Arc<dyn Sink>,
+    /// The sink's synchronous side, if it has one: hash and write in one blocking job.
+    local: Option<Arc<dyn BlockingSink>>,
     idle: Option<Digests>,
     pending: Option<WriteJob>,
     buf: BytesMut,
@@ -61,6 +63,7 @@ pub struct Writer {
 impl Writer {
     pub fn new(sink: Arc<dyn Sink>, start: u64, lease: Lease, digests: Digests) -> Writer {
         Writer {
+            local: sink.clone().blocking(),
             sink,
             idle: Some(digests),
             pending: None,
@@ -105,6 +108,16 @@ impl Writer {
         let data = std::mem::replace(&mut self.buf, self.lease.buffer()).freeze();
         let offset = self.next;
         self.next += data.len() as u64;
+        if let Some(local) = self.local.clone() {
+            // A local file: hash, then pwrite, in one job on the blocking pool (no copy).
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                digests.update(&data);
+                local.write_at(offset, &data)?;
+                Ok((digests, data))
+            }));
+            return Ok(());
+        }
+        // Elsewhere: hash on the blocking pool while the sink writes.
         let write = self.sink.write(offset, data.clone());
         let hashed = data.clone();
         self.pending = Some(tokio::spawn(async move {

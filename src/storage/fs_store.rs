@@ -9,7 +9,8 @@ use super::dirfd::{cstr, os_cstr, Dir, Kind};
 use super::fs::{blocking, is_not_found, read_at, write_at, CommitError, FsStorage, TempFile};
 use super::key::{Key, RESERVED_PREFIX};
 use super::store::{
-    BoxFuture, Capabilities, Listed, Object, ObjectMeta, Result, Sink, Staged, Store, StoreError,
+    BlockingSink, BoxFuture, Capabilities, Listed, Object, ObjectMeta, Result, Sink, Staged, Store,
+    StoreError,
 };
 use bytes::Bytes;
 use std::fs::File;
@@ -61,6 +62,15 @@ impl Sink for FsSink {
     fn sync(&self) -> BoxFuture<'static, Result<()>> {
         let file = self.0.clone();
         Box::pin(on_pool(move || file.sync_data()))
+    }
+    fn blocking(self: Arc<Self>) -> Option<Arc<dyn BlockingSink>> {
+        Some(self)
+    }
+}
+
+impl BlockingSink for FsSink {
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        write_at(&self.0, data, offset).map_err(StoreError::from)
     }
 }
 

@@ -176,6 +176,18 @@ pub trait Sink: Send + Sync {
     fn write(&self, offset: u64, data: Bytes) -> BoxFuture<'static, Result<()>>;
     /// Makes everything written so far durable.
     fn sync(&self) -> BoxFuture<'static, Result<()>>;
+    /// The same sink as a synchronous positional writer, where it is local (a file): a
+    /// caller already on the blocking pool then writes without another hop (the streaming
+    /// engine hashes and writes a buffer in one job). `None`: use [`Sink::write`].
+    fn blocking(self: Arc<Self>) -> Option<Arc<dyn BlockingSink>> {
+        None
+    }
+}
+
+/// A sink's synchronous side (see [`Sink::blocking`]): call it from the blocking pool only.
+pub trait BlockingSink: Send + Sync {
+    /// Writes all of `data` at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
 }
 
 /// A write in progress under a key: invisible until committed, removed unless committed.
