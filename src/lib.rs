@@ -3,6 +3,25 @@
 //! A file-transfer server: XEP-0363 signed uploads and range downloads, identical over
 //! HTTP/1.1, HTTP/2 (hyper, TCP+TLS) and HTTP/3 (quinn + h3, UDP) on one port.
 //!
+//! ## Layers
+//!
+//! ```text
+//! storage    (leaf)
+//! core       -> storage (the contract only)
+//! metrics    -> core
+//! tls        (leaf)
+//! transport  -> core, metrics, tls
+//! config     -> core, transport   (their option types)
+//! client     -> core, tls, transport
+//! server     -> config, core, metrics, storage, tls, transport
+//! relay      (leaf)
+//! ```
+//!
+//! A module uses only the modules listed after it: storage imports nothing of the crate; the core
+//! imports only the storage *contract* (`storage::{key, store, mem, meta}`), never a backend
+//! nor `config` (the server maps the configuration to [`core::Settings`] and picks the
+//! backends). `tests/boundaries.rs` checks this table on every `crate::` and `super::` path.
+//!
 //! ## Layout
 //!
 //! - [`config`]: TOML -> validated [`config::Config`] (sizes, durations, HFS key aliases).
@@ -26,9 +45,11 @@
 //!     only.
 //!   - [`core::telemetry`]: the events the core reports (no Prometheus in the core).
 //! - [`metrics`]: Prometheus registry and `/metrics`.
-//! - [`storage`]: the storage trait's local-filesystem implementation (temp file, fsync,
-//!   atomic no-overwrite rename; positional reads), every path resolved beneath the root
-//!   without following links (`storage::dirfd`).
+//! - [`storage`]: the storage contract ([`storage::store::Store`] for files,
+//!   [`storage::store::PartStore`] for resumable uploads in progress, [`storage::key::Key`]
+//!   names) and its backends: the local filesystem (temp file, fsync, atomic no-overwrite
+//!   rename; positional reads; every path resolved beneath the root without following links,
+//!   `storage::dirfd`) and an in-memory one for tests (`storage::mem`).
 //! - [`transport`]: the two front doors (hyper over TCP, h3 over quinn), TLS, shutdown,
 //!   and the readings each takes from its connections (`TCP_INFO`, quinn stats).
 //! - [`client`]: the HTTP/1.1, HTTP/2 and HTTP/3 client behind `xferd upload` and

@@ -171,10 +171,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     );
     let engine = tokio::task::spawn_blocking(move || {
         let parts =
-            crate::storage::PartStore::open(&recover_storage).context("opening session data")?;
+            crate::storage::FsParts::open(&recover_storage).context("opening session data")?;
         let sessions = crate::storage::SessionStore::open(&sessions_path)
             .context("opening the session store")?;
-        crate::core::resumable::Engine::open(sessions, parts, limits)
+        crate::core::resumable::Engine::open(sessions, Arc::new(parts), limits)
             .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))
     })
     .await
@@ -229,9 +229,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         telemetry,
     );
     let core = Arc::new(Core::new(
-        Settings::from_config(&config),
+        core_settings(&config),
         keys,
-        storage,
+        Arc::new(storage),
         engine,
         adaptive,
         resilience,
@@ -415,5 +415,32 @@ async fn collect_expired(
             Ok(n) => tracing::info!(count = n, "collected expired upload sessions"),
             Err(e) => tracing::warn!(error = %e, "collecting expired sessions failed"),
         }
+    }
+}
+
+/// The core's settings from the configuration (the one place that maps them).
+pub fn core_settings(c: &Config) -> Settings {
+    Settings {
+        prefix: c.normalized_prefix(),
+        max_upload_size: c.server.max_upload_size,
+        allowed_extensions: c.server.allowed_extensions.clone(),
+        auth_failure_status: http::StatusCode::from_u16(c.security.auth_failure_status)
+            .unwrap_or(http::StatusCode::FORBIDDEN),
+        allowed_clock_skew: c.security.allowed_clock_skew,
+        require_download_signature: c.downloads.require_signature,
+        max_ranges: c.downloads.max_ranges,
+        tus_path: c.resumable.tus_path.clone(),
+        ietf_path: c.resumable.ietf_path.clone(),
+        form_upload_dir: c.resumable.form_upload_dir.trim_matches('/').to_string(),
+        compat_hfs_x_signature: c.security.compat_hfs_x_signature,
+        range_requests: c.streaming.range_requests,
+        metrics_route: c.metrics.enabled && c.metrics.listen.is_none(),
+        parallel_streams: if c.streaming.connection_multiplexing {
+            4
+        } else {
+            1
+        },
+        rate_limit: c.rate_limit.limits(),
+        proxies: c.rate_limit.proxies(),
     }
 }

@@ -94,7 +94,7 @@ impl Adaptive {
         self.telemetry
             .buffer_size(ctx.protocol, lease.size(), false);
         if self.options.quality_adaptation {
-            lease.tuning = Some(Tuning {
+            lease.tuning = Some(Box::new(Tuning {
                 engine: self.clone(),
                 probe: ctx.probe.clone(),
                 protocol: ctx.protocol,
@@ -102,7 +102,7 @@ impl Adaptive {
                 // The first look comes early: at the start only the transport's guess is
                 // known; a measured rate exists after a couple of rate windows.
                 next: Instant::now() + self.options.interval.min(FIRST_RETUNE),
-            });
+            }));
         }
         Ok(lease)
     }
@@ -166,9 +166,9 @@ impl Adaptive {
     }
 }
 
-impl Tuning {
+impl super::buffers::Retune for Tuning {
     /// Re-sizes `lease` if the interval has passed (see [`Lease::retune`]).
-    pub(crate) fn retune(&mut self, lease: &mut Lease, done: u64) {
+    fn retune(&mut self, lease: &mut Lease, done: u64) {
         let now = Instant::now();
         if now < self.next {
             return;

@@ -18,7 +18,6 @@
 //! The size a lease asks for is decided by [`super::sizing`] from [`Pool::pressure`]; a
 //! lease may change size while it runs ([`Lease::retune`]).
 
-use super::adaptive::Tuning;
 use super::sizing::Pressure;
 use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -57,13 +56,21 @@ struct State {
     in_use: u64,
 }
 
+/// How a lease's size is re-evaluated while its transfer runs. Owned here and implemented
+/// by the adaptive engine, so the pool does not depend on it (no buffers <-> adaptive
+/// cycle; `tests/boundaries.rs`).
+pub trait Retune: Send + Sync + std::fmt::Debug {
+    /// Re-sizes `lease` if it is time to; `done` bytes of the transfer have moved.
+    fn retune(&mut self, lease: &mut Lease, done: u64);
+}
+
 /// A transfer's share of the pool; returned on drop.
 #[derive(Debug)]
 pub struct Lease {
     pool: Arc<Pool>,
     size: usize,
     /// Set by the adaptive engine: how to re-evaluate the size while the transfer runs.
-    pub(crate) tuning: Option<Tuning>,
+    pub(crate) tuning: Option<Box<dyn Retune>>,
 }
 
 impl Pool {

@@ -13,11 +13,10 @@ use super::error::CoreError;
 use super::range::{self, ByteRange, RangeDecision};
 use super::stream::{self, Part};
 use super::{header_str, path, response, unix_secs, Core};
-use crate::storage::FileMeta;
+use crate::storage::store::ObjectMeta;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Types a browser would render or execute: served as attachments.
@@ -58,11 +57,12 @@ pub async fn serve(
             s.allowed_clock_skew.as_secs(),
         )?;
     }
-    let (file, meta) = core
+    let file = core
         .resilience
-        .run("open", || core.storage.open_read(&rel))
+        .run("open", || core.storage.open(&rel))
         .await?
         .ok_or(CoreError::NotFound)?;
+    let meta = file.meta();
     let etag = etag_of(&meta);
     let ctype = mime_guess::from_path(rel.file_name())
         .first_raw()
@@ -114,7 +114,6 @@ pub async fn serve(
         }
         _ => RangeDecision::Full,
     };
-    let file = Arc::new(file);
     // The buffer lease is taken (waiting, bounded, for memory) before the response starts.
     let wanted: u64 = match &decision {
         RangeDecision::Full => meta.len,
@@ -222,9 +221,10 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// A strong validator from size and modification time (files never change once stored).
-pub fn etag_of(meta: &FileMeta) -> String {
-    format!("\"{:x}-{:x}\"", meta.len, meta.mtime_nanos)
+/// A strong validator from size and the backend's version (the modification time in
+/// nanoseconds on a filesystem; files never change once stored).
+pub fn etag_of(meta: &ObjectMeta) -> String {
+    format!("\"{:x}-{:x}\"", meta.len, meta.version)
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 use super::auth::AuthError;
 use super::path::PathError;
+use crate::storage::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -139,24 +140,29 @@ pub const ALL_CODES: &[&str] = &[
 
 impl From<std::io::Error> for CoreError {
     fn from(e: std::io::Error) -> Self {
-        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
-            CoreError::InsufficientStorage
-        } else if path_conflict(&e) {
-            CoreError::PathConflict
-        } else {
-            CoreError::Storage(e)
+        CoreError::from(StoreError::from(e))
+    }
+}
+
+/// Storage error kinds -> core errors (the backend classified its own failures).
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => CoreError::NotFound,
+            StoreError::Exists => CoreError::Exists,
+            StoreError::PathConflict(_) => CoreError::PathConflict,
+            StoreError::NoSpace(_) => CoreError::InsufficientStorage,
+            StoreError::Transient(e) | StoreError::Other(e) => CoreError::Storage(e),
         }
     }
 }
 
 /// Whether an I/O error says the request's path collides with what is stored (a component
 /// is a file: ENOTDIR; the target is a directory: EISDIR or EEXIST; a symlinked component
-/// refused: ELOOP). Such errors are the client's (409), never a backend failure.
+/// refused: ELOOP). Such errors are the client's (409), never a backend failure. The
+/// classification is the storage layer's ([`crate::storage::store::is_path_conflict`]).
 pub fn path_conflict(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOTDIR) | Some(libc::EISDIR) | Some(libc::EEXIST) | Some(libc::ELOOP)
-    )
+    crate::storage::store::is_path_conflict(e)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! Input: an `http` request head, a [`body::BodyStream`] and the current time. Output: an
 //! `http::Response<`[`body::Body`]`>`. Everything about upload and download semantics
 //! lives here; the front ends in [`crate::transport`] only translate. This module imports
-//! neither hyper, h3, quinn, tokio's networking nor prometheus (`tests/boundaries.rs`).
+//! neither hyper, h3, quinn, tokio's networking nor prometheus, nor `config`, nor a storage
+//! backend: it stores through [`crate::storage::store`] (`tests/boundaries.rs`).
 
 pub mod adaptive;
 pub mod auth;
@@ -25,7 +26,10 @@ pub mod stream;
 pub mod telemetry;
 pub mod upload;
 
-use crate::storage::FsStorage;
+#[cfg(test)]
+mod mem_tests;
+
+use crate::storage::store::Store;
 use body::{Body, BodyStream};
 use error::CoreError;
 use http::{Method, Response, StatusCode};
@@ -33,7 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 pub use telemetry::{Direction, Protocol, Telemetry};
 
-/// The core's settings, derived from the configuration.
+/// The core's settings (the server derives them from the configuration: the core does not
+/// know `config`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Path prefix without slashes at the ends (`upload`), or empty.
@@ -62,40 +67,13 @@ pub struct Settings {
     pub proxies: client_addr::Proxies,
 }
 
-impl Settings {
-    pub fn from_config(c: &crate::config::Config) -> Settings {
-        Settings {
-            prefix: c.normalized_prefix(),
-            max_upload_size: c.server.max_upload_size,
-            allowed_extensions: c.server.allowed_extensions.clone(),
-            auth_failure_status: StatusCode::from_u16(c.security.auth_failure_status)
-                .unwrap_or(StatusCode::FORBIDDEN),
-            allowed_clock_skew: c.security.allowed_clock_skew,
-            require_download_signature: c.downloads.require_signature,
-            max_ranges: c.downloads.max_ranges,
-            tus_path: c.resumable.tus_path.clone(),
-            ietf_path: c.resumable.ietf_path.clone(),
-            form_upload_dir: c.resumable.form_upload_dir.trim_matches('/').to_string(),
-            compat_hfs_x_signature: c.security.compat_hfs_x_signature,
-            range_requests: c.streaming.range_requests,
-            metrics_route: c.metrics.enabled && c.metrics.listen.is_none(),
-            parallel_streams: if c.streaming.connection_multiplexing {
-                4
-            } else {
-                1
-            },
-            rate_limit: c.rate_limit.limits(),
-            proxies: c.rate_limit.proxies(),
-        }
-    }
-}
-
 /// The transfer core: settings, keys, storage, the resumable-upload engine, the adaptive
 /// engine and the storage resilience policy.
 pub struct Core {
     pub settings: Settings,
     pub keys: auth::Keys,
-    pub storage: FsStorage,
+    /// Where files are stored (the contract: [`crate::storage::store`]).
+    pub storage: Arc<dyn Store>,
     pub engine: resumable::Engine,
     pub adaptive: Arc<adaptive::Adaptive>,
     pub resilience: retry::Resilience,
@@ -153,7 +131,7 @@ impl Core {
     pub fn new(
         settings: Settings,
         keys: auth::Keys,
-        storage: FsStorage,
+        storage: Arc<dyn Store>,
         engine: resumable::Engine,
         adaptive: Arc<adaptive::Adaptive>,
         resilience: retry::Resilience,

@@ -4,7 +4,8 @@
 //! percent-decode `%XX` (a `+` stays a `+`), require UTF-8, strip the configured prefix if
 //! present, then validate every segment. Refused: empty segments, `.` and `..`, NUL and other
 //! control characters, backslashes, absolute paths, over-long names, and the reserved
-//! `.xferd` prefix (temporary files live under it). Nothing here touches the disk.
+//! `.xferd` prefix (temporary files live under it). Nothing here touches the disk. The
+//! validated path is a storage [`Key`] (`RelPath` is its name here); its rules live with it.
 
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -23,38 +24,18 @@ pub enum PathError {
     Reserved,
 }
 
-/// Longest accepted path (bytes, decoded) and file name segment.
-pub const MAX_PATH: usize = 1024;
-pub const MAX_SEGMENT: usize = 255;
-/// Names starting with this are xferd's own (temporary files); never served or written.
-pub const RESERVED_PREFIX: &str = ".xferd";
+use crate::storage::key::{Key, KeyError};
+pub use crate::storage::key::{Key as RelPath, MAX_PATH, MAX_SEGMENT, RESERVED_PREFIX};
 
-/// A validated, decoded path relative to the storage root, without a leading `/`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RelPath(String);
-
-impl RelPath {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
-        self.0.split('/')
-    }
-    /// The file name (last segment).
-    pub fn file_name(&self) -> &str {
-        self.0.rsplit('/').next().unwrap_or(&self.0)
-    }
-    /// The lower-case extension of the file name, if any.
-    pub fn extension(&self) -> Option<String> {
-        let name = self.file_name();
-        let (stem, ext) = name.rsplit_once('.')?;
-        (!stem.is_empty() && !ext.is_empty()).then(|| ext.to_ascii_lowercase())
-    }
-}
-
-impl std::fmt::Display for RelPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl From<KeyError> for PathError {
+    fn from(e: KeyError) -> PathError {
+        match e {
+            KeyError::Empty => PathError::Empty,
+            KeyError::Traversal => PathError::Traversal,
+            KeyError::Character => PathError::Character,
+            KeyError::TooLong => PathError::TooLong,
+            KeyError::Reserved => PathError::Reserved,
+        }
     }
 }
 
@@ -77,32 +58,10 @@ pub fn resolve(raw_path: &str, prefix: &str) -> Result<RelPath, PathError> {
     validate(path)
 }
 
-/// Validates an already-decoded relative path.
+/// Validates an already-decoded relative path (the rules are the storage key's:
+/// [`Key::parse`]).
 pub fn validate(path: &str) -> Result<RelPath, PathError> {
-    if path.is_empty() {
-        return Err(PathError::Empty);
-    }
-    if path.len() > MAX_PATH {
-        return Err(PathError::TooLong);
-    }
-    if path.starts_with('/') {
-        return Err(PathError::Traversal);
-    }
-    for seg in path.split('/') {
-        if seg.is_empty() || seg == "." || seg == ".." {
-            return Err(PathError::Traversal);
-        }
-        if seg.len() > MAX_SEGMENT {
-            return Err(PathError::TooLong);
-        }
-        if seg.chars().any(|c| c == '\\' || c.is_control()) {
-            return Err(PathError::Character);
-        }
-        if seg.starts_with(RESERVED_PREFIX) {
-            return Err(PathError::Reserved);
-        }
-    }
-    Ok(RelPath(path.to_string()))
+    Ok(Key::parse(path)?)
 }
 
 #[cfg(test)]
@@ -129,7 +88,7 @@ mod tests {
         ];
         for (raw, prefix, want) in ok {
             assert_eq!(
-                resolve(raw, prefix).map(|p| p.0),
+                resolve(raw, prefix).map(|p| p.as_str().to_string()),
                 Ok(want.to_string()),
                 "{raw}"
             );

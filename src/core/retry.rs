@@ -17,7 +17,7 @@
 
 use super::error::CoreError;
 use super::telemetry::Telemetry;
-use std::io::ErrorKind;
+use crate::storage::store::StoreError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,18 +32,14 @@ pub const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Whether an error is worth retrying.
 pub fn transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-    ) || e.raw_os_error() == Some(libc::EBUSY)
+    crate::storage::store::is_transient(e)
 }
 
 /// Whether an error says the backend is failing (as opposed to the request or a full disk).
 /// A path conflict (a component is a file, the target is a directory) is the request's.
+/// The classification is the storage layer's (errno lives there).
 pub fn backend_failure(e: &std::io::Error) -> bool {
-    !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists)
-        && !matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        && !super::error::path_conflict(e)
+    crate::storage::store::is_backend_failure(e)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,17 +233,18 @@ impl Resilience {
     }
 
     /// Runs a storage operation under the retry policy and the breaker.
-    pub async fn run<T, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, CoreError>
+    pub async fn run<T, E, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, CoreError>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = std::io::Result<T>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: Into<StoreError>,
     {
         let admission = self.admit(op)?;
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match f().await {
-                Err(e) if self.retry && attempt < MAX_ATTEMPTS && transient(&e) => {
+            match f().await.map_err(Into::into) {
+                Err(e) if self.retry && attempt < MAX_ATTEMPTS && e.is_transient() => {
                     let base = self.delay(attempt);
                     let jitter = base.mul_f64(rand::random::<f64>() * 0.5);
                     tracing::debug!(op, attempt, error = %e, "storage operation failed; retrying in {:?}", base + jitter);
@@ -257,7 +254,7 @@ impl Resilience {
                 other => break other,
             }
         };
-        admission.settle(matches!(&result, Err(e) if backend_failure(e)));
+        admission.settle(matches!(&result, Err(e) if e.is_backend_failure()));
         result.map_err(CoreError::from)
     }
 }
@@ -297,6 +294,7 @@ impl Drop for Admission<'_> {
 mod tests {
     use super::*;
     use crate::core::telemetry::Silent;
+    use std::io::ErrorKind;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn io(kind: ErrorKind) -> std::io::Error {

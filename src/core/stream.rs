@@ -5,21 +5,21 @@
 //! Buffers come from a [`Lease`] on the pool; the adaptive engine may change the lease's
 //! size between buffers ([`Lease::retune`]), so a long transfer follows its connection.
 //!
-//! Uploads: chunks are gathered into one buffer; a full buffer is hashed (SHA-256) and
-//! written at its offset on the blocking pool while the next buffer fills; written buffers
-//! go back to the pool.
-//! Downloads: a reader task fills buffers with positional reads and hands them over a
-//! channel of capacity one, so the disk read of the next buffer overlaps sending this one
+//! Uploads: chunks are gathered into one buffer; a full buffer is hashed (SHA-256, on the
+//! blocking pool) and written at its offset through the storage [`Sink`] (on the
+//! filesystem: `pwrite` on the blocking pool, from the same buffer: no copy), both while the
+//! next buffer fills; written buffers go back to the pool.
+//! Downloads: a reader task fills buffers with reads of the stored [`Object`] and hands them
+//! over a channel of capacity one, so the read of the next buffer overlaps sending this one
 //! (those buffers leave with the response and are not reused).
 
 use super::body::{BodyError, BodyStream};
 use super::buffers::Lease;
 use super::error::CoreError;
-use crate::storage::fs::{read_at, write_at};
+use crate::storage::store::{BlockingSink, Object, Sink};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use std::fs::File;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -42,13 +42,16 @@ impl Digests {
     }
 }
 
-type WriteJob = JoinHandle<std::io::Result<(File, Digests, Bytes)>>;
+type WriteJob = JoinHandle<Result<(Digests, Bytes), CoreError>>;
 
-/// Writes a stream of chunks to a file at increasing offsets from `start`, in buffers of
-/// `buf_size`, hashing on the blocking pool while the next buffer fills. At most two
+/// Writes a stream of chunks to a sink at increasing offsets from `start`, in buffers of
+/// the lease's size, hashing on the blocking pool while the next buffer fills. At most two
 /// buffers exist at once.
 pub struct Writer {
-    idle: Option<(File, Digests)>,
+    sink: Arc<dyn Sink>,
+    /// The sink's synchronous side, if it has one: hash and write in one blocking job.
+    local: Option<Arc<dyn BlockingSink>>,
+    idle: Option<Digests>,
     pending: Option<WriteJob>,
     buf: BytesMut,
     lease: Lease,
@@ -58,9 +61,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(file: File, start: u64, lease: Lease, digests: Digests) -> Writer {
+    pub fn new(sink: Arc<dyn Sink>, start: u64, lease: Lease, digests: Digests) -> Writer {
         Writer {
-            idle: Some((file, digests)),
+            local: sink.clone().blocking(),
+            sink,
+            idle: Some(digests),
             pending: None,
             buf: lease.buffer(),
             lease,
@@ -97,31 +102,48 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let (file, mut digests) = self.take().await?;
+        let mut digests = self.take().await?;
         let written = self.next - self.start;
         self.lease.retune(written);
         let data = std::mem::replace(&mut self.buf, self.lease.buffer()).freeze();
         let offset = self.next;
         self.next += data.len() as u64;
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            digests.update(&data);
-            write_at(&file, &data, offset)?;
-            Ok((file, digests, data))
+        if let Some(local) = self.local.clone() {
+            // A local file: hash, then pwrite, in one job on the blocking pool (no copy).
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                digests.update(&data);
+                local.write_at(offset, &data)?;
+                Ok((digests, data))
+            }));
+            return Ok(());
+        }
+        // Elsewhere: hash on the blocking pool while the sink writes.
+        let write = self.sink.write(offset, data.clone());
+        let hashed = data.clone();
+        self.pending = Some(tokio::spawn(async move {
+            let hash = tokio::task::spawn_blocking(move || {
+                digests.update(&hashed);
+                digests
+            });
+            let (hash, written) = futures_util::future::join(hash, write).await;
+            written?;
+            let digests =
+                hash.map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?;
+            Ok((digests, data))
         }));
         Ok(())
     }
 
-    async fn take(&mut self) -> Result<(File, Digests), CoreError> {
+    async fn take(&mut self) -> Result<Digests, CoreError> {
         match self.pending.take() {
             Some(job) => {
-                let (file, digests, data) = job
+                let (digests, data) = job
                     .await
-                    .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))?
-                    .map_err(CoreError::from)?;
+                    .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))??;
                 if let Ok(buf) = data.try_into_mut() {
                     self.lease.recycle(buf);
                 }
-                Ok((file, digests))
+                Ok(digests)
             }
             None => self
                 .idle
@@ -130,37 +152,36 @@ impl Writer {
         }
     }
 
-    /// Writes everything accepted and makes it durable (`fdatasync`).
+    /// Writes everything accepted and makes it durable (`fdatasync` on a filesystem).
     pub async fn sync(&mut self) -> Result<(), CoreError> {
         self.write_buffer().await?;
-        let (file, digests) = self.take().await?;
-        let file = tokio::task::spawn_blocking(move || file.sync_data().map(|()| file))
-            .await
-            .map_err(|e| CoreError::Storage(std::io::Error::other(e.to_string())))??;
-        self.idle = Some((file, digests));
+        let digests = self.take().await?;
+        self.sink.sync().await?;
+        self.idle = Some(digests);
         Ok(())
     }
 
-    /// Writes everything accepted (without fsync) and returns the file and digests.
-    pub async fn finish(mut self) -> Result<(File, Digests), CoreError> {
+    /// Writes everything accepted (without a sync) and returns the sink and digests.
+    pub async fn finish(mut self) -> Result<(Arc<dyn Sink>, Digests), CoreError> {
         self.write_buffer().await?;
-        self.take().await
+        let digests = self.take().await?;
+        Ok((self.sink.clone(), digests))
     }
 }
 
-/// Reads exactly `expected` bytes from `body` into `file`, returning the file and the
-/// SHA-256 of what was written. A short or long body is an error; the caller discards the file.
+/// Reads exactly `expected` bytes from `body` into `sink`, returning the SHA-256 of what
+/// was written. A short or long body is an error; the caller discards the staged write.
 pub async fn receive(
     body: &mut BodyStream,
-    file: File,
+    sink: Arc<dyn Sink>,
     expected: u64,
     lease: Lease,
-) -> Result<(File, [u8; 32]), CoreError> {
+) -> Result<[u8; 32], CoreError> {
     let digests = Digests {
         sha256: Some(Sha256::new()),
         check: None,
     };
-    let mut w = Writer::new(file, 0, lease, digests);
+    let mut w = Writer::new(sink, 0, lease, digests);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|BodyError(e)| CoreError::BodyIncomplete(e))?;
         if w.accepted() + chunk.len() as u64 > expected {
@@ -171,9 +192,8 @@ pub async fn receive(
     if w.accepted() != expected {
         return Err(CoreError::SizeMismatch);
     }
-    let (file, digests) = w.finish().await?;
-    let hash = digests.sha256.unwrap_or_default().finalize().into();
-    Ok((file, hash))
+    let (_sink, digests) = w.finish().await?;
+    Ok(digests.sha256.unwrap_or_default().finalize().into())
 }
 
 fn lost_file() -> std::io::Error {
@@ -185,7 +205,7 @@ fn lost_file() -> std::io::Error {
 pub enum Part {
     /// Literal bytes (multipart headers).
     Bytes(Bytes),
-    /// `len` bytes of the file from `offset`.
+    /// `len` bytes of the object from `offset`.
     File { offset: u64, len: u64 },
 }
 
@@ -204,8 +224,13 @@ impl Part {
 /// Called with the bytes sent when a response body has been handed over completely.
 pub type Done = Box<dyn FnOnce(u64) + Send>;
 
-/// Streams `parts` (file regions and literal bytes) in buffers of the lease's size.
-pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease, done: Option<Done>) -> BodyStream {
+/// Streams `parts` (object regions and literal bytes) in buffers of the lease's size.
+pub fn send(
+    object: Arc<dyn Object>,
+    parts: Vec<Part>,
+    lease: Lease,
+    done: Option<Done>,
+) -> BodyStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(1);
     tokio::spawn(async move {
         let mut lease = lease;
@@ -225,11 +250,7 @@ pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease, done: Option<Done>)
                         let buf_size = lease.retune(sent);
                         let want =
                             usize::try_from((end - pos).min(buf_size as u64)).unwrap_or(buf_size);
-                        let f = file.clone();
-                        let read = tokio::task::spawn_blocking(move || read_at(&f, want, pos))
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r.map_err(|e| e.to_string()));
+                        let read = object.read_at(pos, want).await.map_err(|e| e.to_string());
                         let item = match read {
                             Ok(b) if b.is_empty() => {
                                 Err(BodyError("file shrank while sending".into()))
@@ -261,7 +282,12 @@ pub fn send(file: Arc<File>, parts: Vec<Part>, lease: Lease, done: Option<Done>)
 
 #[cfg(test)]
 mod tests {
+    //! With the in-memory store: the engine's behaviour does not depend on the backend
+    //! (the fs backend is exercised by the integration tests).
     use super::*;
+    use crate::storage::key::Key;
+    use crate::storage::mem::MemStore;
+    use crate::storage::store::{Staged, Store};
 
     fn body_of(chunks: Vec<Result<&'static [u8], &'static str>>) -> BodyStream {
         Box::pin(futures_util::stream::iter(chunks.into_iter().map(|c| {
@@ -276,46 +302,79 @@ mod tests {
             .unwrap()
     }
 
-    fn temp() -> (tempfile::TempDir, File, std::path::PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        let f = File::create(&p).unwrap();
-        (dir, f, p)
+    fn key() -> Key {
+        Key::parse("f").unwrap()
+    }
+
+    async fn staged(st: &MemStore) -> Box<dyn Staged> {
+        st.begin(&key(), None).await.unwrap()
+    }
+
+    async fn stored(st: &MemStore) -> Option<Vec<u8>> {
+        let obj = st.open(&key()).await.unwrap()?;
+        Some(obj.read_at(0, 1 << 20).await.unwrap().to_vec())
     }
 
     #[tokio::test]
     async fn receive_writes_and_hashes() {
-        let (_d, f, p) = temp();
+        let st = MemStore::new(1 << 20);
+        let w = staged(&st).await;
         let mut body = body_of(vec![Ok(b"hello "), Ok(b"wor"), Ok(b"ld")]);
-        let (_f, hash) = receive(&mut body, f, 11, lease(4)).await.unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"hello world");
+        let hash = receive(&mut body, w.sink(), 11, lease(4)).await.unwrap();
+        assert_eq!(stored(&st).await, None, "visible before the commit");
+        w.commit().await.unwrap();
+        assert_eq!(stored(&st).await.unwrap(), b"hello world");
         assert_eq!(hash.to_vec(), Sha256::digest(b"hello world").to_vec());
     }
 
     #[tokio::test]
     async fn receive_refuses_wrong_sizes_and_errors() {
-        let (_d, f, _) = temp();
-        let r = receive(&mut body_of(vec![Ok(b"abc")]), f, 4, lease(4)).await;
+        let st = MemStore::new(1 << 20);
+        let r = receive(
+            &mut body_of(vec![Ok(b"abc")]),
+            staged(&st).await.sink(),
+            4,
+            lease(4),
+        )
+        .await;
         assert!(matches!(r, Err(CoreError::SizeMismatch)));
-        let (_d, f, _) = temp();
-        let r = receive(&mut body_of(vec![Ok(b"abcde")]), f, 4, lease(4)).await;
+        let r = receive(
+            &mut body_of(vec![Ok(b"abcde")]),
+            staged(&st).await.sink(),
+            4,
+            lease(4),
+        )
+        .await;
         assert!(matches!(r, Err(CoreError::SizeMismatch)));
-        let (_d, f, _) = temp();
-        let r = receive(&mut body_of(vec![Ok(b"ab"), Err("reset")]), f, 4, lease(4)).await;
+        let body = vec![Ok(&b"ab"[..]), Err("reset")];
+        let r = receive(&mut body_of(body), staged(&st).await.sink(), 4, lease(4)).await;
         assert!(matches!(r, Err(CoreError::BodyIncomplete(_))));
     }
 
     #[tokio::test]
+    async fn a_full_store_is_insufficient_storage() {
+        let st = MemStore::new(6);
+        let body = vec![Ok(&b"abcd"[..]), Ok(b"efgh")];
+        let r = receive(&mut body_of(body), staged(&st).await.sink(), 8, lease(4)).await;
+        assert!(matches!(r, Err(CoreError::InsufficientStorage)), "{r:?}");
+    }
+
+    #[tokio::test]
     async fn send_streams_regions_in_buffers() {
-        let (_d, _f, p) = temp();
-        std::fs::write(&p, b"0123456789").unwrap();
-        let f = Arc::new(File::open(&p).unwrap());
+        let st = MemStore::new(1 << 20);
+        let w = staged(&st).await;
+        w.sink()
+            .write(0, Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+        let obj = st.open(&key()).await.unwrap().unwrap();
         let parts = vec![
             Part::Bytes(Bytes::from_static(b"[")),
             Part::File { offset: 2, len: 5 },
             Part::Bytes(Bytes::from_static(b"]")),
         ];
-        let chunks: Vec<Bytes> = send(f, parts, lease(2), None)
+        let chunks: Vec<Bytes> = send(obj, parts, lease(2), None)
             .map(|c| c.unwrap())
             .collect()
             .await;

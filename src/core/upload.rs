@@ -10,7 +10,7 @@ use super::auth::{Claim, SignedQuery};
 use super::body::{Body, BodyStream};
 use super::error::CoreError;
 use super::{header_str, path, response, stream, unix_secs, Core};
-use crate::storage::fs::CommitError;
+use crate::storage::store::Staged;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -51,18 +51,19 @@ pub async fn put(
         s.allowed_clock_skew.as_secs(),
     )?;
     admit(core, &rel, Some(size)).await?;
-    if core.storage.available_bytes().await? < size.saturating_add(FREE_SPACE_MARGIN) {
+    let free = core.storage.free_space().await?;
+    if free.is_some_and(|free| free < size.saturating_add(FREE_SPACE_MARGIN)) {
         return Err(CoreError::InsufficientStorage);
     }
-    let (temp, file) = core
+    let staged = core
         .resilience
-        .run("create", || core.storage.create_temp(&rel))
+        .run("create", || core.storage.begin(&rel, Some(size)))
         .await?;
-    // On any error below, `temp` is dropped and the temporary file removed.
+    // On any error below, `staged` is dropped and the staged bytes removed.
     let started = std::time::Instant::now();
     let lease = core.adaptive.lease(ctx, Some(size)).await?;
-    let (file, sha256) = stream::receive(body, file, size, lease).await?;
-    commit(core, temp, file).await?;
+    let sha256 = stream::receive(body, staged.sink(), size, lease).await?;
+    commit(core, staged).await?;
     core.adaptive
         .observe(ctx, super::Direction::Upload, size, started.elapsed(), None);
     tracing::info!(path = %rel, size, sha256 = %hex::encode(sha256), "stored");
@@ -83,21 +84,11 @@ pub async fn put(
     Ok(resp)
 }
 
-/// Commits a finished temporary file (fsync + no-overwrite rename) under the breaker; a
-/// destination taken meanwhile is the client's conflict, not a storage failure.
-pub async fn commit(
-    core: &Core,
-    temp: crate::storage::fs::TempFile,
-    file: std::fs::File,
-) -> Result<(), CoreError> {
-    let job = async {
-        match tokio::task::spawn_blocking(move || temp.commit_blocking(file)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(CommitError::Exists)) => Err(CoreError::Exists),
-            Ok(Err(CommitError::Io(io))) => Err(CoreError::from(io)),
-            Err(e) => Err(CoreError::Storage(std::io::Error::other(e.to_string()))),
-        }
-    };
+/// Commits a finished staged write (on a filesystem: fsync + no-overwrite rename) under
+/// the breaker; a destination taken meanwhile is the client's conflict (409), not a storage
+/// failure.
+pub async fn commit(core: &Core, staged: Box<dyn Staged>) -> Result<(), CoreError> {
+    let job = async { staged.commit().await.map_err(CoreError::from) };
     core.resilience.run_once("commit", job).await
 }
 

@@ -18,7 +18,7 @@
 //! directory left behind costs an inode and exposes nothing (no listings are served).
 
 use super::dirfd::{cstr, os_cstr, Dir, Kind};
-use crate::core::path::RelPath;
+use super::key::Key as RelPath;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -26,17 +26,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
-const TEMP_PREFIX: &str = ".xferd-tmp-";
-
-/// What a download needs to know about a stored file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileMeta {
-    pub len: u64,
-    pub modified: SystemTime,
-    pub mtime_nanos: u128,
-}
+pub(crate) const TEMP_PREFIX: &str = ".xferd-tmp-";
 
 #[derive(Debug, Clone)]
 pub struct FsStorage {
@@ -59,6 +50,11 @@ impl FsStorage {
         Ok(FsStorage { root, dir })
     }
 
+    /// The root directory's descriptor, shared (the [`super::store::Store`] impl).
+    pub(crate) fn root_arc(&self) -> &Arc<Dir> {
+        &self.dir
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -66,41 +62,6 @@ impl FsStorage {
     /// The root directory (resolve everything from it).
     pub(crate) fn root_dir(&self) -> &Dir {
         &self.dir
-    }
-
-    /// Opens a regular file for reading; a link anywhere on the path, a missing file or a
-    /// non-file is `None`.
-    pub async fn open_read(&self, rel: &RelPath) -> io::Result<Option<(File, FileMeta)>> {
-        let dir = self.dir.clone();
-        let rel = rel.clone();
-        blocking(move || {
-            // O_NONBLOCK: opening a FIFO planted in storage must not hang a blocking thread
-            // (it is refused below as a non-file; regular files ignore the flag).
-            let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-            let file = match dir.open_beneath(rel.as_str(), flags, 0) {
-                Ok(fd) => File::from(fd),
-                Err(e) if is_not_found(&e) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            let md = file.metadata()?;
-            if !md.is_file() {
-                return Ok(None);
-            }
-            let modified = md.modified()?;
-            let mtime_nanos = modified
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            Ok(Some((
-                file,
-                FileMeta {
-                    len: md.len(),
-                    modified,
-                    mtime_nanos,
-                },
-            )))
-        })
-        .await
     }
 
     /// True when something (file, directory, link) already exists at `rel`. A link or a
@@ -231,8 +192,12 @@ impl TempFile {
     /// fsyncs `file`, moves it to its final name without overwriting, fsyncs the directory.
     /// Blocking: call from the blocking pool.
     /// On failure the temporary file is removed here (we are on a blocking thread already).
-    pub fn commit_blocking(mut self, file: File) -> Result<(), CommitError> {
+    pub fn commit_blocking(
+        mut self,
+        file: impl std::borrow::Borrow<File>,
+    ) -> Result<(), CommitError> {
         let moved = file
+            .borrow()
             .sync_all()
             .and_then(|()| self.dir.rename_noreplace(&self.tmp, &self.dir, &self.name));
         drop(file);
@@ -304,16 +269,21 @@ pub fn read_at(file: &File, len: usize, offset: u64) -> io::Result<bytes::Bytes>
     Ok(bytes::Bytes::from(buf))
 }
 
-fn is_not_found(e: &io::Error) -> bool {
+pub(crate) fn is_not_found(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
     )
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking file-system work on tokio's blocking pool; inline when the caller is a
+/// blocking thread already ([`super::store::block_on`]).
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
+    if super::store::in_block_on() {
+        return f();
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
@@ -353,7 +323,10 @@ pub(crate) mod test_hook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::path::validate;
+    use crate::storage::store::Store;
+    fn validate(s: &str) -> Result<RelPath, super::super::key::KeyError> {
+        RelPath::parse(s)
+    }
 
     #[tokio::test]
     async fn commit_is_atomic_and_never_overwrites() {
@@ -367,9 +340,9 @@ mod tests {
         assert!(!st.exists(&rel).await.unwrap());
         t1.commit_blocking(f1).unwrap();
         assert!(matches!(t2.commit_blocking(f2), Err(CommitError::Exists)));
-        let (f, meta) = st.open_read(&rel).await.unwrap().unwrap();
-        assert_eq!(meta.len, 3);
-        assert_eq!(&read_at(&f, 10, 0).unwrap()[..], b"one");
+        let obj = Store::open(&st, &rel).await.unwrap().unwrap();
+        assert_eq!(obj.meta().len, 3);
+        assert_eq!(&obj.read_at(0, 10).await.unwrap()[..], b"one");
         // Only the committed file remains in the directory.
         let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
         assert_eq!(names.len(), 1);
@@ -469,7 +442,7 @@ mod tests {
         let rel = validate("pipe").unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let limit = std::time::Duration::from_secs(5);
-        let r = rt.block_on(async { tokio::time::timeout(limit, st.open_read(&rel)).await });
+        let r = rt.block_on(async { tokio::time::timeout(limit, Store::open(&st, &rel)).await });
         // Not joined: a blocking thread stuck in open() must not hang the test too.
         rt.shutdown_background();
         let r = r.expect("opening a FIFO returns at once");

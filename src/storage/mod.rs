@@ -1,16 +1,34 @@
-//! Storage backends. Today: the local filesystem ([`fs::FsStorage`]): uploads go to a
-//! temporary file beside their destination, are fsynced and renamed into place without
-//! overwriting; downloads use positional reads; names are resolved beneath the root's
-//! directory descriptor without following links ([`dirfd`]). Object storage comes later
-//! behind the same operations (create temp / write / commit / abort, stat, read at offset).
-//! Resumable uploads keep their bytes in a [`parts::PartStore`] and their records in a
-//! [`meta::SessionStore`].
+//! Storage: the contract the core stores through, and its backends. The leaf layer: it
+//! imports nothing else of the crate (`tests/boundaries.rs`).
+//!
+//! - [`key`]: [`key::Key`], a validated relative name (the core's `RelPath`).
+//! - [`store`]: the contract. [`store::Store`] (stat, range reads, staged writes that commit
+//!   without overwriting, delete, paged list, declared capabilities) for finished files,
+//!   [`store::PartStore`] (create, write at a placement, complete into a key, abort, list)
+//!   for resumable uploads in progress; [`store::StoreError`] kinds instead of errnos.
+//! - Filesystem backend: [`fs::FsStorage`] (temporary file beside the destination, fsync,
+//!   `renameat2(RENAME_NOREPLACE)`, directory fsync, positional reads; [`fs_store`] is its
+//!   contract impl) and [`parts::FsParts`] (one file per session under `.xferd-sessions/`,
+//!   `pwrite` at offsets); names resolved beneath the root's descriptor without following
+//!   links ([`dirfd`]).
+//! - [`mem`]: the same semantics in memory, bounded (core and contract tests).
+//! - [`meta`]: the session records (redb).
+//!
+//! An object-store backend implements the same two traits (see [`store`]'s module doc).
 
 pub mod dirfd;
 pub mod fs;
+pub mod fs_store;
+pub mod key;
+pub mod mem;
 pub mod meta;
 pub mod parts;
+pub mod store;
 
-pub use fs::{FileMeta, FsStorage, TempFile};
+#[cfg(test)]
+mod contract_tests;
+
+pub use fs::{FsStorage, TempFile};
 pub use meta::SessionStore;
-pub use parts::PartStore;
+pub use parts::FsParts;
+pub use store::PartStore;

@@ -10,8 +10,10 @@
 //! remove = abort, concatenate = upload-part-copy.
 
 use super::dirfd::{cstr, Dir, Kind};
-use super::fs::{CommitError, FsStorage};
-use crate::core::path::RelPath;
+use super::fs::{blocking, CommitError, FsStorage};
+use super::fs_store::{FsSink, FS_CAPABILITIES};
+use super::key::Key as RelPath;
+use super::store::{self, BoxFuture, Capabilities, PartStore, Sink, StoreError};
 use sha2::{Digest, Sha256};
 use std::ffi::CString;
 use std::fs::File;
@@ -25,15 +27,15 @@ use std::sync::Arc;
 pub const PARTS_DIR: &str = ".xferd-sessions";
 
 #[derive(Debug, Clone)]
-pub struct PartStore {
+pub struct FsParts {
     dir: Arc<Dir>,
     storage: FsStorage,
 }
 
-impl PartStore {
-    pub fn open(storage: &FsStorage) -> io::Result<PartStore> {
+impl FsParts {
+    pub fn open(storage: &FsStorage) -> io::Result<FsParts> {
         let dir = storage.root_dir().create_dirs(PARTS_DIR)?;
-        Ok(PartStore {
+        Ok(FsParts {
             dir: Arc::new(dir),
             storage: storage.clone(),
         })
@@ -58,6 +60,11 @@ impl PartStore {
     /// Opens the data file for positional writes.
     pub fn open_write(&self, id: &str) -> io::Result<File> {
         self.open_file(id, libc::O_WRONLY)
+    }
+
+    /// The data file as a [`Sink`] for positional writes (blocking open).
+    pub fn open_sink_blocking(&self, id: &str) -> io::Result<Arc<dyn Sink>> {
+        Ok(Arc::new(FsSink::new(self.open_write(id)?)))
     }
 
     pub fn exists(&self, id: &str) -> bool {
@@ -150,5 +157,72 @@ impl PartStore {
             }
         }
         Ok(out)
+    }
+}
+
+async fn on_pool<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> store::Result<T> {
+    blocking(f).await.map_err(StoreError::from)
+}
+
+/// The contract over the blocking operations above, each on the blocking pool.
+impl PartStore for FsParts {
+    fn capabilities(&self) -> Capabilities {
+        FS_CAPABILITIES
+    }
+    fn create(&self, id: &str) -> BoxFuture<'static, store::Result<()>> {
+        let (p, id) = (self.clone(), id.to_string());
+        Box::pin(on_pool(move || FsParts::create(&p, &id)))
+    }
+    fn open_sink(&self, id: &str) -> BoxFuture<'static, store::Result<Arc<dyn Sink>>> {
+        let (p, id) = (self.clone(), id.to_string());
+        Box::pin(on_pool(move || p.open_sink_blocking(&id)))
+    }
+    fn exists(&self, id: &str) -> BoxFuture<'static, store::Result<bool>> {
+        let (p, id) = (self.clone(), id.to_string());
+        Box::pin(on_pool(move || Ok(FsParts::exists(&p, &id))))
+    }
+    fn abort(&self, id: &str) -> BoxFuture<'static, store::Result<()>> {
+        let (p, id) = (self.clone(), id.to_string());
+        Box::pin(on_pool(move || p.remove(&id)))
+    }
+    fn concat(
+        &self,
+        dest: &str,
+        sources: Vec<(String, u64)>,
+    ) -> BoxFuture<'static, store::Result<()>> {
+        let (p, dest) = (self.clone(), dest.to_string());
+        Box::pin(on_pool(move || FsParts::concat(&p, &dest, &sources)))
+    }
+    fn hash_range(
+        &self,
+        id: &str,
+        mut sha: Sha256,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'static, store::Result<Sha256>> {
+        let (p, id) = (self.clone(), id.to_string());
+        Box::pin(on_pool(move || {
+            FsParts::hash_range(&p, &id, &mut sha, from, to).map(|()| sha)
+        }))
+    }
+    fn complete(&self, id: &str, len: u64, key: &RelPath) -> BoxFuture<'static, store::Result<()>> {
+        let (p, id, key) = (self.clone(), id.to_string(), key.clone());
+        Box::pin(async move {
+            match blocking(move || Ok(p.commit(&id, len, &key))).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(CommitError::Exists)) => Err(StoreError::Exists),
+                Ok(Err(CommitError::Io(e))) | Err(e) => Err(StoreError::from(e)),
+            }
+        })
+    }
+    fn target_taken(&self, key: &RelPath) -> BoxFuture<'static, store::Result<bool>> {
+        let (p, key) = (self.clone(), key.clone());
+        Box::pin(on_pool(move || p.target_exists(&key)))
+    }
+    fn list(&self) -> BoxFuture<'static, store::Result<Vec<String>>> {
+        let p = self.clone();
+        Box::pin(on_pool(move || FsParts::list(&p)))
     }
 }

@@ -41,10 +41,10 @@
 
 use super::checksum;
 use super::session::{Completed, Kind, Origin, Session};
+use crate::core::error::CoreError;
 use crate::core::path::{self, RelPath};
-use crate::storage::fs::CommitError;
-use crate::storage::meta::{Guard, Locker, MemLocker, Quota, SessionRecords};
-use crate::storage::{PartStore, SessionStore};
+use crate::storage::meta::{Guard, Locker, MemLocker, Quota, SessionRecords, SessionStore};
+use crate::storage::store::{PartStore, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -118,7 +118,7 @@ type Hash = Arc<tokio::sync::Mutex<Prefix>>;
 pub struct Engine {
     records: Arc<dyn SessionRecords>,
     locker: Arc<dyn Locker>,
-    parts: PartStore,
+    parts: Arc<dyn PartStore>,
     limits: Limits,
     /// Running hashes of sessions in progress (a cache; rule 7). A request holds its entry
     /// by `Arc`, so removal never waits for requests.
@@ -133,20 +133,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, SessionError> + Send + 'static,
-) -> Result<T, SessionError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| SessionError::Storage(e.to_string()))?
+/// A storage error as the engine reports it (kinds mapped by [`CoreError`]).
+fn stored(e: StoreError) -> SessionError {
+    SessionError::from(CoreError::from(e))
 }
 
 impl Engine {
     /// Opens the engine over the local redb store and an in-process locker (tokens continue
-    /// above the stored ones), after start-up recovery (rule 6). Blocking.
+    /// above the stored ones), after start-up recovery (rule 6). Blocking (it waits for the
+    /// part store with `block_on`): call it on the blocking pool.
     pub fn open(
         store: SessionStore,
-        parts: PartStore,
+        parts: Arc<dyn PartStore>,
         limits: Limits,
     ) -> Result<Engine, SessionError> {
         let max_length = limits.max_length;
@@ -173,7 +171,7 @@ impl Engine {
     pub fn new(
         records: Arc<dyn SessionRecords>,
         locker: Arc<dyn Locker>,
-        parts: PartStore,
+        parts: Arc<dyn PartStore>,
         limits: Limits,
     ) -> Engine {
         Engine {
@@ -244,12 +242,10 @@ impl Engine {
                 return Err(SessionError::LengthMismatch);
             }
         }
-        if new.kind != Kind::Partial {
-            let parts = self.parts.clone();
-            let target = new.target.clone();
-            if blocking(move || Ok(parts.target_exists(&target)?)).await? {
-                return Err(SessionError::TargetExists);
-            }
+        if new.kind != Kind::Partial
+            && self.parts.target_taken(&new.target).await.map_err(stored)?
+        {
+            return Err(SessionError::TargetExists);
         }
         let id = format!("{:032x}", rand::random::<u128>());
         let session = Session {
@@ -279,10 +275,8 @@ impl Engine {
             .map_err(records::rec_err)?;
         crate::storage::meta::check_quota(&counts, &self.quota(), &record.summary)
             .map_err(records::rec_err)?;
-        let parts = self.parts.clone();
-        let pid = id.clone();
         let created = async {
-            blocking(move || Ok(parts.create(&pid)?)).await?;
+            self.parts.create(&id).await.map_err(stored)?;
             self.records
                 .insert(&id, record, self.quota())
                 .await
@@ -290,9 +284,7 @@ impl Engine {
         }
         .await;
         if let Err(e) = created {
-            // File system calls block: on the blocking pool, like every other one here.
-            let (parts, pid) = (self.parts.clone(), id.clone());
-            if let Err(r) = blocking(move || Ok(parts.remove(&pid)?)).await {
+            if let Err(r) = self.parts.abort(&id).await {
                 tracing::warn!(%id, error = %r, "cannot remove the data file of a failed creation");
             }
             return Err(e);
@@ -396,14 +388,12 @@ impl Engine {
             }
             None => Prefix::default(),
         };
-        let parts = self.parts.clone();
-        let pid = id.to_string();
-        let sha: [u8; 32] = blocking(move || {
-            let mut sha = running.sha;
-            parts.hash_range(&pid, &mut sha, running.upto, len)?;
-            Ok(sha.finalize().into())
-        })
-        .await?;
+        let sha: [u8; 32] = (self.parts)
+            .hash_range(id, running.sha, running.upto, len)
+            .await
+            .map_err(stored)?
+            .finalize()
+            .into();
         if let Some(expected) = &s.expected_sha256 {
             if *expected != hex::encode(sha) {
                 self.remove(id, None).await?;
@@ -413,14 +403,11 @@ impl Engine {
         if s.kind != Kind::Partial {
             let target =
                 path::validate(&s.target).map_err(|e| SessionError::Storage(e.to_string()))?;
-            let parts = self.parts.clone();
-            let pid = id.to_string();
-            let moved = blocking(move || match parts.commit(&pid, len, &target) {
-                Ok(()) => Ok(Ok(())),
-                Err(CommitError::Exists) => Ok(Err(SessionError::TargetExists)),
-                Err(CommitError::Io(e)) => Err(e.into()),
-            })
-            .await?;
+            let moved = match self.parts.complete(id, len, &target).await {
+                Ok(()) => Ok(()),
+                Err(StoreError::Exists) => Err(SessionError::TargetExists),
+                Err(e) => return Err(stored(e)),
+            };
             if let Err(e) = moved {
                 self.remove(id, None).await?;
                 return Err(e);

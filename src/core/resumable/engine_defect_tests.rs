@@ -11,7 +11,8 @@ use super::engine_tests::{append, body, data, env_with, limits, new, open_engine
 use super::session::{Kind, Origin, Session};
 use crate::core::body::{BodyError, BodyStream};
 use crate::storage::meta::{Locker, MemLocker, MemRecords, Quota, Record, SessionRecords, Summary};
-use crate::storage::{FsStorage, PartStore};
+use crate::storage::parts::FsParts;
+use crate::storage::FsStorage;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,10 +243,10 @@ fn two_instances(l: Limits) -> (tempfile::TempDir, Arc<MemRecords>, Engine, Engi
     let a = Engine::new(
         shared.clone(),
         locker.clone(),
-        PartStore::open(&fs).unwrap(),
+        Arc::new(FsParts::open(&fs).unwrap()),
         l.clone(),
     );
-    let b = Engine::new(shared, locker, PartStore::open(&fs).unwrap(), l);
+    let b = Engine::new(shared, locker, Arc::new(FsParts::open(&fs).unwrap()), l);
     (dir, records, a, b)
 }
 
@@ -431,7 +432,7 @@ async fn a_dead_holders_lock_is_taken_over_after_its_lease() {
     let engine = Engine::new(
         records.clone(),
         locker.clone(),
-        PartStore::open(&fs).unwrap(),
+        Arc::new(FsParts::open(&fs).unwrap()),
         limits(),
     );
     let s = engine.create(new("dead/x.bin", Some(8)), 0).await.unwrap();

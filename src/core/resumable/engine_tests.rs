@@ -7,7 +7,7 @@ use super::engine::*;
 use super::session::{Kind, Origin};
 use crate::core::body::{BodyError, BodyStream};
 use crate::core::path::validate;
-use crate::storage::{FsStorage, PartStore, SessionStore};
+use crate::storage::{FsParts, FsStorage, SessionStore};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -31,7 +31,7 @@ pub(super) fn limits() -> Limits {
 
 pub(super) fn open_engine(dir: &std::path::Path, l: Limits) -> Engine {
     let fs = FsStorage::open(&dir.join("data")).unwrap();
-    let parts = PartStore::open(&fs).unwrap();
+    let parts = std::sync::Arc::new(FsParts::open(&fs).unwrap());
     let store = SessionStore::open(&dir.join("state/sessions.redb")).unwrap();
     Engine::open(store, parts, l).unwrap()
 }

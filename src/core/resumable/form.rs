@@ -57,9 +57,9 @@ pub async fn upload(
         }
         let rel = path::validate(&format!("{}/{name}", s.form_upload_dir))?;
         crate::core::upload::admit(core, &rel, None).await?;
-        let (temp, file) = core
+        let staged = core
             .resilience
-            .run("create", || core.storage.create_temp(&rel))
+            .run("create", || core.storage.begin(&rel, None))
             .await?;
         let started = std::time::Instant::now();
         let digests = Digests {
@@ -67,14 +67,14 @@ pub async fn upload(
             check: None,
         };
         let lease = core.adaptive.lease(ctx, None).await?;
-        let mut w = Writer::new(file, 0, lease, digests);
+        let mut w = Writer::new(staged.sink(), 0, lease, digests);
         while let Some(chunk) = field.chunk().await.map_err(form_error)? {
             w.push(&chunk).await?;
         }
         let size = w.accepted();
-        let (file, digests) = w.finish().await?;
+        let (_sink, digests) = w.finish().await?;
         let sha = hex::encode(digests.sha256.unwrap_or_default().finalize());
-        crate::core::upload::commit(core, temp, file).await?;
+        crate::core::upload::commit(core, staged).await?;
         core.adaptive.observe(
             ctx,
             crate::core::Direction::Upload,

@@ -1,7 +1,7 @@
 //! tus concatenation over the engine: a final upload is the concatenation of partial ones,
 //! finished at once when every part is complete, otherwise when the last one completes.
 
-use super::{blocking, Engine, NewSession, SessionError};
+use super::{stored, Engine, NewSession, SessionError};
 use crate::core::resumable::session::{Kind, Session};
 
 impl Engine {
@@ -62,10 +62,7 @@ impl Engine {
         if current.completed.is_some() {
             return Ok(current);
         }
-        let parts = self.parts.clone();
-        let dest = id.to_string();
-        let srcs = sources.clone();
-        blocking(move || Ok(parts.concat(&dest, &srcs)?)).await?;
+        (self.parts.concat(id, sources.clone()).await).map_err(stored)?;
         self.commit_range(id, Some(guard.token()), (0, total), Some(total), now)
             .await?;
         let done = self.finish(id, Some(&guard), now).await?;

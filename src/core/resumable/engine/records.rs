@@ -1,11 +1,12 @@
 //! The engine's records: reading and compare-and-set updates of [`Session`]s in the record
 //! store, removal, expiry and start-up recovery (rules 4, 6 and 7 of [`super`]).
 
-use super::{blocking, is_session_id, lock, Engine, SessionError};
+use super::{is_session_id, lock, stored, Engine, SessionError};
 use crate::core::resumable::session::Session;
 use crate::storage::meta::{Record, RecordError, SessionStore, Summary, Version};
-use crate::storage::PartStore;
+use crate::storage::store::{block_on, PartStore};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// How long a data file must have been seen without a record before it is removed: a
 /// creation in progress (possibly on another instance sharing the storage) writes its data
@@ -55,10 +56,10 @@ pub(super) fn summarize(raw: &[u8], max_length: u64) -> Option<Summary> {
 /// resume them). Nothing else: expiry and orphans are [`Engine::expire`]'s.
 pub(super) fn recover_blocking(
     store: &SessionStore,
-    parts: &PartStore,
+    parts: &Arc<dyn PartStore>,
 ) -> Result<(), SessionError> {
     for (id, s) in store.scan_blocking().map_err(rec_err)? {
-        if s.record.summary.open && !parts.exists(&id) {
+        if s.record.summary.open && !block_on(parts.exists(&id)).map_err(stored)? {
             tracing::warn!(%id, "dropping session whose data file is missing");
             match store.delete_blocking(&id, Some(s.version)) {
                 Ok(_) | Err(RecordError::Conflict) => {}
@@ -132,9 +133,7 @@ impl Engine {
             Err(e) => return Err(rec_err(e)),
         }
         lock(&self.hashes).remove(id);
-        let parts = self.parts.clone();
-        let key = id.to_string();
-        blocking(move || Ok(parts.remove(&key)?)).await?;
+        self.parts.abort(id).await.map_err(stored)?;
         Ok(true)
     }
 
@@ -153,8 +152,7 @@ impl Engine {
     /// been without a record for [`ORPHAN_GRACE_SECS`]; returns how many sessions.
     pub async fn expire(&self, now: u64) -> Result<usize, SessionError> {
         // Data files first: a record inserted after this listing only makes a file known.
-        let parts = self.parts.clone();
-        let files = blocking(move || Ok(parts.list()?)).await?;
+        let files = self.parts.list().await.map_err(stored)?;
         let all = self.records.scan().await.map_err(rec_err)?;
         let mut n = 0;
         let mut known = HashSet::new();
@@ -192,8 +190,7 @@ impl Engine {
                 continue;
             }
             tracing::info!(%id, "removing a data file without a session record");
-            let (parts, key) = (self.parts.clone(), id.clone());
-            blocking(move || Ok(parts.remove(&key)?)).await?;
+            self.parts.abort(&id).await.map_err(stored)?;
             lock(&self.orphans).remove(&id);
         }
         Ok(n)

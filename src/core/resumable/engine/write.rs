@@ -2,7 +2,7 @@
 //! and chunks (HFS, at their own offsets, concurrently), with progress commits, checksums
 //! and the running prefix hash (rules 2 to 4 and 8 of [`super`]).
 
-use super::{blocking, checksum, Engine, Hash, Placement, SessionError, Write};
+use super::{checksum, stored, Engine, Hash, Placement, SessionError, Write};
 use crate::core::body::BodyStream;
 use crate::core::resumable::session::Session;
 use crate::core::stream::{Digests, Writer};
@@ -61,9 +61,7 @@ impl Engine {
                 }
             });
         }
-        let parts = self.parts.clone();
-        let pid = id.to_string();
-        let file = blocking(move || Ok(parts.open_write(&pid)?)).await?;
+        let file = self.parts.open_sink(id).await.map_err(stored)?;
         // An append that continues the running hash carries it (exclusive: writer lock).
         let mut prefix = match w.placement {
             Placement::Append { .. } => Some(hash.lock().await),
@@ -182,13 +180,11 @@ impl Engine {
         if p.upto >= prefix_end {
             return Ok(());
         }
-        let (parts, pid, mut sha, from) =
-            (self.parts.clone(), id.to_string(), p.sha.clone(), p.upto);
-        let sha = blocking(move || {
-            parts.hash_range(&pid, &mut sha, from, prefix_end)?;
-            Ok(sha)
-        })
-        .await?;
+        let sha = (self
+            .parts
+            .hash_range(id, p.sha.clone(), p.upto, prefix_end)
+            .await)
+            .map_err(stored)?;
         p.sha = sha;
         p.upto = prefix_end;
         Ok(())
