@@ -45,9 +45,14 @@ async fn ticketed(srv: &TestServer) -> H3Context {
         xferd::client::DEFAULT_CONGESTION,
     )
     .unwrap();
-    let c = Client::connect_h3(&ctx, srv.addr(), "localhost").await.unwrap();
+    let c = Client::connect_h3(&ctx, srv.addr(), "localhost")
+        .await
+        .unwrap();
     assert!(!c.zero_rtt, "no ticket yet: a full handshake");
-    assert_eq!(request_on(&c, "GET", "/health", &[], None).await.status, 200);
+    assert_eq!(
+        request_on(&c, "GET", "/health", &[], None).await.status,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(300)).await; // the session ticket arrives
     drop(c);
     ctx
@@ -89,7 +94,10 @@ async fn early_put_is_held_until_the_handshake_and_then_served() {
     );
     let (first, c1) = conn.get().await.unwrap();
     assert!(!c1.zero_rtt, "no ticket yet: a full handshake");
-    assert_eq!(request_on(&c1, "GET", "/health", &[], None).await.status, 200);
+    assert_eq!(
+        request_on(&c1, "GET", "/health", &[], None).await.status,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     conn.broken(first).await;
     drop(c1);
@@ -102,12 +110,22 @@ async fn early_put_is_held_until_the_handshake_and_then_served() {
         put_abc(&c2, &url),
         request_on(&c2, "GET", "/health", &[], None)
     );
-    assert_eq!(early_put.status, 201, "a PUT in early data is held, then stored");
+    assert_eq!(
+        early_put.status, 201,
+        "a PUT in early data is held, then stored"
+    );
     assert_eq!(early_get.status, 200, "a GET in early data is served");
-    assert_eq!(std::fs::read(srv.storage().join("z/early.bin")).unwrap(), b"abc");
+    assert_eq!(
+        std::fs::read(srv.storage().join("z/early.bin")).unwrap(),
+        b"abc"
+    );
     // Held, not refused and repeated: one round trip of the handshake plus one for the
     // exchange (80 ms each), well under the three a 425 and a retry would take.
-    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
     srv.stop().await;
 }
 
@@ -122,7 +140,9 @@ async fn zero_rtt_off_means_full_handshakes() {
     )
     .unwrap();
     for i in 0..2 {
-        let c = Client::connect_h3(&ctx, srv.addr(), "localhost").await.unwrap();
+        let c = Client::connect_h3(&ctx, srv.addr(), "localhost")
+            .await
+            .unwrap();
         assert!(!c.zero_rtt, "connection {i}: no early data offered");
         c.send_unsafe_requests_early();
         let url = signed_v(&format!("z/late{i}.bin"), 3);
@@ -157,7 +177,9 @@ async fn replayed_early_upload_is_never_processed() {
                 rec.lock().unwrap().push(buf[..n].to_vec());
             }
         });
-        let victim = Client::connect_h3(&ctx, trap_addr, "localhost").await.unwrap();
+        let victim = Client::connect_h3(&ctx, trap_addr, "localhost")
+            .await
+            .unwrap();
         assert!(victim.zero_rtt, "the client resumed and sends early data");
         victim.send_unsafe_requests_early();
         let url = signed_v("z/replayed.bin", 3);
@@ -179,7 +201,11 @@ async fn replayed_early_upload_is_never_processed() {
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
         let flight: Vec<Vec<u8>> = captured.lock().unwrap().clone();
-        assert!(flight.len() >= 2, "an Initial and 0-RTT packets: {}", flight.len());
+        assert!(
+            flight.len() >= 2,
+            "an Initial and 0-RTT packets: {}",
+            flight.len()
+        );
 
         // The replay, from a port the server has never seen; its answers are discarded.
         let replayer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -193,7 +219,10 @@ async fn replayed_early_upload_is_never_processed() {
         {
             answered += 1;
         }
-        assert!(answered > 0, "the server took the replay for a new connection");
+        assert!(
+            answered > 0,
+            "the server took the replay for a new connection"
+        );
         assert_eq!(
             metric(&srv, "xferd_streams_active{protocol=\"h3\"}").await,
             1.0,
@@ -223,7 +252,9 @@ async fn replayed_early_upload_is_never_processed() {
         pending.abort();
         recorder.abort();
         // The path was never written: the real client, reconnecting, uploads it.
-        let c = Client::connect_h3(&ctx, srv.addr(), "localhost").await.unwrap();
+        let c = Client::connect_h3(&ctx, srv.addr(), "localhost")
+            .await
+            .unwrap();
         assert_eq!(put_abc(&c, &url).await.status, 201);
         srv.stop().await;
     })
@@ -276,7 +307,10 @@ for spec in reqs:
 /// Runs [`PYCURL_SCRIPT`]; `None` when pycurl is missing outside CI (in CI that fails).
 fn pycurl(base: &str, reqs: &[String]) -> Option<Vec<(String, String, u64)>> {
     let has = std::process::Command::new("python3")
-        .args(["-c", "import pycurl; assert pycurl.version_info()[4] & pycurl.VERSION_HTTP3"])
+        .args([
+            "-c",
+            "import pycurl; assert pycurl.version_info()[4] & pycurl.VERSION_HTTP3",
+        ])
         .status()
         .is_ok_and(|s| s.success());
     if !has {
@@ -288,7 +322,8 @@ fn pycurl(base: &str, reqs: &[String]) -> Option<Vec<(String, String, u64)>> {
         return None;
     }
     let mut cmd = std::process::Command::new("timeout");
-    cmd.args(["120", "python3", "-c", PYCURL_SCRIPT, base]).args(reqs);
+    cmd.args(["120", "python3", "-c", PYCURL_SCRIPT, base])
+        .args(reqs);
     let out = cmd.output().expect("python3 runs");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -300,7 +335,11 @@ fn pycurl(base: &str, reqs: &[String]) -> Option<Vec<(String, String, u64)>> {
         text.lines()
             .map(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
-                (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap_or(0))
+                (
+                    f[0].to_string(),
+                    f[1].to_string(),
+                    f[2].parse().unwrap_or(0),
+                )
             })
             .collect(),
     )
@@ -329,7 +368,10 @@ async fn pycurl_resumed_heads_and_gets_are_all_answered() {
         assert_eq!(status, "200", "request {i} ({m}): {lines:?}");
     }
     let early = lines.iter().filter(|l| l.2 > 0).count();
-    assert!(early >= 20, "requests sent in early data: {early} of 25: {lines:?}");
+    assert!(
+        early >= 20,
+        "requests sent in early data: {early} of 25: {lines:?}"
+    );
     srv.stop().await;
 }
 
@@ -364,6 +406,78 @@ async fn pycurl_post_and_put_in_early_data_get_their_normal_answers() {
     assert!(lines[1].2 > 0, "the POST went out in early data: {lines:?}");
     assert_eq!(lines[2].1, "201", "PUT: {lines:?}");
     assert!(lines[2].2 > 0, "the PUT went out in early data: {lines:?}");
-    assert_eq!(std::fs::read(srv.storage().join("p/put.bin")).unwrap(), b"abc");
+    assert_eq!(
+        std::fs::read(srv.storage().join("p/put.bin")).unwrap(),
+        b"abc"
+    );
     srv.stop().await;
+}
+
+/// Not a test: the client half of benches/zerortt.sh (run with `--ignored`, inside the
+/// client's namespace). A reconnecting xferd client: RUNS times a fresh connection (resumed
+/// with the ticket of the one before) and the time to the first byte of `GET $ZB_GET`, then
+/// RUNS times a fresh connection and the total time of a 1 MB signed PUT (URLs from
+/// `$ZB_URLS`, one path and query a line), once as the client does by default (a PUT waits
+/// for the handshake) and once sending it in early data. Prints
+/// `xferd<TAB>metric<TAB>run<TAB>seconds<TAB>resumed-with-0-RTT`.
+#[tokio::test]
+#[ignore]
+async fn bench_reconnecting_client() {
+    use futures_util::TryStreamExt;
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let addr: SocketAddr = env("ZB_ADDR").parse().unwrap();
+    let name = env("ZB_NAME");
+    let roots = xferd::tls::read_certs(std::path::Path::new(&env("ZB_CA"))).unwrap();
+    let runs: usize = env("ZB_RUNS").parse().unwrap();
+    let urls = std::fs::read_to_string(env("ZB_URLS")).unwrap();
+    let mut urls = urls.lines();
+    let ctx = H3Context::new(
+        &Trust::Roots(roots),
+        false,
+        xferd::client::DEFAULT_CONGESTION,
+    )
+    .unwrap();
+    let data = bytes::Bytes::from(vec![7u8; 1_000_000]);
+    let req = |m: &str, p: &str| {
+        let mut b = http::Request::builder().method(m).uri(p);
+        if m == "PUT" {
+            b = b.header("content-length", "1000000");
+        }
+        b.body(()).unwrap()
+    };
+    // Warm-up: the first connection has no ticket.
+    let c = Client::connect_h3(&ctx, addr, &name).await.unwrap();
+    let _ = c.send(req("GET", "/health"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(c);
+    for metric in ["get_ttfb", "put_total", "put_total_early"] {
+        for run in 1..=runs {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let t0 = std::time::Instant::now();
+            let c = Client::connect_h3(&ctx, addr, &name).await.unwrap();
+            let resumed = c.zero_rtt;
+            let secs = if metric == "get_ttfb" {
+                let r = c.send(req("GET", &env("ZB_GET")), None).await.unwrap();
+                let t = t0.elapsed().as_secs_f64();
+                assert_eq!(r.status, 200);
+                let _: Vec<bytes::Bytes> = r.body.try_collect().await.unwrap();
+                t
+            } else {
+                if metric == "put_total_early" {
+                    c.send_unsafe_requests_early();
+                }
+                let url = urls.next().expect("enough signed PUT URLs");
+                let r = c
+                    .send(req("PUT", url), Some(body_once(data.clone())))
+                    .await
+                    .unwrap();
+                let _: Vec<bytes::Bytes> = r.body.try_collect().await.unwrap();
+                assert_eq!(r.status, 201, "{url}");
+                t0.elapsed().as_secs_f64()
+            };
+            println!("xferd\t{metric}\t{run}\t{secs:.4}\t{resumed}");
+            tokio::time::sleep(Duration::from_millis(200)).await; // the next ticket
+            drop(c);
+        }
+    }
 }

@@ -161,9 +161,17 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
                 // `StreamEvent::Available`): the SETTINGS are never sent and no request is
                 // ever answered. That was the pycurl HTTP/3 request hanging until its timeout
                 // with 0-RTT on (tests/zero_rtt.rs).
-                if let Err(e) = connecting.handshake_data().await {
-                    tracing::debug!(%peer, error = %e, "QUIC handshake failed");
-                    return;
+                let deadline = shared.limits.header_read_timeout;
+                match tokio::time::timeout(deadline, connecting.handshake_data()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no complete ClientHello in time; dropped");
+                        return;
+                    }
                 }
                 connecting.into_0rtt()
             } else {
@@ -181,6 +189,7 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
                         // completed its handshake. A connection lost first (a replay never
                         // completes) drops `tx` unsent, and every held request is let go
                         // unprocessed.
+                        //
                         // Bounded like a TLS handshake over TCP: a connection that sent
                         // early data but does not finish (a replay) is closed, and what it
                         // holds is let go, after `header_read_timeout` rather than idling on.
