@@ -129,7 +129,7 @@ for metric in ("get_ttfb", "put_total_early"):
 '
 
 sign_urls() { # count prefix -> file of path?query lines
-    local n=$1 prefix=$2 out="$WORK/urls.$2" i url
+    local n=$1 prefix=$2 out="$WORK/urls.${2//\//-}" i url
     : >"$out"
     for i in $(seq 1 "$n"); do
         url=$("$XFERD" sign --config "$WORK/xferd.toml" --path "$prefix/$i.bin" --expires 2h)
@@ -170,7 +170,7 @@ for delay in $DELAYS_MS; do
         urls=$(sign_urls $((2 * RUNS)) "zrtt/x-$rtt-$zr")
         ZB_ADDR="$ADDR_A:$PORT" ZB_NAME="$ADDR_A" ZB_CA="$CERT" ZB_RUNS="$RUNS" ZB_GET="/$SMALL" ZB_URLS="$urls" \
             ip netns exec "$NS_B" timeout 600 "$HARNESS" --ignored --exact bench_reconnecting_client \
-            --nocapture --test-threads 1 2>"$WORK/harness.err" | grep -P '^xferd\t' |
+            --nocapture --test-threads 1 2>"$WORK/harness.err" | grep -oP 'xferd\t.*' |
             sed "s/^/$rtt\t$zr\t/" >>"$RESULTS" || { echo "xferd client failed:" >&2; tail "$WORK/harness.err" >&2; }
         purls=$(sign_urls "$RUNS" "zrtt/p-$rtt-$zr")
         ip netns exec "$NS_B" timeout 600 python3 -c "$PYCURL_CLIENT" "$BASE" "$CERT" "$RUNS" "/$SMALL" "$purls" \
