@@ -82,8 +82,8 @@ pub struct ServerConfig {
     pub udp_recv_buffer: u64,
     #[serde(deserialize_with = "de_size")]
     pub udp_send_buffer: u64,
-    /// Accept HTTP/3 0-RTT resumption (non-safe methods in early data get 425). Off by
-    /// default: libcurl sends POSTs in 0-RTT and does not retry a 425.
+    /// Accept HTTP/3 0-RTT resumption (on by default): safe methods in early data are served
+    /// at once, others are held until the handshake completes (a replay never completes it).
     pub zero_rtt: bool,
     /// Largest request head (header section) accepted over HTTP/2 and HTTP/3; larger heads
     /// get 431 (h3) or are refused (h2). HTTP/1.1 heads are bounded by its 128 KiB buffer.
@@ -107,7 +107,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(120),
             udp_recv_buffer: 8 << 20,
             udp_send_buffer: 8 << 20,
-            zero_rtt: false,
+            zero_rtt: true,
             max_header_size: 64 << 10,
         }
     }

@@ -7,10 +7,13 @@ It is a third-party client for xferd's purposes: all protocol work is libcurl's.
     h3_client.py put  URL FILE [--content-type T]
     h3_client.py get  URL [--range A-B] [--out FILE] [--sha256]
     h3_client.py head URL
+    h3_client.py --resume N head URL   (the request again on N fresh connections, each
+                                        resuming the TLS session with 0-RTT early data)
 
 Prints one JSON object per request on stdout:
     {"method", "url", "status", "http_version", "bytes", "seconds", "mb_per_s",
-     "sha256" (GET with --sha256), "headers" (lower-case names), "error" (on failure)}
+     "sha256" (GET with --sha256), "headers" (lower-case names), "error" (on failure),
+     "early_data" (request bytes sent in 0-RTT early data)}
 
 Exit status: 0 when the request completed over the HTTP version asked for (HTTP/3 by
 default) and, with --expect-status, got that status; 2 when the version or status was
@@ -61,8 +64,12 @@ class Headers:
                 self.fields[name] = value
 
 
-def build(args, url):
+def build(args, url, share=None):
     c = pycurl.Curl()
+    if share is not None:
+        # Resume the TLS session of an earlier connection and send the request in early data.
+        c.setopt(pycurl.SHARE, share)
+        c.setopt(pycurl.SSL_OPTIONS, pycurl.SSLOPT_EARLYDATA)
     want, _ = VERSIONS[args.http]
     c.setopt(pycurl.URL, url)
     c.setopt(pycurl.HTTP_VERSION, want)
@@ -78,7 +85,7 @@ def build(args, url):
     return c
 
 
-def run(args):
+def run(args, share=None):
     result = {"method": args.cmd.upper(), "url": args.url}
     hdrs = Headers()
     sha = hashlib.sha256() if getattr(args, "sha256", False) else None
@@ -86,7 +93,7 @@ def run(args):
     out = None
     infile = None
 
-    c = build(args, args.url)
+    c = build(args, args.url, share)
     c.setopt(pycurl.HEADERFUNCTION, hdrs)
 
     if args.cmd == "put":
@@ -140,6 +147,7 @@ def run(args):
     status = c.getinfo(pycurl.RESPONSE_CODE)
     version = c.getinfo(pycurl.INFO_HTTP_VERSION)
     uploaded = c.getinfo(pycurl.SIZE_UPLOAD_T)
+    early = c.getinfo(pycurl.EARLYDATA_SENT_T)
     c.close()
     if args.cmd == "put":
         moved = uploaded
@@ -155,6 +163,7 @@ def run(args):
             "seconds": round(elapsed, 6),
             "mb_per_s": round(moved / elapsed / 1e6, 2) if elapsed > 0 else None,
             "headers": hdrs.fields,
+            "early_data": early,
         }
     )
     if sha is not None:
@@ -180,6 +189,8 @@ def main():
     p.add_argument("--timeout", type=int, default=120, help="whole-request limit, seconds")
     p.add_argument("--connect-timeout", type=int, default=10)
     p.add_argument("--expect-status", type=int)
+    p.add_argument("--resume", type=int, default=0,
+                   help="repeat the request on this many fresh connections that resume the first's TLS session (0-RTT)")
     p.add_argument("-H", "--header", action="append", help="extra request header")
     sub = p.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("put")
@@ -197,6 +208,10 @@ def main():
     if not pycurl.version_info()[4] & pycurl.VERSION_HTTP3 and args.http == "3":
         print(json.dumps({"error": "this libcurl has no HTTP/3: %s" % pycurl.version}))
         return 1
+    if args.resume:
+        share = pycurl.CurlShare()
+        share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
+        return max(run(args, share) for _ in range(args.resume + 1))
     return run(args)
 
 

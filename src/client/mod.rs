@@ -54,7 +54,7 @@ enum Conn {
         /// 0-RTT connections: becomes true when the handshake completes. Until then only
         /// safe requests (GET, HEAD, OPTIONS) go out in early data; others wait (RFC 8470).
         handshake: Option<tokio::sync::watch::Receiver<bool>>,
-        /// Tests of the server's 425: send every request at once, early data or not.
+        /// Send every request at once, early data or not (tests, benches/zerortt.sh).
         unsafe_early: std::sync::atomic::AtomicBool,
     },
 }
@@ -432,8 +432,10 @@ impl Client {
     }
 
     /// The QUIC connection, for HTTP/3 clients (statistics, migration).
-    /// Tests only: send requests that are not safe in 0-RTT early data too, instead of
-    /// holding them until the handshake completes (to see the server answer 425).
+    /// Send requests that are not safe in 0-RTT early data too, instead of holding them
+    /// until the handshake completes. xferd holds such a request itself until then (a
+    /// replay never gets that far), so this saves the PUT a round trip (benches/zerortt.sh);
+    /// a server that refuses early data answers 425. Used by tests and the benchmark.
     pub fn send_unsafe_requests_early(&self) {
         if let Conn::H3 { unsafe_early, .. } = &self.conn {
             unsafe_early.store(true, std::sync::atomic::Ordering::Relaxed);

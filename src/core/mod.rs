@@ -273,13 +273,22 @@ impl Core {
     }
 }
 
-/// How long a non-safe request read before its connection's handshake completed waits for
-/// it before getting 425 (the handshake task may be a moment behind the packets).
-const EARLY_DATA_GRACE: Duration = Duration::from_millis(10);
+/// The longest a request that is not safe, read from 0-RTT early data, is held for its
+/// connection's handshake. A backstop only: the wait ends sooner when the connection is lost
+/// (a handshake that does not complete ends with the connection's idle timeout, as quinn
+/// arms the idle timer from the first packet), and a held request needs no more than that.
+const EARLY_DATA_HOLD: Duration = Duration::from_secs(60);
 
-/// The 0-RTT rule (RFC 8470; RFC 9001 section 9.2 on replay): early data can be replayed,
-/// but a replayed connection never completes its handshake. So until the handshake is done only
-/// GET, HEAD and OPTIONS are served; any other method is too early.
+/// The 0-RTT rule (RFC 8470 section 3; RFC 9001 section 9.2 on replay): early data can be
+/// replayed, but a replayed connection never completes its handshake (the client's Finished
+/// depends on the server's fresh key share). So GET, HEAD and OPTIONS are served at once;
+/// any other method, which may change state, is held until the handshake completes and then
+/// served as usual. Holding reads nothing of the body, so flow control bounds the early data
+/// held (see [`crate::transport::quic`]).
+///
+/// `false` (the caller answers 425) only where holding is impossible: the connection was
+/// lost before its handshake completed (a replay, or a client gone; no answer can reach
+/// anyone then), or [`EARLY_DATA_HOLD`] passed.
 async fn handshake_done(method: &Method, ctx: &Ctx) -> bool {
     let Some(rx) = &ctx.handshake else {
         return true;
@@ -288,7 +297,7 @@ async fn handshake_done(method: &Method, ctx: &Ctx) -> bool {
         return true;
     }
     let mut rx = rx.clone();
-    tokio::time::timeout(EARLY_DATA_GRACE, rx.wait_for(|done| *done))
+    tokio::time::timeout(EARLY_DATA_HOLD, rx.wait_for(|done| *done))
         .await
         .is_ok_and(|r| r.is_ok())
 }

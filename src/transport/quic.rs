@@ -6,10 +6,15 @@
 //! GOAWAY and keeps serving its in-flight requests; after the grace period the endpoint
 //! closes with H3_NO_ERROR.
 //!
-//! 0-RTT (`[server] zero_rtt`, off by default): connections are accepted with 0.5-RTT
+//! 0-RTT (`[server] zero_rtt`, on by default): connections are accepted with 0.5-RTT
 //! (`into_0rtt`), so requests sent in early data are read before the handshake completes.
-//! Each request's [`Ctx::handshake`] tells the core when it does; the core decides what may
-//! be served before that (see [`crate::core::Core::handle`]).
+//! Each request's [`Ctx::handshake`] tells the core when it does, or drops without telling
+//! when the connection is lost first; the core serves safe methods at once and holds the
+//! others until then (see [`crate::core::Core::handle`]). What early data a held request can
+//! carry is bounded by flow control: nothing of its body is read while it is held, so the
+//! client can send no more than the stream and connection receive windows it remembers from
+//! the earlier connection (`stream_receive_window`, `receive_window` below), and no more
+//! streams than `max_concurrent_bidi_streams`.
 
 use super::quic_info::QuicSource;
 use super::{shutdown_signalled, Protocol, Shared};
@@ -25,6 +30,8 @@ use std::time::Duration;
 
 /// HTTP/3's "no error" code, for closing connections cleanly.
 const H3_NO_ERROR: u32 = 0x100;
+/// Closes a connection whose handshake did not complete in time (nothing of it was served).
+const H3_REQUEST_REJECTED: u32 = 0x10b;
 
 /// UDP socket settings.
 #[derive(Debug, Clone, Copy)]
@@ -138,7 +145,7 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
         let shared = shared.clone();
         tasks.spawn(async move {
             let peer = incoming.remote_address();
-            let connecting = match incoming.accept() {
+            let mut connecting = match incoming.accept() {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "QUIC connection refused");
@@ -146,6 +153,26 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
                 }
             };
             let early = if shared.limits.zero_rtt {
+                // Wait (locally, no round trip) until the client's Initial has been read:
+                // only then does quinn know the client's stream limits. A 0.5-RTT connection
+                // taken earlier opens h3's control and QPACK streams against a limit of zero,
+                // and quinn-proto 0.11 raises the limit from the transport parameters without
+                // waking the waiting `open_uni` (`StreamsState::set_params` pushes no
+                // `StreamEvent::Available`): the SETTINGS are never sent and no request is
+                // ever answered. That was the pycurl HTTP/3 request hanging until its timeout
+                // with 0-RTT on (tests/zero_rtt.rs).
+                let deadline = shared.limits.header_read_timeout;
+                match tokio::time::timeout(deadline, connecting.handshake_data()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no complete ClientHello in time; dropped");
+                        return;
+                    }
+                }
                 connecting.into_0rtt()
             } else {
                 Err(connecting)
@@ -153,11 +180,27 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
             match early {
                 Ok((conn, handshake)) => {
                     let (tx, confirmed) = tokio::sync::watch::channel(false);
+                    let watched = conn.clone();
+                    let deadline = shared.limits.header_read_timeout;
                     tokio::spawn(async move {
-                        if handshake.await {
-                            tracing::debug!(%peer, "0-RTT data accepted");
+                        // On a server the future's value says nothing (quinn resolves it to
+                        // false both when the handshake completes and when the connection is
+                        // lost first), so the connection's state decides: only a live one has
+                        // completed its handshake. A connection lost first (a replay never
+                        // completes) drops `tx` unsent, and every held request is let go
+                        // unprocessed.
+                        //
+                        // Bounded like a TLS handshake over TCP: a connection that sent
+                        // early data but does not finish (a replay) is closed, and what it
+                        // holds is let go, after `header_read_timeout` rather than idling on.
+                        if tokio::time::timeout(deadline, handshake).await.is_err() {
+                            watched.close(H3_REQUEST_REJECTED.into(), b"handshake timeout");
                         }
-                        let _ = tx.send(true);
+                        if watched.close_reason().is_none() {
+                            let _ = tx.send(true);
+                        } else {
+                            tracing::debug!(%peer, "QUIC connection lost before its handshake completed");
+                        }
                     });
                     serve_connection(conn, shared, Some(confirmed)).await
                 }
