@@ -107,8 +107,8 @@ pub fn tcp_server_config(pair: &CertPair) -> anyhow::Result<rustls::ServerConfig
 
 /// rustls config for QUIC: TLS 1.3, ALPN h3, session resumption, 0-RTT when `zero_rtt`.
 /// Replay safety is the QUIC front door's: a request handled before the handshake has
-/// completed may be a replay, and only safe methods are served then (others get 425; see
-/// [`crate::transport::quic`]).
+/// completed may be a replay, so only safe methods are served then; others are held until
+/// the handshake completes (see [`crate::transport::quic`]).
 pub fn quic_server_config(pair: &CertPair, zero_rtt: bool) -> anyhow::Result<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?

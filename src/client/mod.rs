@@ -431,7 +431,6 @@ impl Client {
         }
     }
 
-    /// The QUIC connection, for HTTP/3 clients (statistics, migration).
     /// Send requests that are not safe in 0-RTT early data too, instead of holding them
     /// until the handshake completes. xferd holds such a request itself until then (a
     /// replay never gets that far), so this saves the PUT a round trip (benches/zerortt.sh);
@@ -442,6 +441,7 @@ impl Client {
         }
     }
 
+    /// The QUIC connection, for HTTP/3 clients (statistics, migration).
     pub fn quic(&self) -> Option<&quinn::Connection> {
         match &self.conn {
             Conn::H3 { conn, .. } => Some(conn),

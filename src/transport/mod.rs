@@ -44,7 +44,7 @@ pub struct Limits {
     pub multiplexing: bool,
     /// `[streaming] bandwidth_estimation`: give requests a connection probe.
     pub readings: bool,
-    /// `[server] zero_rtt`: accept HTTP/3 early data (non-safe methods get 425).
+    /// `[server] zero_rtt`: accept HTTP/3 early data (non-safe methods wait for the handshake).
     pub zero_rtt: bool,
     /// `[server] max_header_size`: largest request head over HTTP/2 and HTTP/3.
     pub max_header_size: u64,
