@@ -49,15 +49,12 @@ pub fn multipart_form(data: &[u8]) {
             }
         }
         let mut size = 0u64;
-        loop {
-            match field
-                .chunk()
-                .now_or_never()
-                .expect("a ready body never waits")
-            {
-                Ok(Some(c)) => size += c.len() as u64,
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(c)) = field
+            .chunk()
+            .now_or_never()
+            .expect("a ready body never waits")
+        {
+            size += c.len() as u64;
         }
         assert!(size <= max, "a field gave {size} bytes, limit {max}");
         total += size;
