@@ -39,7 +39,9 @@ pub fn is_creation(h: &HeaderMap) -> bool {
 
 /// The request's `Upload-Draft-Interop-Version` (absent: [`NEWEST`]).
 pub fn version(h: &HeaderMap) -> Result<u32, CoreError> {
-    match header_str(h, "upload-draft-interop-version") {
+    // Present but not visible ASCII reads as empty (refused), not as absent.
+    let value = h.get("upload-draft-interop-version");
+    match value.map(|v| v.to_str().unwrap_or("")) {
         None => Ok(NEWEST),
         // Plain digits only (a structured-field integer has no `+`).
         Some(v) => match Some(v.trim())
@@ -387,5 +389,9 @@ mod tests {
         for bad in ["+7", "-7", "5", "11", "", "7.0", "4294967303"] {
             assert!(version(&with(bad)).is_err(), "{bad:?}");
         }
+        let mut odd = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"\xff11").unwrap();
+        odd.insert("upload-draft-interop-version", value);
+        assert!(version(&odd).is_err(), "unreadable is not absent");
     }
 }
