@@ -227,16 +227,18 @@ pub fn etag_of(meta: &ObjectMeta) -> String {
     format!("\"{:x}-{:x}\"", meta.len, meta.version)
 }
 
+/// The outcome of the RFC 9110 section 13.2.2 preconditions.
 #[derive(Debug, PartialEq, Eq)]
-enum Precondition {
+pub enum Precondition {
     Proceed,
     NotModified,
     Failed,
 }
 
-fn preconditions(h: &HeaderMap, etag: &str, modified: SystemTime) -> Precondition {
+/// Evaluates `If-Match`, `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since`.
+pub fn preconditions(h: &HeaderMap, etag: &str, modified: SystemTime) -> Precondition {
     let modified = truncate_to_secs(modified);
-    if let Some(im) = header_str(h, header::IF_MATCH) {
+    if let Some(im) = tag_list(h, header::IF_MATCH) {
         if !etag_list_matches(im, etag, false) {
             return Precondition::Failed;
         }
@@ -245,7 +247,7 @@ fn preconditions(h: &HeaderMap, etag: &str, modified: SystemTime) -> Preconditio
             return Precondition::Failed;
         }
     }
-    if let Some(inm) = header_str(h, header::IF_NONE_MATCH) {
+    if let Some(inm) = tag_list(h, header::IF_NONE_MATCH) {
         if etag_list_matches(inm, etag, true) {
             return Precondition::NotModified;
         }
@@ -257,12 +259,19 @@ fn preconditions(h: &HeaderMap, etag: &str, modified: SystemTime) -> Preconditio
     Precondition::Proceed
 }
 
-fn if_range_holds(h: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
-    match header_str(h, header::IF_RANGE) {
+/// True when `If-Range` is absent or still matches (strong etag or exact date).
+pub fn if_range_holds(h: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
+    match tag_list(h, header::IF_RANGE) {
         None => true,
         Some(v) if v.trim_start().starts_with('"') => v.trim() == etag,
         Some(v) => parse_date(v) == Some(truncate_to_secs(modified)),
     }
+}
+
+/// A conditional header's text; one that is present but not visible ASCII reads as empty, so
+/// it matches no (ASCII) tag or date instead of counting as absent.
+fn tag_list(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).map(|v| v.to_str().unwrap_or(""))
 }
 
 /// `*` or a comma-separated list of entity tags; `weak` allows `W/` tags to match.
@@ -345,6 +354,24 @@ mod tests {
             e,
             t
         ));
+    }
+
+    /// Found by `fuzz/` (target `conditional`): a value with non-ASCII bytes read as an
+    /// absent header, so `If-Match` passed and `If-Range` let the range through.
+    #[test]
+    fn unreadable_conditionals_match_nothing() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let e = "\"a-b\"";
+        let odd = |name: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_bytes(b"\xc3\xa9").unwrap());
+            h
+        };
+        assert_eq!(preconditions(&odd("if-match"), e, t), Precondition::Failed);
+        let mut h = odd("if-none-match");
+        h.insert("if-modified-since", hv(&httpdate::fmt_http_date(t)));
+        assert_eq!(preconditions(&h, e, t), Precondition::Proceed);
+        assert!(!if_range_holds(&odd("if-range"), e, t));
     }
 
     #[test]

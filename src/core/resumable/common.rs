@@ -5,7 +5,7 @@
 use crate::core::auth::{AuthError, Claim, Scheme, SignedQuery};
 use crate::core::error::CoreError;
 use crate::core::path::{self, RelPath};
-use crate::core::{header_str, unix_secs, Core};
+use crate::core::{unix_secs, Core};
 use http::HeaderMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -91,7 +91,7 @@ pub fn owner_of(peer: IpAddr) -> String {
 
 /// A header that must be a plain non-negative decimal integer.
 pub fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, CoreError> {
-    match header_str(h, name) {
+    match present(h, name) {
         None => Ok(None),
         Some(v) => {
             let v = v.trim();
@@ -109,12 +109,18 @@ pub fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, CoreError> {
 
 /// A structured-field boolean (`?1` / `?0`).
 pub fn header_sf_bool(h: &HeaderMap, name: &str) -> Result<Option<bool>, CoreError> {
-    match header_str(h, name).map(str::trim) {
+    match present(h, name).map(str::trim) {
         None => Ok(None),
         Some("?1") => Ok(Some(true)),
         Some("?0") => Ok(Some(false)),
         Some(_) => Err(CoreError::BadRequest(format!("`{name}` must be ?1 or ?0"))),
     }
+}
+
+/// A header's text; present but not visible ASCII reads as empty (refused by the parsers
+/// above), never as absent.
+fn present<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).map(|v| v.to_str().unwrap_or(""))
 }
 
 /// The request's `Content-Length`, if any.
@@ -207,6 +213,13 @@ mod tests {
             Some("0123456789abcdef0123456789abcdef")
         );
         assert_eq!(session_id("/files/../x", "/files/"), None);
+        // Found by `fuzz/` (target `ietf_headers`): a value that is not visible ASCII was
+        // read as an absent header (`Upload-Complete` then defaulted to complete).
+        let odd = http::HeaderValue::from_bytes(b"?1\xff").unwrap();
+        h.insert("upload-complete", odd.clone());
+        h.insert("upload-length", odd);
+        assert!(header_sf_bool(&h, "upload-complete").is_err());
+        assert!(header_u64(&h, "upload-length").is_err());
         assert_eq!(
             session_id("/files/0123456789ABCDEF0123456789abcdef", "/files/"),
             None

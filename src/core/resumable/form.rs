@@ -19,7 +19,7 @@ use http::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 /// Bytes of multipart framing and other fields tolerated beyond the file itself.
-const FORM_OVERHEAD: u64 = 64 << 10;
+pub const FORM_OVERHEAD: u64 = 64 << 10;
 
 pub async fn upload(
     core: &Core,
@@ -34,11 +34,7 @@ pub async fn upload(
         CoreError::BadRequest("expected multipart/form-data with a boundary".into())
     })?;
     let stream = std::mem::replace(body, crate::core::body::empty_stream());
-    let constraints = multer::Constraints::new().size_limit(
-        multer::SizeLimit::new()
-            .whole_stream(s.max_upload_size.saturating_add(FORM_OVERHEAD))
-            .per_field(s.max_upload_size),
-    );
+    let constraints = constraints(s.max_upload_size);
     let mut form = multer::Multipart::with_constraints(
         stream.map(|r| r.map_err(|BodyError(e)| e)),
         boundary,
@@ -52,10 +48,7 @@ pub async fn upload(
             .file_name()
             .ok_or_else(|| CoreError::BadRequest("the file field has no file name".into()))?
             .to_string();
-        if name.contains('/') {
-            return Err(path::PathError::Traversal.into());
-        }
-        let rel = path::validate(&format!("{}/{name}", s.form_upload_dir))?;
+        let rel = stored_path(&s.form_upload_dir, &name)?;
         crate::core::upload::admit(core, &rel, None).await?;
         let staged = core
             .resilience
@@ -92,6 +85,24 @@ pub async fn upload(
         return Ok(r);
     }
     Err(CoreError::BadRequest("the form has no `file` field".into()))
+}
+
+/// The multipart limits for a form whose file may have `max_upload_size` bytes.
+pub fn constraints(max_upload_size: u64) -> multer::Constraints {
+    multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(max_upload_size.saturating_add(FORM_OVERHEAD))
+            .per_field(max_upload_size),
+    )
+}
+
+/// Where the form's file named `name` is stored: `<dir>/<name>`; a name with a `/` is
+/// refused, and the result is validated like any request path.
+pub fn stored_path(dir: &str, name: &str) -> Result<path::RelPath, path::PathError> {
+    if name.contains('/') {
+        return Err(path::PathError::Traversal);
+    }
+    path::validate(&format!("{dir}/{name}"))
 }
 
 fn form_error(e: multer::Error) -> CoreError {

@@ -43,10 +43,7 @@ async fn create(
     let h = &head.headers;
     let name = header_str(h, "x-filename")
         .ok_or_else(|| CoreError::BadRequest("X-Filename is required".into()))?;
-    let decoded = percent_encoding::percent_decode_str(name.trim_start_matches('/'))
-        .decode_utf8()
-        .map_err(|_| path::PathError::Encoding)?;
-    let target = path::validate(&decoded)?;
+    let target = target_of(name)?;
     let total = header_u64(h, "x-total-size")?.ok_or(CoreError::LengthRequired)?;
     let auth = authorise(
         core,
@@ -92,11 +89,8 @@ async fn chunk(
         .ok_or_else(|| CoreError::BadRequest("X-Chunk-Number is required".into()))?;
     let s = core.engine.info(id, now).await?;
     let (total, size) = (s.length.unwrap_or(0), s.chunk_size.unwrap_or(1).max(1));
-    let offset = n
-        .checked_mul(size)
-        .filter(|o| *o < total)
+    let (offset, len) = chunk_span(n, size, total)
         .ok_or_else(|| CoreError::BadRequest(format!("chunk {n} is out of range")))?;
-    let len = size.min(total - offset);
     if let Some(cl) = content_length(&head.headers)? {
         if cl != len {
             return Err(CoreError::BadRequest(format!(
@@ -171,7 +165,24 @@ fn progress(s: &Session) -> serde_json::Value {
     })
 }
 
-fn total_chunks(total: u64, chunk: u64) -> u64 {
+/// The storage path an `X-Filename` names: leading `/` dropped, percent-decoded once,
+/// validated like any request path.
+pub fn target_of(x_filename: &str) -> Result<path::RelPath, path::PathError> {
+    let decoded = percent_encoding::percent_decode_str(x_filename.trim_start_matches('/'))
+        .decode_utf8()
+        .map_err(|_| path::PathError::Encoding)?;
+    path::validate(&decoded)
+}
+
+/// Offset and length of 0-based chunk `n` of `size` bytes in a `total`-byte upload, or
+/// `None` when the chunk lies outside it.
+pub fn chunk_span(n: u64, size: u64, total: u64) -> Option<(u64, u64)> {
+    let offset = n.checked_mul(size).filter(|o| *o < total)?;
+    Some((offset, size.min(total - offset)))
+}
+
+/// How many chunks of `chunk` bytes make `total` bytes.
+pub fn total_chunks(total: u64, chunk: u64) -> u64 {
     total.div_ceil(chunk.max(1))
 }
 

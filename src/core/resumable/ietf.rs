@@ -37,11 +37,18 @@ pub fn is_creation(h: &HeaderMap) -> bool {
     h.contains_key("upload-complete") || h.contains_key("upload-draft-interop-version")
 }
 
-fn version(h: &HeaderMap) -> Result<u32, CoreError> {
-    match header_str(h, "upload-draft-interop-version") {
+/// The request's `Upload-Draft-Interop-Version` (absent: [`NEWEST`]).
+pub fn version(h: &HeaderMap) -> Result<u32, CoreError> {
+    // Present but not visible ASCII reads as empty (refused), not as absent.
+    let value = h.get("upload-draft-interop-version");
+    match value.map(|v| v.to_str().unwrap_or("")) {
         None => Ok(NEWEST),
-        Some(v) => match v.trim().parse::<u32>() {
-            Ok(n) if (OLDEST..=NEWEST).contains(&n) => Ok(n),
+        // Plain digits only (a structured-field integer has no `+`).
+        Some(v) => match Some(v.trim())
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::parse::<u32>)
+        {
+            Some(Ok(n)) if (OLDEST..=NEWEST).contains(&n) => Ok(n),
             _ => Err(CoreError::BadRequest(format!(
                 "unsupported Upload-Draft-Interop-Version (supported: {OLDEST} to {NEWEST})"
             ))),
@@ -358,4 +365,33 @@ fn finish(core: &Core, v: u32, result: Result<Response<Body>, CoreError>) -> Res
             .insert("upload-limit", upload_limit(core, None));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "upload-draft-interop-version",
+            HeaderValue::from_str(v).unwrap(),
+        );
+        h
+    }
+
+    /// Found by `fuzz/` (target `ietf_headers`): `+7` was read as version 7.
+    #[test]
+    fn interop_version_is_plain_digits() {
+        assert_eq!(version(&HeaderMap::new()).unwrap(), NEWEST);
+        assert_eq!(version(&with("7")).unwrap(), 7);
+        assert_eq!(version(&with(" 06 ")).unwrap(), 6);
+        for bad in ["+7", "-7", "5", "11", "", "7.0", "4294967303"] {
+            assert!(version(&with(bad)).is_err(), "{bad:?}");
+        }
+        let mut odd = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"\xff11").unwrap();
+        odd.insert("upload-draft-interop-version", value);
+        assert!(version(&odd).is_err(), "unreadable is not absent");
+    }
 }

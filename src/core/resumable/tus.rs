@@ -278,7 +278,7 @@ fn concat_header(h: &HeaderMap) -> Option<&str> {
 }
 
 /// `final;/files/a https://host/files/b` -> ids.
-fn parse_final(value: &str, base: &str) -> Result<Vec<String>, CoreError> {
+pub fn parse_final(value: &str, base: &str) -> Result<Vec<String>, CoreError> {
     let list = value.strip_prefix("final;").unwrap_or("");
     let mut ids = Vec::new();
     for url in list.split_whitespace() {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Fuzzing step of .ci/run: replays the committed corpora on stable (`cargo test`), then
+# builds every target with cargo-fuzz (nightly, libFuzzer) and runs each for FUZZ_SECS
+# seconds (default 40; 9 targets, about 6 minutes) from its corpus. New inputs go to a
+# scratch directory, so the committed corpora only change by hand (`cargo fuzz cmin`);
+# a crash leaves its input in fuzz/artifacts/<target>/ (not committed) and fails the step.
+set -euo pipefail
+cd "$(dirname "$0")"
+secs="${FUZZ_SECS:-40}"
+
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+
+cargo test --locked
+# -a: debug assertions and overflow checks on; -s none: no sanitizer (the harnesses and the
+# parsers are safe Rust; ASan would only slow them down).
+cargo +nightly fuzz build -a -s none
+
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+failed=0
+for t in $(cargo +nightly fuzz list); do
+    mkdir -p "$scratch/$t"
+    log="$scratch/$t.log"
+    if cargo +nightly fuzz run -a -s none "$t" "$scratch/$t" "corpus/$t" -- \
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+        -print_final_stats=1 >"$log" 2>&1; then
+        runs="$(grep -o 'number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')"
+        echo "fuzz $t: ${runs:-?} executions in ${secs} s, no crash"
+    else
+        failed=1
+        echo "fuzz $t: FAILED"
+        tail -40 "$log"
+    fi
+done
+exit "$failed"

@@ -1,0 +1,51 @@
+//! Target `config`: the TOML configuration loader, HFS key translation included.
+
+use xferd::config::{Config, ConfigError};
+
+const ORIGIN: &str = "fuzz.toml";
+
+/// Input: a config file (UTF-8; other bytes are refused before parsing, as `Config::load`
+/// does).
+///
+/// Properties: loading is deterministic; a config that loads still loads, to the same
+/// settings and warnings, when its TOML table is written back out by the `toml` crate
+/// (the outcome depends on the data, not its formatting); an error names the file
+/// (syntax) or a key (validation): a dotted xferd key or one spelled as in the file.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Config::parse(text, ORIGIN) {
+        Ok(loaded) => {
+            let again = Config::parse(text, ORIGIN).expect("loads twice");
+            assert_eq!(
+                format!("{:?}", again.config),
+                format!("{:?}", loaded.config)
+            );
+            let table: toml::Table = toml::from_str(text).expect("loaded text is TOML");
+            let Ok(written) = toml::to_string(&table) else {
+                return;
+            };
+            let back = Config::parse(&written, ORIGIN)
+                .unwrap_or_else(|e| panic!("written back, {written:?} fails: {e}"));
+            assert_eq!(format!("{:?}", back.config), format!("{:?}", loaded.config));
+            assert_eq!(back.warnings, loaded.warnings);
+        }
+        Err(ConfigError::Parse { path, message }) => {
+            assert_eq!(path, ORIGIN);
+            assert!(!message.is_empty());
+        }
+        Err(ConfigError::Invalid { key, message }) => {
+            assert!(!message.is_empty(), "{key:?}");
+            // An empty key only where the file has one (`[""]`, `"" = 1`).
+            let empty_key = text.contains("\"\"") || text.contains("''");
+            assert!(!key.is_empty() || empty_key, "empty key for {message:?}");
+            // A dotted xferd key, or a key exactly as the file spells it.
+            assert!(
+                key.contains('.') || text.contains(&key),
+                "{key:?} is not a key"
+            );
+        }
+        Err(e @ ConfigError::Read { .. }) => panic!("text cannot fail to read: {e}"),
+    }
+}
