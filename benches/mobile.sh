@@ -68,11 +68,7 @@ cleanup() {
     stop_pid "$CLIENT"
     stop_pid "$XPID"
     stop_pid "$WIRE"
-    local ns pid
-    for ns in "$NS_A" "$NS_B"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
+    ns_remove "$NS_A" "$NS_B"
     if [ "${KEEP_WORK:-0}" = 1 ]; then echo "# kept $WORK" >&2; else rm -rf "$WORK"; fi
     exit "$rc"
 }
@@ -80,17 +76,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ the link
-ip netns add "$NS_A"
-ip netns add "$NS_B"
-for ns in "$NS_A" "$NS_B"; do
-    ip -n "$ns" link set lo up
-    ip -n "$ns" tuntap add dev xw0 mode tun
-done
-ip -n "$NS_A" addr add "$ADDR_A" peer "$ADDR_B" dev xw0
-ip -n "$NS_B" addr add "$ADDR_B" peer "$ADDR_A" dev xw0
-ip -n "$NS_A" link set xw0 up
+wire_ns_pair "$NS_A" "$NS_B" "$ADDR_A" "$ADDR_B"
 ip -n "$NS_A" route add "$ADDR_B2" dev xw0   # for the client's second address (MOVE_AT)
-ip -n "$NS_B" link set xw0 up
 "$XFERD" wire --netns-a "$NS_A" --netns-b "$NS_B" --delay-ms "$DELAY_MS" --rate "$RATE" \
     --loss "$LOSS" --queue-ms "$QUEUE_MS" >"$WORK/wire.out" 2>"$WORK/wire.log" &
 WIRE=$!

@@ -57,27 +57,14 @@ cleanup() {
     local rc=$?
     stop_pid "$XPID"
     stop_pid "$WIRE"
-    local ns pid
-    for ns in "$NS_A" "$NS_B"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
+    ns_remove "$NS_A" "$NS_B"
     if [ "${KEEP_WORK:-0}" = 1 ]; then echo "# kept $WORK" >&2; else rm -rf "$WORK"; fi
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$NS_A"
-ip netns add "$NS_B"
-for ns in "$NS_A" "$NS_B"; do
-    ip -n "$ns" link set lo up
-    ip -n "$ns" tuntap add dev xw0 mode tun
-done
-ip -n "$NS_A" addr add "$ADDR_A" peer "$ADDR_B" dev xw0
-ip -n "$NS_B" addr add "$ADDR_B" peer "$ADDR_A" dev xw0
-ip -n "$NS_A" link set xw0 up
-ip -n "$NS_B" link set xw0 up
+wire_ns_pair "$NS_A" "$NS_B" "$ADDR_A" "$ADDR_B"
 
 ns_server_setup "$WORK" "$ADDR_A" "$PORT" 10 "zrtt-secret-$RANDOM$RANDOM"
 CERT="$WORK/tls/cert.pem"

@@ -134,3 +134,28 @@ secret = "$secret"
 EOF
 }
 
+# wire_ns_pair NS_A NS_B ADDR_A ADDR_B: for the `xferd wire` benches (mobile.sh, zerortt.sh):
+# two network namespaces, each with loopback up and a TUN device xw0 (the wire attaches to
+# both), ADDR_A in NS_A and ADDR_B in NS_B as point-to-point peers.
+wire_ns_pair() {
+    local a=$1 b=$2 addr_a=$3 addr_b=$4 ns
+    ip netns add "$a"
+    ip netns add "$b"
+    for ns in "$a" "$b"; do
+        ip -n "$ns" link set lo up
+        ip -n "$ns" tuntap add dev xw0 mode tun
+    done
+    ip -n "$a" addr add "$addr_a" peer "$addr_b" dev xw0
+    ip -n "$b" addr add "$addr_b" peer "$addr_a" dev xw0
+    ip -n "$a" link set xw0 up
+    ip -n "$b" link set xw0 up
+}
+
+# ns_remove NS...: kills whatever still runs in each namespace, then deletes it (cleanup).
+ns_remove() {
+    local ns pid
+    for ns in "$@"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}

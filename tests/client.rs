@@ -9,7 +9,6 @@ use common::*;
 use sha2::Digest;
 use std::time::Duration;
 use xferd::client::chunked::{self, Options, Target};
-use xferd::client::retry::Policy;
 use xferd::client::trust::Trust;
 use xferd::client::Proto;
 use xferd::core::auth::Scheme;
@@ -38,19 +37,7 @@ fn source(dir: &std::path::Path, len: u64, seed: u64) -> (std::path::PathBuf, Ve
 }
 
 fn options(srv: &TestServer, only: Option<Proto>) -> Options {
-    Options {
-        only,
-        trust: Trust::Roots(srv.roots.clone()),
-        streams: Some(4),
-        policy: Policy {
-            base: Duration::from_millis(50),
-            ..Policy::default()
-        },
-        state: None,
-        progress: false,
-        congestion: xferd::client::DEFAULT_CONGESTION,
-        local_probe: Default::default(),
-    }
+    client_options(srv, only, 4)
 }
 
 /// The link emulator's UDP relay in front of the test server.

@@ -8,26 +8,12 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 use xferd::client::chunked::{self, Options, Target};
-use xferd::client::retry::Policy;
-use xferd::client::trust::Trust;
 use xferd::client::Proto;
 
 const LEN: u64 = 50 << 20;
 
 fn options(srv: &TestServer, proto: Proto) -> Options {
-    Options {
-        only: Some(proto),
-        trust: Trust::Roots(srv.roots.clone()),
-        streams: Some(1),
-        policy: Policy {
-            base: Duration::from_millis(50),
-            ..Policy::default()
-        },
-        state: None,
-        progress: false,
-        congestion: xferd::client::DEFAULT_CONGESTION,
-        local_probe: Default::default(),
-    }
+    client_options(srv, Some(proto), 1)
 }
 
 #[tokio::test]

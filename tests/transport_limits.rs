@@ -166,6 +166,18 @@ async fn raw_h3(srv: &TestServer) -> RawH3 {
     }
 }
 
+impl RawH3 {
+    /// `GET /health` on a new request stream; the response's status.
+    async fn health(&self) -> Result<Option<u16>, String> {
+        let (mut s, mut r) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
+        s.write_all(&frame(0x01, &get_head("/health", &[])))
+            .await
+            .map_err(|e| e.to_string())?;
+        s.finish().map_err(|e| e.to_string())?;
+        read_status(&mut r, Duration::from_secs(5)).await
+    }
+}
+
 /// Reads a whole response stream (bounded), returning its status.
 async fn read_status(recv: &mut quinn::RecvStream, limit: Duration) -> Result<Option<u16>, String> {
     match tokio::time::timeout(limit, recv.read_to_end(1 << 20)).await {
@@ -218,15 +230,7 @@ async fn huge_headers_frame() {
     let srv = TestServer::start().await;
     let h3 = raw_h3(&srv).await;
     // Warm up (allocator arenas, the handler path) before the baseline.
-    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
-    s.write_all(&frame(0x01, &get_head("/health", &[])))
-        .await
-        .unwrap();
-    s.finish().unwrap();
-    assert_eq!(
-        read_status(&mut r, Duration::from_secs(5)).await,
-        Ok(Some(200))
-    );
+    assert_eq!(h3.health().await, Ok(Some(200)));
     let before = rss_bytes();
     const PER_STREAM: usize = 16 << 20;
     let mut streams = Vec::new();
@@ -267,15 +271,7 @@ async fn huge_headers_frame() {
         );
     }
     // The connection still serves requests.
-    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
-    s.write_all(&frame(0x01, &get_head("/health", &[])))
-        .await
-        .unwrap();
-    s.finish().unwrap();
-    assert_eq!(
-        read_status(&mut r, Duration::from_secs(5)).await,
-        Ok(Some(200))
-    );
+    assert_eq!(h3.health().await, Ok(Some(200)));
     h3.conn.close(0u32.into(), b"done");
     srv.stop().await;
 }
@@ -383,15 +379,7 @@ async fn h3_trickled_head_is_reset_at_the_deadline() {
         "reset after {took:?}"
     );
     // Another request on the same connection is served.
-    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
-    s.write_all(&frame(0x01, &get_head("/health", &[])))
-        .await
-        .unwrap();
-    s.finish().unwrap();
-    assert_eq!(
-        read_status(&mut r, Duration::from_secs(5)).await,
-        Ok(Some(200))
-    );
+    assert_eq!(h3.health().await, Ok(Some(200)));
     h3.conn.close(0u32.into(), b"done");
     srv.stop().await;
 }

@@ -100,32 +100,42 @@ impl quic::Connection<Bytes> for Conn {
     }
 }
 
-impl quic::OpenStreams<Bytes> for Conn {
-    type BidiStream = Bidi;
-    type SendStream = h3_quinn::SendStream<Bytes>;
+/// `quic::OpenStreams` for a wrapper around one of h3-quinn's stream openers (`$inner`):
+/// bidirectional streams come back guarded by `$max_head` (no deadline: the server opens
+/// them, so no request head arrives on them); the rest passes through.
+macro_rules! guarded_open_streams {
+    ($ty:ty, $inner:ident, |$me:ident| $max_head:expr) => {
+        impl quic::OpenStreams<Bytes> for $ty {
+            type BidiStream = Bidi;
+            type SendStream = h3_quinn::SendStream<Bytes>;
 
-    fn poll_open_bidi(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let s = std::task::ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(
-            &mut self.inner,
-            cx
-        ))?;
-        Poll::Ready(Ok(Bidi::new(s, self.bounds.max_head, None)))
-    }
+            fn poll_open_bidi(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
+                let s = std::task::ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(
+                    &mut self.$inner,
+                    cx
+                ))?;
+                let $me = &*self;
+                Poll::Ready(Ok(Bidi::new(s, $max_head, None)))
+            }
 
-    fn poll_open_send(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<Bytes>::poll_open_send(&mut self.inner, cx)
-    }
+            fn poll_open_send(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
+                quic::OpenStreams::<Bytes>::poll_open_send(&mut self.$inner, cx)
+            }
 
-    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        quic::OpenStreams::<Bytes>::close(&mut self.inner, code, reason)
-    }
+            fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
+                quic::OpenStreams::<Bytes>::close(&mut self.$inner, code, reason)
+            }
+        }
+    };
 }
+
+guarded_open_streams!(Conn, inner, |me| me.bounds.max_head);
 
 /// Opens streams for h3 (the server opens its control and QPACK streams with it).
 pub struct Opener {
@@ -133,32 +143,7 @@ pub struct Opener {
     max_head: u64,
 }
 
-impl quic::OpenStreams<Bytes> for Opener {
-    type BidiStream = Bidi;
-    type SendStream = h3_quinn::SendStream<Bytes>;
-
-    fn poll_open_bidi(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let s = std::task::ready!(quic::OpenStreams::<Bytes>::poll_open_bidi(
-            &mut self.inner,
-            cx
-        ))?;
-        Poll::Ready(Ok(Bidi::new(s, self.max_head, None)))
-    }
-
-    fn poll_open_send(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<Bytes>::poll_open_send(&mut self.inner, cx)
-    }
-
-    fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        quic::OpenStreams::<Bytes>::close(&mut self.inner, code, reason)
-    }
-}
+guarded_open_streams!(Opener, inner, |me| me.max_head);
 
 #[derive(Debug)]
 struct Refused(Verdict);

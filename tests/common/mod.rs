@@ -284,3 +284,25 @@ pub async fn raw_tls(
         .await
         .unwrap()
 }
+
+/// Options for xferd's own upload client against `srv`: trusting its certificate, `streams`
+/// chunk streams, retries 50 ms apart, no state file, no progress bar.
+pub fn client_options(
+    srv: &TestServer,
+    only: Option<Proto>,
+    streams: usize,
+) -> xferd::client::chunked::Options {
+    xferd::client::chunked::Options {
+        only,
+        trust: xferd::client::trust::Trust::Roots(srv.roots.clone()),
+        streams: Some(streams),
+        policy: xferd::client::retry::Policy {
+            base: Duration::from_millis(50),
+            ..xferd::client::retry::Policy::default()
+        },
+        state: None,
+        progress: false,
+        congestion: xferd::client::DEFAULT_CONGESTION,
+        local_probe: Default::default(),
+    }
+}
