@@ -148,6 +148,7 @@ async fn refusals_have_the_right_status_and_leave_nothing() {
             let r = put(&mut c, &url, &d, &[]).await;
             assert_eq!(r.status, want, "{l} {what}");
             assert_eq!(r.json()["error"], code, "{l} {what}");
+            assert_eq!(r.header("xferd-error"), Some(code), "{l} {what}");
         }
         // 413 above max_upload_size (signature valid).
         let big = pattern(3, 0, 10_001);

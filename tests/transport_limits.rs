@@ -527,7 +527,8 @@ async fn curl_put(
     let http = http.to_string();
     tokio::task::spawn_blocking(move || {
         let mut cmd = std::process::Command::new("curl");
-        cmd.args(["-sk", &http, "-o", "/dev/null", "-w", "%{http_code}", "-T"])
+        cmd.args(["-skS", &http, "-o", "/dev/null"])
+            .args(["-w", "%{http_code} %header{xferd-error}", "-T"])
             .arg(&file)
             .arg(&url);
         run_bounded(cmd, Duration::from_secs(60))
@@ -572,9 +573,17 @@ async fn h2_clients_see_the_status_of_an_early_refused_large_upload() {
         );
     }
     let cases = [
-        ("413", signed_v("a.bin", 50_000_000), over.clone()),
-        ("403", "/a.bin?v=00".to_string(), over.clone()),
-        ("409", signed_v("exists.bin", 30_000_000), under.clone()),
+        ("413 too_large", signed_v("a.bin", 50_000_000), over.clone()),
+        (
+            "403 signature_invalid",
+            "/a.bin?v=00".to_string(),
+            over.clone(),
+        ),
+        (
+            "409 file_exists",
+            signed_v("exists.bin", 30_000_000),
+            under.clone(),
+        ),
     ];
     for (want, path, file) in &cases {
         let url = format!("{base}{path}");

@@ -363,8 +363,14 @@ impl Answer {
     }
     fn message(&self) -> String {
         let j = self.json();
-        match (j["error"].as_str(), j["message"].as_str()) {
-            (Some(code), Some(m)) => format!("{m} ({code})"),
+        let header = self
+            .headers
+            .get("xferd-error")
+            .and_then(|v| v.to_str().ok());
+        match (j["error"].as_str(), j["message"].as_str(), header) {
+            (Some(code), Some(m), _) => format!("{m} ({code})"),
+            // An HTTP/2 upload refused early is answered with headers only.
+            (_, _, Some(code)) if self.body.is_empty() => code.to_string(),
             _ => String::from_utf8_lossy(&self.body).trim().to_string(),
         }
     }

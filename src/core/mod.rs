@@ -315,7 +315,10 @@ async fn handshake_done(method: &Method, ctx: &Ctx) -> bool {
 /// stream is reset while it still has body data to send, even after a complete response;
 /// given a moment it sees the status, stops sending by itself ("HTTP error before end of
 /// send, stop sending") and ends the exchange. The old way, reading 8 MiB before answering
-/// and then resetting, lost the status for any larger body.
+/// and then resetting, lost the status for any larger body. On HTTP/2 such a response is
+/// headers only (status and `xferd-error`, see [`response::ERROR_HEADER`]): curl stops with
+/// an early END_STREAM, which the h2 crate resets with PROTOCOL_ERROR, dropping a response
+/// body not yet sent.
 ///
 /// Set on a response whose request body is to be drained after the response (see above).
 #[derive(Debug, Clone, Copy)]

@@ -22,7 +22,8 @@ const EXPOSED_HEADERS: &str =
     "Content-Length, Content-Range, Content-Type, ETag, Last-Modified, Accept-Ranges, Location, \
      Repr-Digest, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, \
      Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Concat, \
-     Upload-Defer-Length, Upload-Complete, Upload-Limit, Xferd-Chunk-Size";
+     Upload-Defer-Length, Upload-Complete, Upload-Limit, Xferd-Chunk-Size, Xferd-Error, \
+     Retry-After";
 
 /// The HTTP status for an error; `auth_status` is the configured 401/403.
 pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
@@ -80,6 +81,11 @@ pub fn session_status(e: &SessionError) -> StatusCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode(pub &'static str);
 
+/// Every error response carries its stable code (the JSON body's `error`, the metric label)
+/// in this header too, so that it survives where a body cannot be sent: an HTTP/2 upload
+/// refused early is answered with headers only (see [`super::DrainAfterResponse`]).
+pub const ERROR_HEADER: http::HeaderName = http::HeaderName::from_static("xferd-error");
+
 /// A JSON error response `{"error": code, "message": ...}`.
 pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
     let status = status_of(err, auth_status);
@@ -92,6 +98,8 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
     };
     let body = Body::json(&serde_json::json!({ "error": err.code(), "message": message }));
     let mut resp = build(status, body);
+    resp.headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static(err.code()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

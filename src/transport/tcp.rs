@@ -275,11 +275,16 @@ async fn handle(
     // What the handler left unread of the request body lives until the response is sent.
     // (The handler has returned, so the body has been handed back unless it lives on.)
     let mut keep_rx = keep_rx;
-    let unread = keep_rx.try_recv().ok();
+    let unread = keep_rx.try_recv().ok().and_then(unless_ended);
     let drain = parts
         .extensions
         .get::<crate::core::DrainAfterResponse>()
         .is_some();
+    let body = if drain && unread.is_some() && protocol == Protocol::H2 {
+        headers_only(&mut parts.headers)
+    } else {
+        body
+    };
     let body = Holding {
         inner: to_hyper(body),
         unread,
@@ -287,6 +292,44 @@ async fn handle(
         _busy: busy,
     };
     Response::from_parts(parts, BodyExt::boxed_unsync(body))
+}
+
+/// The unread rest of a request body, unless it has already ended: what has arrived of it
+/// (at most [`SETTLE_LIMIT`] bytes) is read and discarded without waiting. `None`: the
+/// client has sent its whole request, so there is nothing to drain and no reset to come.
+fn unless_ended(mut body: CoreBody) -> Option<CoreBody> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut seen = 0usize;
+    while seen <= SETTLE_LIMIT {
+        match body.as_mut().poll_next(&mut cx) {
+            std::task::Poll::Ready(None) => return None,
+            std::task::Poll::Ready(Some(Ok(chunk))) => seen += chunk.len(),
+            std::task::Poll::Ready(Some(Err(_))) => return None,
+            std::task::Poll::Pending => break,
+        }
+    }
+    Some(body)
+}
+
+/// Most bytes [`unless_ended`] reads to find a body's end.
+const SETTLE_LIMIT: usize = 1 << 20;
+
+/// An HTTP/2 upload refused while its client is still sending is answered with one HEADERS
+/// frame carrying END_STREAM: the status and the `xferd-error` code, no body.
+///
+/// Why: curl 7.88 (nghttp2), on seeing a status of 300 or more while uploading, stops with an
+/// early END_STREAM, a request shorter than its Content-Length. The h2 crate rightly answers
+/// that malformed request with RST_STREAM(PROTOCOL_ERROR) (RFC 9113 section 8.1.1), which
+/// drops whatever of the response is still queued. A response body goes out as DATA after
+/// the HEADERS, from another task; when that task ran late (a loaded machine: 9 ms between
+/// the two frames was seen), curl's END_STREAM came first, the JSON body was dropped, and curl
+/// failed with error 92 ("stream was not closed cleanly: PROTOCOL_ERROR") instead of
+/// reporting the status. A response that is a single frame is complete before the client can
+/// react to it.
+fn headers_only(headers: &mut http::HeaderMap) -> Body {
+    headers.remove(http::header::CONTENT_TYPE);
+    headers.remove(http::header::CONTENT_LENGTH);
+    Body::Empty
 }
 
 /// A request body that, when the handler lets go of it, is handed back (through `back`)
@@ -304,6 +347,8 @@ async fn handle(
 struct Kept {
     inner: Option<CoreBody>,
     back: Option<tokio::sync::oneshot::Sender<CoreBody>>,
+    /// The body has ended: nothing is left to keep, drain or reset.
+    ended: bool,
 }
 
 impl Kept {
@@ -311,6 +356,7 @@ impl Kept {
         Kept {
             inner: Some(inner),
             back: Some(back),
+            ended: false,
         }
     }
 }
@@ -321,15 +367,22 @@ impl futures_util::Stream for Kept {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        match self.inner.as_mut() {
+        let polled = match self.inner.as_mut() {
             Some(s) => s.as_mut().poll_next(cx),
             None => std::task::Poll::Ready(None),
+        };
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.ended = true;
         }
+        polled
     }
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
         if let (Some(body), Some(back)) = (self.inner.take(), self.back.take()) {
             // The receiver may be gone (the request was abandoned): then it drops here.
             let _ = back.send(body);
