@@ -88,7 +88,7 @@ impl Adaptive {
         );
         let mut lease = self
             .pool
-            .lease_wait(size)
+            .lease_growing(size)
             .await
             .map_err(|_| CoreError::BuffersExhausted)?;
         self.telemetry
@@ -191,7 +191,9 @@ impl super::buffers::Retune for Tuning {
             self.body_len.map(|n| n.saturating_sub(done)),
             lease.pool().pressure(own, false),
         );
-        let changed = lease.resize(size);
+        // The engine's answer is the cap; the lease grows to it only as fast as its data
+        // comes (buffers rule 4).
+        let changed = lease.set_cap(size);
         e.telemetry
             .buffer_size(self.protocol, lease.size(), changed);
     }

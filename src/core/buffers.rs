@@ -14,6 +14,14 @@
 //!    dropping give memory back and wake waiting transfers.
 //! 3. Buffers given back go to their class's free list while the invariant holds, else
 //!    they are freed.
+//! 4. Memory follows the data rate: a transfer's lease starts at the smallest class
+//!    ([`Pool::lease_growing`]) and doubles ([`Lease::grow`]) only when a buffer of its
+//!    current size filled (or drained) within one service time
+//!    ([`super::sizing::SERVICE_TIME`]), up to its cap (the size [`super::sizing`] chose;
+//!    [`Lease::set_cap`] lowers it under pressure and shrinks the lease to it). So a slow
+//!    client holds one small class, however early it came: a thousand phones uploading at
+//!    64 KiB/s fit in the default 64 MiB, where leases granted at their cap let the first
+//!    32 uploads take all of it and refused the rest.
 //!
 //! The size a lease asks for is decided by [`super::sizing`] from [`Pool::pressure`]; a
 //! lease may change size while it runs ([`Lease::retune`]).
@@ -69,6 +77,8 @@ pub trait Retune: Send + Sync + std::fmt::Debug {
 pub struct Lease {
     pool: Arc<Pool>,
     size: usize,
+    /// The most [`Lease::grow`] may reach.
+    cap: usize,
     /// Set by the adaptive engine: how to re-evaluate the size while the transfer runs.
     pub(crate) tuning: Option<Box<dyn Retune>>,
 }
@@ -142,8 +152,17 @@ impl Pool {
         Some(Lease {
             pool: self.clone(),
             size,
+            cap: size,
             tuning: None,
         })
+    }
+
+    /// A lease of the smallest class that may grow up to `cap` (rule 4), waiting (at most
+    /// the pool's wait) for memory.
+    pub async fn lease_growing(self: &Arc<Self>, cap: usize) -> Result<Lease, Exhausted> {
+        let mut lease = self.lease_wait(self.min).await?;
+        lease.cap = self.class_size(cap);
+        Ok(lease)
     }
 
     /// A lease as [`Pool::try_lease`], waiting (at most the pool's wait) for memory.
@@ -288,6 +307,31 @@ impl Lease {
         new != old
     }
 
+    /// The most this lease may grow to.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Sets the cap (rule 4), shrinking the lease to it if it is larger; returns whether
+    /// the size changed.
+    pub fn set_cap(&mut self, cap: usize) -> bool {
+        self.cap = self.pool.class_size(cap);
+        if self.size > self.cap {
+            self.resize(self.cap)
+        } else {
+            false
+        }
+    }
+
+    /// One class larger, within the cap and as far as the limit allows (rule 4); returns
+    /// whether the size changed.
+    pub fn grow(&mut self) -> bool {
+        if self.size >= self.cap {
+            return false;
+        }
+        self.resize(self.size.saturating_mul(2).min(self.cap))
+    }
+
     /// Re-evaluates the size when the adaptive engine says it is time; `done` bytes of the
     /// transfer have moved. Returns the (possibly new) size.
     pub fn retune(&mut self, done: u64) -> usize {
@@ -316,6 +360,37 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn growing_leases_start_small_and_double_up_to_their_cap() {
+        // Rule 4.
+        let p = Pool::new(32 << 10, 1 << 20, 8 << 20);
+        let mut l = p.lease_growing(300 << 10).await.unwrap();
+        assert_eq!((l.size(), l.cap()), (32 << 10, 512 << 10));
+        assert_eq!(p.in_use(), 64 << 10);
+        let mut sizes = vec![l.size()];
+        while l.grow() {
+            sizes.push(l.size());
+        }
+        assert_eq!(sizes, [32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10]);
+        assert_eq!(p.in_use(), 1 << 20);
+        // A lower cap shrinks at once; growth stops there.
+        assert!(l.set_cap(100 << 10));
+        assert_eq!((l.size(), l.cap()), (128 << 10, 128 << 10));
+        assert!(!l.grow());
+        assert_eq!(p.in_use(), 256 << 10);
+        // Growth stays under the limit.
+        let _big: Vec<Lease> = (0..3).map(|_| p.try_lease(1 << 20).unwrap()).collect();
+        assert!(!l.set_cap(1 << 20));
+        assert!(l.grow() && l.grow());
+        assert_eq!(l.size(), 512 << 10);
+        let last = p.try_lease(1 << 20).unwrap();
+        assert_eq!(last.size(), 512 << 10, "what was left");
+        assert_eq!(p.in_use(), p.limit());
+        assert!(!l.grow(), "1 MiB more would pass the 8 MiB limit");
+        assert_eq!(l.size(), 512 << 10);
+        assert!(p.in_use() <= p.limit());
+    }
 
     #[test]
     fn leases_are_accounted_and_clamped_to_classes() {

@@ -3,7 +3,9 @@
 //! buffers in flight), whatever the client sends or requests.
 //!
 //! Buffers come from a [`Lease`] on the pool; the adaptive engine may change the lease's
-//! size between buffers ([`Lease::retune`]), so a long transfer follows its connection.
+//! size between buffers ([`Lease::retune`]), so a long transfer follows its connection. A
+//! lease starts small and doubles after a buffer that filled (upload) or was read and
+//! taken (download) within one service time (buffers rule 4), so memory follows the rate.
 //!
 //! Uploads: chunks are gathered into one buffer; a full buffer is hashed (SHA-256, on the
 //! blocking pool) and written at its offset through the storage [`Sink`] (on the
@@ -16,12 +18,14 @@
 use super::body::{BodyError, BodyStream};
 use super::buffers::Lease;
 use super::error::CoreError;
+use super::sizing::SERVICE_TIME;
 use crate::storage::store::{BlockingSink, Object, Sink};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Digests computed while bytes are written: an optional SHA-256 of everything, and an
 /// optional per-request checksum (tus `Upload-Checksum`).
@@ -58,6 +62,8 @@ pub struct Writer {
     /// Offset where the buffered bytes will be written.
     next: u64,
     start: u64,
+    /// When the buffer being filled received its first byte.
+    filling_since: Option<Instant>,
 }
 
 impl Writer {
@@ -71,6 +77,7 @@ impl Writer {
             lease,
             next: start,
             start,
+            filling_since: None,
         }
     }
 
@@ -89,10 +96,21 @@ impl Writer {
         while !chunk.is_empty() {
             let room = self.lease.size().saturating_sub(self.buf.len()).max(1);
             let (now, later) = chunk.split_at(room.min(chunk.len()));
+            let started = *self.filling_since.get_or_insert_with(Instant::now);
             self.buf.extend_from_slice(now);
             chunk = later;
             if self.buf.len() >= self.lease.size() {
+                // A buffer that filled within one service time is too small for this
+                // client's rate (buffers rule 4).
+                let fast = started.elapsed() < SERVICE_TIME;
                 self.write_buffer().await?;
+                if fast {
+                    self.lease.grow();
+                    if self.buf.capacity() < self.lease.size() {
+                        let small = std::mem::replace(&mut self.buf, self.lease.buffer());
+                        self.lease.recycle(small);
+                    }
+                }
             }
         }
         Ok(())
@@ -103,6 +121,7 @@ impl Writer {
             return Ok(());
         }
         let mut digests = self.take().await?;
+        self.filling_since = None;
         let written = self.next - self.start;
         self.lease.retune(written);
         let data = std::mem::replace(&mut self.buf, self.lease.buffer()).freeze();
@@ -247,6 +266,7 @@ pub fn send(
                     let end = offset.saturating_add(len);
                     let mut pos = offset;
                     while pos < end {
+                        let started = Instant::now();
                         let buf_size = lease.retune(sent);
                         let want =
                             usize::try_from((end - pos).min(buf_size as u64)).unwrap_or(buf_size);
@@ -265,6 +285,11 @@ pub fn send(
                         }
                         if tx.send(item).await.is_err() || failed {
                             return;
+                        }
+                        // Read and taken by the client within one service time: the
+                        // buffer is too small for its rate (buffers rule 4).
+                        if buf_size == lease.size() && started.elapsed() < SERVICE_TIME {
+                            lease.grow();
                         }
                     }
                 }
@@ -325,6 +350,32 @@ mod tests {
         w.commit().await.unwrap();
         assert_eq!(stored(&st).await.unwrap(), b"hello world");
         assert_eq!(hash.to_vec(), Sha256::digest(b"hello world").to_vec());
+    }
+
+    #[tokio::test]
+    async fn buffers_grow_with_a_fast_body_and_stay_small_for_a_slow_one() {
+        // Buffers rule 4, seen from the writer.
+        let pool = crate::core::buffers::Pool::new(4, 64, 1 << 20);
+        let st = MemStore::new(1 << 20);
+        let fast = pool.lease_growing(64).await.unwrap();
+        let mut w = Writer::new(staged(&st).await.sink(), 0, fast, Digests::default());
+        w.push(&[7u8; 1000]).await.unwrap();
+        assert_eq!(
+            w.lease.size(),
+            64,
+            "a body that comes at once grows to the cap"
+        );
+        let slow = pool.lease_growing(64).await.unwrap();
+        let mut w = Writer::new(staged(&st).await.sink(), 0, slow, Digests::default());
+        for _ in 0..6 {
+            w.push(&[7u8; 2]).await.unwrap();
+            tokio::time::sleep(SERVICE_TIME * 2).await;
+        }
+        assert_eq!(
+            w.lease.size(),
+            4,
+            "a buffer that took longer than a service time"
+        );
     }
 
     #[tokio::test]

@@ -77,7 +77,7 @@ impl Engine {
         };
         let lease = match w.lease.take() {
             Some(lease) => lease,
-            None => (self.limits.pool.lease_wait(self.limits.pool.max()).await)
+            None => (self.limits.pool.lease_growing(self.limits.pool.max()).await)
                 .map_err(|_| SessionError::BuffersExhausted)?,
         };
         let mut writer = Writer::new(file, start, lease, digests);
