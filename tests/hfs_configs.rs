@@ -91,7 +91,8 @@ fn check_mapped(e: &Expect, loaded: &xferd::config::Loaded) {
         "{f}"
     );
     let ttl = e.ttl_days.map(|d| Duration::from_secs(d * 86400));
-    assert_eq!(c.hfs.file_ttl, ttl, "{f}: file TTL");
+    let expiry = c.expiry.enabled.then_some(c.expiry.max_age);
+    assert_eq!(expiry, ttl, "{f}: file TTL (expiry.max_age)");
     assert_eq!(c.hfs.dedup_enabled, e.dedup, "{f}: dedup");
     assert_eq!(c.metrics.enabled, e.metrics.0, "{f}: metrics");
     assert_eq!(

@@ -211,6 +211,29 @@ impl FsStorage {
     }
 }
 
+/// Removes the directories of `parent` (a key's directory) that are now empty, deepest
+/// first, stopping at the first that is not (or cannot be removed): the filesystem detail of
+/// [`Store::delete`] (file expiry leaves no empty directories behind). `rmdir` itself refuses
+/// a directory that is not empty, so a file created meanwhile keeps its directory; an upload
+/// that finds its new directory removed in between creates it again (see
+/// [`FsStorage::create_temp`]).
+fn prune_empty_parents(root: &Dir, parent: &str) {
+    let mut rel = parent;
+    while !rel.is_empty() {
+        let (up, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let removed = root
+            .open_dir(up)
+            .and_then(|d| cstr(name).and_then(|n| d.remove_empty_dir(&n).map(|()| d)));
+        match removed {
+            Ok(d) => {
+                let _ = d.sync();
+            }
+            Err(_) => return,
+        }
+        rel = up;
+    }
+}
+
 impl Store for FsStorage {
     fn capabilities(&self) -> Capabilities {
         FS_CAPABILITIES
@@ -266,6 +289,7 @@ impl Store for FsStorage {
                 Some(_) => {
                     d.unlink(&name)?;
                     d.sync()?;
+                    prune_empty_parents(&dir, parent);
                     Ok(true)
                 }
             }
