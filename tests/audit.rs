@@ -88,7 +88,10 @@ async fn one_json_line_per_request_with_the_listed_fields() {
             assert_eq!(e["protocol"], l, "{e}");
             assert_eq!(e["client"], "127.0.0.1", "{e}");
             let t = e["time"].as_str().unwrap();
-            assert!(t.ends_with('Z') && t.len() == 24 && t.as_bytes()[10] == b'T', "{t}");
+            assert!(
+                t.ends_with('Z') && t.len() == 24 && t.as_bytes()[10] == b'T',
+                "{t}"
+            );
         }
         let (up, down, refused, create, delete) =
             (&mine[0], &mine[1], &mine[2], &mine[3], &mine[4]);

@@ -66,20 +66,28 @@ async fn old_files_expire_recent_and_in_progress_stay() {
     for proto in Proto::ALL {
         let mut c = srv.client(proto).await;
         let rel = format!("new/{}/b.txt", label(proto));
-        assert_eq!(put(&mut c, &signed_v(&rel, 3), b"new", &[]).await.status, 201);
+        assert_eq!(
+            put(&mut c, &signed_v(&rel, 3), b"new", &[]).await.status,
+            201
+        );
     }
     let storage = srv.storage();
     common::eventually("old files expire", || {
-        Proto::ALL
-            .iter()
-            .all(|p| !storage.join(format!("old/{}/deep/a.txt", label(*p))).exists())
+        Proto::ALL.iter().all(|p| {
+            !storage
+                .join(format!("old/{}/deep/a.txt", label(*p)))
+                .exists()
+        })
     })
     .await;
     for proto in Proto::ALL {
         let l = label(proto);
         // The emptied directories went with the file (all the way up to old/).
         assert!(!storage.join(format!("old/{l}")).exists(), "{l}");
-        assert!(storage.join(format!("new/{l}/b.txt")).exists(), "{l} recent");
+        assert!(
+            storage.join(format!("new/{l}/b.txt")).exists(),
+            "{l} recent"
+        );
         let mut c = srv.client(proto).await;
         let r = get(&mut c, &format!("/old/{l}/deep/a.txt"), &[]).await;
         assert_eq!(r.status, 404, "{l}");

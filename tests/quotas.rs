@@ -46,16 +46,34 @@ async fn over_quota_is_refused_before_the_body() {
     for proto in Proto::ALL {
         let l = label(proto);
         let mut c = srv.client(proto).await;
-        let r = put(&mut c, &signed_v(&format!("{l}/a.bin"), 200), &[7; 200], &[]).await;
+        let r = put(
+            &mut c,
+            &signed_v(&format!("{l}/a.bin"), 200),
+            &[7; 200],
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 201, "{l}");
         assert_eq!(usage(&srv, &format!("{l}/")).used, 200);
         // 200 + 200 > 300: 507, and nothing of it is stored (no file, no temp file).
-        let r = put(&mut c, &signed_v(&format!("{l}/b.bin"), 200), &[8; 200], &[]).await;
+        let r = put(
+            &mut c,
+            &signed_v(&format!("{l}/b.bin"), 200),
+            &[8; 200],
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 507, "{l}: {:?}", r.body);
         assert_eq!(r.header("xferd-error"), Some("quota_exceeded"), "{l}");
         assert_eq!(files_under(&srv.storage().join(l)), 1, "{l}");
         // Larger than the cap itself: it can never fit, 413.
-        let r = put(&mut c, &signed_v(&format!("{l}/c.bin"), 301), &[9; 301], &[]).await;
+        let r = put(
+            &mut c,
+            &signed_v(&format!("{l}/c.bin"), 301),
+            &[9; 301],
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 413, "{l}");
         assert_eq!(r.header("xferd-error"), Some("quota_exceeded"), "{l}");
         // Resumable creation is checked against its declared length.
@@ -70,7 +88,13 @@ async fn over_quota_is_refused_before_the_body() {
         assert_eq!(r.status, 507, "{l} tus: {:?}", r.body);
         assert_eq!(r.header("xferd-error"), Some("quota_exceeded"), "{l}");
         // What still fits does.
-        let r = put(&mut c, &signed_v(&format!("{l}/d.bin"), 100), &[1; 100], &[]).await;
+        let r = put(
+            &mut c,
+            &signed_v(&format!("{l}/d.bin"), 100),
+            &[1; 100],
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 201, "{l}");
         let u = usage(&srv, &format!("{l}/"));
         assert_eq!((u.used, u.reserved), (300, 0), "{l}");
@@ -136,11 +160,10 @@ async fn concurrent_uploads_cannot_overshoot() {
             let _ = go.send(());
             r
         };
-        let (a, b) = tokio::time::timeout(Duration::from_secs(30), async {
-            tokio::join!(slow, other)
-        })
-        .await
-        .expect("bounded");
+        let (a, b) =
+            tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(slow, other) })
+                .await
+                .expect("bounded");
         assert_eq!(a.status, 201, "{l} slow");
         assert_eq!(b.status, 507, "{l} concurrent");
         let u = usage(&srv, &format!("{l}/"));
@@ -161,9 +184,21 @@ async fn expiry_gives_space_back() {
     for proto in [Proto::H1, Proto::H3] {
         let l = label(proto);
         let mut c = srv.client(proto).await;
-        let r = put(&mut c, &signed_v(&format!("{l}/a.bin"), 250), &[7; 250], &[]).await;
+        let r = put(
+            &mut c,
+            &signed_v(&format!("{l}/a.bin"), 250),
+            &[7; 250],
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 201, "{l}");
-        let r = put(&mut c, &signed_v(&format!("{l}/b.bin"), 250), &[8; 250], &[]).await;
+        let r = put(
+            &mut c,
+            &signed_v(&format!("{l}/b.bin"), 250),
+            &[8; 250],
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 507, "{l}");
     }
     let storage = srv.storage();
@@ -175,7 +210,13 @@ async fn expiry_gives_space_back() {
         let l = label(proto);
         assert_eq!(usage(&srv, &format!("{l}/")).used, 0, "{l}");
         let mut c = srv.client(proto).await;
-        let r = put(&mut c, &signed_v(&format!("{l}/b.bin"), 250), &[8; 250], &[]).await;
+        let r = put(
+            &mut c,
+            &signed_v(&format!("{l}/b.bin"), 250),
+            &[8; 250],
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 201, "{l}");
     }
     srv.stop().await;
