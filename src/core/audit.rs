@@ -3,7 +3,7 @@
 //! stdout). The core builds the event from what it already has - the request head, the
 //! client address it decided, the response - and never waits on the sink.
 //!
-//! Fields, exactly: `time` (RFC 3339, UTC, milliseconds), `client` (the address
+//! Fields, exactly: `time` (when the request arrived; RFC 3339, UTC, milliseconds), `client` (the address
 //! [`super::client_addr`] decided: a forwarding header only from a trusted proxy), `protocol`
 //! (`h1`, `h2`, `h3`), `method`, `path` (as sent, without the query: signatures never reach
 //! the log), `status`, `bytes` (the body bytes of an accepted upload request - its
