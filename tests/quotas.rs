@@ -1,6 +1,7 @@
 //! Storage quotas end to end (`[quota]`): over h1, h2 and h3 an upload over a cap is refused
 //! by its `Content-Length` before any body byte is stored (507 `quota_exceeded`; 413 when it
-//! is larger than the cap itself), tus creation is checked against `Upload-Length`,
+//! is larger than the cap itself), tus, IETF and HFS chunked creations are checked against
+//! their declared length,
 //! concurrent uploads cannot overshoot, expiry gives space back, and a restart counts the
 //! same usage (sessions in progress included).
 
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 use xferd::client::Proto;
 use xferd::config::{Config, QuotaPrefixConfig};
+use xferd::core::auth::Scheme;
 use xferd::core::quota::Usage;
 
 const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
@@ -87,6 +89,31 @@ async fn over_quota_is_refused_before_the_body() {
         .await;
         assert_eq!(r.status, 507, "{l} tus: {:?}", r.body);
         assert_eq!(r.header("xferd-error"), Some("quota_exceeded"), "{l}");
+        // So are HFS chunked and IETF creations.
+        let rel = format!("{l}/hfs.bin");
+        let v3 = signed("", Scheme::V3, "POST", &rel, 0, "", now_unix() + 600);
+        let url = format!("/chunked-upload?{}", v3.split_once('?').unwrap().1);
+        let h = [("x-filename", rel.as_str()), ("x-total-size", "150")];
+        let r = request(&mut c, "POST", &url, &h, None).await;
+        assert_eq!(r.status, 507, "{l} hfs: {:?}", r.body);
+        assert_eq!(r.header("xferd-error"), Some("quota_exceeded"), "{l}");
+        let h = [
+            ("upload-draft-interop-version", "6"),
+            ("upload-complete", "?0"),
+            ("upload-length", "150"),
+            ("content-length", "0"),
+        ];
+        let r = request(
+            &mut c,
+            "PUT",
+            &signed_v(&format!("{l}/i.bin"), 150),
+            &h,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 507, "{l} ietf: {:?}", r.body);
+        assert_eq!(r.header("xferd-error"), Some("quota_exceeded"), "{l}");
+        assert_eq!(files_under(&srv.storage().join(l)), 1, "{l}");
         // What still fits does.
         let r = put(
             &mut c,
@@ -248,6 +275,7 @@ async fn a_restart_counts_the_same_usage() {
     )
     .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
+    let loc = r.header("location").unwrap().to_string();
     let before: Vec<Usage> = srv.server.as_ref().unwrap().core.quotas.usage();
     assert_eq!(usage(&srv, "h3/").reserved, 100);
     assert_eq!(usage(&srv, "h3/").used, 120);
@@ -260,5 +288,12 @@ async fn a_restart_counts_the_same_usage() {
     let mut c = srv.client(Proto::H3).await;
     let r = put(&mut c, &signed_v("h3/c.bin", 81), &[3; 81], &[]).await;
     assert_eq!(r.status, 507);
+    // Terminating the session gives its reservation back.
+    let r = request(&mut c, "DELETE", &loc, &[TUS], None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(usage(&srv, "h3/").reserved, 0);
+    let r = put(&mut c, &signed_v("h3/c.bin", 81), &[3; 81], &[]).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(usage(&srv, "h3/").used, 201);
     srv.stop().await;
 }
