@@ -16,10 +16,17 @@ mod fields;
 pub mod hfs;
 mod ops;
 mod overrides;
+// Issue 12: file expiry, storage quotas, audit log.
+mod audit;
+mod expiry;
+mod quota;
 
+pub use audit::{AuditConfig, AuditOutput};
+pub use expiry::ExpiryConfig;
 pub use hfs::{HfsCompat, KeyClass, KeyReport};
 pub use ops::{LogConfig, LogFormat, PrefixLimitConfig, RateLimitConfig};
 pub use overrides::Overrides;
+pub use quota::{QuotaConfig, QuotaPrefixConfig};
 
 /// A configuration problem, always naming the key or file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +56,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+    pub expiry: ExpiryConfig,
+    pub quota: QuotaConfig,
+    pub audit: AuditConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,
@@ -521,6 +531,9 @@ impl Config {
         if rl.prefixes.iter().any(|p| !p.path.starts_with('/')) {
             return bad("rate_limit.prefixes", "each `path` must start with `/`");
         }
+        self.expiry.validate()?;
+        self.quota.validate()?;
+        self.audit.validate()?;
         Ok(())
     }
 

@@ -51,6 +51,57 @@ pub struct Metrics {
     breaker: Gauge,
     pool: Arc<Pool>,
     client_profiles: Arc<Profiles>,
+    /// Expiry, quota and audit series (issue 12).
+    housekeeping: Housekeeping,
+}
+
+/// Expiry, quota and audit series.
+struct Housekeeping {
+    expired_files: prometheus::IntCounter,
+    expired_bytes: prometheus::IntCounter,
+    audit_lines: prometheus::IntCounter,
+    audit_dropped: prometheus::IntCounter,
+    /// Per quota rule (label `scope`: `total` or the prefix, from the configuration).
+    quota_used: IntGaugeVec,
+    quota_reserved: IntGaugeVec,
+    quota_limit: IntGaugeVec,
+    quotas: std::sync::OnceLock<Arc<crate::core::quota::Quotas>>,
+}
+
+fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    let c = prometheus::IntCounter::new(name, help).unwrap_or_else(|e| bug(name, e));
+    register(r, name, c.clone());
+    c
+}
+
+fn housekeeping(r: &Registry) -> Housekeeping {
+    let scoped = |name: &str, help: &str| {
+        let g =
+            IntGaugeVec::new(Opts::new(name, help), &["scope"]).unwrap_or_else(|e| bug(name, e));
+        register(r, name, g.clone());
+        g
+    };
+    Housekeeping {
+        expired_files: int_counter(r, "xferd_expired_files_total", "Files deleted by expiry."),
+        expired_bytes: int_counter(
+            r,
+            "xferd_expired_bytes_total",
+            "Bytes of the files deleted by expiry.",
+        ),
+        audit_lines: int_counter(r, "xferd_audit_lines_total", "Audit log lines written."),
+        audit_dropped: int_counter(
+            r,
+            "xferd_audit_dropped_total",
+            "Audit log lines dropped (queue full or write failed).",
+        ),
+        quota_used: scoped("xferd_quota_used_bytes", "Stored bytes counted by a quota."),
+        quota_reserved: scoped(
+            "xferd_quota_reserved_bytes",
+            "Bytes reserved by uploads in progress under a quota.",
+        ),
+        quota_limit: scoped("xferd_quota_limit_bytes", "A quota's cap."),
+        quotas: std::sync::OnceLock::new(),
+    }
 }
 
 const P: &[&str] = &["protocol"];
@@ -235,6 +286,7 @@ impl Metrics {
                 register(&r, "xferd_storage_circuit_open", g.clone());
                 g
             },
+            housekeeping: housekeeping(&r),
             registry: r,
             pool,
             client_profiles,
@@ -289,6 +341,37 @@ impl Metrics {
         match dir {
             Direction::Upload => &self.upload,
             Direction::Download => &self.download,
+        }
+    }
+
+    /// Shows the usage of these quotas (set once, at start-up).
+    pub fn set_quotas(&self, quotas: Arc<crate::core::quota::Quotas>) {
+        let _ = self.housekeeping.quotas.set(quotas);
+    }
+
+    pub fn audit_written(&self) {
+        self.housekeeping.audit_lines.inc();
+    }
+
+    pub fn audit_dropped(&self) {
+        self.housekeeping.audit_dropped.inc();
+    }
+
+    fn render_quotas(&self) {
+        let h = &self.housekeeping;
+        let Some(q) = h.quotas.get() else { return };
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for u in q.usage() {
+            let scope = if u.prefix.is_empty() {
+                "total"
+            } else {
+                u.prefix.as_str()
+            };
+            h.quota_used.with_label_values(&[scope]).set(n(u.used));
+            h.quota_reserved
+                .with_label_values(&[scope])
+                .set(n(u.reserved));
+            h.quota_limit.with_label_values(&[scope]).set(n(u.max));
         }
     }
 
@@ -389,7 +472,13 @@ impl Telemetry for Metrics {
         self.breaker.set(if open { 1.0 } else { 0.0 });
     }
 
+    fn expired(&self, files: u64, bytes: u64) {
+        self.housekeeping.expired_files.inc_by(files);
+        self.housekeeping.expired_bytes.inc_by(bytes);
+    }
+
     fn render(&self) -> Option<String> {
+        self.render_quotas();
         self.pool_in_use
             .set(i64::try_from(self.pool.in_use()).unwrap_or(i64::MAX));
         self.pool_pooled

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+pub mod audit;
+
 /// A running server.
 pub struct Server {
     /// TCP (TLS) address; UDP (HTTP/3) uses the same one.
@@ -169,7 +171,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.server.state_path.join("sessions.redb"),
         storage.clone(),
     );
-    let engine = tokio::task::spawn_blocking(move || {
+    let mut engine = tokio::task::spawn_blocking(move || {
         let parts =
             crate::storage::FsParts::open(&recover_storage).context("opening session data")?;
         let sessions = crate::storage::SessionStore::open(&sessions_path)
@@ -201,6 +203,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         profiles.load(parsed, now);
     }
     let metrics = crate::metrics::Metrics::new(pool.clone(), profiles.clone());
+    // Quota hook: usage from the store, sessions in progress reserved again.
+    let quotas = start_quotas(&config, &storage, &mut engine).await?;
+    metrics.set_quotas(quotas);
     let telemetry: Arc<dyn crate::core::Telemetry> = metrics.clone();
     let adaptive = Arc::new(crate::core::adaptive::Adaptive {
         options: crate::core::adaptive::Options {
@@ -228,14 +233,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         streaming.circuit_breaker,
         telemetry,
     );
-    let core = Arc::new(Core::new(
+    let mut core = Core::new(
         core_settings(&config),
         keys,
         Arc::new(storage),
         engine,
         adaptive,
         resilience,
-    ));
+    );
+    // Audit hook: the writer thread and its queue.
+    if config.audit.enabled {
+        let log = audit::AuditLog::start(&config.audit, &config.server.state_path, metrics.clone())
+            .context("opening the audit log")?;
+        core = core.with_audit(log);
+    }
+    let core = Arc::new(core);
     let expiry_interval = config.resumable.expiry_interval;
 
     let certs = crate::tls::load_or_generate(
@@ -299,6 +311,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         expiry_interval,
         shared.shutdown.clone(),
     )));
+    // Expiry hook: the sweep task (first pass at start-up).
+    if config.expiry.enabled {
+        tasks.push(tokio::spawn(expire_files(
+            shared.core.clone(),
+            config.expiry.clone(),
+            shared.shutdown.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(persist_profiles(
         shared.core.clone(),
         Arc::new(profile_store),
@@ -414,6 +434,82 @@ async fn collect_expired(
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "collected expired upload sessions"),
             Err(e) => tracing::warn!(error = %e, "collecting expired sessions failed"),
+        }
+    }
+}
+
+/// Quotas from `[quota]`: usage counted from the store (one listing, paged), the
+/// reservations of sessions in progress restored, the engine put under them.
+async fn start_quotas(
+    config: &Config,
+    storage: &FsStorage,
+    engine: &mut crate::core::resumable::Engine,
+) -> anyhow::Result<Arc<crate::core::quota::Quotas>> {
+    let quotas = Arc::new(crate::core::quota::Quotas::new(config.quota.rules()));
+    engine.set_quotas(quotas.clone());
+    if quotas.enabled() {
+        let started = std::time::Instant::now();
+        let (files, bytes) = quotas
+            .recompute(storage)
+            .await
+            .context("counting stored bytes for [quota]")?;
+        let sessions = engine
+            .reserve_open()
+            .await
+            .map_err(|e| anyhow::anyhow!("reserving sessions in progress for [quota]: {e}"))?;
+        tracing::info!(
+            files,
+            bytes,
+            sessions,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "quota usage counted"
+        );
+    }
+    Ok(quotas)
+}
+
+/// Deletes files older than `expiry.max_age` at start-up and every `sweep_interval`
+/// (see [`crate::core::expiry`]), until shutdown.
+async fn expire_files(
+    core: Arc<Core>,
+    cfg: crate::config::ExpiryConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let busy = match core.engine.open_targets().await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "expiry: cannot read the sessions in progress; sweep skipped");
+                None
+            }
+        };
+        if let Some(busy) = busy {
+            let now = std::time::SystemTime::now();
+            let page = crate::core::expiry::PAGE;
+            let store = core.storage.as_ref();
+            let swept =
+                crate::core::expiry::sweep(store, &core.quotas, &busy, cfg.max_age, now, page)
+                    .await;
+            let done = match swept {
+                Ok(d) => d,
+                Err((d, e)) => {
+                    tracing::warn!(error = %e, "expiry sweep stopped by a storage error");
+                    d
+                }
+            };
+            core.telemetry().expired(done.files, done.bytes);
+            if done.files > 0 {
+                tracing::info!(
+                    files = done.files,
+                    bytes = done.bytes,
+                    seen = done.seen,
+                    "expired files deleted"
+                );
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.sweep_interval) => {}
+            _ = crate::transport::shutdown_signalled(&mut shutdown) => return,
         }
     }
 }

@@ -35,6 +35,9 @@ pub(super) fn keys(section: &str) -> Option<&'static [&'static str]> {
         "metrics" => fields_of::<MetricsConfig>(),
         "rate_limit" => fields_of::<RateLimitConfig>(),
         "log" => fields_of::<LogConfig>(),
+        "expiry" => fields_of::<super::ExpiryConfig>(),
+        "quota" => fields_of::<super::QuotaConfig>(),
+        "audit" => fields_of::<super::AuditConfig>(),
         _ => return None,
     })
 }

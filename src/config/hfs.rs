@@ -267,9 +267,7 @@ fn disposition(path: &[String]) -> Option<Disposition> {
     // `[quotas.custom] "jid" = "10GB"`: the names are JIDs.
     if let [q, c, _] = path {
         if q.eq_ignore_ascii_case("quotas") && c.eq_ignore_ascii_case("custom") {
-            return Some(Disposition::Keep(
-                "not implemented yet (quotas; HFS 3.4 applies them to Bearer-token POST /upload only)",
-            ));
+            return Some(Disposition::Keep(keys::R39));
         }
     }
     None
@@ -423,6 +421,11 @@ fn apply_mapped(
                     )
                 }
             }
+            // HFS reads `filettl` first; `max_file_age` is its fallback.
+            "server.max_file_age" if find("server.filettl").is_some() => (
+                None,
+                "unused: server.filettl is set (HFS reads it first)".into(),
+            ),
             "uploads.chunk_size" | "uploads.chunksize"
                 if leaf
                     .value

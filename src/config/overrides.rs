@@ -52,6 +52,9 @@ impl Config {
             {
                 *p = rebase(dir, p);
             }
+            if let Some(p) = self.audit.path.as_mut() {
+                *p = rebase(dir, p);
+            }
         }
     }
 

@@ -53,6 +53,10 @@ pub enum CoreError {
     /// long. The client's doing, not a storage failure.
     #[error("too many requests; try again in {}s", retry_after_secs(.0))]
     RateLimited(std::time::Duration),
+    /// A `[quota]` cap would be exceeded by this upload's length (`larger_than_cap`: the
+    /// upload alone is larger than a cap it falls under, so it can never fit).
+    #[error("storage quota exceeded")]
+    QuotaExceeded { larger_than_cap: bool },
 }
 
 /// Whole seconds to wait, rounded up, at least 1 (`Retry-After`).
@@ -89,6 +93,7 @@ impl CoreError {
             CoreError::PathConflict => "path_conflict",
             CoreError::BuffersExhausted => "buffers_exhausted",
             CoreError::RateLimited(_) => "rate_limited",
+            CoreError::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 }
@@ -136,6 +141,8 @@ pub const ALL_CODES: &[&str] = &[
     "digest_mismatch",
     "invalid_concatenation",
     "preempted",
+    // Quotas (PUT, form and resumable uploads alike).
+    "quota_exceeded",
 ];
 
 impl From<std::io::Error> for CoreError {
@@ -194,7 +201,8 @@ mod tests {
             | CoreError::Unavailable(_)
             | CoreError::PathConflict
             | CoreError::BuffersExhausted
-            | CoreError::RateLimited(_) => {}
+            | CoreError::RateLimited(_)
+            | CoreError::QuotaExceeded { .. } => {}
         }
     }
 
@@ -221,7 +229,8 @@ mod tests {
             | S::Storage(_)
             | S::BuffersExhausted
             | S::InsufficientStorage
-            | S::PathConflict => {}
+            | S::PathConflict
+            | S::QuotaExceeded { .. } => {}
         }
     }
 
@@ -265,6 +274,9 @@ mod tests {
             S::BuffersExhausted,
             S::InsufficientStorage,
             S::PathConflict,
+            S::QuotaExceeded {
+                larger_than_cap: false,
+            },
         ];
         for s in &sessions {
             exhaustive_session(s);
@@ -295,6 +307,9 @@ mod tests {
             CoreError::PathConflict,
             CoreError::BuffersExhausted,
             CoreError::RateLimited(std::time::Duration::from_millis(1500)),
+            CoreError::QuotaExceeded {
+                larger_than_cap: true,
+            },
         ];
         all.extend(sessions.into_iter().map(CoreError::Session));
         all

@@ -25,6 +25,10 @@ pub mod sizing;
 pub mod stream;
 pub mod telemetry;
 pub mod upload;
+// Issue 12: audit trail, file expiry, storage quotas.
+pub mod audit;
+pub mod expiry;
+pub mod quota;
 
 #[cfg(test)]
 mod mem_tests;
@@ -78,6 +82,10 @@ pub struct Core {
     pub adaptive: Arc<adaptive::Adaptive>,
     pub resilience: retry::Resilience,
     pub rate_limiter: ratelimit::RateLimiter,
+    /// Storage quotas (shared with the engine's sessions).
+    pub quotas: Arc<quota::Quotas>,
+    /// Where audit events go, when the audit log is on.
+    pub audit: Option<Arc<dyn audit::AuditSink>>,
 }
 
 /// Sends informational (1xx) responses where the transport can (HTTP/3 here).
@@ -141,6 +149,8 @@ impl Core {
                 settings.rate_limit.clone(),
                 settings.proxies.clone(),
             ),
+            quotas: engine.quotas().clone(),
+            audit: None,
             settings,
             keys,
             storage,
@@ -148,6 +158,12 @@ impl Core {
             adaptive,
             resilience,
         }
+    }
+
+    /// Sends an audit event per request to `sink`.
+    pub fn with_audit(mut self, sink: Arc<dyn audit::AuditSink>) -> Core {
+        self.audit = Some(sink);
+        self
     }
 
     pub fn telemetry(&self) -> &dyn Telemetry {
@@ -209,6 +225,12 @@ impl Core {
             *resp.body_mut() = Body::Empty;
         }
         response::add_common(resp.headers_mut());
+        // Audit hook: one event per request (see [`audit`]), never waiting on the sink.
+        if let Some(sink) = &self.audit {
+            if let Some(e) = audit::event(&head, &ctx, &resp) {
+                sink.record(e);
+            }
+        }
         resp
     }
 

@@ -50,6 +50,7 @@ pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
         CoreError::PathConflict => StatusCode::CONFLICT,
         CoreError::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        CoreError::QuotaExceeded { larger_than_cap } => quota_status(*larger_than_cap),
     }
 }
 
@@ -66,6 +67,7 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         S::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
         S::PathConflict => StatusCode::CONFLICT,
+        S::QuotaExceeded { larger_than_cap } => quota_status(*larger_than_cap),
         S::AlreadyCompleted
         | S::LengthExceeded
         | S::LengthMismatch
@@ -74,6 +76,16 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         | S::DigestMismatch
         | S::InvalidConcat(_)
         | S::Interrupted(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// `quota_exceeded`: 413 for an upload larger than a cap it falls under (it can never fit:
+/// XEP-0363's answer for a file too large for the service), else 507 (space may come back).
+fn quota_status(larger_than_cap: bool) -> StatusCode {
+    if larger_than_cap {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::INSUFFICIENT_STORAGE
     }
 }
 
@@ -209,6 +221,18 @@ mod tests {
             (CoreError::InsufficientStorage, 507),
             (CoreError::BadPath(PathError::Traversal), 400),
             (CoreError::NotFound, 404),
+            (
+                CoreError::QuotaExceeded {
+                    larger_than_cap: false,
+                },
+                507,
+            ),
+            (
+                CoreError::QuotaExceeded {
+                    larger_than_cap: true,
+                },
+                413,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(status_of(&e, f).as_u16(), want, "{e:?}");

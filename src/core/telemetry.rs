@@ -49,6 +49,8 @@ pub trait Telemetry: Send + Sync {
     /// A storage operation was retried / the circuit breaker opened or closed.
     fn storage_retry(&self, op: &'static str);
     fn breaker_open(&self, open: bool);
+    /// Files expired by a sweep, and their bytes.
+    fn expired(&self, _files: u64, _bytes: u64) {}
     /// The text exposition for `/metrics`, or `None` when metrics are off here.
     fn render(&self) -> Option<String>;
 }

@@ -55,6 +55,8 @@ pub async fn put(
     if free.is_some_and(|free| free < size.saturating_add(FREE_SPACE_MARGIN)) {
         return Err(CoreError::InsufficientStorage);
     }
+    // Quota hook: the length is reserved before the body is read (released on failure).
+    let reservation = core.quotas.reserve(rel.as_str(), size)?;
     let staged = core
         .resilience
         .run("create", || core.storage.begin(&rel, Some(size)))
@@ -64,6 +66,7 @@ pub async fn put(
     let lease = core.adaptive.lease(ctx, Some(size)).await?;
     let sha256 = stream::receive(body, staged.sink(), size, lease).await?;
     commit(core, staged).await?;
+    reservation.commit();
     core.adaptive
         .observe(ctx, super::Direction::Upload, size, started.elapsed(), None);
     tracing::info!(path = %rel, size, sha256 = %hex::encode(sha256), "stored");

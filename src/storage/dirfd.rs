@@ -247,6 +247,13 @@ impl Dir {
         retry(|| cvt(unsafe { libc::unlinkat(self.fd(), name.as_ptr(), 0) })).map(drop)
     }
 
+    /// Removes the empty directory `name` here (`ENOTEMPTY` if anything is in it).
+    pub fn remove_empty_dir(&self, name: &CStr) -> io::Result<()> {
+        // SAFETY: `name` is NUL-terminated.
+        retry(|| cvt(unsafe { libc::unlinkat(self.fd(), name.as_ptr(), libc::AT_REMOVEDIR) }))
+            .map(drop)
+    }
+
     /// `lstat` of `name` here: `None` when nothing has the name.
     pub fn kind_of(&self, name: &CStr) -> io::Result<Option<Kind>> {
         lstat_kind(self.fd(), name)

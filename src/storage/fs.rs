@@ -85,11 +85,19 @@ impl FsStorage {
         let rel = rel.clone();
         blocking(move || {
             let (parent, name) = split(&rel);
-            let dir = root.create_dirs(parent)?;
-            #[cfg(test)]
-            test_hook::fire(Path::new(rel.as_str()));
             let tmp = cstr(&format!("{TEMP_PREFIX}{:032x}", rand::random::<u128>()))?;
-            let file = dir.create_file(&tmp, 0o644)?;
+            // A directory emptied by a delete (expiry) may be removed between its creation
+            // and the file's: create it again (bounded).
+            let mut attempt = 0;
+            let (dir, file) = loop {
+                let dir = root.create_dirs(parent)?;
+                #[cfg(test)]
+                test_hook::fire(Path::new(rel.as_str()));
+                match dir.create_file(&tmp, 0o644) {
+                    Err(e) if is_not_found(&e) && attempt < 3 => attempt += 1,
+                    r => break (dir, r?),
+                }
+            };
             Ok((
                 TempFile {
                     dir: Arc::new(dir),
@@ -112,12 +120,19 @@ impl FsStorage {
         rel: &RelPath,
     ) -> Result<(), CommitError> {
         let (parent, name) = split(rel);
-        let dest = self.dir.create_dirs(parent)?;
-        match src_dir.rename_noreplace(src, &dest, &cstr(name)?) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(CommitError::Exists),
-            Err(e) => return Err(e.into()),
-        }
+        // As in `create_temp`: the directory may be removed by a delete in between.
+        let mut attempt = 0;
+        let dest = loop {
+            let dest = self.dir.create_dirs(parent)?;
+            match src_dir.rename_noreplace(src, &dest, &cstr(name)?) {
+                Ok(()) => break dest,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(CommitError::Exists)
+                }
+                Err(e) if is_not_found(&e) && attempt < 3 => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
         dest.sync()?;
         Ok(())
     }

@@ -142,9 +142,13 @@ impl FsStorage {
     }
 
     /// Up to `limit` regular files under `prefix` after `after`, in segment order, skipping
-    /// the storage's own names and links. Memory: at most `2 * limit` entries kept (plus
-    /// one directory's names) however many files there are; subtrees wholly before `after`
-    /// or outside `prefix` are not entered.
+    /// the storage's own names and links. Walks the tree in key order (each directory's
+    /// names sorted) and stops at the `limit`-th file, so a page opens only the files it
+    /// returns; subtrees wholly before `after` or outside `prefix` are not entered. Memory:
+    /// the page, plus the names of the directories on the current path. Cost of a page: a
+    /// `readdir` of each directory from the root to the cursor, plus one open per file
+    /// returned (a whole listing of N files in pages of P re-reads the cursor's directories
+    /// N/P times).
     fn list_blocking(
         root: &Dir,
         prefix: &str,
@@ -152,62 +156,104 @@ impl FsStorage {
         limit: usize,
     ) -> io::Result<Vec<Listed>> {
         let after: Vec<&str> = after.map(|k| k.segments().collect()).unwrap_or_default();
-        let by_segments = |a: &Listed, b: &Listed| a.key.segments().cmp(b.key.segments());
         let mut out: Vec<Listed> = Vec::new();
-        let mut stack: Vec<(Dir, Vec<String>)> = vec![(root.try_clone()?, Vec::new())];
-        while let Some((dir, path)) = stack.pop() {
-            for (name, kind) in dir.entries()? {
-                let Some(name) = name.to_str().map(str::to_string) else {
-                    continue;
-                };
-                if name.starts_with(RESERVED_PREFIX) {
-                    continue;
-                }
-                let mut p = path.clone();
-                p.push(name.clone());
-                let joined = p.join("/");
-                let cut = joined.len().min(prefix.len());
-                if joined.as_bytes()[..cut] != prefix.as_bytes()[..cut] {
-                    continue;
-                }
-                let head: Vec<&str> = p.iter().map(String::as_str).collect();
-                let depth = head.len().min(after.len());
-                match kind {
-                    Kind::Dir if head[..depth] >= after[..depth] => {
-                        match dir.open_child_dir(&os_cstr(name.as_ref())?) {
-                            Ok(d) => stack.push((d, p)),
-                            Err(e) if is_not_found(&e) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Kind::File
-                        if (after.is_empty() || head > after) && joined.starts_with(prefix) =>
-                    {
-                        let Ok(key) = Key::parse(&joined) else {
-                            continue;
-                        };
-                        let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-                        let f = match dir.open_file(&cstr(&name)?, flags, 0) {
-                            Ok(f) => f,
-                            Err(e) if is_not_found(&e) => continue,
-                            Err(e) => return Err(e),
-                        };
-                        out.push(Listed {
-                            key,
-                            meta: meta_of(&f.metadata()?)?,
-                        });
-                        if out.len() >= limit.saturating_mul(2).max(64) {
-                            out.sort_by(by_segments);
-                            out.truncate(limit);
-                        }
-                    }
-                    _ => {}
+        if limit > 0 {
+            let mut path = Vec::new();
+            list_walk(root, &mut path, prefix, &after, limit, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+/// One directory of [`FsStorage::list_blocking`]'s ordered walk; `true` once `out` is full.
+fn list_walk(
+    dir: &Dir,
+    path: &mut Vec<String>,
+    prefix: &str,
+    after: &[&str],
+    limit: usize,
+    out: &mut Vec<Listed>,
+) -> io::Result<bool> {
+    let mut entries: Vec<(String, Kind)> = dir
+        .entries()?
+        .into_iter()
+        .filter_map(|(name, kind)| name.to_str().map(|n| (n.to_string(), kind)))
+        .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))
+        .collect();
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (name, kind) in entries {
+        path.push(name);
+        let joined = path.join("/");
+        let cut = joined.len().min(prefix.len());
+        let head: Vec<&str> = path.iter().map(String::as_str).collect();
+        let depth = head.len().min(after.len());
+        let in_prefix = joined.as_bytes().get(..cut) == prefix.as_bytes().get(..cut);
+        let full = match kind {
+            Kind::Dir if in_prefix && head.get(..depth) >= after.get(..depth) => {
+                let name = path.last().map(String::as_str).unwrap_or_default();
+                match dir.open_child_dir(&os_cstr(name.as_ref())?) {
+                    Ok(d) => list_walk(&d, path, prefix, after, limit, out)?,
+                    Err(e) if is_not_found(&e) => false,
+                    Err(e) => return Err(e),
                 }
             }
+            Kind::File
+                if in_prefix
+                    && (after.is_empty() || head.as_slice() > after)
+                    && joined.starts_with(prefix) =>
+            {
+                list_file(dir, path, &joined, out)?;
+                out.len() >= limit
+            }
+            _ => false,
+        };
+        path.pop();
+        if full {
+            return Ok(true);
         }
-        out.sort_by(by_segments);
-        out.truncate(limit);
-        Ok(out)
+    }
+    Ok(false)
+}
+
+/// Adds the file at `path` (in `dir`) to a listing, unless it vanished or is no key.
+fn list_file(dir: &Dir, path: &[String], joined: &str, out: &mut Vec<Listed>) -> io::Result<()> {
+    let Ok(key) = Key::parse(joined) else {
+        return Ok(());
+    };
+    let name = path.last().map(String::as_str).unwrap_or_default();
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+    let f = match dir.open_file(&cstr(name)?, flags, 0) {
+        Ok(f) => f,
+        Err(e) if is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    out.push(Listed {
+        key,
+        meta: meta_of(&f.metadata()?)?,
+    });
+    Ok(())
+}
+
+/// Removes the directories of `parent` (a key's directory) that are now empty, deepest
+/// first, stopping at the first that is not (or cannot be removed): the filesystem detail of
+/// [`Store::delete`] (file expiry leaves no empty directories behind). `rmdir` itself refuses
+/// a directory that is not empty, so a file created meanwhile keeps its directory; an upload
+/// that finds its new directory removed in between creates it again (see
+/// [`FsStorage::create_temp`]).
+fn prune_empty_parents(root: &Dir, parent: &str) {
+    let mut rel = parent;
+    while !rel.is_empty() {
+        let (up, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let removed = root
+            .open_dir(up)
+            .and_then(|d| cstr(name).and_then(|n| d.remove_empty_dir(&n).map(|()| d)));
+        match removed {
+            Ok(d) => {
+                let _ = d.sync();
+            }
+            Err(_) => return,
+        }
+        rel = up;
     }
 }
 
@@ -266,6 +312,7 @@ impl Store for FsStorage {
                 Some(_) => {
                     d.unlink(&name)?;
                     d.sync()?;
+                    prune_empty_parents(&dir, parent);
                     Ok(true)
                 }
             }
@@ -287,5 +334,83 @@ impl Store for FsStorage {
     fn free_space(&self) -> BoxFuture<'static, Result<Option<u64>>> {
         let dir = self.root_arc().clone();
         Box::pin(on_pool(move || dir.available_bytes().map(Some)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::store::block_on;
+
+    fn key(s: &str) -> Key {
+        Key::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_directories_it_empties() {
+        let t = tempfile::tempdir().unwrap();
+        let st = FsStorage::open(t.path()).unwrap();
+        for k in ["a/b/c/one.txt", "a/two.txt"] {
+            let p = t.path().join(k);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"x").unwrap();
+        }
+        assert!(st.delete(&key("a/b/c/one.txt")).await.unwrap());
+        // a/b/c and a/b are gone; a still holds two.txt; the root stays.
+        assert!(!t.path().join("a/b").exists());
+        assert!(t.path().join("a/two.txt").exists());
+        assert!(st.delete(&key("a/two.txt")).await.unwrap());
+        assert!(!t.path().join("a").exists());
+        assert!(t.path().is_dir());
+        // A file created after the prune gets its directory again.
+        let staged = st.begin(&key("a/b/new.txt"), None).await.unwrap();
+        staged
+            .sink()
+            .write(0, Bytes::from_static(b"y"))
+            .await
+            .unwrap();
+        staged.commit().await.unwrap();
+        assert!(t.path().join("a/b/new.txt").exists());
+    }
+
+    /// Listing in pages returns every file once, in key order; prints the time of a whole
+    /// paged listing (the start-up cost of quotas, a sweep's listing).
+    #[test]
+    fn paged_listing_of_many_files_is_complete_and_ordered() {
+        let t = tempfile::tempdir().unwrap();
+        let st = FsStorage::open(t.path()).unwrap();
+        let n = 20_000;
+        for i in 0..n {
+            let p = t.path().join(format!("d{:02}/f{i:05}", i % 40));
+            if i < 40 {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            }
+            std::fs::write(&p, b"").unwrap();
+        }
+        std::fs::write(t.path().join(".xferd-tmp"), b"").unwrap();
+        let started = std::time::Instant::now();
+        let mut all: Vec<String> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = block_on(st.list("", after.as_ref(), 1000)).unwrap();
+            all.extend(page.iter().map(|l| l.key.as_str().to_string()));
+            if page.len() < 1000 {
+                break;
+            }
+            after = page.last().map(|l| l.key.clone());
+        }
+        eprintln!(
+            "listed {n} files in pages of 1000 in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(all.len(), n);
+        let mut sorted = all.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(all, sorted);
+        // A prefix and a page inside one directory.
+        let page = block_on(st.list("d07/", Some(&key("d07/f00047")), 2)).unwrap();
+        let names: Vec<&str> = page.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(names, ["d07/f00087", "d07/f00127"]);
     }
 }

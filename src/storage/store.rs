@@ -220,7 +220,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn open(&self, key: &Key) -> BoxFuture<'static, Result<Option<Arc<dyn Object>>>>;
     /// Starts a staged write of `key` (`len` is a hint: the expected length, if known).
     fn begin(&self, key: &Key, len: Option<u64>) -> BoxFuture<'static, Result<Box<dyn Staged>>>;
-    /// Removes the object under `key`; `false` if there was none.
+    /// Removes the object under `key`; `false` if there was none. On a filesystem the
+    /// directories this leaves empty are removed too (expiry leaves no empty directories).
     fn delete(&self, key: &Key) -> BoxFuture<'static, Result<bool>>;
     /// Up to `limit` objects whose keys start with `prefix` (a key prefix; directories on a
     /// filesystem), in key order, after `after` (the last key of the previous page).

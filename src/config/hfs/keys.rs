@@ -12,7 +12,7 @@ const R1: &str =
     "not implemented yet (admin API; HFS 3.4 ignores bind and serves it on the main port)";
 const R2: &str = "not implemented yet (admin API; unsafe in HFS without [admin.auth] type: it trusts a spoofable X-Forwarded-For 127.0.0.1)";
 const R3: &str = "HFS 3.4 ignores the whole [admin.rate_limit] section";
-const R4: &str = "not implemented yet (audit log)";
+const R4: &str = "xferd audits every upload, download, delete and refusal, as JSON lines only (see [audit]); rotate with logrotate's copytruncate";
 const R5: &str = "HFS 3.4 ignores the whole [auth] section";
 const R6: &str = "informational; ignored";
 const R7: &str =
@@ -49,8 +49,7 @@ const R35: &str = "HFS 3.4 ignores the whole [network_interfaces.wifi] section";
 const R36: &str = "HFS's server-side interface monitoring (it pings 8.8.8.8); not implemented: QUIC migration and resumable uploads cover client network changes";
 const R37: &str = "HFS 3.4 ignores the whole [performance] section";
 const R38: &str = "HFS 3.4 ignores the whole [queue] section";
-const R39: &str =
-    "not implemented yet (quotas; HFS 3.4 applies them to Bearer-token POST /upload only)";
+pub(super) const R39: &str = "per-user (JID) quotas, which HFS 3.4 applies to Bearer-token POST /upload only: a signed XEP-0363 URL names no user; xferd caps stored bytes in total and per path prefix instead ([quota] total, [[quota.prefixes]])";
 const R41: &str = "not implemented yet (Redis; xferd keeps sessions on disk)";
 const R42: &str = "not implemented yet";
 const R43: &str = "JWT is not implemented: xferd verifies v, v2, token and v3 HMAC URLs";
@@ -58,7 +57,6 @@ const R44: &str = "unsafe as HFS means it: xferd believes X-Forwarded-For/Forwar
 const R45: &str = "HFS 3.4 ignores this key (it reads `autoadjustworkers`)";
 const R46: &str = "replaced by xferd's async runtime (no worker pool or queue)";
 const R47: &str = "not implemented (nothing is deleted on exit)";
-const R48: &str = "not implemented yet (file expiry)";
 const R49: &str = "HFS 3.4 ignores this key (it reads `deduplication_enabled`)";
 const R50: &str = "not implemented: xferd stores the signed path as given (HFS's \"original\")";
 const R51: &str = "HFS 3.4 ignores this key (it reads `filettl`)";
@@ -111,13 +109,10 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("admin.path_prefix", Keep(R0)),
     ("admin.rate_limit.enabled", Keep(R3)),
     ("admin.rate_limit.requests_per_minute", Keep(R3)),
-    ("audit.enabled", Keep(R4)),
     ("audit.events", Keep(R4)),
     ("audit.format", Keep(R4)),
     ("audit.max_age", Keep(R4)),
     ("audit.max_size", Keep(R4)),
-    ("audit.output", Keep(R4)),
-    ("audit.path", Keep(R4)),
     ("auth.bearer_tokens_enabled", Keep(R5)),
     ("auth.extended_validation", Keep(R5)),
     ("auth.grace_period", Keep(R5)),
@@ -448,7 +443,7 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("server.bind_all_interfaces", Keep(R8)),
     ("server.bind_ip", Map("server.listen")),
     ("server.clean_upon_exit", Keep(R47)),
-    ("server.cleanup_interval", Keep(R48)),
+    ("server.cleanup_interval", Map("expiry.sweep_interval")),
     ("server.client_multi_interface", Keep(R8)),
     ("server.client_timeout", Keep(R8)),
     ("server.connection_drain_timeout", Keep(R8)),
@@ -459,9 +454,9 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("server.file_naming", Keep(R50)),
     ("server.file_ttl", Keep(R51)),
     ("server.file_ttl_enabled", Keep(R52)),
-    ("server.filettl", Keep(R48)),
+    ("server.filettl", Map("expiry.max_age")),
     ("server.filettl_enabled", Keep(R52)),
-    ("server.filettlenabled", Keep(R48)),
+    ("server.filettlenabled", Map("expiry.enabled")),
     ("server.force_protocol", Keep(R53)),
     ("server.global_extensions", Keep(R54)),
     ("server.graceful_shutdown_timeout", Keep(R55)),
@@ -476,7 +471,7 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
         "server.max_connections_limit",
         Map("server.max_connections"),
     ),
-    ("server.max_file_age", Keep(R48)),
+    ("server.max_file_age", Map("expiry.max_age")),
     ("server.max_header_bytes", Keep(R56)),
     ("server.max_idle_conns_per_host", Keep(R8)),
     ("server.maxuploadsize", Map("server.max_upload_size")),

@@ -132,7 +132,10 @@ fn unknown_keys_name_the_nearest_spelling() {
 
 #[test]
 fn ttl_follows_hfs_spellings_and_units() {
-    let ttl = |text: &str| parse(text).unwrap().config.hfs.file_ttl;
+    let ttl = |text: &str| {
+        let e = parse(text).unwrap().config.expiry;
+        e.enabled.then_some(e.max_age)
+    };
     let day = 86400;
     assert_eq!(
         ttl("[server]\nfilettlenabled = true\nfilettl = \"2y\"\n"),
@@ -153,14 +156,30 @@ fn ttl_follows_hfs_spellings_and_units() {
     );
     // The documented spelling is one HFS does not read: no TTL, and the warning says so.
     let l = parse("[server]\nfile_ttl_enabled = true\nfile_ttl = \"1d\"\n").unwrap();
-    assert_eq!(l.config.hfs.file_ttl, None);
+    assert!(!l.config.expiry.enabled);
     assert!(
         l.warnings.iter().any(|w| w.contains("filettlenabled")),
         "{:?}",
         l.warnings
     );
     let err = parse("[server]\nfilettlenabled = true\nfilettl = \"3 days\"\n").unwrap_err();
-    assert!(err.to_string().contains("server.filettl"), "{err}");
+    assert!(err.to_string().contains("3 days"), "{err}");
+    // filettl wins over max_file_age (HFS's order); cleanup_interval is the sweep's.
+    let l = parse(
+        "[server]\nfilettlenabled = true\nfilettl = \"168h\"\nmax_file_age = \"720h\"\n\
+         cleanup_interval = \"6h\"\n",
+    )
+    .unwrap();
+    assert_eq!(l.config.expiry.max_age, Duration::from_secs(7 * day));
+    assert_eq!(
+        l.config.expiry.sweep_interval,
+        Duration::from_secs(6 * 3600)
+    );
+    // filettlenabled = false: nothing expires, whatever filettl says.
+    assert_eq!(
+        ttl("[server]\nfilettlenabled = false\nfilettl = \"1h\"\n"),
+        None
+    );
 }
 
 #[test]

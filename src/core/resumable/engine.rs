@@ -125,6 +125,8 @@ pub struct Engine {
     hashes: Mutex<HashMap<String, Hash>>,
     /// Data files seen without a record: id → Unix seconds when first seen (rule 6).
     orphans: Mutex<HashMap<String, u64>>,
+    /// Storage quotas: a session reserves its length at creation ([`crate::core::quota`]).
+    quotas: Arc<crate::core::quota::Quotas>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -181,7 +183,17 @@ impl Engine {
             limits,
             hashes: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
+            quotas: crate::core::quota::Quotas::none(),
         }
+    }
+
+    /// Puts sessions under storage quotas (before serving).
+    pub fn set_quotas(&mut self, quotas: Arc<crate::core::quota::Quotas>) {
+        self.quotas = quotas;
+    }
+
+    pub fn quotas(&self) -> &Arc<crate::core::quota::Quotas> {
+        &self.quotas
     }
 
     pub fn limits(&self) -> &Limits {
@@ -275,6 +287,10 @@ impl Engine {
             .map_err(records::rec_err)?;
         crate::storage::meta::check_quota(&counts, &self.quota(), &record.summary)
             .map_err(records::rec_err)?;
+        // Quota hook: the declared length is reserved before any byte is accepted.
+        if let (Some(len), true) = (session.length, session.kind != Kind::Partial) {
+            self.quotas.reserve_session(&id, &session.target, len)?;
+        }
         let created = async {
             self.parts.create(&id).await.map_err(stored)?;
             self.records
@@ -284,6 +300,7 @@ impl Engine {
         }
         .await;
         if let Err(e) = created {
+            self.quotas.release_session(&id);
             if let Err(r) = self.parts.abort(&id).await {
                 tracing::warn!(%id, error = %r, "cannot remove the data file of a failed creation");
             }
@@ -412,6 +429,8 @@ impl Engine {
                 self.remove(id, None).await?;
                 return Err(e);
             }
+            // Quota hook: the session's reservation becomes usage.
+            self.quotas.settle_session(id, target.as_str(), len);
             tracing::info!(id, target = %s.target, size = len, sha256 = %hex::encode(sha), "resumable upload stored");
         }
         let done = Completed {

@@ -50,6 +50,9 @@ pub enum SessionError {
     /// The target path runs through a stored file, or is a directory (the client's mistake).
     #[error("the path conflicts with an existing file or directory")]
     PathConflict,
+    /// A `[quota]` cap would be exceeded by the upload's length.
+    #[error("storage quota exceeded")]
+    QuotaExceeded { larger_than_cap: bool },
 }
 
 impl SessionError {
@@ -82,6 +85,7 @@ impl SessionError {
             SessionError::InsufficientStorage => "insufficient_storage",
             SessionError::BuffersExhausted => "buffers_exhausted",
             SessionError::PathConflict => "path_conflict",
+            SessionError::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 }
@@ -100,6 +104,9 @@ impl From<CoreError> for SessionError {
             CoreError::BodyIncomplete(m) => SessionError::Interrupted(m),
             CoreError::BuffersExhausted => SessionError::BuffersExhausted,
             CoreError::PathConflict => SessionError::PathConflict,
+            CoreError::QuotaExceeded { larger_than_cap } => {
+                SessionError::QuotaExceeded { larger_than_cap }
+            }
             other => SessionError::Storage(other.to_string()),
         }
     }

@@ -50,6 +50,11 @@ pub async fn upload(
             .to_string();
         let rel = stored_path(&s.form_upload_dir, &name)?;
         crate::core::upload::admit(core, &rel, None).await?;
+        // Quota hook: the request's length bounds the file's (released on failure).
+        let declared = header_str(&head.headers, header::CONTENT_LENGTH)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(s.max_upload_size);
+        let reservation = core.quotas.reserve(rel.as_str(), declared)?;
         let staged = core
             .resilience
             .run("create", || core.storage.begin(&rel, None))
@@ -68,6 +73,7 @@ pub async fn upload(
         let (_sink, digests) = w.finish().await?;
         let sha = hex::encode(digests.sha256.unwrap_or_default().finalize());
         crate::core::upload::commit(core, staged).await?;
+        reservation.commit_as(size);
         core.adaptive.observe(
             ctx,
             crate::core::Direction::Upload,
@@ -82,6 +88,12 @@ pub async fn upload(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // The digest as a PUT states it (the audit log reads it).
+        if let Ok(raw) = hex::decode(&sha) {
+            if let Ok(v) = HeaderValue::from_str(&super::checksum::repr_digest(&raw)) {
+                r.headers_mut().insert("repr-digest", v);
+            }
+        }
         return Ok(r);
     }
     Err(CoreError::BadRequest("the form has no `file` field".into()))

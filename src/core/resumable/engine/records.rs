@@ -2,7 +2,7 @@
 //! store, removal, expiry and start-up recovery (rules 4, 6 and 7 of [`super`]).
 
 use super::{is_session_id, lock, stored, Engine, SessionError};
-use crate::core::resumable::session::Session;
+use crate::core::resumable::session::{Kind, Session};
 use crate::storage::meta::{Record, RecordError, SessionStore, Summary, Version};
 use crate::storage::store::{block_on, PartStore};
 use std::collections::HashSet;
@@ -133,8 +133,36 @@ impl Engine {
             Err(e) => return Err(rec_err(e)),
         }
         lock(&self.hashes).remove(id);
+        // Quota hook: a session removed without its file stored frees its reservation.
+        self.quotas.release_session(id);
         self.parts.abort(id).await.map_err(stored)?;
         Ok(true)
+    }
+
+    /// Targets of the sessions in progress (expiry never deletes them).
+    pub async fn open_targets(&self) -> Result<HashSet<String>, SessionError> {
+        Ok(self
+            .all_sessions()
+            .await?
+            .into_iter()
+            .filter_map(|(_, s)| s.filter(|s| s.completed.is_none()).map(|s| s.target))
+            .collect())
+    }
+
+    /// Start-up: the reservations of sessions in progress restored into the quotas (quota
+    /// rule 5); returns how many.
+    pub async fn reserve_open(&self) -> Result<usize, SessionError> {
+        let mut n = 0;
+        for (id, s) in self.all_sessions().await? {
+            let Some(s) = s.filter(|s| s.completed.is_none()) else {
+                continue;
+            };
+            if let (Some(len), false) = (s.length, s.kind == Kind::Partial) {
+                self.quotas.restore_session(&id, &s.target, len);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Every stored record, decoded (`None` for one this version cannot read).
