@@ -12,10 +12,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod admin;
 mod fields;
 pub mod hfs;
 mod ops;
 mod overrides;
+mod scan;
+pub use admin::AdminConfig;
+pub use scan::ScanConfig;
 
 pub use hfs::{HfsCompat, KeyClass, KeyReport};
 pub use ops::{LogConfig, LogFormat, PrefixLimitConfig, RateLimitConfig};
@@ -49,6 +53,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+    /// `[scan]`: virus scanning with clamd.
+    pub scan: ScanConfig,
+    /// `[admin]`: the admin API listener.
+    pub admin: AdminConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,
@@ -521,6 +529,8 @@ impl Config {
         if rl.prefixes.iter().any(|p| !p.path.starts_with('/')) {
             return bad("rate_limit.prefixes", "each `path` must start with `/`");
         }
+        self.scan.validate()?;
+        self.admin.validate()?;
         Ok(())
     }
 

@@ -53,6 +53,12 @@ pub enum CoreError {
     /// long. The client's doing, not a storage failure.
     #[error("too many requests; try again in {}s", retry_after_secs(.0))]
     RateLimited(std::time::Duration),
+    /// `[scan]`: the virus scanner found this signature; nothing was stored.
+    #[error("the upload contains a virus ({0}); it was not stored")]
+    VirusFound(String),
+    /// `[scan]`: the virus scanner failed and `scan.fail_open` is off; nothing was stored.
+    #[error("the virus scanner is unavailable; try again in {}s", retry_after_secs(.0))]
+    ScannerUnavailable(std::time::Duration),
 }
 
 /// Whole seconds to wait, rounded up, at least 1 (`Retry-After`).
@@ -89,6 +95,8 @@ impl CoreError {
             CoreError::PathConflict => "path_conflict",
             CoreError::BuffersExhausted => "buffers_exhausted",
             CoreError::RateLimited(_) => "rate_limited",
+            CoreError::VirusFound(_) => "virus_found",
+            CoreError::ScannerUnavailable(_) => "scanner_unavailable",
         }
     }
 }
@@ -136,6 +144,9 @@ pub const ALL_CODES: &[&str] = &[
     "digest_mismatch",
     "invalid_concatenation",
     "preempted",
+    // Virus scanning (`[scan]`), single-shot and resumable.
+    "virus_found",
+    "scanner_unavailable",
 ];
 
 impl From<std::io::Error> for CoreError {
@@ -194,7 +205,9 @@ mod tests {
             | CoreError::Unavailable(_)
             | CoreError::PathConflict
             | CoreError::BuffersExhausted
-            | CoreError::RateLimited(_) => {}
+            | CoreError::RateLimited(_)
+            | CoreError::VirusFound(_)
+            | CoreError::ScannerUnavailable(_) => {}
         }
     }
 
@@ -221,7 +234,9 @@ mod tests {
             | S::Storage(_)
             | S::BuffersExhausted
             | S::InsufficientStorage
-            | S::PathConflict => {}
+            | S::PathConflict
+            | S::VirusFound(_)
+            | S::ScannerUnavailable(_) => {}
         }
     }
 
@@ -265,6 +280,8 @@ mod tests {
             S::BuffersExhausted,
             S::InsufficientStorage,
             S::PathConflict,
+            S::VirusFound("Eicar".into()),
+            S::ScannerUnavailable(std::time::Duration::from_secs(5)),
         ];
         for s in &sessions {
             exhaustive_session(s);
@@ -295,6 +312,8 @@ mod tests {
             CoreError::PathConflict,
             CoreError::BuffersExhausted,
             CoreError::RateLimited(std::time::Duration::from_millis(1500)),
+            CoreError::VirusFound("Eicar".into()),
+            CoreError::ScannerUnavailable(std::time::Duration::from_secs(5)),
         ];
         all.extend(sessions.into_iter().map(CoreError::Session));
         all

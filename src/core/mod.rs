@@ -21,6 +21,7 @@ pub mod readings;
 pub mod response;
 pub mod resumable;
 pub mod retry;
+pub mod scan;
 pub mod sizing;
 pub mod stream;
 pub mod telemetry;
@@ -78,6 +79,8 @@ pub struct Core {
     pub adaptive: Arc<adaptive::Adaptive>,
     pub resilience: retry::Resilience,
     pub rate_limiter: ratelimit::RateLimiter,
+    /// `[scan]`: the virus scanner single-shot uploads pass through (see [`scan`]).
+    pub scanning: Option<Arc<scan::Scanning>>,
 }
 
 /// Sends informational (1xx) responses where the transport can (HTTP/3 here).
@@ -147,7 +150,15 @@ impl Core {
             engine,
             adaptive,
             resilience,
+            scanning: None,
         }
+    }
+
+    /// Scans every upload with `scanning` before it is stored (single-shot uploads here,
+    /// resumable ones through [`resumable::Engine::with_scanning`]).
+    pub fn with_scanning(mut self, scanning: Option<Arc<scan::Scanning>>) -> Core {
+        self.scanning = scanning;
+        self
     }
 
     pub fn telemetry(&self) -> &dyn Telemetry {

@@ -51,6 +51,8 @@ pub trait Telemetry: Send + Sync {
     fn breaker_open(&self, open: bool);
     /// The text exposition for `/metrics`, or `None` when metrics are off here.
     fn render(&self) -> Option<String>;
+    /// A virus scan ended (`[scan]`; see [`super::scan`]).
+    fn scan(&self, _outcome: super::scan::Outcome) {}
 }
 
 /// Reports nothing (for tests of core parts that need a `Telemetry`).

@@ -50,6 +50,12 @@ pub enum SessionError {
     /// The target path runs through a stored file, or is a directory (the client's mistake).
     #[error("the path conflicts with an existing file or directory")]
     PathConflict,
+    /// `[scan]`: the completed upload contains a virus; it was removed, nothing stored.
+    #[error("the upload contains a virus ({0}); it was not stored")]
+    VirusFound(String),
+    /// `[scan]`: the scanner failed (fail closed); the upload was removed, nothing stored.
+    #[error("the virus scanner is unavailable; try again in {}s", crate::core::error::retry_after_secs(.0))]
+    ScannerUnavailable(std::time::Duration),
 }
 
 impl SessionError {
@@ -82,6 +88,8 @@ impl SessionError {
             SessionError::InsufficientStorage => "insufficient_storage",
             SessionError::BuffersExhausted => "buffers_exhausted",
             SessionError::PathConflict => "path_conflict",
+            SessionError::VirusFound(_) => "virus_found",
+            SessionError::ScannerUnavailable(_) => "scanner_unavailable",
         }
     }
 }
@@ -100,6 +108,8 @@ impl From<CoreError> for SessionError {
             CoreError::BodyIncomplete(m) => SessionError::Interrupted(m),
             CoreError::BuffersExhausted => SessionError::BuffersExhausted,
             CoreError::PathConflict => SessionError::PathConflict,
+            CoreError::VirusFound(name) => SessionError::VirusFound(name),
+            CoreError::ScannerUnavailable(wait) => SessionError::ScannerUnavailable(wait),
             other => SessionError::Storage(other.to_string()),
         }
     }
