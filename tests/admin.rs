@@ -221,6 +221,13 @@ async fn files_page_stat_delete_and_usage() {
     let (_, v) = admin(&url, TOKEN, Method::GET, "/usage?prefix=p/").await;
     assert_eq!(v["bytes"].as_u64(), Some(total_p - 103));
 
+    // A "directory" is no file: a client mistake, never a 5xx.
+    let (status, v) = admin(&url, TOKEN, Method::DELETE, "/files/p").await;
+    assert!(matches!(status, 404 | 409), "{status} {v}");
+    let (status, _) = admin(&url, TOKEN, Method::GET, "/files/p").await;
+    assert!(matches!(status, 404 | 409), "{status}");
+    let (status, _) = admin(&url, TOKEN, Method::GET, "/files/p/f04.bin/x").await;
+    assert!(matches!(status, 404 | 409), "{status}");
     // Methods that do not exist here.
     let (status, _) = admin(&url, TOKEN, Method::POST, "/files").await;
     assert_eq!(status, 405);

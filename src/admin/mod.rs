@@ -103,6 +103,8 @@ pub enum AdminError {
     MethodNotAllowed(&'static str),
     #[error("no such admin route")]
     NoRoute,
+    #[error("the path conflicts with stored files (a directory, or below a file)")]
+    PathConflict,
     #[error("storage error")]
     Storage(String),
 }
@@ -115,6 +117,7 @@ impl AdminError {
             AdminError::BadRequest(_) => "bad_request",
             AdminError::MethodNotAllowed(_) => "method_not_allowed",
             AdminError::NoRoute => "no_route",
+            AdminError::PathConflict => "path_conflict",
             AdminError::Storage(_) => "storage_error",
         }
     }
@@ -124,6 +127,7 @@ impl AdminError {
             AdminError::NotFound | AdminError::NoRoute => StatusCode::NOT_FOUND,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AdminError::PathConflict => StatusCode::CONFLICT,
             AdminError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,6 +158,7 @@ impl From<crate::storage::store::StoreError> for AdminError {
     fn from(e: crate::storage::store::StoreError) -> Self {
         match e {
             crate::storage::store::StoreError::NotFound => AdminError::NotFound,
+            crate::storage::store::StoreError::PathConflict(_) => AdminError::PathConflict,
             other => AdminError::Storage(other.to_string()),
         }
     }

@@ -5,11 +5,12 @@
 //! [`ScanPolicy`] (a plain struct the server fills from the configuration).
 //!
 //! 1. Single-shot uploads (`PUT`, form `POST /upload`): the staged sink is wrapped in a
-//!    [`Tee`] that hands every buffer, in order, to a scan task over a channel of capacity
-//!    [`TEE_DEPTH`] while it is written (memory: at most that many buffers wait for clamd;
-//!    a slow scanner slows the upload instead of growing a queue). No second read of the
-//!    stored bytes is needed, so this works the same for any [`Sink`] (an object store
-//!    too). The verdict is awaited after the last byte and before the commit.
+//!    [`Tee`] that hands every buffer, in order, to a scan task while it is written; a
+//!    write completes when both the sink and the scanner are done with the buffer. So no
+//!    buffer outlives the streaming engine's two (memory stays what the upload's lease
+//!    accounts), a slow scanner slows the upload instead of growing a queue, and no second
+//!    read of the stored bytes is needed: this works the same for any [`Sink`] (an object
+//!    store too). The verdict is awaited after the last byte and before the commit.
 //! 2. Resumable uploads (tus, IETF, HFS chunks) arrive over many requests, in any order and
 //!    across restarts, so they are scanned once, when complete and before the data moves to
 //!    its target: the assembled bytes are read back through [`PartStore::read_at`].
@@ -29,8 +30,6 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Buffers that may wait for the scanner while an upload is written.
-pub const TEE_DEPTH: usize = 2;
 /// Read size when a completed resumable upload is read back for scanning.
 pub const READ_BACK_CHUNK: usize = 256 << 10;
 
@@ -108,7 +107,7 @@ impl Outcome {
 
 /// A scan running beside an upload (see [`Scanning::tee`]).
 pub struct Pending {
-    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    tx: Option<Feed>,
     task: tokio::task::JoinHandle<Result<Verdict, ScanFailure>>,
     /// Bytes handed to the scanner (to skip a stream that outgrew `max_size`).
     fed: Arc<std::sync::atomic::AtomicU64>,
@@ -129,10 +128,13 @@ pub fn tee(
     }
 }
 
+/// Buffers on their way to the scan task, each with the signal that it is done with it.
+type Feed = tokio::sync::mpsc::Sender<(Bytes, tokio::sync::oneshot::Sender<()>)>;
+
 /// A [`Sink`] that writes through to `inner` and hands each buffer to a scan.
 struct Tee {
     inner: Arc<dyn Sink>,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
+    tx: Feed,
     fed: Arc<std::sync::atomic::AtomicU64>,
     max_size: u64,
 }
@@ -150,10 +152,17 @@ impl Sink for Tee {
             let total = fed.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
             // Past the limit the scan is skipped (see `Pending::verdict`): stop feeding.
             // A scanner that went away has its failure in its task; the write goes on.
-            if total <= max {
-                let _ = tx.send(data.clone()).await;
+            if total > max {
+                return inner.write(offset, data).await;
             }
-            inner.write(offset, data).await
+            let (done, scanned) = tokio::sync::oneshot::channel();
+            if tx.send((data.clone(), done)).await.is_err() {
+                return inner.write(offset, data).await;
+            }
+            // Both must let go of the buffer before it goes back to the pool. The scan
+            // task's result says whether it failed; a dropped signal is fine here.
+            let (written, _) = futures_util::future::join(inner.write(offset, data), scanned).await;
+            written
         })
     }
     fn sync(&self) -> BoxFuture<'static, StoreResult<()>> {
@@ -180,12 +189,15 @@ impl Scanning {
             telemetry.scan(Outcome::Skipped);
             return None;
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(TEE_DEPTH);
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(Bytes, tokio::sync::oneshot::Sender<()>)>(1);
         let scanner = self.scanner.clone();
         let task = tokio::spawn(async move {
             let mut stream = scanner.start().await?;
-            while let Some(b) = rx.recv().await {
-                stream.feed(b).await?;
+            while let Some((b, done)) = rx.recv().await {
+                let fed = stream.feed(b).await;
+                let _ = done.send(());
+                fed?;
             }
             stream.finish().await
         });
@@ -312,5 +324,123 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The tee and the policy over an in-process scanner (the clamd client and a real clamd
+    //! are tested in `scan::clamd` and `tests/scan.rs`).
+    use super::*;
+    use crate::core::telemetry::Silent;
+    use crate::storage::key::Key;
+    use crate::storage::mem::MemStore;
+    use crate::storage::store::Store;
+    use std::sync::Mutex;
+
+    /// Records what it is fed; "infected" when the bytes contain `BAD`.
+    #[derive(Debug, Default)]
+    struct Recorder(Arc<Mutex<Vec<u8>>>);
+    struct RecStream(Arc<Mutex<Vec<u8>>>);
+
+    impl ScanStream for RecStream {
+        fn feed(&mut self, data: Bytes) -> BoxFuture<'_, Result<(), ScanFailure>> {
+            self.0.lock().unwrap().extend_from_slice(&data);
+            Box::pin(async { Ok(()) })
+        }
+        fn finish(self: Box<Self>) -> BoxFuture<'static, Result<Verdict, ScanFailure>> {
+            let seen = self.0.lock().unwrap().clone();
+            Box::pin(async move {
+                Ok(if seen.windows(3).any(|w| w == b"BAD") {
+                    Verdict::Infected("Test.Bad".into())
+                } else {
+                    Verdict::Clean
+                })
+            })
+        }
+    }
+
+    impl Scanner for Recorder {
+        fn start(&self) -> BoxFuture<'static, Result<Box<dyn ScanStream>, ScanFailure>> {
+            let seen = self.0.clone();
+            Box::pin(async move {
+                seen.lock().unwrap().clear();
+                Ok(Box::new(RecStream(seen)) as Box<dyn ScanStream>)
+            })
+        }
+    }
+
+    fn scanning(max_size: u64, fail_open: bool) -> (Scanning, Arc<Mutex<Vec<u8>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Scanning {
+            scanner: Arc::new(Recorder(seen.clone())),
+            policy: ScanPolicy {
+                fail_open,
+                max_size,
+                retry_after: Duration::from_secs(7),
+            },
+        };
+        (s, seen)
+    }
+
+    async fn upload(s: &Scanning, data: &[u8], size: Option<u64>) -> Result<(), CoreError> {
+        let store = MemStore::new(1 << 30);
+        let key = Key::parse("f.bin").unwrap();
+        let staged = store.begin(&key, None).await.unwrap();
+        let (sink, pending) = match s.tee(staged.sink(), size, &Silent) {
+            Some((t, p)) => (t, Some(p)),
+            None => (staged.sink(), None),
+        };
+        for (i, chunk) in data.chunks(1000).enumerate() {
+            sink.write((i * 1000) as u64, Bytes::copy_from_slice(chunk))
+                .await
+                .unwrap();
+        }
+        drop(sink);
+        match pending {
+            Some(p) => p.verdict("f.bin", &Silent).await,
+            None => Ok(()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tee_feeds_every_byte_in_order() {
+        let (s, seen) = scanning(1 << 20, false);
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        upload(&s, &data, Some(data.len() as u64)).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), data);
+        let mut bad = data.clone();
+        bad[5000..5003].copy_from_slice(b"BAD");
+        let e = upload(&s, &bad, None).await.unwrap_err();
+        assert_eq!(e.code(), "virus_found");
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_is_skipped_known_or_not() {
+        let (s, seen) = scanning(2500, false);
+        let bad = b"BAD".repeat(1000);
+        // Known size: no scan at all.
+        upload(&s, &bad, Some(bad.len() as u64)).await.unwrap();
+        assert!(seen.lock().unwrap().is_empty());
+        // Unknown size (a form field): fed until it outgrew the limit, then skipped.
+        upload(&s, &bad, None).await.unwrap();
+        assert!(seen.lock().unwrap().len() <= 2500);
+        // Under the limit it is refused.
+        assert!(upload(&s, &bad[..2400], None).await.is_err());
+    }
+
+    #[test]
+    fn failures_follow_the_policy() {
+        let (closed, _) = scanning(10, false);
+        let (open, _) = scanning(10, true);
+        let f = || Err(ScanFailure("down".into()));
+        match closed.decide(f(), "x", &Silent) {
+            Err(CoreError::ScannerUnavailable(d)) => assert_eq!(d, Duration::from_secs(7)),
+            other => panic!("{other:?}"),
+        }
+        assert!(open.decide(f(), "x", &Silent).is_ok());
+        assert!(open
+            .decide(Ok(Verdict::Infected("x".into())), "x", &Silent)
+            .is_err());
     }
 }
