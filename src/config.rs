@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod admin;
 mod fields;
 pub mod hfs;
 mod ops;
@@ -20,6 +21,9 @@ mod overrides;
 mod audit;
 mod expiry;
 mod quota;
+mod scan;
+pub use admin::AdminConfig;
+pub use scan::ScanConfig;
 
 pub use audit::{AuditConfig, AuditOutput};
 pub use expiry::ExpiryConfig;
@@ -59,6 +63,10 @@ pub struct Config {
     pub expiry: ExpiryConfig,
     pub quota: QuotaConfig,
     pub audit: AuditConfig,
+    /// `[scan]`: virus scanning with clamd.
+    pub scan: ScanConfig,
+    /// `[admin]`: the admin API listener.
+    pub admin: AdminConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,
@@ -534,6 +542,8 @@ impl Config {
         self.expiry.validate()?;
         self.quota.validate()?;
         self.audit.validate()?;
+        self.scan.validate()?;
+        self.admin.validate()?;
         Ok(())
     }
 

@@ -13,8 +13,10 @@
 //! transport  -> core, metrics, tls
 //! config     -> core, transport   (their option types)
 //! client     -> core, tls, transport
-//! server     -> config, core, metrics, storage, tls, transport
+//! server     -> config, core, metrics, storage, tls, transport, scan, admin
 //! relay      (leaf)
+//! scan       -> core, storage (the contract only)
+//! admin      -> core, storage (the contract only), metrics
 //! ```
 //!
 //! A module uses only the modules listed after it: storage imports nothing of the crate; the core
@@ -55,15 +57,22 @@
 //! - [`client`]: the HTTP/1.1, HTTP/2 and HTTP/3 client behind `xferd upload` and
 //!   `xferd download`, also used by the tests.
 //! - [`server`]: wires config, core and transports together.
+//! - [`scan`]: virus scanners for `[scan]` (clamd over INSTREAM), behind
+//!   [`core::scan::Scanner`].
+//! - [`admin`]: the admin API (`[admin]`): its own loopback listener with bearer-token
+//!   routes over the storage contract and the session records, and the client behind
+//!   `xferd admin ...`.
 //! - [`relay`]: link emulators for tests and benchmarks: UDP and TCP relays (delay, jitter,
 //!   rate, loss, blackouts, source-address changes) and `relay::wire`, a packet-level link
 //!   between TUN devices in two network namespaces.
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod metrics;
 pub mod relay;
+pub mod scan;
 pub mod server;
 pub mod storage;
 pub mod tls;

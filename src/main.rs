@@ -32,6 +32,8 @@ enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// Call the admin API (`[admin]`): list, stat, delete, usage, sessions.
+    Admin(xferd::admin::cli::AdminArgs),
     /// Mint a signed URL for a path.
     Sign {
         /// Config file to take the secret, listen address and prefix from.
@@ -521,6 +523,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 xferd::client::download::download(target, &file, opts).await
             })?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Admin(args) => {
+            for v in client_runtime()?.block_on(xferd::admin::cli::run(&args))? {
+                println!("{v}");
+            }
             Ok(())
         }
         Command::CheckConfig { file, explain } => {

@@ -51,6 +51,10 @@ pub struct Metrics {
     breaker: Gauge,
     pool: Arc<Pool>,
     client_profiles: Arc<Profiles>,
+    /// `[scan]`: scans by outcome (`xferd_scans_total`).
+    scans: IntCounterVec,
+    /// `[admin]`: admin API requests by route and status class (`xferd_admin_requests_total`).
+    admin_requests: IntCounterVec,
     /// Expiry, quota and audit series (issue 12).
     housekeeping: Housekeeping,
 }
@@ -103,6 +107,13 @@ fn housekeeping(r: &Registry) -> Housekeeping {
         quotas: std::sync::OnceLock::new(),
     }
 }
+
+/// Routes of the admin API, as labelled in `xferd_admin_requests_total`.
+pub const ADMIN_ROUTES: &[&str] = &[
+    "health", "files", "stat", "delete", "usage", "sessions", "other",
+];
+/// Outcomes of admin API requests, as labelled.
+pub const ADMIN_RESULTS: &[&str] = &["ok", "unauthorized", "client_error", "server_error"];
 
 const P: &[&str] = &["protocol"];
 const PC: &[&str] = &["protocol", "code"];
@@ -287,6 +298,18 @@ impl Metrics {
                 g
             },
             housekeeping: housekeeping(&r),
+            scans: counter(
+                &r,
+                "xferd_scans_total",
+                "Virus scans of uploads by outcome (clean, infected, skipped over scan.max_size, failed_open, failed_closed).",
+                &["outcome"],
+            ),
+            admin_requests: counter(
+                &r,
+                "xferd_admin_requests_total",
+                "Admin API requests by route and result.",
+                &["route", "result"],
+            ),
             registry: r,
             pool,
             client_profiles,
@@ -335,6 +358,22 @@ impl Metrics {
         for op in OPS {
             self.retries.with_label_values(&[op]);
         }
+        for o in crate::core::scan::Outcome::ALL {
+            self.scans.with_label_values(&[o.label()]);
+        }
+        for route in ADMIN_ROUTES {
+            for result in ADMIN_RESULTS {
+                self.admin_requests.with_label_values(&[route, result]);
+            }
+        }
+    }
+
+    /// Counts an admin API request (`route` from [`ADMIN_ROUTES`], `result` from
+    /// [`ADMIN_RESULTS`]).
+    pub fn admin_request(&self, route: &'static str, result: &'static str) {
+        self.admin_requests
+            .with_label_values(&[route, result])
+            .inc();
     }
 
     fn traffic(&self, dir: Direction) -> &Traffic {
@@ -475,6 +514,10 @@ impl Telemetry for Metrics {
     fn expired(&self, files: u64, bytes: u64) {
         self.housekeeping.expired_files.inc_by(files);
         self.housekeeping.expired_bytes.inc_by(bytes);
+    }
+
+    fn scan(&self, outcome: crate::core::scan::Outcome) {
+        self.scans.with_label_values(&[outcome.label()]).inc();
     }
 
     fn render(&self) -> Option<String> {

@@ -23,6 +23,8 @@ pub struct Server {
     pub plain_addr: Option<SocketAddr>,
     /// The separate metrics listener, when configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// The admin API listener (`[admin]`), when a token is configured.
+    pub admin_addr: Option<SocketAddr>,
     /// PEM certificate the server presents (trust it in clients).
     pub cert_path: PathBuf,
     /// Where the secret is stored when it was not configured (`state_path/secret`, 0600).
@@ -233,14 +235,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         streaming.circuit_breaker,
         telemetry,
     );
+    // [scan]: one scanner for single-shot uploads (core) and completed resumable ones (engine).
+    let scanning = scanning_of(&config);
+    let scan_telemetry: Arc<dyn crate::core::Telemetry> = metrics.clone();
     let mut core = Core::new(
         core_settings(&config),
         keys,
         Arc::new(storage),
-        engine,
+        engine.with_scanning(scanning.clone(), scan_telemetry),
         adaptive,
         resilience,
-    );
+    )
+    .with_scanning(scanning);
     // Audit hook: the writer thread and its queue.
     if config.audit.enabled {
         let log = audit::AuditLog::start(&config.audit, &config.server.state_path, metrics.clone())
@@ -336,6 +342,36 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             shared.shutdown.clone(),
         )));
     }
+    // [admin]: its own loopback listener, only with a token.
+    let mut admin_addr = None;
+    if let (Some(var), None) = (config.admin.token_variable(), config.admin.token_value()) {
+        tracing::warn!(
+            variable = var,
+            "admin API off: admin.token names an environment variable that is not set"
+        );
+    }
+    if config.admin.active() {
+        let token = config.admin.resolve_token()?.context("admin token")?;
+        if let Some(f) = &config.admin.token_file {
+            warn_if_readable_by_others(f);
+        }
+        let a = config.admin.listen;
+        let l = TcpListener::bind(a)
+            .await
+            .with_context(|| format!("binding admin.listen {a}"))?;
+        admin_addr = Some(l.local_addr()?);
+        let admin = crate::admin::Admin::new(
+            shared.core.clone(),
+            &token,
+            config.admin.max_page,
+            metrics.clone(),
+        );
+        tasks.push(tokio::spawn(crate::admin::serve(
+            l,
+            Arc::new(admin),
+            shared.shutdown.clone(),
+        )));
+    }
     let mut plain_addr = None;
     if let Some(p) = config.server.plain_listen {
         let l = TcpListener::bind(p)
@@ -348,6 +384,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         addr,
         plain_addr,
         metrics_addr,
+        admin_addr,
         cert_path: certs.cert_path,
         secret_file,
         secret_generated,
@@ -357,6 +394,40 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         quic_runtime: Some(quic_runtime),
         core: shared.core.clone(),
     })
+}
+
+/// `[scan]` -> the clamd scanner and its policy (`None` when off). clamd is pinged once in
+/// the background: an unreachable one is logged, and uploads then follow `scan.fail_open`.
+fn scanning_of(config: &Config) -> Option<Arc<crate::core::scan::Scanning>> {
+    let c = &config.scan;
+    if !c.enabled {
+        return None;
+    }
+    let addr = match c.tcp {
+        Some(a) => crate::scan::ClamdAddr::Tcp(a),
+        None => crate::scan::ClamdAddr::Unix(c.socket.clone()),
+    };
+    let clamd = crate::scan::Clamd {
+        addr,
+        timeout: c.timeout,
+    };
+    let probe = clamd.clone();
+    tokio::spawn(async move {
+        match probe.ping().await {
+            Ok(()) => tracing::info!(clamd = %probe.addr, "virus scanning on"),
+            Err(e) => {
+                tracing::warn!(clamd = %probe.addr, error = %e, "virus scanning on, but clamd does not answer")
+            }
+        }
+    });
+    Some(Arc::new(crate::core::scan::Scanning {
+        scanner: Arc::new(clamd),
+        policy: crate::core::scan::ScanPolicy {
+            fail_open: c.fail_open,
+            max_size: c.max_size,
+            retry_after: std::time::Duration::from_secs(30),
+        },
+    }))
 }
 
 /// Binds TCP and UDP on the same port; with port 0, retries until both get the same one.

@@ -54,12 +54,27 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("client", &["core", "tls", "transport"]),
     (
         "server",
-        &["config", "core", "metrics", "storage", "tls", "transport"],
+        &[
+            "config",
+            "core",
+            "metrics",
+            "storage",
+            "tls",
+            "transport",
+            "scan",
+            "admin",
+        ],
     ),
+    ("scan", &["core", "storage"]),
+    ("admin", &["core", "storage", "metrics"]),
 ];
 
 /// Finer rules: a module (prefix) that may use only these sub-modules of a unit.
-const ONLY: &[(&str, &str, &[&str])] = &[("core", "storage", &["key", "store", "mem", "meta"])];
+const ONLY: &[(&str, &str, &[&str])] = &[
+    ("core", "storage", &["key", "store", "mem", "meta"]),
+    ("scan", "storage", &["store"]),
+    ("admin", "storage", &["key", "store"]),
+];
 
 /// Module (prefix) -> module (prefix) it must not use.
 const NEVER: &[(&str, &str)] = &[("core::buffers", "core::adaptive")];

@@ -1,11 +1,11 @@
 //! xferd's own key names, read from the config structs themselves (so a key added to a struct
 //! is known here without a second list), and the "did you mean" search over key names.
 
+use super::{AdminConfig, LogConfig, RateLimitConfig, ScanConfig};
 use super::{
     Config, DownloadsConfig, MetricsConfig, PerformanceConfig, ResumableConfig, SecurityConfig,
     ServerConfig, StreamingConfig, TlsConfig,
 };
-use super::{LogConfig, RateLimitConfig};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// The field names serde would accept for `T`, captured from `deserialize_struct`.
@@ -38,6 +38,8 @@ pub(super) fn keys(section: &str) -> Option<&'static [&'static str]> {
         "expiry" => fields_of::<super::ExpiryConfig>(),
         "quota" => fields_of::<super::QuotaConfig>(),
         "audit" => fields_of::<super::AuditConfig>(),
+        "scan" => fields_of::<ScanConfig>(),
+        "admin" => fields_of::<AdminConfig>(),
         _ => return None,
     })
 }

@@ -57,6 +57,12 @@ pub enum CoreError {
     /// upload alone is larger than a cap it falls under, so it can never fit).
     #[error("storage quota exceeded")]
     QuotaExceeded { larger_than_cap: bool },
+    /// `[scan]`: the virus scanner found this signature; nothing was stored.
+    #[error("the upload contains a virus ({0}); it was not stored")]
+    VirusFound(String),
+    /// `[scan]`: the virus scanner failed and `scan.fail_open` is off; nothing was stored.
+    #[error("the virus scanner is unavailable; try again in {}s", retry_after_secs(.0))]
+    ScannerUnavailable(std::time::Duration),
 }
 
 /// Whole seconds to wait, rounded up, at least 1 (`Retry-After`).
@@ -94,6 +100,8 @@ impl CoreError {
             CoreError::BuffersExhausted => "buffers_exhausted",
             CoreError::RateLimited(_) => "rate_limited",
             CoreError::QuotaExceeded { .. } => "quota_exceeded",
+            CoreError::VirusFound(_) => "virus_found",
+            CoreError::ScannerUnavailable(_) => "scanner_unavailable",
         }
     }
 }
@@ -143,6 +151,9 @@ pub const ALL_CODES: &[&str] = &[
     "preempted",
     // Quotas (PUT, form and resumable uploads alike).
     "quota_exceeded",
+    // Virus scanning (`[scan]`), single-shot and resumable.
+    "virus_found",
+    "scanner_unavailable",
 ];
 
 impl From<std::io::Error> for CoreError {
@@ -203,6 +214,7 @@ mod tests {
             | CoreError::BuffersExhausted
             | CoreError::RateLimited(_)
             | CoreError::QuotaExceeded { .. } => {}
+            CoreError::VirusFound(_) | CoreError::ScannerUnavailable(_) => {}
         }
     }
 
@@ -231,6 +243,7 @@ mod tests {
             | S::InsufficientStorage
             | S::PathConflict
             | S::QuotaExceeded { .. } => {}
+            S::VirusFound(_) | S::ScannerUnavailable(_) => {}
         }
     }
 
@@ -277,6 +290,8 @@ mod tests {
             S::QuotaExceeded {
                 larger_than_cap: false,
             },
+            S::VirusFound("Eicar".into()),
+            S::ScannerUnavailable(std::time::Duration::from_secs(5)),
         ];
         for s in &sessions {
             exhaustive_session(s);
@@ -310,6 +325,8 @@ mod tests {
             CoreError::QuotaExceeded {
                 larger_than_cap: true,
             },
+            CoreError::VirusFound("Eicar".into()),
+            CoreError::ScannerUnavailable(std::time::Duration::from_secs(5)),
         ];
         all.extend(sessions.into_iter().map(CoreError::Session));
         all

@@ -21,6 +21,7 @@ pub mod readings;
 pub mod response;
 pub mod resumable;
 pub mod retry;
+pub mod scan;
 pub mod sizing;
 pub mod stream;
 pub mod telemetry;
@@ -86,6 +87,8 @@ pub struct Core {
     pub quotas: Arc<quota::Quotas>,
     /// Where audit events go, when the audit log is on.
     pub audit: Option<Arc<dyn audit::AuditSink>>,
+    /// `[scan]`: the virus scanner single-shot uploads pass through (see [`scan`]).
+    pub scanning: Option<Arc<scan::Scanning>>,
 }
 
 /// Sends informational (1xx) responses where the transport can (HTTP/3 here).
@@ -157,12 +160,20 @@ impl Core {
             engine,
             adaptive,
             resilience,
+            scanning: None,
         }
     }
 
     /// Sends an audit event per request to `sink`.
     pub fn with_audit(mut self, sink: Arc<dyn audit::AuditSink>) -> Core {
         self.audit = Some(sink);
+        self
+    }
+
+    /// Scans every upload with `scanning` before it is stored (single-shot uploads here,
+    /// resumable ones through [`resumable::Engine::with_scanning`]).
+    pub fn with_scanning(mut self, scanning: Option<Arc<scan::Scanning>>) -> Core {
+        self.scanning = scanning;
         self
     }
 

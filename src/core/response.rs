@@ -51,6 +51,10 @@ pub fn status_of(err: &CoreError, auth_status: StatusCode) -> StatusCode {
         CoreError::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         CoreError::QuotaExceeded { larger_than_cap } => quota_status(*larger_than_cap),
+        // The request is well-formed and authorised, but its content is refused (not 403:
+        // that reads as a permissions problem, and clients would not show why).
+        CoreError::VirusFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        CoreError::ScannerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -68,6 +72,8 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
         S::PathConflict => StatusCode::CONFLICT,
         S::QuotaExceeded { larger_than_cap } => quota_status(*larger_than_cap),
+        S::VirusFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        S::ScannerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         S::AlreadyCompleted
         | S::LengthExceeded
         | S::LengthMismatch
@@ -144,6 +150,15 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(super::buffers::RETRY_AFTER.as_secs().max(1)),
+        );
+    }
+    // `[scan]` failing closed: when to try again.
+    if let CoreError::ScannerUnavailable(wait)
+    | CoreError::Session(SessionError::ScannerUnavailable(wait)) = err
+    {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::error::retry_after_secs(wait)),
         );
     }
     resp.extensions_mut().insert(ErrorCode(err.code()));

@@ -53,6 +53,8 @@ pub trait Telemetry: Send + Sync {
     fn expired(&self, _files: u64, _bytes: u64) {}
     /// The text exposition for `/metrics`, or `None` when metrics are off here.
     fn render(&self) -> Option<String>;
+    /// A virus scan ended (`[scan]`; see [`super::scan`]).
+    fn scan(&self, _outcome: super::scan::Outcome) {}
 }
 
 /// Reports nothing (for tests of core parts that need a `Telemetry`).

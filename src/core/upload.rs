@@ -64,7 +64,17 @@ pub async fn put(
     // On any error below, `staged` is dropped and the staged bytes removed.
     let started = std::time::Instant::now();
     let lease = core.adaptive.lease(ctx, Some(size)).await?;
-    let sha256 = stream::receive(body, staged.sink(), size, lease).await?;
+    // [scan] hook: the body is teed into the scanner; its verdict comes before the commit.
+    let (sink, scan) = super::scan::tee(
+        core.scanning.as_ref(),
+        staged.sink(),
+        Some(size),
+        core.telemetry(),
+    );
+    let sha256 = stream::receive(body, sink, size, lease).await?;
+    if let Some(scan) = scan {
+        scan.verdict(rel.as_str(), core.telemetry()).await?;
+    }
     commit(core, staged).await?;
     reservation.commit();
     core.adaptive

@@ -225,4 +225,26 @@ impl PartStore for FsParts {
         let p = self.clone();
         Box::pin(on_pool(move || FsParts::list(&p)))
     }
+    fn read_at(
+        &self,
+        id: &str,
+        offset: u64,
+        len: usize,
+    ) -> BoxFuture<'static, store::Result<bytes::Bytes>> {
+        let (p, id) = (self.clone(), id.to_string());
+        Box::pin(on_pool(move || {
+            let f = p.open_file(&id, libc::O_RDONLY)?;
+            let mut buf = vec![0u8; len];
+            let mut filled = 0;
+            while filled < len {
+                let n = f.read_at(&mut buf[filled..], offset + filled as u64)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            buf.truncate(filled);
+            Ok(bytes::Bytes::from(buf))
+        }))
+    }
 }

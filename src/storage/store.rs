@@ -305,6 +305,18 @@ pub trait PartStore: Send + Sync + std::fmt::Debug {
     fn target_taken(&self, key: &Key) -> BoxFuture<'static, Result<bool>>;
     /// Ids of every session with data.
     fn list(&self) -> BoxFuture<'static, Result<Vec<String>>>;
+    /// Up to `len` bytes of the session's data at `offset` (short only at its end): the
+    /// assembled upload read back before completion (virus scanning). A backend that
+    /// cannot read its parts back answers an error (scanning then fails, by its policy).
+    fn read_at(&self, id: &str, offset: u64, len: usize) -> BoxFuture<'static, Result<Bytes>> {
+        let _ = (id, offset, len);
+        Box::pin(async {
+            Err(StoreError::Other(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this part store cannot read uploads back",
+            )))
+        })
+    }
 }
 
 std::thread_local! {

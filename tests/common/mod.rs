@@ -13,6 +13,8 @@ use xferd::config::Config;
 use xferd::core::auth::{message_for, Keys, Scheme};
 use xferd::core::body::{BodyError, BodyStream};
 
+pub mod clamd;
+
 pub const SECRET: &str = "test-secret";
 
 pub struct TestServer {

@@ -7,16 +7,15 @@
 
 use super::Disposition::{self, Keep, Map};
 
-const R0: &str = "not implemented yet (admin API)";
+const R0: &str = "not applied: xferd's admin API takes a bearer token only (admin.token or admin.token_file) on its own listener (admin.listen)";
 const R1: &str =
-    "not implemented yet (admin API; HFS 3.4 ignores bind and serves it on the main port)";
-const R2: &str = "not implemented yet (admin API; unsafe in HFS without [admin.auth] type: it trusts a spoofable X-Forwarded-For 127.0.0.1)";
+    "not applied: set admin.listen (a loopback address); HFS 3.4 ignores bind and serves the admin routes on the main port";
 const R3: &str = "HFS 3.4 ignores the whole [admin.rate_limit] section";
 const R4: &str = "xferd audits every upload, download, delete and refusal, as JSON lines only (see [audit]); rotate with logrotate's copytruncate";
 const R5: &str = "HFS 3.4 ignores the whole [auth] section";
 const R6: &str = "informational; ignored";
 const R7: &str =
-    "not implemented yet (ClamAV; HFS 3.4 only logs a detection, for uploads over 1 GiB)";
+    "not applied: xferd scans every upload as it arrives (no worker pool, no extension filter)";
 const R8: &str = "HFS 3.4 ignores this key";
 const R9: &str = "HFS 3.4 ignores the whole [client_network] section";
 const R10: &str = "HFS's chunked-API IP tracking; not implemented: QUIC migration and resumable uploads cover client network changes";
@@ -101,11 +100,11 @@ const R86: &str = "xferd drops idle buckets as requests arrive, bounded by rate_
 /// `section.key` (lower case) -> what xferd does with it; sorted, for binary search.
 pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("admin.auth.password", Keep(R0)),
-    ("admin.auth.token", Keep(R0)),
+    ("admin.auth.token", Map("admin.token")),
     ("admin.auth.type", Keep(R0)),
     ("admin.auth.username", Keep(R0)),
     ("admin.bind", Keep(R1)),
-    ("admin.enabled", Keep(R2)),
+    ("admin.enabled", Map("admin.enabled")),
     ("admin.path_prefix", Keep(R0)),
     ("admin.rate_limit.enabled", Keep(R3)),
     ("admin.rate_limit.requests_per_minute", Keep(R3)),
@@ -121,12 +120,12 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("auth.shared_secret", Keep(R5)),
     ("auth.token_expiry", Keep(R5)),
     ("build.version", Keep(R6)),
-    ("clamav.clamavenabled", Keep(R7)),
-    ("clamav.clamavsocket", Keep(R7)),
+    ("clamav.clamavenabled", Map("scan.enabled")),
+    ("clamav.clamavsocket", Map("scan.socket")),
     ("clamav.enabled", Keep(R8)),
     ("clamav.host", Keep(R8)),
     ("clamav.maxfilesize", Keep(R8)),
-    ("clamav.maxscansize", Keep(R7)),
+    ("clamav.maxscansize", Map("scan.max_size")),
     ("clamav.numscanworkers", Keep(R7)),
     ("clamav.port", Keep(R8)),
     ("clamav.scanfileextensions", Keep(R7)),

@@ -99,7 +99,7 @@ fn bare_port_takes_bind_ip_and_metricsport_takes_the_listen_host() {
 #[test]
 fn hfs_keys_match_case_insensitively_xferd_keys_exactly() {
     let l = parse("[ClamAV]\nclamavEnabled = true\n[server]\nStorage_Path = \"/x\"\n").unwrap();
-    assert!(l.config.hfs.clamav_enabled);
+    assert!(l.config.scan.enabled);
     assert_eq!(l.config.server.storage_path, PathBuf::from("/x"));
     assert_eq!(class_of(&l, "server.Storage_Path"), Some(KeyClass::Mapped));
     let err = parse("[clamav]\nclamavenabled = true\nClamAVEnabled = false\n").unwrap_err();

@@ -127,6 +127,11 @@ pub struct Engine {
     orphans: Mutex<HashMap<String, u64>>,
     /// Storage quotas: a session reserves its length at creation ([`crate::core::quota`]).
     quotas: Arc<crate::core::quota::Quotas>,
+    /// `[scan]`: completed uploads are scanned before they move to their target.
+    scan: Option<(
+        Arc<crate::core::scan::Scanning>,
+        Arc<dyn crate::core::Telemetry>,
+    )>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -184,6 +189,7 @@ impl Engine {
             hashes: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
             quotas: crate::core::quota::Quotas::none(),
+            scan: None,
         }
     }
 
@@ -194,6 +200,17 @@ impl Engine {
 
     pub fn quotas(&self) -> &Arc<crate::core::quota::Quotas> {
         &self.quotas
+    }
+
+    /// Scans every completed upload with `scanning` before it becomes visible (see
+    /// [`crate::core::scan`]), reporting outcomes to `telemetry`.
+    pub fn with_scanning(
+        mut self,
+        scanning: Option<Arc<crate::core::scan::Scanning>>,
+        telemetry: Arc<dyn crate::core::Telemetry>,
+    ) -> Engine {
+        self.scan = scanning.map(|s| (s, telemetry));
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -420,6 +437,18 @@ impl Engine {
         if s.kind != Kind::Partial {
             let target =
                 path::validate(&s.target).map_err(|e| SessionError::Storage(e.to_string()))?;
+            // [scan] hook: the assembled data is scanned before it moves to its target; an
+            // infected upload (or a failed scan, failing closed) is removed, never stored.
+            if let Some((scanning, telemetry)) = &self.scan {
+                let parts = &self.parts;
+                let scanned = scanning
+                    .scan_parts(parts, id, len, &s.target, telemetry.as_ref())
+                    .await;
+                if let Err(e) = scanned {
+                    self.remove(id, None).await?;
+                    return Err(SessionError::from(e));
+                }
+            }
             let moved = match self.parts.complete(id, len, &target).await {
                 Ok(()) => Ok(()),
                 Err(StoreError::Exists) => Err(SessionError::TargetExists),
@@ -473,4 +502,21 @@ pub fn is_session_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Read-only views for the admin API (`admin`): no state changes.
+impl Engine {
+    /// Every session in progress (not completed, not expired at `now`), in id order. Their
+    /// number is bounded by `resumable.max_sessions`.
+    pub async fn in_progress(&self, now: u64) -> Result<Vec<Session>, SessionError> {
+        let mut out: Vec<Session> = self
+            .all_sessions()
+            .await?
+            .into_iter()
+            .filter_map(|(_, s)| s)
+            .filter(|s| s.completed.is_none() && s.expires >= now)
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
 }

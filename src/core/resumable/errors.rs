@@ -53,6 +53,12 @@ pub enum SessionError {
     /// A `[quota]` cap would be exceeded by the upload's length.
     #[error("storage quota exceeded")]
     QuotaExceeded { larger_than_cap: bool },
+    /// `[scan]`: the completed upload contains a virus; it was removed, nothing stored.
+    #[error("the upload contains a virus ({0}); it was not stored")]
+    VirusFound(String),
+    /// `[scan]`: the scanner failed (fail closed); the upload was removed, nothing stored.
+    #[error("the virus scanner is unavailable; try again in {}s", crate::core::error::retry_after_secs(.0))]
+    ScannerUnavailable(std::time::Duration),
 }
 
 impl SessionError {
@@ -86,6 +92,8 @@ impl SessionError {
             SessionError::BuffersExhausted => "buffers_exhausted",
             SessionError::PathConflict => "path_conflict",
             SessionError::QuotaExceeded { .. } => "quota_exceeded",
+            SessionError::VirusFound(_) => "virus_found",
+            SessionError::ScannerUnavailable(_) => "scanner_unavailable",
         }
     }
 }
@@ -107,6 +115,8 @@ impl From<CoreError> for SessionError {
             CoreError::QuotaExceeded { larger_than_cap } => {
                 SessionError::QuotaExceeded { larger_than_cap }
             }
+            CoreError::VirusFound(name) => SessionError::VirusFound(name),
+            CoreError::ScannerUnavailable(wait) => SessionError::ScannerUnavailable(wait),
             other => SessionError::Storage(other.to_string()),
         }
     }

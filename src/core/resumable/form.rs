@@ -65,12 +65,23 @@ pub async fn upload(
             check: None,
         };
         let lease = core.adaptive.lease(ctx, None).await?;
-        let mut w = Writer::new(staged.sink(), 0, lease, digests);
+        // [scan] hook: the field is teed into the scanner (size unknown until it ends).
+        let (sink, scan) = crate::core::scan::tee(
+            core.scanning.as_ref(),
+            staged.sink(),
+            None,
+            core.telemetry(),
+        );
+        let mut w = Writer::new(sink, 0, lease, digests);
         while let Some(chunk) = field.chunk().await.map_err(form_error)? {
             w.push(&chunk).await?;
         }
         let size = w.accepted();
-        let (_sink, digests) = w.finish().await?;
+        let (sink, digests) = w.finish().await?;
+        drop(sink);
+        if let Some(scan) = scan {
+            scan.verdict(rel.as_str(), core.telemetry()).await?;
+        }
         let sha = hex::encode(digests.sha256.unwrap_or_default().finalize());
         crate::core::upload::commit(core, staged).await?;
         reservation.commit_as(size);
