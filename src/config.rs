@@ -12,11 +12,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod cluster;
 mod fields;
 pub mod hfs;
 mod ops;
 mod overrides;
 
+pub use cluster::ClusterConfig;
 pub use hfs::{HfsCompat, KeyClass, KeyReport};
 pub use ops::{LogConfig, LogFormat, PrefixLimitConfig, RateLimitConfig};
 pub use overrides::Overrides;
@@ -49,6 +51,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,

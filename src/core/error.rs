@@ -136,7 +136,11 @@ pub const ALL_CODES: &[&str] = &[
     "digest_mismatch",
     "invalid_concatenation",
     "preempted",
+    "session_store_unavailable",
 ];
+
+/// Seconds a client is told to wait when the shared session store is unavailable.
+pub const SESSION_STORE_RETRY_AFTER: u64 = 2;
 
 impl From<std::io::Error> for CoreError {
     fn from(e: std::io::Error) -> Self {
@@ -221,7 +225,8 @@ mod tests {
             | S::Storage(_)
             | S::BuffersExhausted
             | S::InsufficientStorage
-            | S::PathConflict => {}
+            | S::PathConflict
+            | S::StoreUnavailable => {}
         }
     }
 
@@ -265,6 +270,7 @@ mod tests {
             S::BuffersExhausted,
             S::InsufficientStorage,
             S::PathConflict,
+            S::StoreUnavailable,
         ];
         for s in &sessions {
             exhaustive_session(s);

@@ -65,6 +65,7 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         S::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         S::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
+        S::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         S::PathConflict => StatusCode::CONFLICT,
         S::AlreadyCompleted
         | S::LengthExceeded
@@ -132,6 +133,12 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(super::buffers::RETRY_AFTER.as_secs().max(1)),
+        );
+    }
+    if matches!(err, CoreError::Session(SessionError::StoreUnavailable)) {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::error::SESSION_STORE_RETRY_AFTER),
         );
     }
     resp.extensions_mut().insert(ErrorCode(err.code()));

@@ -137,6 +137,16 @@ impl FsStorage {
     /// Walks by directory descriptor and never enters a link (nor a directory swapped for
     /// one during the walk); holds one descriptor per level of depth.
     pub fn sweep_temp_files(&self) -> io::Result<usize> {
+        self.sweep_temp_files_older_than(None)
+    }
+
+    /// [`Self::sweep_temp_files`], sparing files modified less than `min_age` ago (when
+    /// given): on a root shared by several instances, a recent temporary file may be an
+    /// upload in progress on another instance.
+    pub fn sweep_temp_files_older_than(
+        &self,
+        min_age: Option<std::time::Duration>,
+    ) -> io::Result<usize> {
         let mut n = 0;
         // Directories still to visit, each as (its parent, its name); the root first.
         let mut todo: Vec<(Arc<Dir>, Option<CString>)> = vec![(self.dir.clone(), None)];
@@ -157,7 +167,11 @@ impl FsStorage {
                     todo.push((dir.clone(), Some(os_cstr(&entry)?)));
                 } else if kind != Kind::Dir && entry.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
                 {
-                    match dir.unlink(&os_cstr(&entry)?) {
+                    let name = os_cstr(&entry)?;
+                    if min_age.is_some_and(|age| !older_than(&dir, &name, age)) {
+                        continue;
+                    }
+                    match dir.unlink(&name) {
                         Ok(()) => n += 1,
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                         Err(e) => return Err(e),
@@ -167,6 +181,20 @@ impl FsStorage {
         }
         Ok(n)
     }
+}
+
+/// Whether the file `name` in `dir` was last modified at least `age` ago (an unreadable or
+/// vanished file counts as recent: it is left alone).
+fn older_than(dir: &Dir, name: &CString, age: std::time::Duration) -> bool {
+    // Non-blocking, so that a FIFO planted there cannot stall the sweep.
+    let Ok(f) = dir.open_file(name, libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
+        return false;
+    };
+    let modified = f.metadata().and_then(|m| m.modified());
+    modified
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|e| e >= age)
 }
 
 /// A temporary upload file; removed on drop unless committed.

@@ -205,10 +205,12 @@ impl Engine {
     /// Takes the session's one-writer lock, first telling a request holding it to stop and
     /// commit. Callers check that the session exists and is in progress first (rule 7).
     async fn take_writer(&self, id: &str) -> Result<Guard, SessionError> {
-        self.locker
-            .lock(id)
-            .await
-            .map_err(|e| SessionError::Storage(e.to_string()))
+        // A lock backend fails only when it cannot be reached (or its wait ran out): the
+        // upload can be resumed later, so it is "unavailable", not a storage failure.
+        self.locker.lock(id).await.map_err(|e| {
+            tracing::warn!(%id, error = %e, "cannot take an upload's lock");
+            SessionError::StoreUnavailable
+        })
     }
 
     /// The running hash of a session known to be in progress (inserted if absent).

@@ -50,6 +50,9 @@ pub enum SessionError {
     /// The target path runs through a stored file, or is a directory (the client's mistake).
     #[error("the path conflicts with an existing file or directory")]
     PathConflict,
+    /// The shared session store (Redis) cannot be reached; the upload can be resumed later.
+    #[error("the session store is unavailable; try again shortly")]
+    StoreUnavailable,
 }
 
 impl SessionError {
@@ -82,6 +85,7 @@ impl SessionError {
             SessionError::InsufficientStorage => "insufficient_storage",
             SessionError::BuffersExhausted => "buffers_exhausted",
             SessionError::PathConflict => "path_conflict",
+            SessionError::StoreUnavailable => "session_store_unavailable",
         }
     }
 }

@@ -1,0 +1,43 @@
+//! `[cluster]`: several instances sharing their session state. With `redis_url` set, the
+//! records of resumable uploads and the one-writer lock per upload live in that Redis
+//! (see [`crate::storage::meta::RedisRecords`]); without it, one instance keeps them in its
+//! local redb store. A cluster needs `security.secret` and `tls.cert`/`tls.key` from the
+//! configuration: a secret or certificate generated per instance would differ between them.
+
+use super::de_duration;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` of the shared Redis; unset = a single instance.
+    pub redis_url: Option<String>,
+    /// Prefix of every key xferd writes in Redis (several deployments can share one).
+    pub key_prefix: String,
+    /// How long an upload's lock outlives a holder that stopped renewing it (a dead
+    /// instance): a client resuming elsewhere waits at most about this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub lock_lease: Duration,
+    /// Bound on every Redis call, connecting included; past it the request gets a 503.
+    #[serde(deserialize_with = "de_duration")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            key_prefix: "xferd:".to_string(),
+            lock_lease: Duration::from_secs(10),
+            redis_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether several instances share state (a Redis is configured).
+    pub fn enabled(&self) -> bool {
+        self.redis_url.is_some()
+    }
+}
