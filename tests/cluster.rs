@@ -8,294 +8,21 @@
 //! Retry-After while signed PUT and GET keep working, and service resumes when it is back;
 //! a cluster refuses to start with a generated secret or certificate.
 //!
-//! The backend is a parameter ([`BACKENDS`]); today the fs backend over one shared root
+//! The backend is a parameter (`fixture::BACKENDS`); today the fs backend over one shared root
 //! (two instances on a shared disk). Every wait is bounded; every test has a time limit.
 
 mod common;
 
+#[path = "cluster/fixture.rs"]
+mod fixture;
+
 use bytes::Bytes;
-use common::redis::RedisServer;
 use common::*;
-use futures_util::StreamExt;
+use fixture::*;
 use http::Request;
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use xferd::client::{Client, Proto};
-use xferd::core::auth::Scheme;
-
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
-const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
-
-/// The storage the instances share.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    /// One storage root on a shared file system.
-    Fs,
-}
-
-/// The backends every test runs on.
-const BACKENDS: &[Backend] = &[Backend::Fs];
-
-impl Backend {
-    /// The `[server]` lines placing the shared storage.
-    fn server_toml(self, shared: &Path) -> String {
-        match self {
-            Backend::Fs => format!("storage_path = \"{}\"\n", shared.join("data").display()),
-        }
-    }
-
-    /// Waits (bounded) until the data of session `id` holds `n` bytes, where the backend
-    /// lets a test see it; otherwise waits a fixed while.
-    async fn wait_written(self, shared: &Path, id: &str, n: u64) {
-        match self {
-            Backend::Fs => {
-                let part = shared.join(format!("data/.xferd-sessions/{id}.part"));
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < n {
-                    assert!(Instant::now() < deadline, "{n} bytes never reached {part:?}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-    }
-
-    /// Names of temporary files of plain PUTs in progress under `dir` (where visible).
-    fn temp_files(self, shared: &Path, dir: &str) -> Vec<String> {
-        match self {
-            Backend::Fs => std::fs::read_dir(shared.join("data").join(dir))
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n.starts_with(".xferd-tmp-"))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// What the instances share: a directory, a Redis, the certificate.
-struct Cluster {
-    backend: Backend,
-    dir: tempfile::TempDir,
-    redis: RedisServer,
-    cert: PathBuf,
-    key: PathBuf,
-    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
-    lease_secs: u64,
-    commit_every: u64,
-}
-
-/// One `xferd serve` process; killed (SIGKILL) when dropped.
-struct Instance {
-    child: Option<Child>,
-    addr: std::net::SocketAddr,
-    log: PathBuf,
-}
-
-impl Instance {
-    /// SIGKILL, as a crash: nothing is flushed, no lock released.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pid = libc::pid_t::try_from(c.id()).expect("pid");
-            // SAFETY: signalling our own child by its PID.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-impl Cluster {
-    /// `None` when redis-server is not installed (the test is skipped, see common/redis.rs).
-    fn new(backend: Backend, lease_secs: u64, commit_every: u64) -> Option<Cluster> {
-        let redis = RedisServer::start()?;
-        let dir = tempfile::tempdir().unwrap();
-        let pki = dir.path().join("pki");
-        let pair = xferd::tls::load_or_generate(None, None, &pki).expect("certificate");
-        let (cert, key) = (pki.join("cert.pem"), pki.join("key.pem"));
-        Some(Cluster {
-            backend,
-            dir,
-            redis,
-            cert,
-            key,
-            roots: pair.chain,
-            lease_secs,
-            commit_every,
-        })
-    }
-
-    fn shared(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// An instance's configuration: its own state directory and port, the rest shared.
-    fn config(&self, name: &str, port: u16, cluster: &str, identity: bool) -> PathBuf {
-        let own = self.shared().join(name);
-        std::fs::create_dir_all(&own).unwrap();
-        let mut t = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nstate_path = \"{}\"\nshutdown_grace = 2\n{}",
-            own.join("state").display(),
-            self.backend.server_toml(self.shared()),
-        );
-        if identity {
-            t += &format!(
-                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[security]\nsecret = \"{SECRET}\"\n",
-                self.cert.display(),
-                self.key.display()
-            );
-        }
-        t += &format!(
-            "[resumable]\ncommit_every = {}\nchunk_size = 65536\n[performance]\n\
-             intelligent_chunking = false\nmin_chunk_size = 65536\n{cluster}",
-            self.commit_every
-        );
-        let path = own.join("xferd.toml");
-        std::fs::write(&path, t).unwrap();
-        path
-    }
-
-    fn cluster_toml(&self) -> String {
-        format!(
-            "[cluster]\nredis_url = \"{}\"\nlock_lease = {}\nredis_timeout = 1\n",
-            self.redis.url(),
-            self.lease_secs
-        )
-    }
-
-    /// Starts instance `name` and waits (bounded: 20 s) until it answers `/health`.
-    async fn spawn(&self, name: &str) -> Instance {
-        let port = free_port();
-        let cfg = self.config(name, port, &self.cluster_toml(), true);
-        let log = self.shared().join(name).join("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_xferd"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn xferd");
-        let mut inst = Instance {
-            child: Some(child),
-            addr: ([127, 0, 0, 1], port).into(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(st))) = inst.child.as_mut().map(|c| c.try_wait()) {
-                panic!("{name} exited ({st}): {}", read(&inst.log));
-            }
-            if let Ok(mut c) = Client::connect(Proto::H1, inst.addr, "localhost", &self.roots).await
-            {
-                if get(&mut c, "/health", &[]).await.status == 200 {
-                    return inst;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{name} did not become ready: {}", read(&inst.log));
-    }
-
-    async fn client(&self, i: &Instance) -> Client {
-        Client::connect(Proto::H1, i.addr, "localhost", &self.roots)
-            .await
-            .expect("client connects")
-    }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn v3(method: &str, rel: &str) -> String {
-    signed("", Scheme::V3, method, rel, 0, "", now_unix() + 600)
-}
-
-/// Every test runs within this.
-async fn limited(f: impl std::future::Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(90), f)
-        .await
-        .expect("test finished within its time limit");
-}
-
-async fn tus_create(c: &mut Client, rel: &str, len: usize) -> String {
-    let len = len.to_string();
-    let r = request(
-        c,
-        "POST",
-        &v3("POST", rel),
-        &[TUS, ("upload-length", &len)],
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 201, "tus create: {:?}", r.body);
-    r.header("location").unwrap().to_string()
-}
-
-async fn tus_offset(c: &mut Client, loc: &str) -> u64 {
-    let h = request(c, "HEAD", loc, &[TUS], None).await;
-    assert_eq!(h.status, 200, "HEAD {loc}");
-    h.header("upload-offset").unwrap().parse().unwrap()
-}
-
-async fn tus_patch(c: &mut Client, loc: &str, offset: u64, data: Bytes) -> Reply {
-    let (off, len) = (offset.to_string(), data.len().to_string());
-    let h = [TUS, OCTETS, ("upload-offset", &off), ("content-length", &len)];
-    request(c, "PATCH", loc, &h, Some(body_once(data))).await
-}
-
-/// A PATCH whose body sends `sent` and then hangs (a phone that lost its network), declaring
-/// `declared` bytes; resolves to the status, or an error once the connection dies.
-fn hanging_patch(
-    c: Client,
-    loc: &str,
-    sent: Bytes,
-    declared: u64,
-) -> tokio::task::JoinHandle<Result<u16, String>> {
-    let loc = loc.to_string();
-    tokio::spawn(async move {
-        let req = Request::builder()
-            .method("PATCH")
-            .uri(&loc)
-            .header(TUS.0, TUS.1)
-            .header(OCTETS.0, OCTETS.1)
-            .header("upload-offset", "0")
-            .header("content-length", declared.to_string())
-            .body(())
-            .unwrap();
-        let body: xferd::core::body::BodyStream = Box::pin(
-            futures_util::stream::iter(vec![Ok(sent)]).chain(futures_util::stream::pending()),
-        );
-        let r = c.send(req, Some(body)).await.map_err(|e| e.to_string())?;
-        Ok(r.status.as_u16())
-    })
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-fn session_id(loc: &str) -> &str {
-    loc.rsplit('/').next().unwrap()
-}
 
 #[tokio::test]
 async fn a_tus_upload_half_sent_to_a_resumes_on_b_after_a_is_killed() {
@@ -309,8 +36,12 @@ async fn a_tus_upload_half_sent_to_a_resumes_on_b_after_a_is_killed() {
             let mut ca = cl.client(&a).await;
             let loc = tus_create(&mut ca, "cluster/killed.bin", data.len()).await;
             let half = 512 << 10;
+            // Half of it on its way: A has written (and committed, every 64 KiB) part of it;
+            // the rest may still sit in A's buffer.
             let stale = hanging_patch(ca, &loc, data.slice(..half), data.len() as u64);
-            backend.wait_written(cl.shared(), session_id(&loc), half as u64).await;
+            backend
+                .wait_written(cl.shared(), session_id(&loc), 256 << 10)
+                .await;
             // A dies mid-request: its lock stays in Redis until its lease runs out.
             a.kill();
             let _ = stale.await;
@@ -322,16 +53,26 @@ async fn a_tus_upload_half_sent_to_a_resumes_on_b_after_a_is_killed() {
                 "{backend:?}: B waited {:?} for a dead holder's lock",
                 started.elapsed()
             );
-            // Progress is committed every 64 KiB: what A committed before it died.
+            // The dead holder's lock was shared: B got it only when its lease ran out.
             assert!(
-                offset > 0 && offset <= half as u64 && offset % (64 << 10) == 0,
+                started.elapsed() >= Duration::from_millis(cl.lease_secs * 1000 / 2),
+                "{backend:?}: B took the lock of a live lease after {:?}",
+                started.elapsed()
+            );
+            // Progress is committed every 64 KiB or so: what A committed before it died.
+            assert!(
+                offset > 0 && offset <= half as u64,
                 "{backend:?}: offset {offset}"
             );
             let r = tus_patch(&mut cb, &loc, offset, data.slice(offset as usize..)).await;
             assert_eq!(r.status, 204, "{backend:?}: resume on B: {:?}", r.body);
             let got = get(&mut cb, "/cluster/killed.bin", &[]).await;
             assert_eq!(got.status, 200, "{backend:?}");
-            assert_eq!(sha(&got.body), sha(&data), "{backend:?}: SHA-256 of the file");
+            assert_eq!(
+                sha(&got.body),
+                sha(&data),
+                "{backend:?}: SHA-256 of the file"
+            );
         }
     })
     .await;
@@ -455,13 +196,14 @@ async fn the_same_key_put_on_a_and_b_gives_one_201_and_one_409() {
             let (a, b) = (cl.spawn("a").await, cl.spawn("b").await);
             for round in 0..5u64 {
                 let rel = format!("cluster/race-{round}.bin");
-                let (da, db) = (pattern(10 + round, 0, 300_000), pattern(20 + round, 0, 300_000));
+                let (da, db) = (
+                    pattern(10 + round, 0, 300_000),
+                    pattern(20 + round, 0, 300_000),
+                );
                 let url = signed_v(&rel, da.len() as u64);
                 let (mut ca, mut cb) = (cl.client(&a).await, cl.client(&b).await);
-                let (ra, rb) = tokio::join!(
-                    put(&mut ca, &url, &da, &[]),
-                    put(&mut cb, &url, &db, &[])
-                );
+                let (ra, rb) =
+                    tokio::join!(put(&mut ca, &url, &da, &[]), put(&mut cb, &url, &db, &[]));
                 let mut statuses = [ra.status.as_u16(), rb.status.as_u16()];
                 statuses.sort();
                 assert_eq!(statuses, [201, 409], "{backend:?} round {round}");
@@ -484,10 +226,21 @@ async fn a_file_uploaded_through_a_downloads_from_b_with_ranges() {
             let (a, b) = (cl.spawn("a").await, cl.spawn("b").await);
             let data = pattern(4, 0, 200_000);
             let mut ca = cl.client(&a).await;
-            let r = put(&mut ca, &signed_v("cluster/ranges.bin", 200_000), &data, &[]).await;
+            let r = put(
+                &mut ca,
+                &signed_v("cluster/ranges.bin", 200_000),
+                &data,
+                &[],
+            )
+            .await;
             assert_eq!(r.status, 201, "{backend:?}");
             let mut cb = cl.client(&b).await;
-            let r = get(&mut cb, "/cluster/ranges.bin", &[("range", "bytes=1000-1999")]).await;
+            let r = get(
+                &mut cb,
+                "/cluster/ranges.bin",
+                &[("range", "bytes=1000-1999")],
+            )
+            .await;
             assert_eq!(r.status, 206, "{backend:?}");
             assert_eq!(r.header("content-range"), Some("bytes 1000-1999/200000"));
             assert_eq!(r.body, data.slice(1000..2000));
@@ -535,7 +288,10 @@ async fn b_starting_does_not_delete_what_a_has_in_progress() {
             tx.send(plain.slice(..100_000)).await.unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             while backend.temp_files(cl.shared(), "cluster").is_empty() {
-                assert!(Instant::now() < deadline, "the PUT's temporary file never appeared");
+                assert!(
+                    Instant::now() < deadline,
+                    "the PUT's temporary file never appeared"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let temps = backend.temp_files(cl.shared(), "cluster");
@@ -568,8 +324,16 @@ async fn b_starting_does_not_delete_what_a_has_in_progress() {
 /// Asserts the answer of a resumable request while Redis is down.
 fn assert_store_unavailable(r: &Reply, what: &str) {
     assert_eq!(r.status, 503, "{what}: {:?}", r.body);
-    assert_eq!(r.header("xferd-error"), Some("session_store_unavailable"), "{what}");
-    let wait: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert_eq!(
+        r.header("xferd-error"),
+        Some("session_store_unavailable"),
+        "{what}"
+    );
+    let wait: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
     assert!(wait >= 1, "{what}");
 }
 
@@ -646,7 +410,12 @@ fn refused(cfg: &Path) -> String {
         if let Some(st) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             assert!(!st.success(), "it started: {err}");
             return err;
         }
@@ -677,7 +446,10 @@ fn a_cluster_refuses_to_start_with_a_generated_secret_or_certificate() {
     };
     let err = refused(&write("no-secret.toml", ""));
     assert!(err.contains("security.secret"), "{err}");
-    let err = refused(&write("no-cert.toml", &format!("[security]\nsecret = \"{SECRET}\"\n")));
+    let err = refused(&write(
+        "no-cert.toml",
+        &format!("[security]\nsecret = \"{SECRET}\"\n"),
+    ));
     assert!(err.contains("tls.cert"), "{err}");
     // Nothing was generated on the way.
     assert!(!state.join("secret").exists() && !state.join("cert.pem").exists());

@@ -41,3 +41,27 @@ impl ClusterConfig {
         self.redis_url.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::time::Duration;
+
+    #[test]
+    fn the_cluster_section_parses_and_defaults_to_one_instance() {
+        let one = Config::parse("", "test").unwrap().config.cluster;
+        assert!(!one.enabled());
+        assert_eq!(one.lock_lease, Duration::from_secs(10));
+        let text = "[cluster]\nredis_url = \"redis://127.0.0.1:6379/0\"\nkey_prefix = \"a:\"\n\
+                    lock_lease = \"3s\"\nredis_timeout = 1\n";
+        let c = Config::parse(text, "test").unwrap().config.cluster;
+        assert!(c.enabled());
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(c.key_prefix, "a:");
+        assert_eq!(
+            (c.lock_lease, c.redis_timeout),
+            (Duration::from_secs(3), Duration::from_secs(1))
+        );
+        assert!(Config::parse("[cluster]\nredis = \"x\"\n", "test").is_err());
+    }
+}

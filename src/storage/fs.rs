@@ -487,4 +487,33 @@ mod tests {
         assert_eq!(st.sweep_temp_files().unwrap(), 1);
         assert!(dir.path().join("d/keep.txt").exists());
     }
+
+    #[test]
+    fn a_sweep_with_a_minimum_age_spares_recent_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = FsStorage::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let (old, new) = (
+            dir.path().join("d/.xferd-tmp-old"),
+            dir.path().join(".xferd-tmp-new"),
+        );
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&new, b"x").unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let then = std::time::SystemTime::now() - hour * 2;
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        assert_eq!(st.sweep_temp_files_older_than(Some(hour)).unwrap(), 1);
+        assert!(!old.exists(), "older than the minimum age: removed");
+        assert!(
+            new.exists(),
+            "recent (another instance's upload in progress): kept"
+        );
+        assert_eq!(st.sweep_temp_files_older_than(None).unwrap(), 1);
+        assert!(!new.exists());
+    }
 }

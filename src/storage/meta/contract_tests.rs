@@ -323,3 +323,47 @@ async fn a_holder_that_does_not_release_loses_the_lock_after_its_lease() {
         assert_eq!(locker.active(), 0, "{name}");
     }
 }
+
+#[tokio::test]
+async fn redis_down_is_unavailable_and_service_resumes_when_it_is_back() {
+    let (mut env, _) = stores();
+    let Some((srv, r)) = env.redis.as_mut() else {
+        return;
+    };
+    let (records, locker) = (
+        RedisRecords::new(r.clone()),
+        RedisLocker::new(r.clone(), Duration::from_secs(1)),
+    );
+    records
+        .insert("a", rec("x", true, 1, 9), ROOMY)
+        .await
+        .unwrap();
+    let mut held = locker.lock("a").await.unwrap();
+    srv.stop();
+    // The holder cannot renew its lease: it is told to stop (and commit) at once.
+    soon("the holder hears that Redis is gone", held.preempted()).await;
+    let r1 = soon("get", records.get("a")).await;
+    assert!(matches!(r1, Err(RecordError::Unavailable(_))), "{r1:?}");
+    let r2 = soon("insert", records.insert("b", rec("x", true, 1, 9), ROOMY)).await;
+    assert!(matches!(r2, Err(RecordError::Unavailable(_))), "{r2:?}");
+    let r3 = soon("lock", locker.lock("b")).await;
+    assert!(r3.is_err(), "a lock without Redis");
+    drop(held);
+    srv.restart();
+    // Empty after the restart (it keeps nothing); every call works again.
+    assert_eq!(soon("get", records.get("a")).await.unwrap(), None);
+    records
+        .insert("b", rec("x", true, 1, 9), ROOMY)
+        .await
+        .unwrap();
+    assert_eq!(records.counts("x").await.unwrap().open, 1);
+    let g = soon("lock", locker.lock("b")).await.unwrap();
+    assert!(g.token() > 0);
+    drop(g);
+    soon("lock state goes", async {
+        while locker.active() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
