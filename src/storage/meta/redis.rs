@@ -55,7 +55,15 @@ impl Redis {
         &self.prefix
     }
 
+    /// The connection, made if needed; waiting for another caller's attempt included, this
+    /// takes at most the timeout.
     async fn conn(&self) -> RecordResult<MultiplexedConnection> {
+        tokio::time::timeout(self.timeout, self.connect())
+            .await
+            .map_err(|_| unavailable("connecting to redis timed out"))?
+    }
+
+    async fn connect(&self) -> RecordResult<MultiplexedConnection> {
         let mut held = self.conn.lock().await;
         if let Some(c) = &*held {
             return Ok(c.clone());
@@ -76,8 +84,11 @@ impl Redis {
     }
 
     /// A failed call: forget the connection (the next call makes a new one).
-    async fn failed(&self, e: impl std::fmt::Display) -> RecordError {
-        *self.conn.lock().await = None;
+    fn failed(&self, e: impl std::fmt::Display) -> RecordError {
+        // Locked: another caller is connecting right now, which replaces it anyway.
+        if let Ok(mut held) = self.conn.try_lock() {
+            *held = None;
+        }
         unavailable(e)
     }
 
@@ -95,8 +106,8 @@ impl Redis {
         }
         match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut c)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.failed(e).await),
-            Err(_) => Err(self.failed("redis call timed out").await),
+            Ok(Err(e)) => Err(self.failed(e)),
+            Err(_) => Err(self.failed("redis call timed out")),
         }
     }
 
@@ -105,8 +116,8 @@ impl Redis {
         let mut c = self.conn().await?;
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut c)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.failed(e).await),
-            Err(_) => Err(self.failed("redis call timed out").await),
+            Ok(Err(e)) => Err(self.failed(e)),
+            Err(_) => Err(self.failed("redis call timed out")),
         }
     }
 
