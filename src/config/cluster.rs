@@ -8,7 +8,8 @@ use super::de_duration;
 use serde::Deserialize;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
+/// Debug redacts `redis_url` (it may carry a password): configs get logged.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// `redis://host:port/db` of the shared Redis; unset = a single instance.
@@ -32,6 +33,22 @@ impl Default for ClusterConfig {
             lock_lease: Duration::from_secs(10),
             redis_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = if self.redis_url.is_some() {
+            "<redacted>"
+        } else {
+            "<none>"
+        };
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &url)
+            .field("key_prefix", &self.key_prefix)
+            .field("lock_lease", &self.lock_lease)
+            .field("redis_timeout", &self.redis_timeout)
+            .finish()
     }
 }
 
@@ -63,5 +80,12 @@ mod tests {
             (Duration::from_secs(3), Duration::from_secs(1))
         );
         assert!(Config::parse("[cluster]\nredis = \"x\"\n", "test").is_err());
+        let with_password = "[cluster]\nredis_url = \"redis://:hunter2@10.0.0.1:6379/0\"\n";
+        let c = Config::parse(with_password, "test").unwrap().config;
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }
