@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod admin;
+mod cluster;
 mod fields;
 pub mod hfs;
 mod ops;
@@ -26,6 +27,7 @@ pub use admin::AdminConfig;
 pub use scan::ScanConfig;
 
 pub use audit::{AuditConfig, AuditOutput};
+pub use cluster::ClusterConfig;
 pub use expiry::ExpiryConfig;
 pub use hfs::{HfsCompat, KeyClass, KeyReport};
 pub use ops::{LogConfig, LogFormat, PrefixLimitConfig, RateLimitConfig};
@@ -67,6 +69,7 @@ pub struct Config {
     pub scan: ScanConfig,
     /// `[admin]`: the admin API listener.
     pub admin: AdminConfig,
+    pub cluster: ClusterConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,

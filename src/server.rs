@@ -109,6 +109,7 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
 
 /// Starts every listener described by `config`.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
+    refuse_generated_identity(&config)?;
     std::fs::create_dir_all(&config.server.state_path).with_context(|| {
         format!(
             "creating state directory {}",
@@ -118,11 +119,17 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // Opening storage walks the whole tree (the sweep): file-system work, so it runs on
     // the blocking pool, not on the runtime thread that is awaiting `start`.
     let storage_path = config.server.storage_path.clone();
+    // On a root shared by several instances, a temporary file may be another instance's
+    // upload in progress: only those older than the orphan grace are removed.
+    let min_age = config
+        .cluster
+        .enabled()
+        .then(|| std::time::Duration::from_secs(crate::core::resumable::ORPHAN_GRACE_SECS));
     let (storage, swept) = tokio::task::spawn_blocking(move || {
         let storage = FsStorage::open(&storage_path)
             .with_context(|| format!("opening storage {}", storage_path.display()))?;
         let swept = storage
-            .sweep_temp_files()
+            .sweep_temp_files_older_than(min_age)
             .context("sweeping temporary files")?;
         anyhow::Ok((storage, swept))
     })
@@ -173,16 +180,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.server.state_path.join("sessions.redb"),
         storage.clone(),
     );
-    let mut engine = tokio::task::spawn_blocking(move || {
-        let parts =
-            crate::storage::FsParts::open(&recover_storage).context("opening session data")?;
-        let sessions = crate::storage::SessionStore::open(&sessions_path)
-            .context("opening the session store")?;
-        crate::core::resumable::Engine::open(sessions, Arc::new(parts), limits)
-            .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))
-    })
-    .await
-    .context("session recovery")??;
+    let mut engine = match &config.cluster.redis_url {
+        Some(url) => shared_engine(url, &config.cluster, &storage, limits).await?,
+        None => tokio::task::spawn_blocking(move || {
+            let parts =
+                crate::storage::FsParts::open(&recover_storage).context("opening session data")?;
+            let sessions = crate::storage::SessionStore::open(&sessions_path)
+                .context("opening the session store")?;
+            crate::core::resumable::Engine::open(sessions, Arc::new(parts), limits)
+                .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))
+        })
+        .await
+        .context("session recovery")??,
+    };
     if config.security.compat_hfs_x_signature {
         tracing::warn!("INSECURE: security.compat_hfs_x_signature accepts replayable X-Signature headers on POST /upload");
     }
@@ -428,6 +438,59 @@ fn scanning_of(config: &Config) -> Option<Arc<crate::core::scan::Scanning>> {
             retry_after: std::time::Duration::from_secs(30),
         },
     }))
+}
+
+/// A cluster (`[cluster] redis_url`) refuses to start with a secret or certificate it would
+/// generate: each instance would make its own, and URLs signed for one, or its certificate,
+/// would fail on the others.
+fn refuse_generated_identity(config: &Config) -> anyhow::Result<()> {
+    if !config.cluster.enabled() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        config.security.secret.is_some(),
+        "cluster.redis_url is set but security.secret is not: every instance of a cluster \
+         needs the same secret from the configuration (a generated one is per instance)"
+    );
+    anyhow::ensure!(
+        config.tls.cert.is_some() && config.tls.key.is_some(),
+        "cluster.redis_url is set but tls.cert and tls.key are not: every instance of a \
+         cluster needs its certificate from the configuration (a generated one is per instance)"
+    );
+    Ok(())
+}
+
+/// The engine of a cluster: records and locks in the shared Redis. No start-up recovery:
+/// only what the shared records say is expired is ever collected (by the periodic expiry),
+/// never what this instance merely does not know. Redis unreachable at start is not fatal
+/// (resumable requests get 503s until it is back; signed PUT and GET do not need it).
+async fn shared_engine(
+    url: &str,
+    cluster: &crate::config::ClusterConfig,
+    storage: &FsStorage,
+    limits: crate::core::resumable::Limits,
+) -> anyhow::Result<crate::core::resumable::Engine> {
+    use crate::storage::meta::{Redis, RedisLocker, RedisRecords};
+    let redis = Redis::new(url, &cluster.key_prefix, cluster.redis_timeout)
+        .map_err(|e| anyhow::anyhow!("cluster.{e}"))?;
+    let redis = Arc::new(redis);
+    match redis.ping().await {
+        Ok(()) => tracing::info!("cluster: session records and locks in the shared Redis"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: Redis is not reachable yet; resumable uploads answer 503 until it is")
+        }
+    }
+    let storage = storage.clone();
+    let parts = tokio::task::spawn_blocking(move || crate::storage::FsParts::open(&storage))
+        .await
+        .context("opening session data")?
+        .context("opening session data")?;
+    Ok(crate::core::resumable::Engine::new(
+        Arc::new(RedisRecords::new(redis.clone())),
+        Arc::new(RedisLocker::new(redis, cluster.lock_lease)),
+        Arc::new(parts),
+        limits,
+    ))
 }
 
 /// Binds TCP and UDP on the same port; with port 0, retries until both get the same one.

@@ -154,7 +154,11 @@ pub const ALL_CODES: &[&str] = &[
     // Virus scanning (`[scan]`), single-shot and resumable.
     "virus_found",
     "scanner_unavailable",
+    "session_store_unavailable",
 ];
+
+/// Seconds a client is told to wait when the shared session store is unavailable.
+pub const SESSION_STORE_RETRY_AFTER: u64 = 2;
 
 impl From<std::io::Error> for CoreError {
     fn from(e: std::io::Error) -> Self {
@@ -244,6 +248,7 @@ mod tests {
             | S::PathConflict
             | S::QuotaExceeded { .. } => {}
             S::VirusFound(_) | S::ScannerUnavailable(_) => {}
+            S::StoreUnavailable => {}
         }
     }
 
@@ -292,6 +297,7 @@ mod tests {
             },
             S::VirusFound("Eicar".into()),
             S::ScannerUnavailable(std::time::Duration::from_secs(5)),
+            S::StoreUnavailable,
         ];
         for s in &sessions {
             exhaustive_session(s);

@@ -70,6 +70,7 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         S::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         S::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
+        S::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         S::PathConflict => StatusCode::CONFLICT,
         S::QuotaExceeded { larger_than_cap } => quota_status(*larger_than_cap),
         S::VirusFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -159,6 +160,12 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(super::error::retry_after_secs(wait)),
+        );
+    }
+    if matches!(err, CoreError::Session(SessionError::StoreUnavailable)) {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::error::SESSION_STORE_RETRY_AFTER),
         );
     }
     resp.extensions_mut().insert(ErrorCode(err.code()));

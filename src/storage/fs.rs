@@ -152,6 +152,16 @@ impl FsStorage {
     /// Walks by directory descriptor and never enters a link (nor a directory swapped for
     /// one during the walk); holds one descriptor per level of depth.
     pub fn sweep_temp_files(&self) -> io::Result<usize> {
+        self.sweep_temp_files_older_than(None)
+    }
+
+    /// [`Self::sweep_temp_files`], sparing files modified less than `min_age` ago (when
+    /// given): on a root shared by several instances, a recent temporary file may be an
+    /// upload in progress on another instance.
+    pub fn sweep_temp_files_older_than(
+        &self,
+        min_age: Option<std::time::Duration>,
+    ) -> io::Result<usize> {
         let mut n = 0;
         // Directories still to visit, each as (its parent, its name); the root first.
         let mut todo: Vec<(Arc<Dir>, Option<CString>)> = vec![(self.dir.clone(), None)];
@@ -172,7 +182,11 @@ impl FsStorage {
                     todo.push((dir.clone(), Some(os_cstr(&entry)?)));
                 } else if kind != Kind::Dir && entry.as_bytes().starts_with(TEMP_PREFIX.as_bytes())
                 {
-                    match dir.unlink(&os_cstr(&entry)?) {
+                    let name = os_cstr(&entry)?;
+                    if min_age.is_some_and(|age| !older_than(&dir, &name, age)) {
+                        continue;
+                    }
+                    match dir.unlink(&name) {
                         Ok(()) => n += 1,
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                         Err(e) => return Err(e),
@@ -182,6 +196,20 @@ impl FsStorage {
         }
         Ok(n)
     }
+}
+
+/// Whether the file `name` in `dir` was last modified at least `age` ago (an unreadable or
+/// vanished file counts as recent: it is left alone).
+fn older_than(dir: &Dir, name: &CString, age: std::time::Duration) -> bool {
+    // Non-blocking, so that a FIFO planted there cannot stall the sweep.
+    let Ok(f) = dir.open_file(name, libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
+        return false;
+    };
+    let modified = f.metadata().and_then(|m| m.modified());
+    modified
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|e| e >= age)
 }
 
 /// A temporary upload file; removed on drop unless committed.
@@ -473,5 +501,34 @@ mod tests {
         std::fs::write(dir.path().join("d/keep.txt"), b"x").unwrap();
         assert_eq!(st.sweep_temp_files().unwrap(), 1);
         assert!(dir.path().join("d/keep.txt").exists());
+    }
+
+    #[test]
+    fn a_sweep_with_a_minimum_age_spares_recent_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = FsStorage::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let (old, new) = (
+            dir.path().join("d/.xferd-tmp-old"),
+            dir.path().join(".xferd-tmp-new"),
+        );
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&new, b"x").unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let then = std::time::SystemTime::now() - hour * 2;
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        assert_eq!(st.sweep_temp_files_older_than(Some(hour)).unwrap(), 1);
+        assert!(!old.exists(), "older than the minimum age: removed");
+        assert!(
+            new.exists(),
+            "recent (another instance's upload in progress): kept"
+        );
+        assert_eq!(st.sweep_temp_files_older_than(None).unwrap(), 1);
+        assert!(!new.exists());
     }
 }

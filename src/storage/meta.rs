@@ -19,8 +19,10 @@
 //!
 //! Implementations: [`SessionStore`] (redb, local and durable: redb opens its file once per
 //! process, so its in-memory counts are authoritative), [`MemRecords`] (in-process, for
-//! tests), [`MemLocker`] (in-process lock, used with redb). A shared store (Redis) comes
-//! later behind the same traits. Client profiles have their own store, [`ProfileStore`].
+//! tests), [`MemLocker`] (in-process lock, used with redb), and for several instances
+//! [`RedisRecords`] and [`RedisLocker`] (one shared Redis, `[cluster] redis_url`: Lua
+//! scripts make each write one atomic step; the lock is a lease with a polled release
+//! request). Client profiles have their own store, [`ProfileStore`].
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,8 @@ use serde::{Deserialize, Serialize};
 mod lock;
 mod mem;
 mod redb_store;
+mod redis;
+mod redis_lock;
 
 #[cfg(test)]
 mod contract_tests;
@@ -35,6 +39,8 @@ mod contract_tests;
 pub use lock::{Guard, LockError, Locker, MemLocker};
 pub use mem::MemRecords;
 pub use redb_store::{MetaError, ProfileStore, SessionStore};
+pub use redis::{Redis, RedisRecords};
+pub use redis_lock::RedisLocker;
 
 /// A record's version, for compare-and-set. Starts at 1; every write increments it.
 pub type Version = u64;
@@ -99,6 +105,9 @@ pub enum RecordError {
     ReservedExceeded,
     #[error("session store: {0}")]
     Store(String),
+    /// The shared store cannot be reached or did not answer in time (try again later).
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type RecordResult<T> = Result<T, RecordError>;

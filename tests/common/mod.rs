@@ -2,6 +2,8 @@
 //! over a temporary directory, URL signing, and request helpers over h1, h2 and h3.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::{HeaderMap, Request, StatusCode, Version};

@@ -24,7 +24,10 @@
 //!    their expiry (a record that changed since it was read is left alone) and their data.
 //!    A data file without a record may belong to a creation in progress on another instance:
 //!    it is removed only once it has been seen without a record for [`ORPHAN_GRACE_SECS`].
-//!    Start-up drops only records of sessions in progress whose data file is gone.
+//!    Start-up drops only records of sessions in progress whose data file is gone, and only
+//!    with the local store ([`Engine::open`]); over a store shared by several instances
+//!    ([`Engine::new`], `[cluster]`) start-up removes nothing: another instance may be
+//!    creating what this one does not know yet.
 //! 7. In memory, the engine keeps state only for sessions in progress: a cache of running
 //!    hashes, and the locker's state while a lock is held or awaited. An id without a session
 //!    never gets an entry, and a session's entry goes when it completes, is terminated or
@@ -174,7 +177,8 @@ impl Engine {
         ))
     }
 
-    /// An engine over any record store and locker (no recovery step).
+    /// An engine over any record store and locker (no recovery step: what a shared store
+    /// holds is collected only by [`Engine::expire`], by what the records say).
     pub fn new(
         records: Arc<dyn SessionRecords>,
         locker: Arc<dyn Locker>,
@@ -234,10 +238,12 @@ impl Engine {
     /// Takes the session's one-writer lock, first telling a request holding it to stop and
     /// commit. Callers check that the session exists and is in progress first (rule 7).
     async fn take_writer(&self, id: &str) -> Result<Guard, SessionError> {
-        self.locker
-            .lock(id)
-            .await
-            .map_err(|e| SessionError::Storage(e.to_string()))
+        // A lock backend fails only when it cannot be reached (or its wait ran out): the
+        // upload can be resumed later, so it is "unavailable", not a storage failure.
+        self.locker.lock(id).await.map_err(|e| {
+            tracing::warn!(%id, error = %e, "cannot take an upload's lock");
+            SessionError::StoreUnavailable
+        })
     }
 
     /// The running hash of a session known to be in progress (inserted if absent).

@@ -59,6 +59,9 @@ pub enum SessionError {
     /// `[scan]`: the scanner failed (fail closed); the upload was removed, nothing stored.
     #[error("the virus scanner is unavailable; try again in {}s", crate::core::error::retry_after_secs(.0))]
     ScannerUnavailable(std::time::Duration),
+    /// The shared session store (Redis) cannot be reached; the upload can be resumed later.
+    #[error("the session store is unavailable; try again shortly")]
+    StoreUnavailable,
 }
 
 impl SessionError {
@@ -94,6 +97,7 @@ impl SessionError {
             SessionError::QuotaExceeded { .. } => "quota_exceeded",
             SessionError::VirusFound(_) => "virus_found",
             SessionError::ScannerUnavailable(_) => "scanner_unavailable",
+            SessionError::StoreUnavailable => "session_store_unavailable",
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod ranges;
 pub mod session;
 pub mod tus;
 
-pub use engine::{Engine, Limits, NewSession, Placement, SessionError, Write};
+pub use engine::{Engine, Limits, NewSession, Placement, SessionError, Write, ORPHAN_GRACE_SECS};
 pub use session::{Kind, Origin, Session};
 
 #[cfg(test)]

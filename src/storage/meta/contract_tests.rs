@@ -1,11 +1,15 @@
-//! The [`SessionRecords`] and [`Locker`] contract, run against every implementation (redb
-//! and mem): compare-and-set conflicts, counts of open records and quota refusals, scans
-//! that find expired records, preemption with increasing fencing tokens, and fencing of a
-//! stale holder's writes, also after a lease takeover.
+//! The [`SessionRecords`] and [`Locker`] contract, run against every implementation (redb,
+//! mem, and Redis: a private redis-server started by each test, see
+//! `tests/common/redis.rs`): compare-and-set conflicts, counts of open records and quota
+//! refusals, scans that find expired records, preemption with increasing fencing tokens,
+//! and fencing of a stale holder's writes, also after a lease takeover.
 
 use super::*;
 use std::sync::Arc;
 use std::time::Duration;
+
+#[path = "../../../tests/common/redis.rs"]
+mod redis_server;
 
 fn rec(owner: &str, open: bool, reserved: u64, expires: u64) -> Record {
     Record {
@@ -35,20 +39,59 @@ async fn soon<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 /// The implementations under test, each with a name for failure messages.
 type Stores = Vec<(&'static str, Arc<dyn SessionRecords>)>;
 
-/// Both implementations (the redb file lives in the returned directory).
-fn stores() -> (tempfile::TempDir, Stores) {
+/// What the stores live in: the redb file's directory, the private Redis (when installed).
+struct Env {
+    _dir: tempfile::TempDir,
+    redis: Option<(redis_server::RedisServer, Arc<Redis>)>,
+}
+
+impl Env {
+    /// Lockers to pair with the records: in-process (for redb and mem) and, with Redis,
+    /// the shared one. `last`: tokens start above it; `lease`: with a lease.
+    fn lockers(&self, last: u64, lease: Option<Duration>) -> Vec<(&'static str, Arc<dyn Locker>)> {
+        let mem: Arc<dyn Locker> = match lease {
+            Some(l) => Arc::new(MemLocker::with_lease(last, l)),
+            None => Arc::new(MemLocker::starting_after(last)),
+        };
+        let mut out = vec![("mem", mem)];
+        if let Some((_, r)) = &self.redis {
+            let l = RedisLocker::new(r.clone(), lease.unwrap_or(Duration::from_secs(10)));
+            out.push(("redis", Arc::new(l)));
+        }
+        out
+    }
+}
+
+/// Every implementation (the redb file lives in the returned directory).
+fn stores() -> (Env, Stores) {
     let dir = tempfile::tempdir().unwrap();
     let redb = SessionStore::open(&dir.path().join("s.redb")).unwrap();
-    let all: Stores = vec![
+    let mut all: Stores = vec![
         ("redb", Arc::new(redb)),
         ("mem", Arc::new(MemRecords::new())),
     ];
-    (dir, all)
+    let redis = redis_server::RedisServer::start().map(|srv| {
+        let r = Redis::new(&srv.url(), "t:", Duration::from_secs(2)).unwrap();
+        (srv, Arc::new(r))
+    });
+    if let Some((_, r)) = &redis {
+        all.push(("redis", Arc::new(RedisRecords::new(r.clone()))));
+    }
+    (Env { _dir: dir, redis }, all)
+}
+
+/// Sets the shared fencing counter, so that Redis tokens start above `last`.
+async fn fence_after(env: &Env, last: u64) {
+    if let Some((_, r)) = &env.redis {
+        let mut c = ::redis::cmd("SET");
+        c.arg("t:fence").arg(last);
+        r.cmd::<String>(&c).await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn compare_and_set_detects_conflicts() {
-    let (_dir, stores) = stores();
+    let (_env, stores) = stores();
     for (name, s) in stores {
         let v1 = s.insert("a", rec("x", true, 1, 9), ROOMY).await.unwrap();
         assert!(
@@ -90,7 +133,7 @@ async fn compare_and_set_detects_conflicts() {
 
 #[tokio::test]
 async fn counts_cover_open_records_only_and_quotas_are_atomic() {
-    let (_dir, stores) = stores();
+    let (_env, stores) = stores();
     for (name, s) in stores {
         s.insert("a", rec("x", true, 10, 9), ROOMY).await.unwrap();
         s.insert("b", rec("y", true, 20, 9), ROOMY).await.unwrap();
@@ -152,7 +195,7 @@ async fn counts_cover_open_records_only_and_quotas_are_atomic() {
 
 #[tokio::test]
 async fn a_scan_finds_the_expired_records() {
-    let (_dir, stores) = stores();
+    let (_env, stores) = stores();
     for (name, s) in stores {
         s.insert("old", rec("x", true, 1, 5), ROOMY).await.unwrap();
         s.insert("new", rec("x", true, 1, 50), ROOMY).await.unwrap();
@@ -178,9 +221,16 @@ async fn a_scan_finds_the_expired_records() {
 
 #[tokio::test]
 async fn a_second_acquirer_preempts_the_holder_and_fences_it_out() {
-    let (_dir, stores) = stores();
-    for (name, s) in stores {
-        let locker = MemLocker::new();
+    let (env, stores) = stores();
+    let pairs = stores.into_iter().flat_map(|(n, s)| {
+        let lockers = env.lockers(0, None);
+        // The shared locker goes with the shared records; the local one with each store.
+        lockers
+            .into_iter()
+            .filter(move |(l, _)| (*l == "redis") == (n == "redis"))
+            .map(move |(_, l)| (n, s.clone(), l))
+    });
+    for (name, s, locker) in pairs.collect::<Vec<_>>() {
         let v = s.insert("a", rec("x", true, 1, 9), ROOMY).await.unwrap();
         let mut first = locker.lock("a").await.unwrap();
         let v = s
@@ -218,10 +268,17 @@ async fn a_second_acquirer_preempts_the_holder_and_fences_it_out() {
 
 #[tokio::test]
 async fn a_holder_that_does_not_release_loses_the_lock_after_its_lease() {
-    let (_dir, stores) = stores();
-    for (name, s) in stores {
-        let lease = Duration::from_millis(300);
-        let locker = MemLocker::with_lease(41, lease);
+    let (env, stores) = stores();
+    let lease = Duration::from_millis(400);
+    fence_after(&env, 41).await;
+    let pairs = stores.into_iter().flat_map(|(n, s)| {
+        let lockers = env.lockers(41, Some(lease));
+        lockers
+            .into_iter()
+            .filter(move |(l, _)| (*l == "redis") == (n == "redis"))
+            .map(move |(_, l)| (n, s.clone(), l))
+    });
+    for (name, s, locker) in pairs.collect::<Vec<_>>() {
         let v = s.insert("a", rec("x", true, 1, 9), ROOMY).await.unwrap();
         // The holder is stuck: it never drops its guard while asked.
         let mut dead = locker.lock("a").await.unwrap();
@@ -265,4 +322,48 @@ async fn a_holder_that_does_not_release_loses_the_lock_after_its_lease() {
         );
         assert_eq!(locker.active(), 0, "{name}");
     }
+}
+
+#[tokio::test]
+async fn redis_down_is_unavailable_and_service_resumes_when_it_is_back() {
+    let (mut env, _) = stores();
+    let Some((srv, r)) = env.redis.as_mut() else {
+        return;
+    };
+    let (records, locker) = (
+        RedisRecords::new(r.clone()),
+        RedisLocker::new(r.clone(), Duration::from_secs(1)),
+    );
+    records
+        .insert("a", rec("x", true, 1, 9), ROOMY)
+        .await
+        .unwrap();
+    let mut held = locker.lock("a").await.unwrap();
+    srv.stop();
+    // The holder cannot renew its lease: it is told to stop (and commit) at once.
+    soon("the holder hears that Redis is gone", held.preempted()).await;
+    let r1 = soon("get", records.get("a")).await;
+    assert!(matches!(r1, Err(RecordError::Unavailable(_))), "{r1:?}");
+    let r2 = soon("insert", records.insert("b", rec("x", true, 1, 9), ROOMY)).await;
+    assert!(matches!(r2, Err(RecordError::Unavailable(_))), "{r2:?}");
+    let r3 = soon("lock", locker.lock("b")).await;
+    assert!(r3.is_err(), "a lock without Redis");
+    drop(held);
+    srv.restart();
+    // Empty after the restart (it keeps nothing); every call works again.
+    assert_eq!(soon("get", records.get("a")).await.unwrap(), None);
+    records
+        .insert("b", rec("x", true, 1, 9), ROOMY)
+        .await
+        .unwrap();
+    assert_eq!(records.counts("x").await.unwrap().open, 1);
+    let g = soon("lock", locker.lock("b")).await.unwrap();
+    assert!(g.token() > 0);
+    drop(g);
+    soon("lock state goes", async {
+        while locker.active() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
