@@ -16,10 +16,12 @@ mod fields;
 pub mod hfs;
 mod ops;
 mod overrides;
+mod storage;
 
 pub use hfs::{HfsCompat, KeyClass, KeyReport};
 pub use ops::{LogConfig, LogFormat, PrefixLimitConfig, RateLimitConfig};
 pub use overrides::Overrides;
+pub use storage::{Backend as StorageBackend, S3Config, StorageConfig};
 
 /// A configuration problem, always naming the key or file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+    /// `[storage]`: the backend of finished files (see [`storage`]).
+    pub storage: StorageConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,
@@ -521,6 +525,7 @@ impl Config {
         if rl.prefixes.iter().any(|p| !p.path.starts_with('/')) {
             return bad("rate_limit.prefixes", "each `path` must start with `/`");
         }
+        self.storage.validate()?;
         Ok(())
     }
 

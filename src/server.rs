@@ -103,6 +103,58 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
     }
 }
 
+/// `xferd_s3_requests_total{op}`: requests sent to the S3 backend, by operation.
+fn s3_request_counter() -> prometheus::IntCounterVec {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "xferd_s3_requests_total",
+            "Requests sent to the S3 storage backend, by operation.",
+        ),
+        &["op"],
+    )
+    .unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+/// The S3 backend when `[storage] backend = "s3"`, after checking that the bucket answers
+/// (the error names what is wrong: the endpoint, the credentials, the bucket).
+async fn open_s3(
+    config: &Config,
+    requests: &prometheus::IntCounterVec,
+) -> anyhow::Result<Option<crate::storage::s3::S3Store>> {
+    use crate::storage::s3::{Credentials, S3Options, S3Store};
+    if config.storage.backend != crate::config::StorageBackend::S3 {
+        return Ok(None);
+    }
+    let c = &config.storage.s3;
+    let (access_key_id, secret_access_key, session_token) =
+        c.credentials().map_err(anyhow::Error::msg)?;
+    let opts = S3Options {
+        endpoint: c.endpoint.clone(),
+        region: c.region.clone(),
+        bucket: c.bucket.clone(),
+        prefix: c.prefix.clone(),
+        allow_http: c.allow_http,
+        part_size: c.part_size,
+        max_parts_in_flight: c.max_parts_in_flight,
+        credentials: Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        },
+    };
+    let counter = requests.clone();
+    let observer: crate::storage::s3::Observer =
+        Arc::new(move |op| counter.with_label_values(&[op.name()]).inc());
+    let store = S3Store::new(opts, Some(observer))
+        .map_err(|e| anyhow::anyhow!("storage.s3: {e}"))?;
+    store
+        .check()
+        .await
+        .map_err(|e| anyhow::anyhow!("storage.s3 ({}): {e}", c.endpoint))?;
+    tracing::info!(endpoint = %c.endpoint, bucket = %c.bucket, prefix = %c.prefix, "storage: S3 bucket reachable");
+    Ok(Some(store))
+}
+
 /// Starts every listener described by `config`.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.server.state_path).with_context(|| {
@@ -113,14 +165,20 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     })?;
     // Opening storage walks the whole tree (the sweep): file-system work, so it runs on
     // the blocking pool, not on the runtime thread that is awaiting `start`.
+    let s3_requests = s3_request_counter();
+    let s3 = open_s3(&config, &s3_requests).await?;
+    let fs_backend = s3.is_none();
     let storage_path = config.server.storage_path.clone();
     let (storage, swept) = tokio::task::spawn_blocking(move || {
+        if !fs_backend {
+            return anyhow::Ok((None, 0));
+        }
         let storage = FsStorage::open(&storage_path)
             .with_context(|| format!("opening storage {}", storage_path.display()))?;
         let swept = storage
             .sweep_temp_files()
             .context("sweeping temporary files")?;
-        anyhow::Ok((storage, swept))
+        anyhow::Ok((Some(storage), swept))
     })
     .await
     .context("start-up sweep")??;
@@ -169,12 +227,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.server.state_path.join("sessions.redb"),
         storage.clone(),
     );
+    let (recover_s3, s3_sessions) = (s3.clone(), config.server.state_path.join("s3-sessions"));
     let engine = tokio::task::spawn_blocking(move || {
-        let parts =
-            crate::storage::FsParts::open(&recover_storage).context("opening session data")?;
+        let parts: Arc<dyn crate::storage::PartStore> = match (recover_storage, recover_s3) {
+            (Some(fs), _) => {
+                Arc::new(crate::storage::FsParts::open(&fs).context("opening session data")?)
+            }
+            (None, Some(s3)) => Arc::new(
+                crate::storage::s3::parts::S3Parts::open(&s3_sessions, s3)
+                    .context("opening session data")?,
+            ),
+            (None, None) => anyhow::bail!("no storage backend"),
+        };
         let sessions = crate::storage::SessionStore::open(&sessions_path)
             .context("opening the session store")?;
-        crate::core::resumable::Engine::open(sessions, Arc::new(parts), limits)
+        crate::core::resumable::Engine::open(sessions, parts, limits)
             .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))
     })
     .await
@@ -201,6 +268,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         profiles.load(parsed, now);
     }
     let metrics = crate::metrics::Metrics::new(pool.clone(), profiles.clone());
+    if s3.is_some() {
+        metrics.register(Box::new(s3_requests.clone()));
+    }
     let telemetry: Arc<dyn crate::core::Telemetry> = metrics.clone();
     let adaptive = Arc::new(crate::core::adaptive::Adaptive {
         options: crate::core::adaptive::Options {
@@ -231,7 +301,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let core = Arc::new(Core::new(
         core_settings(&config),
         keys,
-        Arc::new(storage),
+        match (s3, storage) {
+            (Some(s3), _) => Arc::new(s3) as Arc<dyn crate::storage::store::Store>,
+            (None, Some(fs)) => Arc::new(fs),
+            (None, None) => anyhow::bail!("no storage backend"),
+        },
         engine,
         adaptive,
         resilience,

@@ -6,6 +6,7 @@ use super::{
     ServerConfig, StreamingConfig, TlsConfig,
 };
 use super::{LogConfig, RateLimitConfig};
+use super::{S3Config, StorageConfig};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// The field names serde would accept for `T`, captured from `deserialize_struct`.
@@ -35,6 +36,8 @@ pub(super) fn keys(section: &str) -> Option<&'static [&'static str]> {
         "metrics" => fields_of::<MetricsConfig>(),
         "rate_limit" => fields_of::<RateLimitConfig>(),
         "log" => fields_of::<LogConfig>(),
+        "storage" => fields_of::<StorageConfig>(),
+        "storage.s3" => fields_of::<S3Config>(),
         _ => return None,
     })
 }
