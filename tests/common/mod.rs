@@ -13,6 +13,9 @@ use xferd::config::Config;
 use xferd::core::auth::{message_for, Keys, Scheme};
 use xferd::core::body::{BodyError, BodyStream};
 
+/// A private SeaweedFS (S3) for the s3 backend's tests.
+pub mod s3;
+
 pub const SECRET: &str = "test-secret";
 
 pub struct TestServer {

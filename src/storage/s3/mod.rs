@@ -77,7 +77,16 @@ struct Inner {
     prefix: String,
     part_size: usize,
     max_in_flight: usize,
+    /// One lock per key being committed: this instance's commits of a key run one after
+    /// the other, so the store's `If-None-Match: *` sees the first one's object. (Some
+    /// stores do not check it atomically: SeaweedFS 4.48 let two concurrent
+    /// CompleteMultipartUploads of one key both succeed.) Across instances, atomicity is
+    /// the store's.
+    commits: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// A held commit lock (released on drop; the map entry goes at the next lookup).
+pub(crate) struct CommitGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
 
 /// What HEAD says about an object.
 #[derive(Debug, Clone)]
@@ -126,6 +135,7 @@ impl S3Store {
                 prefix,
                 part_size,
                 max_in_flight: opts.max_parts_in_flight.max(1),
+                commits: Default::default(),
             }),
         })
     }
@@ -276,6 +286,16 @@ impl S3Store {
             }
         }
         Ok(this?.is_some() || dir?)
+    }
+
+    /// Holds this instance's commit lock of `full` (see [`Inner::commits`]).
+    pub(crate) async fn commit_lock(&self, full: &str) -> CommitGuard {
+        let lock = {
+            let mut map = self.inner.commits.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+            map.entry(full.to_string()).or_default().clone()
+        };
+        CommitGuard(lock.lock_owned().await)
     }
 
     /// AbortMultipartUpload (a missing upload is fine).

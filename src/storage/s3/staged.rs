@@ -262,6 +262,7 @@ impl Staged for S3Staged {
                 sh.discard(&mut st).await;
                 return Err(other("an earlier write failed"));
             }
+            let _serial = sh.store.commit_lock(&sh.key).await;
             let r = sh.commit(&mut st).await;
             if r.is_err() {
                 sh.discard(&mut st).await;
