@@ -145,8 +145,8 @@ async fn open_s3(
     let counter = requests.clone();
     let observer: crate::storage::s3::Observer =
         Arc::new(move |op| counter.with_label_values(&[op.name()]).inc());
-    let store = S3Store::new(opts, Some(observer))
-        .map_err(|e| anyhow::anyhow!("storage.s3: {e}"))?;
+    let store =
+        S3Store::new(opts, Some(observer)).map_err(|e| anyhow::anyhow!("storage.s3: {e}"))?;
     store
         .check()
         .await

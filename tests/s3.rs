@@ -165,7 +165,12 @@ async fn signed_put_then_downloads_over_every_protocol() {
                 r.json()["sha256"].as_str().unwrap(),
                 hex::encode(Sha256::digest(data))
             );
-            let meta = e.store.stat(&key(&rel)).await.unwrap().expect("in the bucket");
+            let meta = e
+                .store
+                .stat(&key(&rel))
+                .await
+                .unwrap()
+                .expect("in the bucket");
             assert_eq!(meta.len, data.len() as u64, "{l} {name}");
             let full = get(&mut c, &format!("/{rel}"), &[]).await;
             assert_eq!(full.status, 200, "{l} {name}");
@@ -188,7 +193,12 @@ async fn signed_put_then_downloads_over_every_protocol() {
         assert_eq!(r.body, big.slice(a..=b));
         let r = get(&mut c, &path, &[("range", "bytes=-10")]).await;
         assert_eq!(r.body, big.slice(len - 10..));
-        let r = get(&mut c, &path, &[("range", &format!("bytes={}-", len - 1000))]).await;
+        let r = get(
+            &mut c,
+            &path,
+            &[("range", &format!("bytes={}-", len - 1000))],
+        )
+        .await;
         assert_eq!(r.body, big.slice(len - 1000..));
         // Two ranges: multipart/byteranges with both (a seek between them).
         let r = get(&mut c, &path, &[("range", "bytes=0-9,9000000-9000009")]).await;
@@ -211,7 +221,10 @@ async fn signed_put_then_downloads_over_every_protocol() {
         assert_eq!(h.status, 200);
         assert_eq!(h.header("content-length"), Some(len.to_string().as_str()));
         assert!(h.body.is_empty());
-        assert_eq!(get(&mut c, &format!("/{l}/none.bin"), &[]).await.status, 404);
+        assert_eq!(
+            get(&mut c, &format!("/{l}/none.bin"), &[]).await.status,
+            404
+        );
     }
     assert!(e.store.multipart_uploads().await.unwrap().is_empty());
     e.srv.stop().await;
@@ -225,7 +238,10 @@ async fn a_put_onto_a_taken_key_is_409_and_the_object_is_unchanged() {
         let l = label(proto);
         let rel = format!("{l}/taken.bin");
         let mut c = e.srv.client(proto).await;
-        assert_eq!(put(&mut c, &signed_v(&rel, 1000), &first, &[]).await.status, 201);
+        assert_eq!(
+            put(&mut c, &signed_v(&rel, 1000), &first, &[]).await.status,
+            201
+        );
         let other = pattern(4, 0, 1000);
         let r = put(&mut c, &signed_v(&rel, 1000), &other, &[]).await;
         assert_eq!(r.status, 409, "{l}");
@@ -259,7 +275,9 @@ async fn cut_and_short_uploads_leave_no_object_and_no_multipart_upload() {
             .header("content-length", declared.to_string())
             .body(())
             .unwrap();
-        let _ = c.send(req, Some(futures_util::stream::iter(half).boxed())).await;
+        let _ = c
+            .send(req, Some(futures_util::stream::iter(half).boxed()))
+            .await;
         drop(c);
         // A short body (h2/h3 can end a stream before its Content-Length).
         if proto != Proto::H1 {
@@ -301,7 +319,12 @@ async fn a_bad_signature_sends_nothing_to_s3() {
     assert_eq!(s3_requests(&e.srv).await, before, "requests sent to S3");
     // The metric does count: a good PUT moves it.
     let mut c = e.srv.client(Proto::H1).await;
-    assert_eq!(put(&mut c, &signed_v("ok.bin", 3), b"abc", &[]).await.status, 201);
+    assert_eq!(
+        put(&mut c, &signed_v("ok.bin", 3), b"abc", &[])
+            .await
+            .status,
+        201
+    );
     assert!(s3_requests(&e.srv).await > before);
     e.srv.stop().await;
 }
@@ -324,13 +347,21 @@ async fn two_concurrent_puts_of_one_key_give_exactly_one_201() {
                 request_on(c, "PUT", &url, &h, Some(body_once(data))).await
             }
         };
-        let (a, b) = futures_util::future::join(send(datas[0].clone()), send(datas[1].clone())).await;
+        let (a, b) =
+            futures_util::future::join(send(datas[0].clone()), send(datas[1].clone())).await;
         let mut statuses = [a.status.as_u16(), b.status.as_u16()];
         statuses.sort();
         assert_eq!(statuses, [201, 409], "{l}");
-        let winner = if a.status == 201 { &datas[0] } else { &datas[1] };
+        let winner = if a.status == 201 {
+            &datas[0]
+        } else {
+            &datas[1]
+        };
         let mut c = e.srv.client(proto).await;
-        assert!(get(&mut c, &format!("/{rel}"), &[]).await.body == *winner, "{l}");
+        assert!(
+            get(&mut c, &format!("/{rel}"), &[]).await.body == *winner,
+            "{l}"
+        );
     }
     assert!(e.store.multipart_uploads().await.unwrap().is_empty());
     e.srv.stop().await;
@@ -342,7 +373,15 @@ async fn a_tus_upload_completes_into_the_bucket() {
     let mut c = e.srv.client(Proto::H2).await;
     let rel = "tus/file.bin";
     let data = pattern(10, 0, (PART + 4321) as usize);
-    let url = signed("", xferd::core::auth::Scheme::V3, "POST", rel, 0, "", now_unix() + 600);
+    let url = signed(
+        "",
+        xferd::core::auth::Scheme::V3,
+        "POST",
+        rel,
+        0,
+        "",
+        now_unix() + 600,
+    );
     let len = data.len().to_string();
     let tus = ("tus-resumable", "1.0.0");
     let r = request(&mut c, "POST", &url, &[tus, ("upload-length", &len)], None).await;
@@ -350,7 +389,9 @@ async fn a_tus_upload_completes_into_the_bucket() {
     let loc = r.header("location").unwrap().to_string();
     let ct = ("content-type", "application/offset+octet-stream");
     let cut = 1_000_000;
+    let mut appended = Vec::new();
     for (from, to) in [(0, cut), (cut, data.len())] {
+        let before = s3_requests(&e.srv).await;
         let (off, n) = (from.to_string(), (to - from).to_string());
         let r = request(
             &mut c,
@@ -361,8 +402,18 @@ async fn a_tus_upload_completes_into_the_bucket() {
         )
         .await;
         assert_eq!(r.status, 204, "PATCH at {from}: {:?}", r.body);
+        appended.push(s3_requests(&e.srv).await - before);
     }
-    let meta = e.store.stat(&key(rel)).await.unwrap().expect("completed into S3");
+    // An append that does not finish the upload sends nothing to S3 (the data stays on
+    // local disk); the last one completes: checks (HEAD key and parent, LIST key/), then
+    // Create + 2 UploadPart + Complete.
+    assert_eq!(appended, [0, 7], "S3 requests per tus append");
+    let meta = e
+        .store
+        .stat(&key(rel))
+        .await
+        .unwrap()
+        .expect("completed into S3");
     assert_eq!(meta.len, data.len() as u64);
     assert!(get(&mut c, &format!("/{rel}"), &[]).await.body == data);
     e.srv.stop().await;
@@ -379,10 +430,20 @@ async fn a_put_costs_fixed_requests_plus_one_per_part() {
         let rel = format!("n{parts}/f.bin");
         let before = e.store.client().total();
         let start = s3_requests(&e.srv).await;
-        let r = put(&mut c, &signed_v(&rel, len), &pattern(11, 0, len as usize), &[]).await;
+        let r = put(
+            &mut c,
+            &signed_v(&rel, len),
+            &pattern(11, 0, len as usize),
+            &[],
+        )
+        .await;
         assert_eq!(r.status, 201);
         costs.push(s3_requests(&e.srv).await - start);
-        assert_eq!(e.store.client().total(), before, "the test's own store sent nothing");
+        assert_eq!(
+            e.store.client().total(),
+            before,
+            "the test's own store sent nothing"
+        );
     }
     // Checks (HEAD key, HEAD parent, LIST key/) twice: the core's admission, then begin.
     // One part: 6 checks + PutObject. Three: 6 + Create + 3 UploadPart + Complete.
@@ -422,7 +483,12 @@ async fn figure_requests_per_256_mib_put() {
     e.srv.stop().await;
 }
 
-fn write_config(dir: &std::path::Path, endpoint: &str, bucket: &str, secret: &str) -> std::path::PathBuf {
+fn write_config(
+    dir: &std::path::Path,
+    endpoint: &str,
+    bucket: &str,
+    secret: &str,
+) -> std::path::PathBuf {
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nstorage_path = \"{d}/data\"\nstate_path = \"{d}/state\"\n\
          [security]\nsecret = \"s\"\n\
@@ -466,16 +532,40 @@ fn serve_must_fail(config: &std::path::Path) -> String {
 fn start_up_fails_clearly_for_a_missing_bucket_and_wrong_credentials() {
     let Some(w) = seaweed() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let out = serve_must_fail(&write_config(dir.path(), &w.endpoint, "no-such-bucket", weed::SECRET_KEY));
-    assert!(out.contains("no-such-bucket") && out.contains("does not exist"), "{out}");
-    let out = serve_must_fail(&write_config(dir.path(), &w.endpoint, weed::BUCKET, "wrong-secret"));
+    let out = serve_must_fail(&write_config(
+        dir.path(),
+        &w.endpoint,
+        "no-such-bucket",
+        weed::SECRET_KEY,
+    ));
+    assert!(
+        out.contains("no-such-bucket") && out.contains("does not exist"),
+        "{out}"
+    );
+    let out = serve_must_fail(&write_config(
+        dir.path(),
+        &w.endpoint,
+        weed::BUCKET,
+        "wrong-secret",
+    ));
     assert!(out.contains("credentials"), "{out}");
-    assert!(!out.contains("wrong-secret"), "the secret is never printed: {out}");
+    assert!(
+        !out.contains("wrong-secret"),
+        "the secret is never printed: {out}"
+    );
     // Nothing listens there: the endpoint is named.
     let dead = format!("http://127.0.0.1:{}", {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     });
-    let out = serve_must_fail(&write_config(dir.path(), &dead, weed::BUCKET, weed::SECRET_KEY));
-    assert!(out.contains("cannot connect") && out.contains(&dead[7..]), "{out}");
+    let out = serve_must_fail(&write_config(
+        dir.path(),
+        &dead,
+        weed::BUCKET,
+        weed::SECRET_KEY,
+    ));
+    assert!(
+        out.contains("cannot connect") && out.contains(&dead[7..]),
+        "{out}"
+    );
 }

@@ -94,9 +94,11 @@ impl S3Config {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
             (Some(id), Some(secret)) => Ok((id, secret, env("AWS_SESSION_TOKEN"))),
-            _ => Err("no S3 credentials: set storage.s3.access_key_id and secret_access_key, \
+            _ => Err(
+                "no S3 credentials: set storage.s3.access_key_id and secret_access_key, \
                  or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                .into()),
+                    .into(),
+            ),
         }
     }
 }
@@ -124,9 +126,10 @@ impl StorageConfig {
             );
         }
         match s.endpoint.parse::<http::Uri>() {
-            Ok(u) if u.host().is_some_and(|h| !h.is_empty())
-                && matches!(u.path(), "" | "/")
-                && u.query().is_none() => {}
+            Ok(u)
+                if u.host().is_some_and(|h| !h.is_empty())
+                    && matches!(u.path(), "" | "/")
+                    && u.query().is_none() => {}
             _ => {
                 return bad(
                     "storage.s3.endpoint",
@@ -205,10 +208,18 @@ mod tests {
     fn bad_s3_settings_name_their_key() {
         for (from, to, key) in [
             ("http://127.0.0.1:9000", "ftp://x", "storage.s3.endpoint"),
-            ("allow_http = true", "allow_http = false", "storage.s3.endpoint"),
+            (
+                "allow_http = true",
+                "allow_http = false",
+                "storage.s3.endpoint",
+            ),
             ("\"files\"", "\"Bad_Bucket\"", "storage.s3.bucket"),
             ("\"16MB\"", "\"1MB\"", "storage.s3.part_size"),
-            ("secret_access_key = \"very-secret\"\n", "", "storage.s3.access_key_id"),
+            (
+                "secret_access_key = \"very-secret\"\n",
+                "",
+                "storage.s3.access_key_id",
+            ),
         ] {
             let text = OK.replace(from, to);
             match parse(&text) {

@@ -225,7 +225,10 @@ async fn writes_land_at_their_offsets_and_ranges_read_back() {
             sink.write(0, Bytes::from_static(b"01234")).await.unwrap();
         } else {
             // Sequential only (an object store): an out-of-order write is refused.
-            assert!(sink.write(5, Bytes::from_static(b"5")).await.is_err(), "{name}");
+            assert!(
+                sink.write(5, Bytes::from_static(b"5")).await.is_err(),
+                "{name}"
+            );
             sink.write(0, Bytes::from_static(b"01234")).await.unwrap();
             sink.write(5, Bytes::from_static(b"56789")).await.unwrap();
         }

@@ -83,8 +83,7 @@ fn answers(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return false;
@@ -162,7 +161,10 @@ pub fn start() -> Option<SeaweedFs> {
             panic!("weed exited early ({status}): see {}", me.log_tail());
         }
         if Instant::now() > deadline {
-            panic!("weed did not answer on port {s3} within {START_TIMEOUT:?}: {}", me.log_tail());
+            panic!(
+                "weed did not answer on port {s3} within {START_TIMEOUT:?}: {}",
+                me.log_tail()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -127,7 +127,10 @@ impl Endpoint {
                 "`{url}` must not have a path (the bucket is storage.s3.bucket)"
             ));
         }
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         Ok((https, host, port))
     }

@@ -108,7 +108,10 @@ fn conflict(what: &str) -> StoreError {
 }
 
 impl S3Store {
-    pub fn new(opts: S3Options, observer: Option<Observer>) -> std::result::Result<S3Store, String> {
+    pub fn new(
+        opts: S3Options,
+        observer: Option<Observer>,
+    ) -> std::result::Result<S3Store, String> {
         let (https, host, port) = Endpoint::parse(&opts.endpoint, opts.allow_http)?;
         if opts.part_size < MIN_PART_SIZE {
             return Err(format!("part_size must be at least {MIN_PART_SIZE} bytes"));
@@ -352,11 +355,8 @@ impl Store for S3Store {
             let Some(head) = st.head(&full).await? else {
                 return Ok(None);
             };
-            let obj: Arc<dyn Object> = Arc::new(object::S3Object::new(
-                st.inner.client.clone(),
-                full,
-                head,
-            ));
+            let obj: Arc<dyn Object> =
+                Arc::new(object::S3Object::new(st.inner.client.clone(), full, head));
             Ok(Some(obj))
         })
     }

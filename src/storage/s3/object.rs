@@ -48,7 +48,9 @@ impl S3Object {
 }
 
 fn changed(what: &str) -> StoreError {
-    StoreError::Other(io::Error::other(format!("S3 object {what} while being read")))
+    StoreError::Other(io::Error::other(format!(
+        "S3 object {what} while being read"
+    )))
 }
 
 async fn open_window(
@@ -85,7 +87,11 @@ impl Object for S3Object {
     }
 
     fn read_at(&self, offset: u64, len: usize) -> BoxFuture<'static, Result<Bytes>> {
-        let (client, key, etag) = (self.client.clone(), self.key.clone(), self.head.etag.clone());
+        let (client, key, etag) = (
+            self.client.clone(),
+            self.key.clone(),
+            self.head.etag.clone(),
+        );
         let total = self.head.meta.len;
         let reader = self.reader.clone();
         Box::pin(async move {

@@ -13,9 +13,7 @@ use super::S3Store;
 use crate::storage::fs::FsStorage;
 use crate::storage::key::Key;
 use crate::storage::parts::{FsParts, PARTS_DIR};
-use crate::storage::store::{
-    BoxFuture, Capabilities, PartStore, Result, Sink, Store, StoreError,
-};
+use crate::storage::store::{BoxFuture, Capabilities, PartStore, Result, Sink, Store, StoreError};
 use bytes::Bytes;
 use std::io;
 use std::os::unix::fs::FileExt;

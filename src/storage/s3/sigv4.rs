@@ -250,7 +250,10 @@ mod tests {
 
     #[test]
     fn paths_and_queries_are_encoded_as_s3_expects() {
-        assert_eq!(encode_path("/b/a dir/ü+x~.txt"), "/b/a%20dir/%C3%BC%2Bx~.txt");
+        assert_eq!(
+            encode_path("/b/a dir/ü+x~.txt"),
+            "/b/a%20dir/%C3%BC%2Bx~.txt"
+        );
         assert_eq!(encode_query("a/b c"), "a%2Fb%20c");
     }
 
@@ -270,6 +273,9 @@ mod tests {
         c.session_token = Some("tok-123".into());
         let shown = format!("{c:?}");
         assert!(shown.contains("AKIAIOSFODNN7EXAMPLE"));
-        assert!(!shown.contains("EXAMPLEKEY") && !shown.contains("tok-123"), "{shown}");
+        assert!(
+            !shown.contains("EXAMPLEKEY") && !shown.contains("tok-123"),
+            "{shown}"
+        );
     }
 }

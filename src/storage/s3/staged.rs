@@ -89,8 +89,9 @@ impl Shared {
         let number = u32::try_from(st.parts.len() + st.in_flight.len() + 1)
             .map_err(|_| other("too many parts"))?;
         let (me, id) = (self.clone(), st.upload_id.clone().unwrap_or_default());
-        st.in_flight
-            .push_back(tokio::spawn(async move { me.upload_part(&id, number, part).await }));
+        st.in_flight.push_back(tokio::spawn(async move {
+            me.upload_part(&id, number, part).await
+        }));
         while st.in_flight.len() >= self.max_in_flight {
             self.settle_one(st).await?;
         }
@@ -108,7 +109,12 @@ impl Shared {
         Ok(())
     }
 
-    async fn upload_part(&self, upload_id: &str, number: u32, body: Bytes) -> Result<(u32, String)> {
+    async fn upload_part(
+        &self,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<(u32, String)> {
         let hashed = body.clone();
         let sha = tokio::task::spawn_blocking(move || {
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&hashed))
