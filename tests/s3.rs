@@ -568,4 +568,16 @@ fn start_up_fails_clearly_for_a_missing_bucket_and_wrong_credentials() {
         out.contains("cannot connect") && out.contains(&dead[7..]),
         "{out}"
     );
+    // A name that does not resolve: said so (bounded by the connect timeout).
+    let nowhere = "http://xferd-no-such-host.invalid:9000";
+    let out = serve_must_fail(&write_config(
+        dir.path(),
+        nowhere,
+        weed::BUCKET,
+        weed::SECRET_KEY,
+    ));
+    assert!(
+        out.contains("cannot resolve") && out.contains("xferd-no-such-host.invalid"),
+        "{out}"
+    );
 }

@@ -21,6 +21,18 @@ use std::time::{Duration, Instant};
 pub const ACCESS_KEY: &str = "xferdtestkey";
 pub const SECRET_KEY: &str = "xferd-test-secret-key-0123456789";
 pub const BUCKET: &str = "xferd-test";
+/// `sh -c` script: runs weed (`"$@"`) in the background; a reader of our stdin (kept as
+/// fd 3: a background list's stdin would be /dev/null) kills it by PID at end of file; when
+/// weed ends (killed or crashed) the reader goes too and the directory is removed.
+const WATCHDOG: &str = r#"exec 3<&0
+"$@" & p=$!
+{ read _ignored <&3; kill $p 2>/dev/null; } &
+r=$!
+wait $p
+st=$?
+kill $r 2>/dev/null
+rm -rf "$XFERD_WEED_DIR"
+exit $st"#;
 /// Start-up must answer within this.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -38,10 +50,11 @@ pub fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("XFERD_REQUIRE_SERVICES").is_some()
 }
 
-/// The `weed` binary: `$XFERD_WEED`, else `weed` on `PATH`.
+/// The `weed` binary: `$XFERD_WEED` (a path that is not a file counts as not installed:
+/// `XFERD_WEED=none` checks the skip rule), else `weed` on `PATH`.
 pub fn binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("XFERD_WEED") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -101,8 +114,12 @@ pub fn start() -> Option<SeaweedFs> {
         if required() {
             panic!("seaweedfs is required (CI / XFERD_REQUIRE_SERVICES) but `weed` is not installed: run interop/services/install-seaweedfs.sh");
         }
-        println!("SKIPPED: seaweedfs not installed (interop/services/install-seaweedfs.sh)");
-        eprintln!("SKIPPED: seaweedfs not installed (interop/services/install-seaweedfs.sh)");
+        // Straight to the process's stderr: libtest captures `println!`/`eprintln!` of
+        // passing tests, and this line must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: seaweedfs not installed (interop/services/install-seaweedfs.sh)"
+        );
         return None;
     };
     let dir = tempfile::Builder::new()
@@ -120,7 +137,7 @@ pub fn start() -> Option<SeaweedFs> {
     let mut child = Command::new("sh")
         .arg("-c")
         // The watchdog: weed in the background; when our stdin closes, kill it by PID.
-        .arg("\"$@\" & p=$!; read _ignored; kill $p 2>/dev/null; wait $p; rm -rf \"$XFERD_WEED_DIR\"")
+        .arg(WATCHDOG)
         .arg("sh")
         .arg(&weed)
         .arg("mini")
