@@ -581,3 +581,41 @@ fn start_up_fails_clearly_for_a_missing_bucket_and_wrong_credentials() {
         "{out}"
     );
 }
+
+/// A sequential reader is served from one streaming GET per window (4 MiB, then doubling),
+/// not one GET per `read_at`; a seek re-issues the GET.
+#[tokio::test]
+async fn sequential_reads_share_one_streaming_get() {
+    let Some(w) = seaweed() else { return };
+    let st = store_at(&w.endpoint, &unique_prefix("reads"));
+    let len = 12usize << 20;
+    let data = pattern(13, 0, len);
+    let staged = st.begin(&key("r.bin"), Some(len as u64)).await.unwrap();
+    staged.sink().write(0, data.clone()).await.unwrap();
+    staged.commit().await.unwrap();
+    let gets = |st: &S3Store| {
+        st.client()
+            .counts()
+            .into_iter()
+            .find(|(op, _)| *op == xferd::storage::s3::Op::GetObject)
+            .map_or(0, |(_, n)| n)
+    };
+    let obj = st.open(&key("r.bin")).await.unwrap().unwrap();
+    let before = gets(&st);
+    let chunks: Vec<Bytes> =
+        xferd::storage::store::read_range(obj.clone(), 0, len as u64, 64 << 10)
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+    assert_eq!(chunks.len(), len / (64 << 10));
+    assert!(chunks.concat() == data[..], "bytes differ");
+    // 192 reads of 64 KiB: a 4 MiB window, then the 8 MiB rest.
+    assert_eq!(gets(&st) - before, 2, "GETs for a sequential read");
+    // A seek back: a new GET at that offset, and the right bytes.
+    let b = obj.read_at(1000, 10).await.unwrap();
+    assert_eq!(b, data.slice(1000..1010));
+    assert_eq!(gets(&st) - before, 3);
+    // Past the end: nothing, and no request.
+    assert!(obj.read_at(len as u64, 10).await.unwrap().is_empty());
+    assert_eq!(gets(&st) - before, 3);
+}
