@@ -4,149 +4,25 @@
 //! overwrite (409, object unchanged), cut and short bodies leave no object and no
 //! unfinished multipart upload, a bad signature sends nothing to S3 (the request metric),
 //! two concurrent PUTs of one key give exactly one 201, a resumable (tus) upload completes
-//! into the bucket, the request count of a PUT is fixed plus one per part, and start-up
-//! fails clearly for a missing bucket and for wrong credentials (the binary, run).
+//! into the bucket, the request count of a PUT is fixed plus one per part, and sequential
+//! reads share one streaming GET. Failures (start-up, an outage): `tests/s3_failures.rs`.
 //!
-//! Without `weed` every test prints `SKIPPED: seaweedfs not installed` and passes, unless
-//! `CI` or `XFERD_REQUIRE_SERVICES` is set (then it fails).
+//! Without `weed` every test passes after one `SKIPPED: seaweedfs not installed` line,
+//! unless `CI` or `XFERD_REQUIRE_SERVICES` is set (then it fails).
 
 mod common;
+#[path = "common/s3_env.rs"]
+mod s3_env;
 
 use bytes::Bytes;
-use common::s3 as weed;
 use common::*;
 use futures_util::StreamExt;
+use s3_env::*;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::time::Duration;
 use xferd::client::Proto;
 use xferd::core::body::BodyError;
-use xferd::storage::key::Key;
-use xferd::storage::s3::{Credentials, S3Options, S3Store};
+use xferd::storage::s3::S3Store;
 use xferd::storage::store::Store;
-
-const PART: u64 = 5 << 20;
-
-fn seaweed() -> Option<&'static weed::SeaweedFs> {
-    static WEED: OnceLock<Option<weed::SeaweedFs>> = OnceLock::new();
-    WEED.get_or_init(|| {
-        let w = weed::start()?;
-        let probe = store_at(&w.endpoint, "");
-        // The bucket is there shortly after the port answers: poll HeadBucket, bounded.
-        let ready = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                for _ in 0..300 {
-                    if probe.check().await.is_ok() {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                false
-            })
-        })
-        .join()
-        .unwrap();
-        assert!(ready, "SeaweedFS bucket not ready: {}", w.log_tail());
-        Some(w)
-    })
-    .as_ref()
-}
-
-fn store_at(endpoint: &str, prefix: &str) -> S3Store {
-    S3Store::new(
-        S3Options {
-            endpoint: endpoint.into(),
-            region: "us-east-1".into(),
-            bucket: weed::BUCKET.into(),
-            prefix: prefix.into(),
-            allow_http: true,
-            part_size: PART,
-            max_parts_in_flight: 2,
-            credentials: Credentials {
-                access_key_id: weed::ACCESS_KEY.into(),
-                secret_access_key: weed::SECRET_KEY.into(),
-                session_token: None,
-            },
-        },
-        None,
-    )
-    .unwrap()
-}
-
-/// A test's view: its prefix, a store on it (to inspect the bucket) and a server on it.
-struct Env {
-    store: S3Store,
-    srv: TestServer,
-}
-
-fn unique_prefix(name: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{name}-{}-{}/",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn env(name: &str) -> Option<Env> {
-    let w = seaweed()?;
-    let prefix = unique_prefix(name);
-    let endpoint = w.endpoint.clone();
-    let p = prefix.clone();
-    let srv = TestServer::start_with(move |c| {
-        c.storage.backend = xferd::config::StorageBackend::S3;
-        let s = &mut c.storage.s3;
-        s.endpoint = endpoint;
-        s.allow_http = true;
-        s.bucket = weed::BUCKET.into();
-        s.prefix = p;
-        s.part_size = PART;
-        s.max_parts_in_flight = 2;
-        s.access_key_id = Some(weed::ACCESS_KEY.into());
-        s.secret_access_key = Some(weed::SECRET_KEY.into());
-    })
-    .await;
-    Some(Env {
-        store: store_at(&w.endpoint, &prefix),
-        srv,
-    })
-}
-
-fn key(s: &str) -> Key {
-    Key::parse(s).unwrap()
-}
-
-/// Waits (bounded, 10 s) for an async condition.
-async fn until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-/// `xferd_s3_requests_total`, summed over operations (read from `/metrics`).
-async fn s3_requests(srv: &TestServer) -> u64 {
-    let mut c = srv.client(Proto::H1).await;
-    let r = get(&mut c, "/metrics", &[]).await;
-    assert_eq!(r.status, 200);
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| l.starts_with("xferd_s3_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 #[tokio::test]
 async fn signed_put_then_downloads_over_every_protocol() {
@@ -481,105 +357,6 @@ async fn figure_requests_per_256_mib_put() {
         t.elapsed()
     );
     e.srv.stop().await;
-}
-
-fn write_config(
-    dir: &std::path::Path,
-    endpoint: &str,
-    bucket: &str,
-    secret: &str,
-) -> std::path::PathBuf {
-    let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nstorage_path = \"{d}/data\"\nstate_path = \"{d}/state\"\n\
-         [security]\nsecret = \"s\"\n\
-         [storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"{endpoint}\"\nallow_http = true\n\
-         bucket = \"{bucket}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{secret}\"\n",
-        weed::ACCESS_KEY,
-        d = dir.display()
-    );
-    let path = dir.join("xferd.toml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-/// Runs `xferd serve --config`; it must exit (bounded: 30 s) non-zero. Its stderr.
-fn serve_must_fail(config: &std::path::Path) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xferd"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            assert!(!status.success(), "xferd started");
-            return String::from_utf8_lossy(&out.stderr).into_owned()
-                + &String::from_utf8_lossy(&out.stdout);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("xferd kept running with a bad S3 configuration");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[test]
-fn start_up_fails_clearly_for_a_missing_bucket_and_wrong_credentials() {
-    let Some(w) = seaweed() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let out = serve_must_fail(&write_config(
-        dir.path(),
-        &w.endpoint,
-        "no-such-bucket",
-        weed::SECRET_KEY,
-    ));
-    assert!(
-        out.contains("no-such-bucket") && out.contains("does not exist"),
-        "{out}"
-    );
-    let out = serve_must_fail(&write_config(
-        dir.path(),
-        &w.endpoint,
-        weed::BUCKET,
-        "wrong-secret",
-    ));
-    assert!(out.contains("credentials"), "{out}");
-    assert!(
-        !out.contains("wrong-secret"),
-        "the secret is never printed: {out}"
-    );
-    // Nothing listens there: the endpoint is named.
-    let dead = format!("http://127.0.0.1:{}", {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    });
-    let out = serve_must_fail(&write_config(
-        dir.path(),
-        &dead,
-        weed::BUCKET,
-        weed::SECRET_KEY,
-    ));
-    assert!(
-        out.contains("cannot connect") && out.contains(&dead[7..]),
-        "{out}"
-    );
-    // A name that does not resolve: said so (bounded by the connect timeout).
-    let nowhere = "http://xferd-no-such-host.invalid:9000";
-    let out = serve_must_fail(&write_config(
-        dir.path(),
-        nowhere,
-        weed::BUCKET,
-        weed::SECRET_KEY,
-    ));
-    assert!(
-        out.contains("cannot resolve") && out.contains("xferd-no-such-host.invalid"),
-        "{out}"
-    );
 }
 
 /// A sequential reader is served from one streaming GET per window (4 MiB, then doubling),
