@@ -25,6 +25,7 @@ mod quota;
 mod scan;
 pub use admin::AdminConfig;
 pub use scan::ScanConfig;
+mod storage;
 
 pub use audit::{AuditConfig, AuditOutput};
 pub use cluster::ClusterConfig;
@@ -33,6 +34,7 @@ pub use hfs::{HfsCompat, KeyClass, KeyReport};
 pub use ops::{LogConfig, LogFormat, PrefixLimitConfig, RateLimitConfig};
 pub use overrides::Overrides;
 pub use quota::{QuotaConfig, QuotaPrefixConfig};
+pub use storage::{Backend as StorageBackend, S3Config, StorageConfig};
 
 /// A configuration problem, always naming the key or file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub struct Config {
     /// `[admin]`: the admin API listener.
     pub admin: AdminConfig,
     pub cluster: ClusterConfig,
+    /// `[storage]`: the backend of finished files (see [`storage`]).
+    pub storage: StorageConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,
@@ -547,6 +551,7 @@ impl Config {
         self.audit.validate()?;
         self.scan.validate()?;
         self.admin.validate()?;
+        self.storage.validate()?;
         Ok(())
     }
 

@@ -415,6 +415,13 @@ impl Metrics {
     }
 
     /// Counts an open connection until the guard drops.
+    /// Adds a collector owned elsewhere (the S3 backend's request counter) to `/metrics`.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::warn!(error = %e, "metric not registered");
+        }
+    }
+
     pub fn connection(self: &Arc<Self>, p: Protocol) -> Gauged {
         Gauged::new(self.connections.with_label_values(&[p.label()]))
     }

@@ -107,6 +107,58 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
     }
 }
 
+/// `xferd_s3_requests_total{op}`: requests sent to the S3 backend, by operation.
+fn s3_request_counter() -> prometheus::IntCounterVec {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "xferd_s3_requests_total",
+            "Requests sent to the S3 storage backend, by operation.",
+        ),
+        &["op"],
+    )
+    .unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+/// The S3 backend when `[storage] backend = "s3"`, after checking that the bucket answers
+/// (the error names what is wrong: the endpoint, the credentials, the bucket).
+async fn open_s3(
+    config: &Config,
+    requests: &prometheus::IntCounterVec,
+) -> anyhow::Result<Option<crate::storage::s3::S3Store>> {
+    use crate::storage::s3::{Credentials, S3Options, S3Store};
+    if config.storage.backend != crate::config::StorageBackend::S3 {
+        return Ok(None);
+    }
+    let c = &config.storage.s3;
+    let (access_key_id, secret_access_key, session_token) =
+        c.credentials().map_err(anyhow::Error::msg)?;
+    let opts = S3Options {
+        endpoint: c.endpoint.clone(),
+        region: c.region.clone(),
+        bucket: c.bucket.clone(),
+        prefix: c.prefix.clone(),
+        allow_http: c.allow_http,
+        part_size: c.part_size,
+        max_parts_in_flight: c.max_parts_in_flight,
+        credentials: Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        },
+    };
+    let counter = requests.clone();
+    let observer: crate::storage::s3::Observer =
+        Arc::new(move |op| counter.with_label_values(&[op.name()]).inc());
+    let store =
+        S3Store::new(opts, Some(observer)).map_err(|e| anyhow::anyhow!("storage.s3: {e}"))?;
+    store
+        .check()
+        .await
+        .map_err(|e| anyhow::anyhow!("storage.s3 ({}): {e}", c.endpoint))?;
+    tracing::info!(endpoint = %c.endpoint, bucket = %c.bucket, prefix = %c.prefix, "storage: S3 bucket reachable");
+    Ok(Some(store))
+}
+
 /// Starts every listener described by `config`.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     refuse_generated_identity(&config)?;
@@ -118,6 +170,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     })?;
     // Opening storage walks the whole tree (the sweep): file-system work, so it runs on
     // the blocking pool, not on the runtime thread that is awaiting `start`.
+    let s3_requests = s3_request_counter();
+    let s3 = open_s3(&config, &s3_requests).await?;
+    let fs_backend = s3.is_none();
     let storage_path = config.server.storage_path.clone();
     // On a root shared by several instances, a temporary file may be another instance's
     // upload in progress: only those older than the orphan grace are removed.
@@ -126,12 +181,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .enabled()
         .then(|| std::time::Duration::from_secs(crate::core::resumable::ORPHAN_GRACE_SECS));
     let (storage, swept) = tokio::task::spawn_blocking(move || {
+        if !fs_backend {
+            return anyhow::Ok((None, 0));
+        }
         let storage = FsStorage::open(&storage_path)
             .with_context(|| format!("opening storage {}", storage_path.display()))?;
         let swept = storage
             .sweep_temp_files_older_than(min_age)
             .context("sweeping temporary files")?;
-        anyhow::Ok((storage, swept))
+        anyhow::Ok((Some(storage), swept))
     })
     .await
     .context("start-up sweep")??;
@@ -180,18 +238,37 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.server.state_path.join("sessions.redb"),
         storage.clone(),
     );
+    let (recover_s3, s3_sessions) = (s3.clone(), config.server.state_path.join("s3-sessions"));
+    let parts = tokio::task::spawn_blocking(move || {
+        let parts: Arc<dyn crate::storage::PartStore> = match (recover_storage, recover_s3) {
+            (Some(fs), _) => {
+                Arc::new(crate::storage::FsParts::open(&fs).context("opening session data")?)
+            }
+            (None, Some(s3)) => Arc::new(
+                crate::storage::s3::parts::S3Parts::open(&s3_sessions, s3)
+                    .context("opening session data")?,
+            ),
+            (None, None) => anyhow::bail!("no storage backend"),
+        };
+        anyhow::Ok(parts)
+    })
+    .await
+    .context("opening session data")??;
     let mut engine = match &config.cluster.redis_url {
-        Some(url) => shared_engine(url, &config.cluster, &storage, limits).await?,
+        Some(url) => shared_engine(url, &config.cluster, parts, limits).await?,
         None => tokio::task::spawn_blocking(move || {
-            let parts =
-                crate::storage::FsParts::open(&recover_storage).context("opening session data")?;
             let sessions = crate::storage::SessionStore::open(&sessions_path)
                 .context("opening the session store")?;
-            crate::core::resumable::Engine::open(sessions, Arc::new(parts), limits)
+            crate::core::resumable::Engine::open(sessions, parts, limits)
                 .map_err(|e| anyhow::anyhow!("recovering resumable sessions: {e}"))
         })
         .await
         .context("session recovery")??,
+    };
+    let store: Arc<dyn crate::storage::store::Store> = match (s3, storage) {
+        (Some(s3), _) => Arc::new(s3),
+        (None, Some(fs)) => Arc::new(fs),
+        (None, None) => anyhow::bail!("no storage backend"),
     };
     if config.security.compat_hfs_x_signature {
         tracing::warn!("INSECURE: security.compat_hfs_x_signature accepts replayable X-Signature headers on POST /upload");
@@ -216,8 +293,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     }
     let metrics = crate::metrics::Metrics::new(pool.clone(), profiles.clone());
     // Quota hook: usage from the store, sessions in progress reserved again.
-    let quotas = start_quotas(&config, &storage, &mut engine).await?;
+    let quotas = start_quotas(&config, store.as_ref(), &mut engine).await?;
     metrics.set_quotas(quotas);
+    if config.storage.backend == crate::config::StorageBackend::S3 {
+        metrics.register(Box::new(s3_requests.clone()));
+    }
     let telemetry: Arc<dyn crate::core::Telemetry> = metrics.clone();
     let adaptive = Arc::new(crate::core::adaptive::Adaptive {
         options: crate::core::adaptive::Options {
@@ -251,7 +331,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let mut core = Core::new(
         core_settings(&config),
         keys,
-        Arc::new(storage),
+        store,
         engine.with_scanning(scanning.clone(), scan_telemetry),
         adaptive,
         resilience,
@@ -467,7 +547,7 @@ fn refuse_generated_identity(config: &Config) -> anyhow::Result<()> {
 async fn shared_engine(
     url: &str,
     cluster: &crate::config::ClusterConfig,
-    storage: &FsStorage,
+    parts: Arc<dyn crate::storage::PartStore>,
     limits: crate::core::resumable::Limits,
 ) -> anyhow::Result<crate::core::resumable::Engine> {
     use crate::storage::meta::{Redis, RedisLocker, RedisRecords};
@@ -480,15 +560,10 @@ async fn shared_engine(
             tracing::warn!(error = %e, "cluster: Redis is not reachable yet; resumable uploads answer 503 until it is")
         }
     }
-    let storage = storage.clone();
-    let parts = tokio::task::spawn_blocking(move || crate::storage::FsParts::open(&storage))
-        .await
-        .context("opening session data")?
-        .context("opening session data")?;
     Ok(crate::core::resumable::Engine::new(
         Arc::new(RedisRecords::new(redis.clone())),
         Arc::new(RedisLocker::new(redis, cluster.lock_lease)),
-        Arc::new(parts),
+        parts,
         limits,
     ))
 }
@@ -576,7 +651,7 @@ async fn collect_expired(
 /// reservations of sessions in progress restored, the engine put under them.
 async fn start_quotas(
     config: &Config,
-    storage: &FsStorage,
+    storage: &dyn crate::storage::store::Store,
     engine: &mut crate::core::resumable::Engine,
 ) -> anyhow::Result<Arc<crate::core::quota::Quotas>> {
     let quotas = Arc::new(crate::core::quota::Quotas::new(config.quota.rules()));

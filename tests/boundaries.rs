@@ -42,6 +42,9 @@ const FORBIDDEN: &[&str] = &[
     "tokio_rustls",
 ];
 
+/// What the S3 backend (`src/storage/s3/`) may use of [`FORBIDDEN`]: its HTTP client.
+const S3_CLIENT: &[&str] = &["hyper", "tokio::net", "rustls", "tokio_rustls"];
+
 /// Unit -> the units it may use (besides itself).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("storage", &[]),
@@ -383,9 +386,15 @@ fn core_imports_no_transport() {
     let mut offences = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
+        let s3 = f.starts_with(root.join("src/storage/s3"));
         for (n, line) in text.lines().enumerate() {
             let code = code_of(line);
             for name in FORBIDDEN {
+                // The S3 backend is an HTTP client: it may use hyper, TCP and TLS (still no
+                // exporter, no QUIC).
+                if s3 && S3_CLIENT.contains(name) {
+                    continue;
+                }
                 let hit = code.contains(&format!("use {name}"))
                     || code.contains(&format!("{name}::"))
                     || code.contains(&format!("use ::{name}"));

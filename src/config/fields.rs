@@ -6,6 +6,7 @@ use super::{
     Config, DownloadsConfig, MetricsConfig, PerformanceConfig, ResumableConfig, SecurityConfig,
     ServerConfig, StreamingConfig, TlsConfig,
 };
+use super::{S3Config, StorageConfig};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// The field names serde would accept for `T`, captured from `deserialize_struct`.
@@ -40,6 +41,9 @@ pub(super) fn keys(section: &str) -> Option<&'static [&'static str]> {
         "audit" => fields_of::<super::AuditConfig>(),
         "scan" => fields_of::<ScanConfig>(),
         "admin" => fields_of::<AdminConfig>(),
+        "storage" => fields_of::<StorageConfig>(),
+        "storage.s3" => fields_of::<S3Config>(),
+        "cluster" => fields_of::<super::ClusterConfig>(),
         _ => return None,
     })
 }

@@ -140,6 +140,21 @@ pub(super) fn translate(table: Table) -> Result<Translated, ConfigError> {
                 continue;
             }
         }
+        // A known sub-section of an xferd section (`[storage.s3]`).
+        if let [sec, sub, rest @ ..] = leaf.path.as_slice() {
+            let known = fields::keys(&format!("{sec}.{sub}"));
+            let empty = rest.is_empty() && leaf.value.as_table().is_some_and(|t| t.is_empty());
+            if known.is_some_and(|k| empty || matches!(rest, [n] if k.contains(&n.as_str()))) {
+                report.push(KeyReport {
+                    key: key.clone(),
+                    value: shown(&key, &leaf.value),
+                    class: KeyClass::Xferd,
+                    meaning: "xferd key".into(),
+                });
+                insert(&mut out, &leaf.path, leaf.value);
+                continue;
+            }
+        }
         if leaf.value.as_table().is_some_and(|t| t.is_empty()) {
             if is_xferd_section && leaf.path.len() == 1 {
                 insert(&mut out, &leaf.path, leaf.value);

@@ -14,6 +14,9 @@
 //! - [`mem`]: the same semantics in memory, bounded (core and contract tests).
 //! - [`meta`]: the session records (redb).
 //!
+//! - [`s3`]: the S3 backend (any S3-compatible store): its own SigV4 client, multipart
+//!   staged writes committed with `If-None-Match: *`, streamed ranged reads.
+//!
 //! An object-store backend implements the same two traits (see [`store`]'s module doc).
 
 pub mod dirfd;
@@ -23,6 +26,7 @@ pub mod key;
 pub mod mem;
 pub mod meta;
 pub mod parts;
+pub mod s3;
 pub mod store;
 
 #[cfg(test)]

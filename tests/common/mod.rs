@@ -16,6 +16,8 @@ use xferd::core::auth::{message_for, Keys, Scheme};
 use xferd::core::body::{BodyError, BodyStream};
 
 pub mod clamd;
+/// A private SeaweedFS (S3) for the s3 backend's tests.
+pub mod s3;
 
 pub const SECRET: &str = "test-secret";
 

@@ -1,0 +1,303 @@
+//! A staged write to S3: bytes arrive at sequential offsets and are cut into parts of
+//! exactly `part_size` (equal parts: R2 requires them); the first full part starts a
+//! multipart upload, each part is uploaded (SHA-256 signed) by a task while the next one
+//! fills, with at most `max_parts_in_flight` parts in memory, the filling one included. A
+//! body shorter than one part is one PutObject. Commit never overwrites
+//! (`If-None-Match: *`); a failed write or commit, an abort or a drop aborts the upload.
+
+use super::client::{Call, Op};
+use super::S3Store;
+use crate::storage::store::{BoxFuture, Result, Sink, Staged, StoreError};
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+type PartJob = JoinHandle<Result<(u32, String)>>;
+
+struct Shared {
+    store: S3Store,
+    key: String,
+    part_size: usize,
+    max_in_flight: usize,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    buf: BytesMut,
+    next: u64,
+    upload_id: Option<String>,
+    /// Acknowledged parts: (number, ETag), in order.
+    parts: Vec<(u32, String)>,
+    in_flight: VecDeque<PartJob>,
+    failed: bool,
+    finished: bool,
+}
+
+pub struct S3Staged {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+struct S3Sink(Arc<Shared>);
+
+fn other(msg: &str) -> StoreError {
+    StoreError::Other(io::Error::other(msg.to_string()))
+}
+
+impl S3Staged {
+    pub fn new(store: S3Store, key: String, part_size: usize, max_in_flight: usize) -> S3Staged {
+        S3Staged {
+            shared: Arc::new(Shared {
+                store,
+                key,
+                part_size,
+                max_in_flight: max_in_flight.max(1),
+                state: tokio::sync::Mutex::new(State::default()),
+            }),
+            done: false,
+        }
+    }
+}
+
+impl Shared {
+    async fn create_upload(&self) -> Result<String> {
+        let c = self.store.client();
+        let resp = c
+            .send(
+                Call::new(Op::CreateMultipartUpload, Method::POST, Some(&self.key))
+                    .query("uploads", ""),
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(resp.error().await);
+        }
+        let text = resp.text().await?;
+        super::xml::text(&text, "UploadId")
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| other("CreateMultipartUpload answered no UploadId"))
+    }
+
+    /// Hands a full part to an upload task, then waits while too many parts are held.
+    async fn start_part(self: &Arc<Self>, st: &mut State, part: Bytes) -> Result<()> {
+        if st.upload_id.is_none() {
+            st.upload_id = Some(self.create_upload().await?);
+        }
+        let number = u32::try_from(st.parts.len() + st.in_flight.len() + 1)
+            .map_err(|_| other("too many parts"))?;
+        let (me, id) = (self.clone(), st.upload_id.clone().unwrap_or_default());
+        st.in_flight.push_back(tokio::spawn(async move {
+            me.upload_part(&id, number, part).await
+        }));
+        while st.in_flight.len() >= self.max_in_flight {
+            self.settle_one(st).await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_one(&self, st: &mut State) -> Result<()> {
+        let Some(job) = st.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let done = job
+            .await
+            .map_err(|e| other(&format!("part upload task: {e}")))??;
+        st.parts.push(done);
+        Ok(())
+    }
+
+    async fn upload_part(
+        &self,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<(u32, String)> {
+        let hashed = body.clone();
+        let sha = tokio::task::spawn_blocking(move || {
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&hashed))
+        })
+        .await
+        .map_err(|e| other(&e.to_string()))?;
+        let resp = self
+            .store
+            .client()
+            .send(
+                Call::new(Op::UploadPart, Method::PUT, Some(&self.key))
+                    .query("partNumber", number.to_string())
+                    .query("uploadId", upload_id)
+                    .body(body, Some(sha)),
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(resp.error().await);
+        }
+        let etag = resp
+            .header("etag")
+            .map(str::to_string)
+            .ok_or_else(|| other("UploadPart answered no ETag"))?;
+        resp.drain().await?;
+        Ok((number, etag))
+    }
+
+    /// Uploads what is left and makes the object visible, create-only.
+    async fn commit(self: &Arc<Self>, st: &mut State) -> Result<()> {
+        while !st.in_flight.is_empty() {
+            self.settle_one(st).await?;
+        }
+        let c = self.store.client();
+        let rest = std::mem::take(&mut st.buf).freeze();
+        let resp = match st.upload_id.clone() {
+            None => {
+                c.send(
+                    Call::new(Op::PutObject, Method::PUT, Some(&self.key))
+                        .header("if-none-match", "*")
+                        .body(rest, None),
+                )
+                .await?
+            }
+            Some(id) => {
+                if !rest.is_empty() {
+                    let number = u32::try_from(st.parts.len() + 1).unwrap_or(u32::MAX);
+                    let last = self.upload_part(&id, number, rest).await?;
+                    st.parts.push(last);
+                }
+                let body = super::xml::complete_body(&st.parts);
+                c.send(
+                    Call::new(Op::CompleteMultipartUpload, Method::POST, Some(&self.key))
+                        .query("uploadId", id)
+                        .header("if-none-match", "*")
+                        .header("content-type", "application/xml")
+                        .body(Bytes::from(body), None),
+                )
+                .await?
+            }
+        };
+        match resp.status.as_u16() {
+            // 412: the key exists; 409 ConditionalRequestConflict: another create of the
+            // same key is in progress and wins (AWS's advice is to start again, which
+            // would find the key taken): both are a taken key.
+            412 | 409 => {
+                let _ = resp.drain().await;
+                Err(StoreError::Exists)
+            }
+            200..=299 => {
+                // CompleteMultipartUpload may answer 200 with an <Error> body.
+                let text = resp.text().await?;
+                if text.contains("<Error>") {
+                    let code = super::xml::text(&text, "Code").unwrap_or_default();
+                    return Err(if code == "PreconditionFailed" {
+                        StoreError::Exists
+                    } else {
+                        StoreError::Transient(io::Error::other(format!(
+                            "S3 CompleteMultipartUpload failed: {code}"
+                        )))
+                    });
+                }
+                st.finished = true;
+                Ok(())
+            }
+            _ => Err(resp.error().await),
+        }
+    }
+
+    /// Stops part uploads and aborts the multipart upload (best effort: a failure leaves it
+    /// to the bucket's lifecycle rule).
+    async fn discard(&self, st: &mut State) {
+        for job in st.in_flight.drain(..) {
+            job.abort();
+        }
+        st.buf = BytesMut::new();
+        if let Some(id) = st.upload_id.take() {
+            if let Err(e) = self.store.abort_upload(&self.key, &id).await {
+                tracing::warn!(key = %self.key, error = %e, "aborting an S3 multipart upload failed");
+            }
+        }
+    }
+}
+
+impl Sink for S3Sink {
+    fn write(&self, offset: u64, mut data: Bytes) -> BoxFuture<'static, Result<()>> {
+        let sh = self.0.clone();
+        Box::pin(async move {
+            let mut st = sh.state.lock().await;
+            if st.failed || st.finished {
+                return Err(other("write after a failed write or a commit"));
+            }
+            if offset != st.next {
+                return Err(StoreError::Other(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "writes to S3 must be sequential",
+                )));
+            }
+            st.next += data.len() as u64;
+            while !data.is_empty() {
+                let room = sh.part_size - st.buf.len();
+                let now = data.split_to(room.min(data.len()));
+                st.buf.extend_from_slice(&now);
+                if st.buf.len() >= sh.part_size {
+                    let part = std::mem::take(&mut st.buf).freeze();
+                    if let Err(e) = sh.start_part(&mut st, part).await {
+                        st.failed = true;
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn sync(&self) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Staged for S3Staged {
+    fn sink(&self) -> Arc<dyn Sink> {
+        Arc::new(S3Sink(self.shared.clone()))
+    }
+
+    fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        self.done = true;
+        let sh = self.shared.clone();
+        Box::pin(async move {
+            let mut st = sh.state.lock().await;
+            if st.failed {
+                sh.discard(&mut st).await;
+                return Err(other("an earlier write failed"));
+            }
+            let _serial = sh.store.commit_lock(&sh.key).await;
+            let r = sh.commit(&mut st).await;
+            if r.is_err() {
+                sh.discard(&mut st).await;
+            }
+            r
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.done = true;
+        let sh = self.shared.clone();
+        Box::pin(async move {
+            let mut st = sh.state.lock().await;
+            sh.discard(&mut st).await;
+        })
+    }
+}
+
+impl Drop for S3Staged {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let sh = self.shared.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut st = sh.state.lock().await;
+                sh.discard(&mut st).await;
+            });
+        }
+    }
+}

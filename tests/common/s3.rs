@@ -1,0 +1,214 @@
+//! A private SeaweedFS (`weed mini`) as the S3 server of a test: loopback ports picked
+//! free, a fresh temporary directory, one identity, one bucket, buckets never auto-created.
+//! Installed by `interop/services/install-seaweedfs.sh`.
+//!
+//! When `weed` is missing, [`start`] panics if `CI` or `XFERD_REQUIRE_SERVICES` is set and
+//! otherwise prints `SKIPPED: seaweedfs not installed` and returns `None`.
+//!
+//! `weed` runs under a small `sh` watchdog that kills it by PID (and removes its directory)
+//! when its stdin closes: on [`Drop`], or when the test process exits for any reason (so a
+//! process-wide instance in a `static` is cleaned up too).
+//!
+//! Only std and tempfile: the library's own unit tests include this file as well.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "xferdtestkey";
+pub const SECRET_KEY: &str = "xferd-test-secret-key-0123456789";
+pub const BUCKET: &str = "xferd-test";
+/// `sh -c` script: runs weed (`"$@"`) in the background; a reader of our stdin (kept as
+/// fd 3: a background list's stdin would be /dev/null) kills it by PID at end of file; when
+/// weed ends (killed or crashed) the reader goes too and the directory is removed.
+const WATCHDOG: &str = r#"exec 3<&0
+"$@" & p=$!
+{ read _ignored <&3; kill $p 2>/dev/null; } &
+r=$!
+wait $p
+st=$?
+kill $r 2>/dev/null
+rm -rf "$XFERD_WEED_DIR"
+exit $st"#;
+/// Start-up must answer within this.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct SeaweedFs {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+/// Whether a missing service fails the test instead of skipping it.
+pub fn required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("XFERD_REQUIRE_SERVICES").is_some()
+}
+
+/// The `weed` binary: `$XFERD_WEED` (a path that is not a file counts as not installed:
+/// `XFERD_WEED=none` checks the skip rule), else `weed` on `PATH`.
+pub fn binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("XFERD_WEED") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("weed"))
+        .find(|p| p.is_file())
+}
+
+/// A free loopback port whose gRPC twin (port + 10000, SeaweedFS's convention) is free too.
+fn free_port() -> u16 {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = l.local_addr().expect("addr").port();
+        if p > 1024 && p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair found");
+}
+
+fn ports() -> [u16; 5] {
+    let mut out: [u16; 5] = [0; 5];
+    let mut i = 0;
+    while i < 5 {
+        let p = free_port();
+        if !out.contains(&p) && !out.iter().any(|o| *o == p + 10_000 || p == o + 10_000) {
+            out[i] = p;
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether the S3 port answers an HTTP request (any status: the gateway is up).
+fn answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1."))
+}
+
+/// Starts a private SeaweedFS with the bucket [`BUCKET`] and the identity
+/// [`ACCESS_KEY`]/[`SECRET_KEY`]; `None` (after the SKIPPED line) when not installed.
+/// Returns once the S3 port answers; the bucket may need a moment more (callers poll a
+/// signed HeadBucket, bounded).
+pub fn start() -> Option<SeaweedFs> {
+    let Some(weed) = binary() else {
+        if required() {
+            panic!("seaweedfs is required (CI / XFERD_REQUIRE_SERVICES) but `weed` is not installed: run interop/services/install-seaweedfs.sh");
+        }
+        // Straight to the process's stderr: libtest captures `println!`/`eprintln!` of
+        // passing tests, and this line must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: seaweedfs not installed (interop/services/install-seaweedfs.sh)"
+        );
+        return None;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("xferd-weed-")
+        .tempdir()
+        .expect("tempdir")
+        .keep();
+    let config = format!(
+        r#"{{"identities":[{{"name":"xferd","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+    );
+    std::fs::write(dir.join("s3.json"), config).expect("s3.json");
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    let [s3, filer, master, volume, admin] = ports();
+    let log = std::fs::File::create(dir.join("weed.log")).expect("log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        // The watchdog: weed in the background; when our stdin closes, kill it by PID.
+        .arg(WATCHDOG)
+        .arg("sh")
+        .arg(&weed)
+        .arg("mini")
+        .arg(format!("-dir={}", dir.join("data").display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .arg(format!("-s3.port={s3}"))
+        .arg(format!("-filer.port={filer}"))
+        .arg(format!("-master.port={master}"))
+        .arg(format!("-volume.port={volume}"))
+        .arg(format!("-admin.port={admin}"))
+        .arg(format!("-s3.config={}", dir.join("s3.json").display()))
+        .arg(format!("-bucket={BUCKET}"))
+        .args([
+            "-s3.autoCreateBucket=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+        ])
+        .env("XFERD_WEED_DIR", &dir)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawning weed");
+    let stdin = child.stdin.take();
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut me = SeaweedFs {
+        endpoint: format!("http://127.0.0.1:{s3}"),
+        port: s3,
+        dir,
+        child,
+        stdin,
+    };
+    while !answers(s3) {
+        if let Ok(Some(status)) = me.child.try_wait() {
+            panic!("weed exited early ({status}): see {}", me.log_tail());
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "weed did not answer on port {s3} within {START_TIMEOUT:?}: {}",
+                me.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(me)
+}
+
+impl SeaweedFs {
+    /// The last lines of weed's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        // Closing stdin makes the watchdog kill weed by its PID; then the watchdog ends.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

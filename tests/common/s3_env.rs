@@ -1,0 +1,135 @@
+//! Shared by `tests/s3.rs` and `tests/s3_failures.rs` (included with `#[path]`): the
+//! process's private SeaweedFS (started once, its bucket polled ready, bounded), stores on
+//! a key prefix of a test's own, and a server on the s3 backend.
+#![allow(dead_code)]
+
+use super::common::s3 as weed;
+use super::common::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+use xferd::client::Proto;
+use xferd::storage::key::Key;
+use xferd::storage::s3::{Credentials, S3Options, S3Store};
+
+pub const PART: u64 = 5 << 20;
+
+pub fn seaweed() -> Option<&'static weed::SeaweedFs> {
+    static WEED: OnceLock<Option<weed::SeaweedFs>> = OnceLock::new();
+    WEED.get_or_init(|| {
+        let w = weed::start()?;
+        let probe = store_at(&w.endpoint, "");
+        // The bucket is there shortly after the port answers: poll HeadBucket, bounded.
+        let ready = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for _ in 0..300 {
+                    if probe.check().await.is_ok() {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            })
+        })
+        .join()
+        .unwrap();
+        assert!(ready, "SeaweedFS bucket not ready: {}", w.log_tail());
+        Some(w)
+    })
+    .as_ref()
+}
+
+pub fn store_at(endpoint: &str, prefix: &str) -> S3Store {
+    S3Store::new(
+        S3Options {
+            endpoint: endpoint.into(),
+            region: "us-east-1".into(),
+            bucket: weed::BUCKET.into(),
+            prefix: prefix.into(),
+            allow_http: true,
+            part_size: PART,
+            max_parts_in_flight: 2,
+            credentials: Credentials {
+                access_key_id: weed::ACCESS_KEY.into(),
+                secret_access_key: weed::SECRET_KEY.into(),
+                session_token: None,
+            },
+        },
+        None,
+    )
+    .unwrap()
+}
+
+/// A test's view: its prefix, a store on it (to inspect the bucket) and a server on it.
+pub struct Env {
+    pub store: S3Store,
+    pub srv: TestServer,
+}
+
+pub fn unique_prefix(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{name}-{}-{}/",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub async fn env(name: &str) -> Option<Env> {
+    let w = seaweed()?;
+    let prefix = unique_prefix(name);
+    let endpoint = w.endpoint.clone();
+    let p = prefix.clone();
+    let srv = TestServer::start_with(move |c| {
+        c.storage.backend = xferd::config::StorageBackend::S3;
+        let s = &mut c.storage.s3;
+        s.endpoint = endpoint;
+        s.allow_http = true;
+        s.bucket = weed::BUCKET.into();
+        s.prefix = p;
+        s.part_size = PART;
+        s.max_parts_in_flight = 2;
+        s.access_key_id = Some(weed::ACCESS_KEY.into());
+        s.secret_access_key = Some(weed::SECRET_KEY.into());
+    })
+    .await;
+    Some(Env {
+        store: store_at(&w.endpoint, &prefix),
+        srv,
+    })
+}
+
+pub fn key(s: &str) -> Key {
+    Key::parse(s).unwrap()
+}
+
+/// Waits (bounded, 10 s) for an async condition.
+pub async fn until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// `xferd_s3_requests_total`, summed over operations (read from `/metrics`).
+pub async fn s3_requests(srv: &TestServer) -> u64 {
+    let mut c = srv.client(Proto::H1).await;
+    let r = get(&mut c, "/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with("xferd_s3_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
