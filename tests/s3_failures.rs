@@ -166,8 +166,8 @@ impl Drop for Relay {
     }
 }
 
-/// S3 down after start-up: downloads fail with 5xx (never a client error, never a hang)
-/// and, once the breaker opens, 503 with Retry-After.
+/// S3 down after start-up: uploads and downloads fail with 5xx (never a client error, never
+/// a hang) and, once the breaker opens, 503 with Retry-After.
 #[tokio::test]
 async fn an_s3_outage_is_a_server_error_then_503_with_retry_after() {
     let Some(w) = seaweed() else { return };
@@ -196,6 +196,27 @@ async fn an_s3_outage_is_a_server_error_then_503_with_retry_after() {
         Some(3)
     );
     relay.cut();
+    // Uploads alone open the breaker (their first storage call, the existence check, runs
+    // under it): 5xx, then 503 with Retry-After. Before, every PUT was a 500 and the
+    // breaker never saw them.
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for i in 0..8 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            put(&mut c, &signed_v(&format!("p{i}.bin"), 3), b"abc", &[]),
+        )
+        .await
+        .expect("answered in time");
+        statuses.push(r.status.as_u16());
+        if r.status == 503 {
+            retry_after = r.header("retry-after").map(str::to_string);
+            break;
+        }
+    }
+    assert!(statuses.iter().all(|s| *s >= 500), "PUT: {statuses:?}");
+    assert_eq!(statuses.last(), Some(&503), "PUT: {statuses:?}");
+    assert!(retry_after.is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n > 0)));
     let mut statuses = Vec::new();
     let mut retry_after = None;
     for _ in 0..8 {

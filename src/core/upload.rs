@@ -51,7 +51,10 @@ pub async fn put(
         s.allowed_clock_skew.as_secs(),
     )?;
     admit(core, &rel, Some(size)).await?;
-    let free = core.storage.free_space().await?;
+    let free = core
+        .resilience
+        .run("free_space", || core.storage.free_space())
+        .await?;
     if free.is_some_and(|free| free < size.saturating_add(FREE_SPACE_MARGIN)) {
         return Err(CoreError::InsufficientStorage);
     }
@@ -155,7 +158,13 @@ pub async fn admit(
             return Err(CoreError::ExtensionNotAllowed(ext));
         }
     }
-    if core.storage.exists(target).await? {
+    // Under the breaker like every storage call: a store that is down makes this the
+    // request's first failure, and it must count (503 once the breaker opens, not 500s).
+    if core
+        .resilience
+        .run("exists", || core.storage.exists(target))
+        .await?
+    {
         return Err(CoreError::Exists);
     }
     Ok(())
