@@ -65,6 +65,7 @@ pub mod core;
 pub mod metrics;
 pub mod relay;
 pub mod server;
+pub mod sign_page;
 pub mod storage;
 pub mod tls;
 pub mod transport;

@@ -43,6 +43,13 @@ pub async fn resource(
     }
     let result = async {
         let base = &core.settings.tus_path;
+        if head.method == Method::POST
+            && head.uri.path() == base.as_str()
+            && crate::core::page::bearer(&head.headers).is_some()
+        {
+            // An upload-page creation: the collection plus a page token.
+            return create_inner(core, head, body, ctx).await;
+        }
         let Some(id) = session_id(head.uri.path(), base) else {
             return Err(if head.method == Method::POST {
                 CoreError::BadRequest("create uploads by POSTing to a signed URL".into())
@@ -196,6 +203,10 @@ async fn create_inner(
     let mut r = status_response(core, &session, StatusCode::CREATED);
     add_location(&mut r, core, &session);
     super::common::add_hint(core, ctx, r.headers_mut(), session.length);
+    if crate::core::page::bearer(h).is_some() {
+        // The page shows the download link: where the server placed the upload.
+        crate::core::page::add_content_location(core, r.headers_mut(), &session.target);
+    }
     Ok(r)
 }
 
@@ -357,6 +368,14 @@ fn status_response(core: &Core, s: &Session, status: StatusCode) -> Response<Bod
 fn add_offset_headers(h: &mut HeaderMap, s: &Session) {
     if !matches!(s.kind, Kind::Final { .. }) || s.completed.is_some() {
         h.insert("upload-offset", HeaderValue::from(s.offset()));
+    }
+    if let Some(done) = &s.completed {
+        // The stored file's SHA-256 (RFC 9530), as for a single PUT.
+        if let Ok(d) = hex::decode(&done.sha256) {
+            if let Ok(v) = HeaderValue::from_str(&checksum::repr_digest(&d)) {
+                h.insert("repr-digest", v);
+            }
+        }
     }
     let expires = UNIX_EPOCH + Duration::from_secs(s.expires);
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
