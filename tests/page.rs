@@ -35,6 +35,26 @@ fn meta(name: &str) -> String {
     )
 }
 
+/// A tus creation on the collection with `Authorization: Bearer <token>` and a full
+/// `Upload-Metadata` value.
+async fn create_with_meta(
+    c: &mut xferd::client::Client,
+    token: &str,
+    length: &str,
+    metadata: &str,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let auth = format!("Bearer {token}");
+    let mut h = vec![
+        TUS,
+        ("authorization", auth.as_str()),
+        ("upload-length", length),
+        ("upload-metadata", metadata),
+    ];
+    h.extend_from_slice(extra);
+    request(c, "POST", "/files/", &h, None).await
+}
+
 /// A tus creation on the collection with `Authorization: Bearer <token>`.
 async fn create(
     c: &mut xferd::client::Client,
@@ -204,6 +224,68 @@ async fn a_page_token_creates_under_its_prefix_and_resumes_by_upload_url() {
 }
 
 #[tokio::test]
+async fn parallel_partials_under_a_page_token_concatenate_into_one_file() {
+    let srv = TestServer::start().await;
+    let tok = token("inbox", now_unix() + 600, 1 << 20);
+    let auth = format!("Bearer {tok}");
+    for proto in Proto::ALL {
+        let l = label(proto);
+        let mut c = srv.client(proto).await;
+        let data = pattern(3, 0, 250_000);
+        // The partials and the final name one directory (16 hex digits) of their own.
+        let dir = format!("{:016x}", 0x5eed_0000_u64 + u64::from(l.as_bytes()[1]));
+        let m = format!("{},dir {}", meta("movie.webm"), {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&dir)
+        });
+        let mut parts = Vec::new();
+        for (start, end) in [(0, 100_000), (100_000, 250_000)] {
+            let len = (end - start).to_string();
+            let partial = [("upload-concat", "partial")];
+            let r = create_with_meta(&mut c, &tok, &len, &m, &partial).await;
+            assert_eq!(r.status, 201, "{l}: {:?}", r.body);
+            let loc = r.header("location").unwrap().to_string();
+            let r = request(
+                &mut c,
+                "PATCH",
+                &loc,
+                &[TUS, OCTETS, ("upload-offset", "0")],
+                Some(body_once(data.slice(start..end))),
+            )
+            .await;
+            assert_eq!(r.status, 204, "{l}");
+            parts.push(loc);
+        }
+        let fin = format!("final;{}", parts.join(" "));
+        let h = [
+            TUS,
+            ("authorization", auth.as_str()),
+            ("upload-metadata", m.as_str()),
+            ("upload-concat", fin.as_str()),
+        ];
+        let r = request(&mut c, "POST", "/files/", &h, None).await;
+        assert_eq!(r.status, 201, "{l}: {:?}", r.body);
+        let link = r.header("content-location").unwrap().to_string();
+        assert_eq!(link, format!("/inbox/{dir}/movie.webm"));
+        let loc = r.header("location").unwrap().to_string();
+        let mut done = request(&mut c, "HEAD", &loc, &[TUS], None).await;
+        for _ in 0..100 {
+            if done.header("upload-offset") == Some("250000") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            done = request(&mut c, "HEAD", &loc, &[TUS], None).await;
+        }
+        assert_eq!(done.header("upload-offset"), Some("250000"), "{l}");
+        assert!(done.header("repr-digest").is_some(), "{l}");
+        let g = get(&mut c, &link, &[]).await;
+        assert_eq!(g.status, 200, "{l}");
+        assert_eq!(Sha256::digest(&g.body), Sha256::digest(&data), "{l}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn a_page_token_allows_nothing_beyond_its_prefix_size_and_expiry() {
     let srv = TestServer::start_with(|c| {
         c.security.allowed_clock_skew = Duration::ZERO;
@@ -236,7 +318,7 @@ async fn a_page_token_allows_nothing_beyond_its_prefix_size_and_expiry() {
         let r = create(&mut c, &good, "10", "run.exe", &[]).await;
         assert_eq!(code(&r), refused(415, "extension_not_allowed"), "{l}");
 
-        // No deferred length, no concatenation: the size must be known and bounded.
+        // No deferred length: the size must be known and bounded.
         let auth = format!("Bearer {good}");
         let m = meta("a.txt");
         let deferred = [
@@ -247,15 +329,33 @@ async fn a_page_token_allows_nothing_beyond_its_prefix_size_and_expiry() {
         ];
         let r = request(&mut c, "POST", "/files/", &deferred, None).await;
         assert_eq!(code(&r), refused(400, "bad_request"), "{l}");
-        let r = create(
-            &mut c,
-            &good,
-            "10",
-            "a.txt",
-            &[("upload-concat", "partial")],
-        )
-        .await;
-        assert_eq!(code(&r), refused(400, "bad_request"), "{l}");
+        // Partials each within the size, but together above it: the final is refused.
+        let partial = [("upload-concat", "partial")];
+        let mut parts = Vec::new();
+        for _ in 0..2 {
+            let r = create(&mut c, &good, "600", "a.txt", &partial).await;
+            assert_eq!(r.status, 201, "{l}");
+            parts.push(r.header("location").unwrap().to_string());
+        }
+        let r = create(&mut c, &good, "1001", "a.txt", &partial).await;
+        assert_eq!(
+            code(&r),
+            refused(413, "too_large"),
+            "{l}: a partial above the size"
+        );
+        let fin = format!("final;{}", parts.join(" "));
+        let h = [
+            TUS,
+            ("authorization", auth.as_str()),
+            ("upload-metadata", m.as_str()),
+            ("upload-concat", fin.as_str()),
+        ];
+        let r = request(&mut c, "POST", "/files/", &h, None).await;
+        assert_eq!(
+            code(&r),
+            refused(413, "too_large"),
+            "{l}: 1200 bytes > 1000"
+        );
 
         // The token authorises nothing but a creation on the tus collection.
         let bearer = [("authorization", auth.as_str())];

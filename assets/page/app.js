@@ -59,9 +59,9 @@
   }
 
   function fmtBytes(n) {
-    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
     let i = 0;
-    while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
     return (i ? n.toFixed(n < 10 ? 1 : 0) : n) + ' ' + units[i];
   }
 
@@ -329,6 +329,9 @@
       if (e.code === 'signature_expired' || (e.code || '').startsWith('signature_')) linkProblem(e.message);
     }
   }
+
+  // Another link pasted into this tab: start over with its token.
+  window.addEventListener('hashchange', () => location.reload());
 
   function start(files) {
     Array.from(files).forEach((f) => new Upload(f).run());

@@ -10,9 +10,13 @@
 //! `<prefix>/<16 random hex digits>/<file name>`: the server picks the directory, so a link
 //! cannot reach or overwrite anything another upload made, and the file name (tus
 //! `Upload-Metadata` `filename`) is reduced to one safe path segment ([`safe_name`]).
-//! Deferred lengths and concatenation are refused under a page token (the size limit needs
-//! the length up front). Later `PATCH`/`HEAD`/`DELETE` requests use the upload URL alone,
-//! as for every tus upload.
+//! Deferred lengths are refused under a page token (the size limit needs the length up
+//! front). Concatenation (parallel chunk streams) is allowed: each partial declares its
+//! length, at most the token's size, and a final is refused ([`check_final`]) when its
+//! partials add up to more. As tus requires partials and final to share one target, a
+//! client may name the directory itself for them, in `Upload-Metadata` `dir` (exactly 16
+//! lower-case hex digits, still under the prefix; nothing is ever overwritten). Later `PATCH`/`HEAD`/`DELETE` requests use the upload URL
+//! alone, as for every tus upload.
 
 use crate::core::auth::AuthError;
 use crate::core::body::Body;
@@ -116,25 +120,33 @@ pub fn authorise(
     let skew = core.settings.allowed_clock_skew.as_secs();
     let cap = core.keys.verify_capability(token, unix_secs(now), skew)?;
     let prefix = path::validate(&cap.prefix).map_err(|_| AuthError::Malformed)?;
-    if h.contains_key("upload-concat") || h.contains_key("upload-defer-length") {
+    if h.contains_key("upload-defer-length") {
         return Err(CoreError::BadRequest(
-            "upload-page links take whole uploads of a declared length".into(),
+            "upload-page links take uploads of a declared length".into(),
         ));
     }
-    let size = size.ok_or(CoreError::LengthRequired)?;
+    let is_final = header_str(h, "upload-concat").is_some_and(|c| c.starts_with("final;"));
+    let size = match size {
+        None if is_final => 0, // bounded by check_final
+        other => other.ok_or(CoreError::LengthRequired)?,
+    };
     if size > cap.max_size {
         return Err(CoreError::TooLarge {
             size,
             max: cap.max_size,
         });
     }
-    let name = header_str(h, "upload-metadata")
+    let meta = header_str(h, "upload-metadata");
+    let name = meta
         .and_then(|m| {
             crate::core::resumable::tus::metadata_value(m, "filename")
                 .or_else(|| crate::core::resumable::tus::metadata_value(m, "name"))
         })
         .unwrap_or_default();
-    let dir = format!("{:016x}", rand::random::<u64>());
+    let dir = meta
+        .and_then(|m| crate::core::resumable::tus::metadata_value(m, "dir"))
+        .filter(|d| d.len() == 16 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let target = path::validate(&format!("{}/{dir}/{}", prefix.as_str(), safe_name(&name)))?;
     Ok(Authorised {
         target,
@@ -162,11 +174,48 @@ pub fn download_path(core: &Core, target: &str) -> String {
     out
 }
 
-/// Adds `Content-Location: <download path>` to a creation answered for a page token.
-pub fn add_content_location(core: &Core, h: &mut HeaderMap, target: &str) {
+/// Adds `Content-Location: <download path>` to a creation made with a page token (the page
+/// shows the link: the server chose where the upload goes).
+pub fn add_content_location(core: &Core, req: &HeaderMap, h: &mut HeaderMap, target: &str) {
+    if bearer(req).is_none() {
+        return;
+    }
     if let Ok(v) = HeaderValue::from_str(&download_path(core, target)) {
         h.insert(header::CONTENT_LOCATION, v);
     }
+}
+
+/// For a tus final (`Upload-Concat: final;...`) created with a page token: the partials
+/// must exist and add up to at most the token's size. Anything else passes (a signed URL
+/// has its own rules, checked in [`crate::core::resumable::common::authorise`]).
+pub async fn check_final(
+    core: &Core,
+    head: &http::request::Parts,
+    ids: &[String],
+    now: SystemTime,
+) -> Result<(), CoreError> {
+    let Some(token) = bearer(&head.headers) else {
+        return Ok(());
+    };
+    if head.uri.path() != core.settings.tus_path
+        || crate::core::auth::SignedQuery::parse(head.uri.query()).is_signed()
+    {
+        return Ok(());
+    }
+    let skew = core.settings.allowed_clock_skew.as_secs();
+    let cap = core.keys.verify_capability(token, unix_secs(now), skew)?;
+    let mut total = 0u64;
+    for id in ids {
+        let part = core.engine.info(id, unix_secs(now)).await?;
+        total = total.saturating_add(part.length.ok_or(CoreError::LengthRequired)?);
+    }
+    if total > cap.max_size {
+        return Err(CoreError::TooLarge {
+            size: total,
+            max: cap.max_size,
+        });
+    }
+    Ok(())
 }
 
 /// A file name reduced to one valid path segment: the part after the last `/` or `\`,

@@ -167,10 +167,12 @@ async fn create_inner(
         }
         Some(c) if c.starts_with("final;") => {
             let ids = parse_final(c, &core.settings.tus_path)?;
+            crate::core::page::check_final(core, head, &ids, ctx.now).await?;
             new.length = None;
             let s = core.engine.create_final(new, ids, now).await?;
             let mut r = status_response(core, &s, StatusCode::CREATED);
             add_location(&mut r, core, &s);
+            crate::core::page::add_content_location(core, h, r.headers_mut(), &s.target);
             return Ok(r);
         }
         Some(_) => {
@@ -203,10 +205,7 @@ async fn create_inner(
     let mut r = status_response(core, &session, StatusCode::CREATED);
     add_location(&mut r, core, &session);
     super::common::add_hint(core, ctx, r.headers_mut(), session.length);
-    if crate::core::page::bearer(h).is_some() {
-        // The page shows the download link: where the server placed the upload.
-        crate::core::page::add_content_location(core, r.headers_mut(), &session.target);
-    }
+    crate::core::page::add_content_location(core, h, r.headers_mut(), &session.target);
     Ok(r)
 }
 
