@@ -5,8 +5,9 @@
 // Per file: POST <tus>/ (Authorization: Bearer <token from the link's fragment>) -> upload
 // URL, kept in localStorage under {prefix, name, size, lastModified}; PATCHes of at most
 // the server's advised chunk size; after an error or a reload, HEAD -> Upload-Offset and
-// on from there, so no stored byte is sent twice. The final answer's Repr-Digest is the
-// stored file's SHA-256.
+// on from there, so no stored byte is sent twice. Files of 32 MiB or more go as 4 partial
+// uploads in parallel (tus concatenation, one stream each over h2/h3) and one final. The
+// last answer's Repr-Digest is the stored file's SHA-256.
 'use strict';
 (function () {
   const $ = (sel, el) => (el || document).querySelector(sel);
@@ -15,6 +16,8 @@
   const MIN_CHUNK = 1 << 20;
   const MAX_CHUNK = 64 << 20;
   const DEFAULT_CHUNK = 16 << 20;
+  const PARALLEL_MIN = 32 << 20; // files this large go as parallel streams
+  const STREAMS = 4;
   const RETRY_DELAYS = [500, 1000, 2000, 4000, 8000, 15000];
   const MAX_ATTEMPTS = 30;
   const MESSAGES = {
@@ -122,15 +125,30 @@
     return new Refused(code, s);
   }
 
+  // One byte range of a file and its tus upload: the whole file, or one partial of a
+  // parallel (concatenated) upload. `offset` is absolute in the file.
+  class Part {
+    constructor(start, end, url) {
+      this.start = start;
+      this.end = end;
+      this.url = url || null;
+      this.offset = start;
+      this.loaded = 0;
+      this.xhr = null;
+    }
+  }
+
   class Upload {
     constructor(file) {
       this.file = file;
       this.key = 'xferd-upload:' + JSON.stringify([cap.prefix, file.name, file.size, file.lastModified]);
-      const saved = JSON.parse(localStorage.getItem(this.key) || 'null');
-      this.url = saved && saved.url;
-      this.link = saved && saved.link;
-      this.offset = 0;
-      this.sent = 0;
+      const saved = JSON.parse(localStorage.getItem(this.key) || 'null') || {};
+      // Large files go as parallel partials (tus concatenation) sharing one directory.
+      this.parallel = saved.parts ? saved.parts.length > 1 : file.size >= PARALLEL_MIN;
+      this.dir = saved.dir || randomHex(8);
+      this.link = saved.link;
+      this.final = saved.final || null;
+      this.parts = saved.parts ? saved.parts.map((p) => new Part(p.start, p.end, p.url)) : this.split();
       this.chunk = DEFAULT_CHUNK;
       this.paused = false;
       this.running = false;
@@ -140,12 +158,24 @@
       this.row = $('#row').content.firstElementChild.cloneNode(true);
       $('.name', this.row).textContent = file.name;
       $('.size', this.row).textContent = fmtBytes(file.size);
-      const bar = $('progress', this.row);
-      bar.setAttribute('aria-label', 'Upload progress of ' + file.name);
+      $('progress', this.row).setAttribute('aria-label', 'Upload progress of ' + file.name);
       this.pauseButton = $('.pause', this.row);
       this.pauseButton.setAttribute('aria-label', 'Pause upload of ' + file.name);
       this.pauseButton.addEventListener('click', () => this.toggle());
       $('#uploads').appendChild(this.row);
+    }
+
+    split() {
+      const size = this.file.size;
+      if (!this.parallel) return [new Part(0, size)];
+      const step = Math.ceil(size / STREAMS);
+      const parts = [];
+      for (let a = 0; a < size; a += step) parts.push(new Part(a, Math.min(size, a + step)));
+      return parts;
+    }
+
+    sent() {
+      return this.parts.reduce((n, p) => n + (p.offset - p.start) + p.loaded, 0);
     }
 
     state(name, text) {
@@ -153,8 +183,9 @@
       if (text !== undefined) $('.status', this.row).textContent = text;
     }
 
-    progress(done) {
+    progress() {
       const size = this.file.size;
+      const done = Math.min(size, this.sent());
       const now = performance.now();
       this.samples.push([now, done]);
       while (this.samples.length > 2 && now - this.samples[0][0] > 3000) this.samples.shift();
@@ -163,72 +194,118 @@
       const pct = size ? Math.floor((done * 100) / size) : 100;
       $('progress', this.row).value = pct;
       this.row.dataset.progress = String(done);
+      if (this.paused) return;
       this.state('uploading', pct + ' % · ' + fmtBytes(rate) + '/s · ' +
-        fmtTime(rate > 0 ? (size - done) / rate : Infinity) + ' left');
+        fmtTime(rate > 0 ? (size - done) / rate : Infinity) + ' left' +
+        (this.parts.length > 1 ? ' · ' + this.parts.length + ' streams' : ''));
       if (pct >= this.nextAnnounce && pct < 100) {
         announce(this.file.name + ': ' + pct + ' percent');
         this.nextAnnounce = pct - (pct % 25) + 25;
       }
     }
 
-    send(method, url, headers, body) {
+    send(part, method, url, headers, body) {
       return new Promise((resolve, reject) => {
         const xhr = new XMLHttpRequest();
-        this.xhr = xhr;
+        part.xhr = xhr;
         xhr.open(method, url);
         Object.keys(headers).forEach((k) => xhr.setRequestHeader(k, headers[k]));
         if (body) {
-          const base = this.offset;
-          xhr.upload.onprogress = (e) => this.progress(base + e.loaded);
+          xhr.upload.onprogress = (e) => { part.loaded = e.loaded; this.progress(); };
         }
-        xhr.onload = () => resolve(xhr);
-        xhr.onerror = () => reject(new Retry('network error'));
-        xhr.ontimeout = () => reject(new Retry('timed out'));
-        xhr.onabort = () => reject(new Aborted('paused'));
+        const settle = (f) => { part.xhr = null; part.loaded = 0; f(); };
+        xhr.onload = () => settle(() => resolve(xhr));
+        xhr.onerror = () => settle(() => reject(new Retry('network error')));
+        xhr.ontimeout = () => settle(() => reject(new Retry('timed out')));
+        xhr.onabort = () => settle(() => reject(new Aborted('paused')));
         xhr.send(body || null);
       });
     }
 
     save() {
-      localStorage.setItem(this.key, JSON.stringify({ url: this.url, link: this.link }));
+      localStorage.setItem(this.key, JSON.stringify({
+        link: this.link, dir: this.dir, final: this.final,
+        parts: this.parts.map((p) => ({ start: p.start, end: p.end, url: p.url })),
+      }));
     }
 
-    async create() {
+    metadata() {
       const f = this.file;
-      const meta = 'filename ' + b64(f.name) + (f.type ? ',filetype ' + b64(f.type) : '');
-      const xhr = await this.send('POST', TUS, {
+      return 'filename ' + b64(f.name) + (f.type ? ',filetype ' + b64(f.type) : '') +
+        (this.parallel ? ',dir ' + b64(this.dir) : '');
+    }
+
+    async create(part) {
+      const headers = {
         'Tus-Resumable': '1.0.0',
-        'Upload-Length': String(f.size),
-        'Upload-Metadata': meta,
+        'Upload-Length': String(part.end - part.start),
+        'Upload-Metadata': this.metadata(),
         Authorization: 'Bearer ' + TOKEN,
-      });
+      };
+      if (this.parallel) headers['Upload-Concat'] = 'partial';
+      const xhr = await this.send(part, 'POST', TUS, headers);
       if (xhr.status !== 201) throw classify(xhr);
-      this.url = new URL(xhr.getResponseHeader('location'), location.href).href;
+      part.url = new URL(xhr.getResponseHeader('location'), location.href).href;
+      part.offset = part.start;
       this.link = new URL(xhr.getResponseHeader('content-location') || '', location.href).href;
       const hint = Number(xhr.getResponseHeader('xferd-chunk-size'));
       if (hint) this.chunk = Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, hint));
-      this.offset = 0;
       this.save();
     }
 
-    async head() {
-      const xhr = await this.send('HEAD', this.url, { 'Tus-Resumable': '1.0.0' });
+    async head(part) {
+      const xhr = await this.send(part, 'HEAD', part.url, { 'Tus-Resumable': '1.0.0' });
       if (xhr.status !== 200) throw classify(xhr);
-      this.offset = Number(xhr.getResponseHeader('upload-offset')) || 0;
+      part.offset = part.start + (Number(xhr.getResponseHeader('upload-offset')) || 0);
       this.sha = digestHex(xhr.getResponseHeader('repr-digest')) || this.sha;
     }
 
-    async patch() {
-      const end = Math.min(this.file.size, this.offset + this.chunk);
-      const xhr = await this.send('PATCH', this.url, {
+    async patch(part) {
+      const end = Math.min(part.end, part.offset + this.chunk);
+      const xhr = await this.send(part, 'PATCH', part.url, {
         'Tus-Resumable': '1.0.0',
-        'Upload-Offset': String(this.offset),
+        'Upload-Offset': String(part.offset - part.start),
         'Content-Type': 'application/offset+octet-stream',
-      }, this.file.slice(this.offset, end));
+      }, this.file.slice(part.offset, end));
       if (xhr.status !== 204) throw classify(xhr);
-      this.offset = Number(xhr.getResponseHeader('upload-offset')) || end;
+      part.offset = part.start + (Number(xhr.getResponseHeader('upload-offset')) || end - part.start);
       this.sha = digestHex(xhr.getResponseHeader('repr-digest')) || this.sha;
       this.attempt = 0;
+      this.progress();
+    }
+
+    async runPart(part) {
+      if (!part.url) await this.create(part);
+      while (part.offset < part.end && !this.paused) await this.patch(part);
+    }
+
+    // The final of a parallel upload: created once every partial is complete; answered
+    // complete at once (or, while the server joins the parts, after a few HEADs).
+    async finish() {
+      const probe = new Part(0, this.file.size, this.final);
+      if (!this.final) {
+        const urls = this.parts.map((p) => new URL(p.url).pathname).join(' ');
+        const xhr = await this.send(probe, 'POST', TUS, {
+          'Tus-Resumable': '1.0.0',
+          'Upload-Concat': 'final;' + urls,
+          'Upload-Metadata': this.metadata(),
+          Authorization: 'Bearer ' + TOKEN,
+        });
+        if (xhr.status !== 201) throw classify(xhr);
+        this.final = new URL(xhr.getResponseHeader('location'), location.href).href;
+        this.link = new URL(xhr.getResponseHeader('content-location') || '', location.href).href;
+        this.sha = digestHex(xhr.getResponseHeader('repr-digest'));
+        this.save();
+        probe.url = this.final;
+      }
+      for (let i = 0; !this.sha && i < 50; i++) {
+        await this.head(probe);
+        if (!this.sha) await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+
+    abortAll() {
+      this.parts.forEach((p) => { if (p.xhr) p.xhr.abort(); });
     }
 
     async run() {
@@ -245,31 +322,39 @@
       for (;;) {
         if (this.paused) return;
         try {
-          if (!this.url) {
-            this.state('uploading', 'Starting…');
-            await this.create();
-          } else {
-            const before = this.offset;
-            await this.head();
-            if (this.row.dataset.resumedFrom === undefined && this.offset > before) {
-              this.row.dataset.resumedFrom = String(this.offset);
-              announce(this.file.name + ': resuming at ' + fmtBytes(this.offset));
-            }
+          this.state('uploading', 'Starting…');
+          if (this.final) {
+            // Every part was sent and joined before: only the final is left to ask about.
+            await this.finish();
+            return this.done();
           }
-          this.progress(this.offset);
-          while (this.offset < this.file.size) {
-            if (this.paused) return;
-            await this.patch();
+          // Where the server is: HEAD every upload it already has.
+          await Promise.all(this.parts.filter((p) => p.url).map((p) => this.head(p)));
+          const stored = this.sent();
+          if (this.row.dataset.resumedFrom === undefined && stored > 0) {
+            this.row.dataset.resumedFrom = String(stored);
+            announce(this.file.name + ': resuming at ' + fmtBytes(stored));
           }
-          if (!this.sha) await this.head();
+          this.progress();
+          const runs = this.parts.map((p) => this.runPart(p));
+          try {
+            await Promise.all(runs);
+          } catch (e) {
+            this.abortAll();
+            await Promise.allSettled(runs);
+            throw e;
+          }
+          if (this.paused) return;
+          if (this.parallel) await this.finish();
+          else if (!this.sha) await this.head(this.parts[0]);
           return this.done();
         } catch (e) {
           if (e instanceof Aborted) return;
           if (e instanceof Gone) {
             // The server no longer knows the upload (expired or finished long ago): anew.
             localStorage.removeItem(this.key);
-            this.url = null;
-            this.offset = 0;
+            this.final = null;
+            this.parts = this.split();
             continue;
           }
           if (e instanceof Refused) return this.fail(e);
@@ -290,8 +375,8 @@
       this.pauseButton.setAttribute('aria-label',
         (this.paused ? 'Resume upload of ' : 'Pause upload of ') + this.file.name);
       if (this.paused) {
-        if (this.xhr) this.xhr.abort();
-        this.state('paused', 'Paused at ' + fmtBytes(this.offset) + '.');
+        this.abortAll();
+        this.state('paused', 'Paused at ' + fmtBytes(this.sent()) + '.');
         announce(this.file.name + ': paused');
       } else {
         this.run();
@@ -300,8 +385,10 @@
 
     done() {
       $('progress', this.row).value = 100;
+      this.row.dataset.progress = String(this.file.size);
       this.row.dataset.sha256 = this.sha || '';
       this.row.dataset.link = this.link;
+      this.row.dataset.streams = String(this.parts.length);
       this.state('done', 'Done: ' + fmtBytes(this.file.size) + ' stored.');
       this.pauseButton.hidden = true;
       const a = $('.link', this.row);
@@ -326,8 +413,13 @@
       this.state('error', e.message);
       this.pauseButton.hidden = true;
       announce(this.file.name + ': ' + e.message);
-      if (e.code === 'signature_expired' || (e.code || '').startsWith('signature_')) linkProblem(e.message);
+      if ((e.code || '').startsWith('signature_')) linkProblem(e.message);
     }
+  }
+
+  function randomHex(bytes) {
+    return Array.from(crypto.getRandomValues(new Uint8Array(bytes)),
+      (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
   // Another link pasted into this tab: start over with its token.
