@@ -425,3 +425,50 @@ async fn requests_are_counted_by_route_client_family_and_protocol() {
     }
     srv.stop().await;
 }
+
+#[test]
+fn xferd_sign_page_prints_a_link_with_the_token_in_the_fragment() {
+    let sign = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_xferd"))
+            .args(["sign", "--secret", SECRET])
+            .args(args)
+            .output()
+            .expect("xferd runs")
+    };
+    let before = now_unix();
+    let out = sign(&[
+        "--page",
+        "--prefix",
+        "inbox/bob",
+        "--expires",
+        "10m",
+        "--max-size",
+        "5MB",
+        "--base-url",
+        "https://files.example:8443",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap();
+    let (page, token) = url.trim().split_once('#').unwrap();
+    assert_eq!(page, "https://files.example:8443/upload-page/");
+    let cap = Keys::new(SECRET, &[], false)
+        .verify_capability(token, now_unix(), 0)
+        .expect("the token verifies with the secret");
+    assert_eq!(cap.prefix, "inbox/bob");
+    assert_eq!(cap.max_size, 5 << 20);
+    assert!((before + 600..=now_unix() + 600).contains(&cap.expires));
+    for bad in [
+        &["--page"][..],
+        &["--page", "--prefix", "../up"],
+        &["--page", "--prefix", "x", "--path", "a.txt"],
+        &["--page", "--prefix", "x", "--expires", "400d"],
+        &["--page", "--prefix", "x", "--max-size", "lots"],
+    ] {
+        let out = sign(bad);
+        assert!(!out.status.success(), "{bad:?} should be refused");
+    }
+}
