@@ -75,7 +75,7 @@ const series = (name, labels) => name + '{' + Object.keys(labels).sort()
   .map((k) => k + '="' + labels[k] + '"').join(',') + '}';
 
 class Server {
-  constructor(mode, port) {
+  constructor(mode, port, extra) {
     this.mode = mode;
     this.port = port;
     this.dir = path.join(WORK, mode);
@@ -86,7 +86,7 @@ class Server {
     fs.writeFileSync(this.log, '');
     fs.writeFileSync(this.conf, [
       '[server]', `listen = "127.0.0.1:${port}"`, `storage_path = "${this.data}"`,
-      `state_path = "${path.join(this.dir, 'state')}"`, 'max_upload_size = "1GB"',
+      `state_path = "${path.join(this.dir, 'state')}"`, 'max_upload_size = "1GB"', ...(extra || []),
       '[tls]', `cert = "${WORK}/certs/server.pem"`, `key = "${WORK}/certs/server.key"`,
       '[security]', `secret = "${SECRET}"`, 'allowed_clock_skew = "0s"', '',
     ].join('\n'));
@@ -172,15 +172,20 @@ function checkStored(t, srv, file, row) {
   check(`${t}: ${file.name} stored with its SHA-256`, got === file.sha, `${got} != ${file.sha}`);
 }
 
-async function runMode(mode, port, files) {
-  const t = mode;
-  const srv = new Server(mode, port);
-  await srv.start();
+// Headless Chromium: QUIC forced for xferd's origin (h3), or off (h2); the test key pinned.
+function launch(mode, port) {
   const args = ['--no-sandbox', '--autoplay-policy=no-user-gesture-required',
     `--ignore-certificate-errors-spki-list=${PIN}`];
   if (mode === 'h3') args.push('--enable-quic', `--origin-to-force-quic-on=127.0.0.1:${port}`);
   else args.push('--disable-quic');
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+}
+
+async function runMode(mode, port, files) {
+  const t = mode;
+  const srv = new Server(mode, port);
+  await srv.start();
+  const browser = await launch(mode, port);
   try {
     const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
     const page = await context.newPage();
@@ -367,11 +372,23 @@ async function runMode(mode, port, files) {
     '-qmin', '0', '-qmax', '10', '-b:v', '20M', '-deadline', 'realtime', '-cpu-used', '8',
     '-g', '25', '-y', video]);
   files.video = { path: video, name: 'clip.webm', size: fs.statSync(video).size, sha: sha256File(video) };
+  const only = process.env.ONLY;
   for (const [mode, port] of [['h3', process.env.PORT_H3], ['h2', process.env.PORT_H2]]) {
+    if (only && only !== 'page') break;
     try {
       await runMode(mode, Number(port), files);
     } catch (e) {
       fail(`${mode}: scenario aborted`, (e && e.stack) || e);
+    }
+  }
+  const { runConverse } = require('./converse.js');
+  for (const [mode, port] of [['h3', process.env.PORT_CONVERSE_H3], ['h2', process.env.PORT_CONVERSE_H2]].slice(0, Number(process.env.MODES || 2))) {
+    if (only && only !== 'converse') break;
+    try {
+      await runConverse({ mode, port: Number(port), Server, launch, check, pass, fail, metrics, series,
+        sha256File, sleep, servers, SECRET, WORK, ARTIFACTS, file: files.medium });
+    } catch (e) {
+      fail(`${mode} converse: scenario aborted`, (e && e.stack) || e);
     }
   }
   for (const s of servers) s.kill();

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what interop/browser/run.sh needs, idempotently: Debian's chromium (the browser
 # under test), ffmpeg (only to make the test video), openssl (the SPKI pin of the test key),
-# node + npm, and playwright-core at the version pinned in interop/browser/package-lock.json
-# (no browser download: Playwright drives the Debian binary).
+# node + npm, and the npm packages pinned in interop/browser/package-lock.json: playwright-core
+# (no browser download: Playwright drives the Debian binary) and converse.js (the browser
+# XMPP client of the Converse.js scenario, which also needs Prosody with
+# mod_http_upload_external: interop/xmpp/install.sh).
 # Usage: interop/services/install-chromium.sh   (as root, or with sudo available)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,11 +23,18 @@ if [ "${#need[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-want=$(node -e 'console.log(require(process.argv[1]).packages["node_modules/playwright-core"].version)' \
-    "$BROWSER_DIR/package-lock.json")
-have=$(node -e 'try { console.log(require(process.argv[1]).version) } catch (e) { console.log("") }' \
-    "$BROWSER_DIR/node_modules/playwright-core/package.json")
-if [ "$have" != "$want" ]; then
+# The installed versions of the pinned packages, against the lock file.
+versions() {
+    node -e '
+        const dir = process.argv[1];
+        const lock = require(dir + "/package-lock.json").packages;
+        for (const p of ["playwright-core", "converse.js"]) {
+            let have = "";
+            try { have = require(dir + "/node_modules/" + p + "/package.json").version; } catch (e) {}
+            console.log(p, lock["node_modules/" + p].version, have);
+        }' "$BROWSER_DIR"
+}
+if versions | awk '$2 != $3 { bad = 1 } END { exit bad ? 0 : 1 }'; then
     (cd "$BROWSER_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
-echo "chromium: $(chromium --version 2>/dev/null | head -n1); playwright-core $want; $(ffmpeg -version | head -n1)"
+echo "chromium: $(chromium --version 2>/dev/null | head -n1); $(versions | awk '{ printf "%s %s; ", $1, $3 }')$(ffmpeg -version | head -n1)"
