@@ -382,7 +382,7 @@ async function runMode(mode, port, files) {
     }
   }
   const { runConverse } = require('./converse.js');
-  for (const [mode, port] of [['h3', process.env.PORT_CONVERSE_H3], ['h2', process.env.PORT_CONVERSE_H2]].slice(0, Number(process.env.MODES || 2))) {
+  for (const [mode, port] of [['h3', process.env.PORT_CONVERSE_H3], ['h2', process.env.PORT_CONVERSE_H2]]) {
     if (only && only !== 'converse') break;
     try {
       await runConverse({ mode, port: Number(port), Server, launch, check, pass, fail, metrics, series,
