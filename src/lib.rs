@@ -74,6 +74,7 @@ pub mod metrics;
 pub mod relay;
 pub mod scan;
 pub mod server;
+pub mod sign_page;
 pub mod storage;
 pub mod tls;
 pub mod transport;

@@ -45,8 +45,18 @@ enum Command {
         #[arg(long, value_enum, default_value = "v3")]
         scheme: SchemeArg,
         /// Path without the prefix, e.g. `abc/photo.jpg` (not percent-encoded).
+        #[arg(long, required_unless_present = "page")]
+        path: Option<String>,
+        /// Mint an upload-page link (`https://HOST/upload-page/#<token>`) for uploads under
+        /// `--prefix`, each up to `--max-size`, until `--expires`.
+        #[arg(long, requires = "prefix", conflicts_with = "path")]
+        page: bool,
+        /// Storage prefix of a page link's uploads (with `--page`).
         #[arg(long)]
-        path: String,
+        prefix: Option<String>,
+        /// Largest upload through a page link, e.g. "2G" (default: the server's limit).
+        #[arg(long)]
+        max_size: Option<String>,
         /// Size in bytes (schemes v and v2).
         #[arg(long, default_value_t = 0)]
         size: u64,
@@ -552,12 +562,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             method,
             expires,
             base_url,
+            page,
+            prefix,
+            max_size,
         } => {
             let cfg = load(config.as_ref())?;
             let secret = match secret {
                 Some(s) => s,
                 None => xferd::server::resolve_secret(&cfg)?.0,
             };
+            if page {
+                let max_size = max_size.as_deref().map(xferd::config::parse_size);
+                let req = xferd::sign_page::PageLink {
+                    secret: &secret,
+                    prefix: prefix.as_deref().unwrap_or_default(),
+                    validity: parse_duration(&expires).map_err(anyhow::Error::msg)?,
+                    max_size: max_size.transpose().map_err(anyhow::Error::msg)?,
+                    base_url: base_url.as_deref(),
+                };
+                let url = xferd::sign_page::mint(&cfg, &req, SystemTime::now());
+                println!("{}", url.map_err(anyhow::Error::msg)?);
+                return Ok(());
+            }
+            let path = path.unwrap_or_default();
             let rel = xferd::core::path::validate(&path).context("invalid --path")?;
             let scheme = match scheme {
                 SchemeArg::V => Scheme::V,

@@ -12,7 +12,7 @@ use crate::core::error::ALL_CODES;
 use crate::core::profiles::Profiles;
 use crate::core::readings::Estimate;
 use crate::core::retry::OPS;
-use crate::core::telemetry::{Direction, Protocol, Telemetry};
+use crate::core::telemetry::{Agent, Direction, Protocol, Route, Telemetry};
 use prometheus::{
     exponential_buckets, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -48,6 +48,8 @@ pub struct Metrics {
     streams: IntGaugeVec,
     profiles: IntGauge,
     retries: IntCounterVec,
+    /// Requests by route, client family and protocol.
+    requests: IntCounterVec,
     breaker: Gauge,
     pool: Arc<Pool>,
     client_profiles: Arc<Profiles>,
@@ -288,6 +290,14 @@ impl Metrics {
                 "Storage operations retried after a transient failure.",
                 &["op"],
             ),
+            requests: counter(
+                &r,
+                "xferd_requests_total",
+                "Requests answered, by route (page, tus, ietf, hfs, form, put, download, \
+                 other), client family (browser, xmpp_client, curl, xferd_client, other) \
+                 and protocol.",
+                &["route", "agent", "protocol"],
+            ),
             breaker: {
                 let g = Gauge::new(
                     "xferd_storage_circuit_open",
@@ -357,6 +367,14 @@ impl Metrics {
         }
         for op in OPS {
             self.retries.with_label_values(&[op]);
+        }
+        for route in Route::ALL {
+            for agent in Agent::ALL {
+                for p in Protocol::ALL {
+                    self.requests
+                        .with_label_values(&[route.label(), agent.label(), p.label()]);
+                }
+            }
         }
         for o in crate::core::scan::Outcome::ALL {
             self.scans.with_label_values(&[o.label()]);
@@ -527,6 +545,12 @@ impl Telemetry for Metrics {
         self.scans.with_label_values(&[outcome.label()]).inc();
     }
 
+    fn request(&self, route: Route, agent: Agent, p: Protocol) {
+        self.requests
+            .with_label_values(&[route.label(), agent.label(), p.label()])
+            .inc();
+    }
+
     fn render(&self) -> Option<String> {
         self.render_quotas();
         self.pool_in_use
@@ -569,6 +593,8 @@ mod tests {
             },
         );
         let _c = m.connection(Protocol::H3);
+        m.request(Route::Download, Agent::Browser, Protocol::H3);
+        m.request(Route::Download, Agent::Browser, Protocol::H3);
         let text = m.render().unwrap();
         for want in [
             "xferd_upload_bytes_total{protocol=\"h3\"} 1048576",
@@ -577,6 +603,8 @@ mod tests {
             "xferd_buffer_pool_bytes_in_use 131072",
             "xferd_connections_active{protocol=\"h3\"} 1",
             "xferd_range_requests_total{protocol=\"h2\"} 0",
+            "xferd_requests_total{agent=\"browser\",protocol=\"h3\",route=\"download\"} 2",
+            "xferd_requests_total{agent=\"curl\",protocol=\"h1\",route=\"page\"} 0",
             "process_resident_memory_bytes",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");

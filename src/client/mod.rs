@@ -71,6 +71,9 @@ pub struct Client {
 /// QUIC congestion control of the client (the sender of an upload); BBR by default.
 pub use crate::transport::congestion::Congestion;
 
+/// The `User-Agent` of every request this client sends (unless the request has its own).
+pub const USER_AGENT: &str = concat!("xferd/", env!("CARGO_PKG_VERSION"));
+
 /// The client's congestion control unless told otherwise: uploads over lossy radio links.
 pub const DEFAULT_CONGESTION: Congestion = Congestion::Bbr;
 
@@ -260,6 +263,11 @@ impl Client {
         trailers: Option<http::HeaderMap>,
     ) -> anyhow::Result<ClientResponse> {
         let (mut parts, ()) = req.into_parts();
+        // Who we are (servers count clients by family; xferd's own is `xferd_client`).
+        parts
+            .headers
+            .entry(http::header::USER_AGENT)
+            .or_insert(http::HeaderValue::from_static(USER_AGENT));
         let path_q = parts
             .uri
             .path_and_query()

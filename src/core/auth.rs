@@ -290,3 +290,6 @@ pub fn message_for(
 
 #[cfg(test)]
 mod tests;
+
+/// Upload-page capabilities (`xferd sign --page`).
+pub mod page;

@@ -13,6 +13,7 @@ pub mod buffers;
 pub mod client_addr;
 pub mod download;
 pub mod error;
+pub mod page;
 pub mod path;
 pub mod profiles;
 pub mod range;
@@ -228,6 +229,9 @@ impl Core {
             };
             self.telemetry().error(dir, ctx.protocol, code);
         }
+        let route = telemetry::Route::of(&head, &self.settings.tus_path, &self.settings.ietf_path);
+        let agent = telemetry::Agent::of(ctx.user_agent.as_ref().and_then(|v| v.to_str().ok()));
+        self.telemetry().request(route, agent, ctx.protocol);
         if discard {
             resp.extensions_mut().insert(DrainAfterResponse);
         }
@@ -293,6 +297,7 @@ impl Core {
             }
             (&Method::GET, "/upload-status") => resumable::hfs::status(self, head, ctx).await,
             (&Method::POST, "/upload") => resumable::form::upload(self, head, body, ctx).await,
+            (&Method::GET | &Method::HEAD, p) if page::is_page(p) => page::serve(self, head),
             (&Method::GET | &Method::HEAD, _) => download::serve(self, head, ctx).await,
             (&Method::POST, _) if resumable::tus::is_tus(h) => {
                 Ok(resumable::tus::create(self, head, body, ctx).await)

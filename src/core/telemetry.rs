@@ -55,6 +55,207 @@ pub trait Telemetry: Send + Sync {
     fn render(&self) -> Option<String>;
     /// A virus scan ended (`[scan]`; see [`super::scan`]).
     fn scan(&self, _outcome: super::scan::Outcome) {}
+    /// A request was answered: which part of the server, which kind of client, which
+    /// protocol (fixed label sets, see [`Route`] and [`Agent`]).
+    fn request(&self, _route: Route, _agent: Agent, _protocol: Protocol) {}
+}
+
+/// Which part of the server a request used (a metrics label from a fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The upload page's HTML, CSS and script.
+    Page,
+    Tus,
+    Ietf,
+    /// HFS's chunked API (`/chunked-upload`, `/upload-status`).
+    Hfs,
+    /// Multipart form uploads (`POST /upload`).
+    Form,
+    /// Single signed `PUT`s (XEP-0363).
+    Put,
+    /// `GET`/`HEAD` of stored files.
+    Download,
+    /// `/health`, `/metrics`, `OPTIONS` and anything else.
+    Other,
+}
+
+impl Route {
+    pub const ALL: [Route; 8] = [
+        Route::Page,
+        Route::Tus,
+        Route::Ietf,
+        Route::Hfs,
+        Route::Form,
+        Route::Put,
+        Route::Download,
+        Route::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Page => "page",
+            Route::Tus => "tus",
+            Route::Ietf => "ietf",
+            Route::Hfs => "hfs",
+            Route::Form => "form",
+            Route::Put => "put",
+            Route::Download => "download",
+            Route::Other => "other",
+        }
+    }
+
+    /// The route of a request, given the tus and IETF collection paths.
+    pub fn of(head: &http::request::Parts, tus_path: &str, ietf_path: &str) -> Route {
+        use http::Method;
+        let path = head.uri.path();
+        let h = &head.headers;
+        let under = |base: &str| !base.is_empty() && path.starts_with(base);
+        match &head.method {
+            _ if super::page::is_page(path) => Route::Page,
+            _ if under(tus_path) => Route::Tus,
+            _ if under(ietf_path) => Route::Ietf,
+            _ if path == "/chunked-upload" || path == "/upload-status" => Route::Hfs,
+            &Method::POST if path == "/upload" => Route::Form,
+            &Method::GET | &Method::HEAD if path == "/health" || path == "/metrics" => Route::Other,
+            &Method::GET | &Method::HEAD => Route::Download,
+            &Method::POST if h.contains_key("tus-resumable") => Route::Tus,
+            &Method::POST | &Method::PUT if super::resumable::ietf::is_creation(h) => Route::Ietf,
+            &Method::PUT => Route::Put,
+            _ => Route::Other,
+        }
+    }
+}
+
+/// The family of the client that sent a request, from its `User-Agent` (a metrics label
+/// from a fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Agent {
+    /// A web browser (`Mozilla/...`), including browser-based XMPP clients.
+    Browser,
+    /// A native XMPP client (Conversations, Gajim, Dino, Monal, ...).
+    Xmpp,
+    Curl,
+    /// xferd's own client (`xferd/...`).
+    Xferd,
+    Other,
+}
+
+/// Lower-case `User-Agent` fragments of native XMPP clients.
+const XMPP_CLIENTS: &[&str] = &[
+    "conversations",
+    "cheogram",
+    "monocles",
+    "blabber",
+    "quicksy",
+    "gajim",
+    "dino",
+    "monal",
+    "siskin",
+    "beagle",
+    "psi+",
+    "psi/",
+    "profanity",
+    "poezio",
+    "movim",
+    "pidgin",
+    "xabber",
+    "yaxim",
+    "snikket",
+    "kaidan",
+    "smack",
+];
+
+impl Agent {
+    pub const ALL: [Agent; 5] = [
+        Agent::Browser,
+        Agent::Xmpp,
+        Agent::Curl,
+        Agent::Xferd,
+        Agent::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Agent::Browser => "browser",
+            Agent::Xmpp => "xmpp_client",
+            Agent::Curl => "curl",
+            Agent::Xferd => "xferd_client",
+            Agent::Other => "other",
+        }
+    }
+
+    /// The family of a `User-Agent` value (`None`: no header, or not visible ASCII).
+    pub fn of(user_agent: Option<&str>) -> Agent {
+        let Some(ua) = user_agent else {
+            return Agent::Other;
+        };
+        let ua = ua.trim().to_ascii_lowercase();
+        if ua.starts_with("xferd/") || ua.starts_with("xferd ") {
+            Agent::Xferd
+        } else if ua.starts_with("curl/") {
+            Agent::Curl
+        } else if XMPP_CLIENTS.iter().any(|c| ua.contains(c)) {
+            Agent::Xmpp
+        } else if ua.starts_with("mozilla/") {
+            Agent::Browser
+        } else {
+            Agent::Other
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_families() {
+        let cases = [
+            (None, Agent::Other),
+            (Some("curl/7.88.1"), Agent::Curl),
+            (Some("xferd/0.1.0"), Agent::Xferd),
+            (Some("Conversations/2.16.9 (F-Droid)"), Agent::Xmpp),
+            (Some("Gajim/1.9"), Agent::Xmpp),
+            (Some("Dino/0.4"), Agent::Xmpp),
+            (
+                Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/148.0.0.0 Safari/537.36"),
+                Agent::Browser,
+            ),
+            (Some("Mozilla/5.0 (iPhone) Monal/6.4"), Agent::Xmpp),
+            (Some("python-requests/2.31"), Agent::Other),
+            (Some(""), Agent::Other),
+        ];
+        for (ua, want) in cases {
+            assert_eq!(Agent::of(ua), want, "{ua:?}");
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let r = |m: &str, p: &str, hdr: Option<(&str, &str)>| {
+            let mut b = http::Request::builder().method(m).uri(p);
+            if let Some((k, v)) = hdr {
+                b = b.header(k, v);
+            }
+            let (head, ()) = b.body(()).unwrap().into_parts();
+            Route::of(&head, "/files/", "/uploads/")
+        };
+        assert_eq!(r("GET", "/upload-page/", None), Route::Page);
+        assert_eq!(r("GET", "/upload-page/app.js", None), Route::Page);
+        assert_eq!(r("POST", "/files/", None), Route::Tus);
+        assert_eq!(r("PATCH", "/files/0123", None), Route::Tus);
+        assert_eq!(
+            r("POST", "/a/b", Some(("tus-resumable", "1.0.0"))),
+            Route::Tus
+        );
+        assert_eq!(r("HEAD", "/uploads/x", None), Route::Ietf);
+        assert_eq!(r("GET", "/chunked-upload", None), Route::Hfs);
+        assert_eq!(r("POST", "/upload", None), Route::Form);
+        assert_eq!(r("PUT", "/a/b.txt", None), Route::Put);
+        assert_eq!(r("GET", "/a/b.webm", None), Route::Download);
+        assert_eq!(r("GET", "/health", None), Route::Other);
+        assert_eq!(r("OPTIONS", "/a", None), Route::Other);
+    }
 }
 
 /// Reports nothing (for tests of core parts that need a `Telemetry`).

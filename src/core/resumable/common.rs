@@ -31,6 +31,13 @@ pub fn authorise(
     now: SystemTime,
 ) -> Result<Authorised, CoreError> {
     let s = &core.settings;
+    // An upload-page token (`Authorization: Bearer`) on the tus collection itself.
+    if head.uri.path() == s.tus_path
+        && crate::core::page::bearer(&head.headers).is_some()
+        && !SignedQuery::parse(head.uri.query()).is_signed()
+    {
+        return crate::core::page::authorise(core, head, size, now);
+    }
     let rel = match target {
         Some(t) => t,
         None => path::resolve(head.uri.path(), &s.prefix)?,

@@ -43,6 +43,13 @@ pub async fn resource(
     }
     let result = async {
         let base = &core.settings.tus_path;
+        if head.method == Method::POST
+            && head.uri.path() == base.as_str()
+            && crate::core::page::bearer(&head.headers).is_some()
+        {
+            // An upload-page creation: the collection plus a page token.
+            return create_inner(core, head, body, ctx).await;
+        }
         let Some(id) = session_id(head.uri.path(), base) else {
             return Err(if head.method == Method::POST {
                 CoreError::BadRequest("create uploads by POSTing to a signed URL".into())
@@ -160,10 +167,12 @@ async fn create_inner(
         }
         Some(c) if c.starts_with("final;") => {
             let ids = parse_final(c, &core.settings.tus_path)?;
+            crate::core::page::check_final(core, head, &ids, ctx.now).await?;
             new.length = None;
             let s = core.engine.create_final(new, ids, now).await?;
             let mut r = status_response(core, &s, StatusCode::CREATED);
             add_location(&mut r, core, &s);
+            crate::core::page::add_content_location(core, h, r.headers_mut(), &s.target);
             return Ok(r);
         }
         Some(_) => {
@@ -196,6 +205,7 @@ async fn create_inner(
     let mut r = status_response(core, &session, StatusCode::CREATED);
     add_location(&mut r, core, &session);
     super::common::add_hint(core, ctx, r.headers_mut(), session.length);
+    crate::core::page::add_content_location(core, h, r.headers_mut(), &session.target);
     Ok(r)
 }
 
@@ -357,6 +367,14 @@ fn status_response(core: &Core, s: &Session, status: StatusCode) -> Response<Bod
 fn add_offset_headers(h: &mut HeaderMap, s: &Session) {
     if !matches!(s.kind, Kind::Final { .. }) || s.completed.is_some() {
         h.insert("upload-offset", HeaderValue::from(s.offset()));
+    }
+    if let Some(done) = &s.completed {
+        // The stored file's SHA-256 (RFC 9530), as for a single PUT.
+        if let Ok(d) = hex::decode(&done.sha256) {
+            if let Ok(v) = HeaderValue::from_str(&checksum::repr_digest(&d)) {
+                h.insert("repr-digest", v);
+            }
+        }
     }
     let expires = UNIX_EPOCH + Duration::from_secs(s.expires);
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
