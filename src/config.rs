@@ -72,7 +72,7 @@ pub struct Config {
     /// `[admin]`: the admin API listener.
     pub admin: AdminConfig,
     pub cluster: ClusterConfig,
-    /// `[storage]`: the backend of finished files (see [`storage`]).
+    /// `[storage]`: the backend of finished files (see `config/storage.rs`).
     pub storage: StorageConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]

@@ -5,7 +5,7 @@
 //! [`ScanPolicy`] (a plain struct the server fills from the configuration).
 //!
 //! 1. Single-shot uploads (`PUT`, form `POST /upload`): the staged sink is wrapped in a
-//!    [`Tee`] that hands every buffer, in order, to a scan task while it is written; a
+//!    `Tee` that hands every buffer, in order, to a scan task while it is written; a
 //!    write completes when both the sink and the scanner are done with the buffer. So no
 //!    buffer outlives the streaming engine's two (memory stays what the upload's lease
 //!    accounts), a slow scanner slows the upload instead of growing a queue, and no second

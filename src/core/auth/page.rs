@@ -8,8 +8,8 @@
 //! `xp1.<expires>.<max_size>.<base64url(prefix)>.<hex HMAC-SHA256>`
 //!
 //! The MAC is keyed with the server secret (any of the rotation keys verifies) over
-//! [`message`] = `"xferd-page\n" + prefix + "\n" + expires + "\n" + max_size`, and compared
-//! in constant time like every other scheme ([`Keys::any_key_verifies`]). The prefix is
+//! `message` = `"xferd-page\n" + prefix + "\n" + expires + "\n" + max_size`, and compared
+//! in constant time like every other scheme (`Keys::any_key_verifies`). The prefix is
 //! base64url so that no character of it can be read as a separator. Order of checks:
 //! shape ([`AuthError::Malformed`]) -> MAC ([`AuthError::Mismatch`], so a forged token is
 //! never reported as merely expired) -> expiry ([`AuthError::Expired`], the stable code

@@ -4,12 +4,12 @@
 //!
 //! - Keys are objects `prefix + key` in one bucket, path-style addressed.
 //! - [`Store::begin`] checks the key first (taken, a "directory" of other keys, or below
-//!   an object); a staged write ([`staged`]) is one PutObject below `part_size`, else a
+//!   an object); a staged write (`staged.rs`) is one PutObject below `part_size`, else a
 //!   multipart upload of equal parts of `part_size` with at most `max_parts_in_flight`
 //!   parts in memory (the one filling included); commit is PutObject or
 //!   CompleteMultipartUpload with `If-None-Match: *` (412 or 409: [`StoreError::Exists`]);
 //!   any failure, an abort or a drop aborts the multipart upload.
-//! - Reads ([`object`]) are ranged GETs pinned to the ETag (`If-Match`); consecutive
+//! - Reads (`object.rs`) are ranged GETs pinned to the ETag (`If-Match`); consecutive
 //!   `read_at` calls are served from one streaming GET (windows that double, 4 MiB to
 //!   1 GiB), re-issued on a seek or after an error.
 //! - Lists are ListObjectsV2 in the store's (byte) order of keys, paged with `start-after`.
