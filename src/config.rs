@@ -20,6 +20,7 @@ mod ops;
 mod overrides;
 // Issue 12: file expiry, storage quotas, audit log.
 mod audit;
+mod dedup;
 mod expiry;
 mod quota;
 mod scan;
@@ -29,6 +30,7 @@ mod storage;
 
 pub use audit::{AuditConfig, AuditOutput};
 pub use cluster::ClusterConfig;
+pub use dedup::DedupConfig;
 pub use expiry::ExpiryConfig;
 pub use hfs::{HfsCompat, KeyClass, KeyReport};
 pub use ops::{LogConfig, LogFormat, PrefixLimitConfig, RateLimitConfig};
@@ -74,6 +76,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// `[storage]`: the backend of finished files (see `config/storage.rs`).
     pub storage: StorageConfig,
+    /// `[deduplication]`: identical uploads share one stored copy.
+    pub deduplication: DedupConfig,
     /// Values of the HFS keys xferd accepts but does not (yet) apply.
     #[serde(skip)]
     pub hfs: HfsCompat,
@@ -552,6 +556,7 @@ impl Config {
         self.scan.validate()?;
         self.admin.validate()?;
         self.storage.validate()?;
+        self.deduplication.validate(self.storage.backend)?;
         Ok(())
     }
 

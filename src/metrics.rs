@@ -72,6 +72,10 @@ struct Housekeeping {
     quota_reserved: IntGaugeVec,
     quota_limit: IntGaugeVec,
     quotas: std::sync::OnceLock<Arc<crate::core::quota::Quotas>>,
+    /// `[deduplication]`: bytes of uploads linked to a stored copy instead of stored, and
+    /// how many uploads.
+    dedup_saved: prometheus::IntCounter,
+    dedup_linked: prometheus::IntCounter,
 }
 
 fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
@@ -107,6 +111,16 @@ fn housekeeping(r: &Registry) -> Housekeeping {
         ),
         quota_limit: scoped("xferd_quota_limit_bytes", "A quota's cap."),
         quotas: std::sync::OnceLock::new(),
+        dedup_saved: int_counter(
+            r,
+            "xferd_dedup_saved_bytes_total",
+            "Bytes of uploads linked to the stored copy of identical content instead of stored.",
+        ),
+        dedup_linked: int_counter(
+            r,
+            "xferd_dedup_linked_total",
+            "Uploads linked to the stored copy of identical content.",
+        ),
     }
 }
 
@@ -539,6 +553,11 @@ impl Telemetry for Metrics {
     fn expired(&self, files: u64, bytes: u64) {
         self.housekeeping.expired_files.inc_by(files);
         self.housekeeping.expired_bytes.inc_by(bytes);
+    }
+
+    fn deduplicated(&self, bytes: u64) {
+        self.housekeeping.dedup_saved.inc_by(bytes);
+        self.housekeeping.dedup_linked.inc();
     }
 
     fn scan(&self, outcome: crate::core::scan::Outcome) {

@@ -189,6 +189,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         let swept = storage
             .sweep_temp_files_older_than(min_age)
             .context("sweeping temporary files")?;
+        // [deduplication] hook: content-addressed copies no stored name shares any more
+        // (also with deduplication turned off since: their space comes back).
+        {
+            let cas = crate::storage::cas::sweep_blocking(storage.root_dir())
+                .context("sweeping the content-addressed store")?;
+            if cas != crate::storage::cas::Swept::default() {
+                tracing::info!(
+                    removed = cas.removed,
+                    saved_bytes = cas.saved_bytes,
+                    "deduplication: content-addressed store swept"
+                );
+            }
+        }
         anyhow::Ok((Some(storage), swept))
     })
     .await
@@ -332,7 +345,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         core_settings(&config),
         keys,
         store,
-        engine.with_scanning(scanning.clone(), scan_telemetry),
+        engine
+            .with_scanning(scanning.clone(), scan_telemetry)
+            .with_dedup(
+                (config.deduplication.enabled)
+                    .then(|| metrics.clone() as Arc<dyn crate::core::Telemetry>),
+            ),
         adaptive,
         resilience,
     )
@@ -747,5 +765,6 @@ pub fn core_settings(c: &Config) -> Settings {
         },
         rate_limit: c.rate_limit.limits(),
         proxies: c.rate_limit.proxies(),
+        dedup: c.deduplication.enabled,
     }
 }

@@ -55,21 +55,21 @@ const EXPECT: &[Expect] = &[
     Expect { file: "examples-enhanced-security", listen: ANY, storage: "./uploads", secret: Some("your-very-secret-hmac-key-change-in-production"), max_upload: 10 * GB, extensions: (6, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (2, 3, 23) },
     Expect { file: "examples-mobile-resilient", listen: ANY, storage: "./uploads", secret: Some("mobile-network-resilience-secret-key"), max_upload: 500 * MB, extensions: (31, "jpg"), ttl_days: None, dedup: false, metrics: (true, None), clamav: false, redis: false, counts: (4, 5, 45) },
     Expect { file: "examples-network-switching", listen: ANY, storage: "./uploads", secret: Some("network-switching-resilience-secret-key"), max_upload: 500 * MB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (true, None), clamav: false, redis: false, counts: (4, 5, 80) },
-    Expect { file: "examples-production-enhanced", listen: ANY, storage: OPT, secret: Some(WIKI), max_upload: GB, extensions: (37, "txt"), ttl_days: Some(7), dedup: true, metrics: (false, None), clamav: false, redis: true, counts: (10, 12, 109) },
-    Expect { file: "examples-production-validated", listen: ANY, storage: OPT, secret: Some(WIKI), max_upload: GB, extensions: (37, "txt"), ttl_days: None, dedup: true, metrics: (false, None), clamav: false, redis: true, counts: (3, 11, 85) },
-    Expect { file: "genconfig-advanced", listen: ANY, storage: "./uploads", secret: Some("your-secret-key-here"), max_upload: 10 * GB, extensions: (10, "txt"), ttl_days: Some(365), dedup: false, metrics: (true, Some(9090)), clamav: false, redis: false, counts: (7, 12, 73) },
+    Expect { file: "examples-production-enhanced", listen: ANY, storage: OPT, secret: Some(WIKI), max_upload: GB, extensions: (37, "txt"), ttl_days: Some(7), dedup: true, metrics: (false, None), clamav: false, redis: true, counts: (11, 13, 107) },
+    Expect { file: "examples-production-validated", listen: ANY, storage: OPT, secret: Some(WIKI), max_upload: GB, extensions: (37, "txt"), ttl_days: None, dedup: true, metrics: (false, None), clamav: false, redis: true, counts: (4, 12, 83) },
+    Expect { file: "genconfig-advanced", listen: ANY, storage: "./uploads", secret: Some("your-secret-key-here"), max_upload: 10 * GB, extensions: (10, "txt"), ttl_days: Some(365), dedup: false, metrics: (true, Some(9090)), clamav: false, redis: false, counts: (8, 13, 71) },
     Expect { file: "genconfig-minimal", listen: ANY, storage: "./uploads", secret: Some("change-this-to-your-secret"), max_upload: 10 * GB, extensions: (0, ""), ttl_days: Some(365), dedup: false, metrics: (true, Some(9090)), clamav: false, redis: false, counts: (2, 7, 13) },
-    Expect { file: "legacy-default", listen: ANY, storage: OPT, secret: Some(WIKI), max_upload: 10 * GB, extensions: (33, "zip"), ttl_days: None, dedup: true, metrics: (false, None), clamav: false, redis: false, counts: (3, 8, 70) },
-    Expect { file: "legacy-xmpp", listen: ANY, storage: "/var/lib/hmac-file-server/uploads", secret: Some("your-super-secret-hmac-key-here-minimum-32-characters"), max_upload: 10 * GB, extensions: (7, "jpg"), ttl_days: None, dedup: false, metrics: (true, Some(9090)), clamav: false, redis: false, counts: (1, 7, 33) },
-    Expect { file: "podman-example", listen: "0.0.0.0:8888", storage: "/data", secret: Some("CHANGE-THIS-PRODUCTION-SECRET-HMAC-KEY"), max_upload: 10 * GB, extensions: (35, "zip"), ttl_days: None, dedup: true, metrics: (false, None), clamav: false, redis: false, counts: (3, 11, 73) },
-    Expect { file: "templates-adaptive", listen: ANY, storage: "/data/uploads", secret: Some("your-hmac-secret-key-here"), max_upload: 10 * GB, extensions: (11, "jpg"), ttl_days: None, dedup: true, metrics: (true, None), clamav: false, redis: false, counts: (13, 8, 156) },
-    Expect { file: "templates-debian", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (3, 5, 42) },
-    Expect { file: "templates-docker", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (3, 5, 42) },
-    Expect { file: "templates-enhanced-features", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (7, 6, 47) },
-    Expect { file: "templates-podman", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (3, 5, 42) },
-    Expect { file: "templates-systemd", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (3, 5, 42) },
+    Expect { file: "legacy-default", listen: ANY, storage: OPT, secret: Some(WIKI), max_upload: 10 * GB, extensions: (33, "zip"), ttl_days: None, dedup: true, metrics: (false, None), clamav: false, redis: false, counts: (4, 9, 68) },
+    Expect { file: "legacy-xmpp", listen: ANY, storage: "/var/lib/hmac-file-server/uploads", secret: Some("your-super-secret-hmac-key-here-minimum-32-characters"), max_upload: 10 * GB, extensions: (7, "jpg"), ttl_days: None, dedup: false, metrics: (true, Some(9090)), clamav: false, redis: false, counts: (2, 7, 32) },
+    Expect { file: "podman-example", listen: "0.0.0.0:8888", storage: "/data", secret: Some("CHANGE-THIS-PRODUCTION-SECRET-HMAC-KEY"), max_upload: 10 * GB, extensions: (35, "zip"), ttl_days: None, dedup: true, metrics: (false, None), clamav: false, redis: false, counts: (4, 12, 71) },
+    Expect { file: "templates-adaptive", listen: ANY, storage: "/data/uploads", secret: Some("your-hmac-secret-key-here"), max_upload: 10 * GB, extensions: (11, "jpg"), ttl_days: None, dedup: true, metrics: (true, None), clamav: false, redis: false, counts: (14, 9, 154) },
+    Expect { file: "templates-debian", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (3, 6, 41) },
+    Expect { file: "templates-docker", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (3, 6, 41) },
+    Expect { file: "templates-enhanced-features", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (7, 7, 46) },
+    Expect { file: "templates-podman", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (3, 6, 41) },
+    Expect { file: "templates-systemd", listen: ANY, storage: OPT, secret: Some(CHANGE), max_upload: 10 * GB, extensions: (26, "txt"), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (3, 6, 41) },
     Expect { file: "tests-minimal", listen: ANY, storage: "/tmp/test-uploads", secret: Some("test-secret-key"), max_upload: 10 * GB, extensions: (0, ""), ttl_days: None, dedup: false, metrics: (false, None), clamav: false, redis: false, counts: (2, 1, 1) },
-    Expect { file: "wiki", listen: ANY, storage: "/srv/hmac-file-server/uploads", secret: Some(WIKI), max_upload: 10 * GB, extensions: (21, "zip"), ttl_days: None, dedup: true, metrics: (false, None), clamav: true, redis: true, counts: (3, 10, 88) },
+    Expect { file: "wiki", listen: ANY, storage: "/srv/hmac-file-server/uploads", secret: Some(WIKI), max_upload: 10 * GB, extensions: (21, "zip"), ttl_days: None, dedup: true, metrics: (false, None), clamav: true, redis: true, counts: (4, 11, 86) },
 ];
 
 fn check_mapped(e: &Expect, loaded: &xferd::config::Loaded) {
@@ -93,7 +93,7 @@ fn check_mapped(e: &Expect, loaded: &xferd::config::Loaded) {
     let ttl = e.ttl_days.map(|d| Duration::from_secs(d * 86400));
     let expiry = c.expiry.enabled.then_some(c.expiry.max_age);
     assert_eq!(expiry, ttl, "{f}: file TTL (expiry.max_age)");
-    assert_eq!(c.hfs.dedup_enabled, e.dedup, "{f}: dedup");
+    assert_eq!(c.deduplication.enabled, e.dedup, "{f}: dedup");
     assert_eq!(c.metrics.enabled, e.metrics.0, "{f}: metrics");
     assert_eq!(
         c.metrics.listen.map(|a| a.port()),
@@ -231,7 +231,7 @@ fn check_config_explain_prints_every_key_with_its_class_and_counts() {
     assert!(!stdout.contains("your-secret-key-here"), "{stdout}");
     assert!(!stdout.contains("your-jwt-secret"), "{stdout}");
     assert!(
-        stdout.contains("keys: 92 (a: 7 xferd, b: 12 HFS mapped, c: 73 HFS accepted"),
+        stdout.contains("keys: 92 (a: 8 xferd, b: 13 HFS mapped, c: 71 HFS accepted"),
         "{stdout}"
     );
 }

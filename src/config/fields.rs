@@ -44,6 +44,7 @@ pub(super) fn keys(section: &str) -> Option<&'static [&'static str]> {
         "storage" => fields_of::<StorageConfig>(),
         "storage.s3" => fields_of::<S3Config>(),
         "cluster" => fields_of::<super::ClusterConfig>(),
+        "deduplication" => fields_of::<super::DedupConfig>(),
         _ => return None,
     })
 }

@@ -187,6 +187,7 @@ pub(super) fn translate(table: Table) -> Result<Translated, ConfigError> {
     let compat = compat::keep(kept, &mut report, &mut warnings)?;
     if hfs_file {
         hfs_defaults(&mut out, &mut warnings);
+        super::dedup::hfs_pair(&mut out, &mut report);
     }
     if let Some(Value::String(secret)) = out.get("security").and_then(|s| s.get("secret")) {
         if secret.contains('$') {
@@ -435,6 +436,10 @@ fn apply_mapped(
                         "unused: metrics are off (server.metricsenabled)".into(),
                     )
                 }
+            }
+            // HFS deduplicates only with both switches on (see `super::dedup`).
+            "server.deduplication_enabled" => {
+                (None, super::dedup::hfs_server_switch(out, &leaf.value))
             }
             // HFS reads `filettl` first; `max_file_age` is its fallback.
             "server.max_file_age" if find("server.filettl").is_some() => (

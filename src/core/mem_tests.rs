@@ -39,6 +39,7 @@ fn settings() -> Settings {
         parallel_streams: 1,
         rate_limit: Default::default(),
         proxies: Default::default(),
+        dedup: false,
     }
 }
 

@@ -29,6 +29,7 @@ pub mod telemetry;
 pub mod upload;
 // Issue 12: audit trail, file expiry, storage quotas.
 pub mod audit;
+pub mod dedup;
 pub mod expiry;
 pub mod quota;
 
@@ -71,6 +72,8 @@ pub struct Settings {
     /// `rate_limit.trusted_proxies`: who may name the client in a forwarding header (at
     /// start; the rate limiter holds the ones in force).
     pub proxies: client_addr::Proxies,
+    /// `[deduplication] enabled` (applied where the backend can: [`dedup::applies`]).
+    pub dedup: bool,
 }
 
 /// The transfer core: settings, keys, storage, the resumable-upload engine, the adaptive

@@ -55,6 +55,9 @@ pub trait Telemetry: Send + Sync {
     fn render(&self) -> Option<String>;
     /// A virus scan ended (`[scan]`; see [`super::scan`]).
     fn scan(&self, _outcome: super::scan::Outcome) {}
+    /// An upload of `bytes` was linked to the stored copy of identical content instead of
+    /// stored (`[deduplication]`; see [`super::dedup`]).
+    fn deduplicated(&self, _bytes: u64) {}
     /// A request was answered: which part of the server, which kind of client, which
     /// protocol (fixed label sets, see [`Route`] and [`Agent`]).
     fn request(&self, _route: Route, _agent: Agent, _protocol: Protocol) {}

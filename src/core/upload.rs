@@ -78,7 +78,8 @@ pub async fn put(
     if let Some(scan) = scan {
         scan.verdict(rel.as_str(), core.telemetry()).await?;
     }
-    commit(core, staged).await?;
+    // [deduplication] hook: identical content shares the stored copy.
+    super::dedup::commit(core, staged, sha256, size).await?;
     reservation.commit();
     core.adaptive
         .observe(ctx, super::Direction::Upload, size, started.elapsed(), None);

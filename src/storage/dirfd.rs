@@ -289,6 +289,14 @@ impl Dir {
         }
     }
 
+    /// A new name `to` in `dest` for the file `from` here (a hard link), never replacing
+    /// anything (`EEXIST`) and never following a link (no `AT_SYMLINK_FOLLOW`).
+    pub fn link_noreplace(&self, from: &CStr, dest: &Dir, to: &CStr) -> io::Result<()> {
+        // SAFETY: both names are NUL-terminated; both descriptors are open directories.
+        retry(|| cvt(unsafe { libc::linkat(self.fd(), from.as_ptr(), dest.fd(), to.as_ptr(), 0) }))
+            .map(drop)
+    }
+
     /// `fsync` of the directory (makes created, renamed and removed names durable).
     pub fn sync(&self) -> io::Result<()> {
         // SAFETY: plain call on a descriptor we own.

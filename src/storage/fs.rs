@@ -259,6 +259,17 @@ impl TempFile {
         Ok(())
     }
 
+    /// The directory and name of the temporary file (for the content-addressed commit,
+    /// [`super::cas`]).
+    pub(crate) fn location(&self) -> (&Dir, &std::ffi::CStr) {
+        (&self.dir, &self.tmp)
+    }
+
+    /// The temporary file was moved or removed by other means: nothing is left to remove.
+    pub(crate) fn forget(mut self) {
+        self.done = true;
+    }
+
     /// Removes the temporary file (never a directory: see the module doc). Blocking.
     pub fn abort_blocking(mut self) {
         self.remove_blocking();

@@ -15,6 +15,7 @@ use super::store::{
 use bytes::Bytes;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -24,6 +25,7 @@ pub const FS_CAPABILITIES: Capabilities = Capabilities {
     concat: true,
     free_space: true,
     min_part_size: 0,
+    dedup: true,
 };
 
 fn meta_of(md: &std::fs::Metadata) -> io::Result<ObjectMeta> {
@@ -74,10 +76,13 @@ impl BlockingSink for FsSink {
     }
 }
 
-/// A staged write: the temporary file and its descriptor.
+/// A staged write: the temporary file and its descriptor (and, for the content-addressed
+/// commit, the storage and the key).
 struct FsStaged {
     temp: TempFile,
     sink: Arc<FsSink>,
+    st: FsStorage,
+    key: Key,
 }
 
 impl Staged for FsStaged {
@@ -85,7 +90,7 @@ impl Staged for FsStaged {
         self.sink.clone()
     }
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        let FsStaged { temp, sink } = *self;
+        let FsStaged { temp, sink, .. } = *self;
         let file = sink.0.clone();
         drop(sink);
         Box::pin(async move {
@@ -101,6 +106,37 @@ impl Staged for FsStaged {
         let temp = self.temp;
         Box::pin(async move {
             let _ = tokio::task::spawn_blocking(move || temp.abort_blocking()).await;
+        })
+    }
+    fn commit_dedup(
+        self: Box<Self>,
+        sha256: [u8; 32],
+        len: u64,
+    ) -> BoxFuture<'static, Result<u64>> {
+        let FsStaged {
+            temp,
+            sink,
+            st,
+            key,
+        } = *self;
+        let file = sink.0.clone();
+        drop(sink);
+        Box::pin(async move {
+            let job = move || {
+                let (dir, tmp) = temp.location();
+                let r = super::cas::commit_blocking(&st, dir, tmp, Some(&file), &key, &sha256, len);
+                // On an error the temporary file (if still there) goes with `temp`.
+                if r.is_ok() {
+                    temp.forget();
+                }
+                r
+            };
+            match tokio::task::spawn_blocking(job).await {
+                Ok(Ok(saved)) => Ok(saved),
+                Ok(Err(CommitError::Exists)) => Err(StoreError::Exists),
+                Ok(Err(CommitError::Io(e))) => Err(StoreError::from(e)),
+                Err(e) => Err(StoreError::Other(io::Error::other(e.to_string()))),
+            }
         })
     }
 }
@@ -291,6 +327,8 @@ impl Store for FsStorage {
             let staged = FsStaged {
                 temp,
                 sink: Arc::new(FsSink::new(file)),
+                st,
+                key,
             };
             Ok(Box::new(staged) as Box<dyn Staged>)
         })
@@ -310,9 +348,22 @@ impl Store for FsStorage {
                 None => Ok(false),
                 Some(Kind::Dir) => Err(io::Error::from_raw_os_error(libc::EISDIR)),
                 Some(_) => {
+                    // Kept open across the unlink: a regular file left with one link may be
+                    // held only by its content-addressed entry, which then goes too.
+                    let held = d
+                        .open_file(&name, libc::O_RDONLY | libc::O_NONBLOCK, 0)
+                        .ok();
                     d.unlink(&name)?;
                     d.sync()?;
                     prune_empty_parents(&dir, parent);
+                    let last = held.as_ref().and_then(|f| f.metadata().ok());
+                    if let (Some(f), Some(md)) = (&held, last) {
+                        if md.is_file() && md.nlink() == 1 {
+                            if let Err(e) = super::cas::release_blocking(&dir, f) {
+                                tracing::warn!(error = %e, "dedup: content-addressed copy not freed");
+                            }
+                        }
+                    }
                     Ok(true)
                 }
             }

@@ -214,6 +214,7 @@ impl Store for MemStore {
             concat: false,
             free_space: true,
             min_part_size: 0,
+            dedup: false,
         }
     }
 

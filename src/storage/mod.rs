@@ -19,6 +19,7 @@
 //!
 //! An object-store backend implements the same two traits (see [`store`]'s module doc).
 
+pub mod cas;
 pub mod dirfd;
 pub mod fs;
 pub mod fs_store;

@@ -134,6 +134,28 @@ impl FsParts {
             .commit_file_blocking(&self.dir, &self.name(id)?, rel)
     }
 
+    /// [`FsParts::commit`], sharing the stored copy of identical content (see
+    /// [`super::cas`]); returns the bytes saved.
+    pub fn commit_dedup(
+        &self,
+        id: &str,
+        len: u64,
+        rel: &RelPath,
+        sha256: &[u8; 32],
+    ) -> Result<u64, CommitError> {
+        let f = self.open_write(id)?;
+        f.set_len(len)?;
+        super::cas::commit_blocking(
+            &self.storage,
+            &self.dir,
+            &self.name(id)?,
+            Some(&f),
+            rel,
+            sha256,
+            len,
+        )
+    }
+
     /// True when a file already exists at a session's target path.
     /// A target reached only through a symlinked directory (`ELOOP`) counts as taken: the
     /// session could never be committed there, so it is refused up front (409).
@@ -212,6 +234,22 @@ impl PartStore for FsParts {
         Box::pin(async move {
             match blocking(move || Ok(p.commit(&id, len, &key))).await {
                 Ok(Ok(())) => Ok(()),
+                Ok(Err(CommitError::Exists)) => Err(StoreError::Exists),
+                Ok(Err(CommitError::Io(e))) | Err(e) => Err(StoreError::from(e)),
+            }
+        })
+    }
+    fn complete_dedup(
+        &self,
+        id: &str,
+        len: u64,
+        key: &RelPath,
+        sha256: [u8; 32],
+    ) -> BoxFuture<'static, store::Result<u64>> {
+        let (p, id, key) = (self.clone(), id.to_string(), key.clone());
+        Box::pin(async move {
+            match blocking(move || Ok(p.commit_dedup(&id, len, &key, &sha256))).await {
+                Ok(Ok(saved)) => Ok(saved),
                 Ok(Err(CommitError::Exists)) => Err(StoreError::Exists),
                 Ok(Err(CommitError::Io(e))) | Err(e) => Err(StoreError::from(e)),
             }

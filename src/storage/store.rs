@@ -167,6 +167,9 @@ pub struct Capabilities {
     pub free_space: bool,
     /// Smallest part a multipart write accepts (the last may be smaller); 0 = any.
     pub min_part_size: u64,
+    /// Uploads of identical content can share one stored copy
+    /// ([`Staged::commit_dedup`], [`PartStore::complete_dedup`]).
+    pub dedup: bool,
 }
 
 /// Where bytes go: positional writes and a durability barrier. Cloned into spawned writes.
@@ -199,6 +202,18 @@ pub trait Staged: Send + Sync {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
     /// Discards the staged bytes.
     fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
+    /// [`Staged::commit`], sharing the stored copy of identical content where the backend
+    /// can ([`Capabilities::dedup`]): `sha256` and `len` are the staged bytes' digest and
+    /// length. Returns the bytes saved (0: stored as a copy of its own, the default).
+    fn commit_dedup(
+        self: Box<Self>,
+        sha256: [u8; 32],
+        len: u64,
+    ) -> BoxFuture<'static, Result<u64>> {
+        let _ = (sha256, len);
+        let commit = self.commit();
+        Box::pin(async move { commit.await.map(|()| 0) })
+    }
 }
 
 /// An opened object: its metadata and reads of exactly this object.
@@ -301,6 +316,19 @@ pub trait PartStore: Send + Sync + std::fmt::Debug {
     /// Moves the first `len` bytes to `key`, durably and never overwriting
     /// ([`StoreError::Exists`]).
     fn complete(&self, id: &str, len: u64, key: &Key) -> BoxFuture<'static, Result<()>>;
+    /// [`PartStore::complete`], sharing the stored copy of identical content where the
+    /// backend can ([`Capabilities::dedup`]); returns the bytes saved (0 by default).
+    fn complete_dedup(
+        &self,
+        id: &str,
+        len: u64,
+        key: &Key,
+        sha256: [u8; 32],
+    ) -> BoxFuture<'static, Result<u64>> {
+        let _ = sha256;
+        let complete = self.complete(id, len, key);
+        Box::pin(async move { complete.await.map(|()| 0) })
+    }
     /// Whether `key` cannot receive a completed upload (taken, or below a link).
     fn target_taken(&self, key: &Key) -> BoxFuture<'static, Result<bool>>;
     /// Ids of every session with data.

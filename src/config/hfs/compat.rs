@@ -17,8 +17,8 @@ pub struct HfsCompat {
     pub file_ttl: Option<Duration>,
     /// `[server] cleanup_interval`.
     pub file_cleanup_interval: Option<Duration>,
-    /// `[server] deduplication_enabled` **and** `[deduplication] enabled` (HFS needs both).
-    pub dedup_enabled: bool,
+    /// `[deduplication] directory` and `maxsize` (not applied; the switches map to
+    /// `[deduplication] enabled`).
     pub dedup_dir: Option<PathBuf>,
     pub dedup_max_size: Option<u64>,
     /// `[clamav] clamavenabled`.
@@ -49,7 +49,6 @@ impl std::fmt::Debug for HfsCompat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HfsCompat")
             .field("file_ttl", &self.file_ttl)
-            .field("dedup_enabled", &self.dedup_enabled)
             .field("clamav_enabled", &self.clamav_enabled)
             .field("redis_enabled", &self.redis_enabled)
             .field("quotas_enabled", &self.quotas_enabled)
@@ -137,7 +136,6 @@ fn fill(c: &mut HfsCompat) -> Result<(), ConfigError> {
         c.file_ttl = Some(ttl.or(age).unwrap_or(Duration::from_secs(720 * 3600)));
     }
     c.file_cleanup_interval = duration("server.cleanup_interval")?;
-    c.dedup_enabled = flag("server.deduplication_enabled")? && flag("deduplication.enabled")?;
     c.dedup_dir = path("deduplication.directory")?;
     c.dedup_max_size = size("deduplication.maxsize")?;
     c.clamav_enabled = flag("clamav.clamavenabled")?;

@@ -24,7 +24,8 @@ const R12: &str = "HFS 3.4 ignores the whole [client_optimization.strategy_deskt
 const R13: &str = "HFS 3.4 ignores the whole [client_optimization.strategy_mobile] section";
 const R14: &str = "HFS 3.4 ignores the whole [client_optimization.strategy_server] section";
 const R15: &str = "HFS 3.4 compresses nothing; not implemented";
-const R16: &str = "not implemented yet (deduplication)";
+const R16: &str = "not applied: xferd's content-addressed store is <storage>/.xferd-cas (hard links need the storage's filesystem)";
+const R87: &str = "not applied: xferd hashes every upload as it arrives, so uploads of every size are deduplicated";
 const R17: &str = "not implemented: downloads are not filtered by extension";
 const R18: &str = "xferd always serves ranges and resumable downloads (streaming.range_requests)";
 const R19: &str = "HFS 3.4 ignores this key (it reads `resumable_downloads_enabled`)";
@@ -198,8 +199,8 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("deduplication.algorithm", Keep(R8)),
     ("deduplication.cleanup_interval", Keep(R8)),
     ("deduplication.directory", Keep(R16)),
-    ("deduplication.enabled", Keep(R16)),
-    ("deduplication.maxsize", Keep(R16)),
+    ("deduplication.enabled", Map("deduplication.enabled")),
+    ("deduplication.maxsize", Keep(R87)),
     ("downloads.adaptive_chunk_sizing", Keep(R8)),
     ("downloads.allowed_extensions", Keep(R17)),
     ("downloads.allowedextensions", Keep(R17)),
@@ -446,7 +447,7 @@ pub(super) const HFS_KEYS: &[(&str, Disposition)] = &[
     ("server.client_multi_interface", Keep(R8)),
     ("server.client_timeout", Keep(R8)),
     ("server.connection_drain_timeout", Keep(R8)),
-    ("server.deduplication_enabled", Keep(R16)),
+    ("server.deduplication_enabled", Map("deduplication.enabled")),
     ("server.deduplicationenabled", Keep(R49)),
     ("server.disable_keep_alives", Keep(R8)),
     ("server.enable_dynamic_workers", Keep(R46)),

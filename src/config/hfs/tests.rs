@@ -191,10 +191,12 @@ fn accepted_keys_are_one_warning_with_reasons() {
     )
     .unwrap();
     let c = &l.config.hfs;
-    assert!(c.dedup_enabled && c.redis_enabled && !c.clamav_enabled);
+    assert!(l.config.deduplication.enabled && c.redis_enabled && !c.clamav_enabled);
     assert_eq!(c.dedup_max_size, Some(1 << 30));
-    assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
-    let w = &l.warnings[0];
+    // The dedup switches are applied (xferd's key and its HFS alias), the rest kept.
+    assert_eq!(l.warnings.len(), 3, "{:?}", l.warnings);
+    assert!(l.warnings[0].contains("server.deduplication_enabled -> deduplication.enabled"));
+    let w = &l.warnings[1];
     for key in [
         "server.pid_file",
         "deduplication.maxsize",
@@ -210,13 +212,24 @@ fn accepted_keys_are_one_warning_with_reasons() {
         .find(|r| r.key == "redis.redispassword")
         .unwrap();
     assert_eq!(shown.value, "<redacted>");
-    assert_eq!(counts(&l.report), (0, 0, 7));
+    assert_eq!(counts(&l.report), (1, 1, 5));
 }
 
 #[test]
 fn dedup_needs_both_switches_like_hfs() {
+    // `[deduplication] enabled` alone is xferd's own key.
     let c = parse("[deduplication]\nenabled = true\n").unwrap().config;
-    assert!(!c.hfs.dedup_enabled);
+    assert!(c.deduplication.enabled);
+    let c = parse("[server]\ndeduplication_enabled = true\n")
+        .unwrap()
+        .config;
+    assert!(!c.deduplication.enabled);
+    let off = "[server]\ndeduplication_enabled = true\n[deduplication]\nenabled = false\n";
+    assert!(!parse(off).unwrap().config.deduplication.enabled);
+    let off = "[server]\ndeduplication_enabled = false\n[deduplication]\nenabled = true\n";
+    assert!(!parse(off).unwrap().config.deduplication.enabled);
+    let both = "[server]\ndeduplication_enabled = true\n[deduplication]\nenabled = true\n";
+    assert!(parse(both).unwrap().config.deduplication.enabled);
 }
 
 #[test]

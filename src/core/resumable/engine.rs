@@ -135,6 +135,9 @@ pub struct Engine {
         Arc<crate::core::scan::Scanning>,
         Arc<dyn crate::core::Telemetry>,
     )>,
+    /// `[deduplication]`: completed uploads share the stored copy of identical content
+    /// (where the part store can); the bytes saved go to this telemetry.
+    dedup: Option<Arc<dyn crate::core::Telemetry>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -194,6 +197,7 @@ impl Engine {
             orphans: Mutex::new(HashMap::new()),
             quotas: crate::core::quota::Quotas::none(),
             scan: None,
+            dedup: None,
         }
     }
 
@@ -214,6 +218,12 @@ impl Engine {
         telemetry: Arc<dyn crate::core::Telemetry>,
     ) -> Engine {
         self.scan = scanning.map(|s| (s, telemetry));
+        self
+    }
+
+    /// Turns deduplication on for completed uploads (see [`crate::core::dedup`]).
+    pub fn with_dedup(mut self, telemetry: Option<Arc<dyn crate::core::Telemetry>>) -> Engine {
+        self.dedup = telemetry;
         self
     }
 
@@ -455,7 +465,21 @@ impl Engine {
                     return Err(SessionError::from(e));
                 }
             }
-            let moved = match self.parts.complete(id, len, &target).await {
+            let completed = match &self.dedup {
+                Some(t) => {
+                    crate::core::dedup::complete(
+                        self.parts.as_ref(),
+                        t.as_ref(),
+                        id,
+                        len,
+                        &target,
+                        sha,
+                    )
+                    .await
+                }
+                None => self.parts.complete(id, len, &target).await,
+            };
+            let moved = match completed {
                 Ok(()) => Ok(()),
                 Err(StoreError::Exists) => Err(SessionError::TargetExists),
                 Err(e) => return Err(stored(e)),

@@ -82,8 +82,10 @@ pub async fn upload(
         if let Some(scan) = scan {
             scan.verdict(rel.as_str(), core.telemetry()).await?;
         }
-        let sha = hex::encode(digests.sha256.unwrap_or_default().finalize());
-        crate::core::upload::commit(core, staged).await?;
+        let digest: [u8; 32] = digests.sha256.unwrap_or_default().finalize().into();
+        let sha = hex::encode(digest);
+        // [deduplication] hook: identical content shares the stored copy.
+        crate::core::dedup::commit(core, staged, digest, size).await?;
         reservation.commit_as(size);
         core.adaptive.observe(
             ctx,

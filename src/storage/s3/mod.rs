@@ -64,6 +64,8 @@ pub const S3_CAPABILITIES: Capabilities = Capabilities {
     concat: false,
     free_space: false,
     min_part_size: MIN_PART_SIZE,
+    // No links in S3: see the README ("Deduplication").
+    dedup: false,
 };
 
 #[derive(Clone, Debug)]
