@@ -105,6 +105,9 @@ pub enum RecordError {
     ReservedExceeded,
     #[error("session store: {0}")]
     Store(String),
+    /// The store's filesystem is full: nothing was written (try again once there is room).
+    #[error("session store full: {0}")]
+    Full(String),
     /// The shared store cannot be reached or did not answer in time (try again later).
     #[error("session store unavailable: {0}")]
     Unavailable(String),

@@ -1,7 +1,10 @@
 //! Real-filesystem helpers for tests that need root: a size-limited tmpfs that can be
 //! filled (a full disk, for real) and a fanotify watch that reports which thread deletes
 //! files in a directory. Without root, [`Tmpfs::mount`] says SKIPPED and returns `None`,
-//! unless XFERD_REQUIRE_ROOT=1 or CI is set, where it fails.
+//! unless XFERD_REQUIRE_ROOT=1, XFERD_REQUIRE_SERVICES=1 or CI is set, where it fails.
+
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
 
 use std::process::Command;
 
@@ -23,6 +26,7 @@ impl Tmpfs {
         if !ok {
             let msg = "the full-disk test needs root to mount a tmpfs";
             let required = std::env::var("XFERD_REQUIRE_ROOT").is_ok_and(|v| v == "1")
+                || std::env::var("XFERD_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
                 || std::env::var("CI").is_ok();
             assert!(!required, "{msg}");
             eprintln!("SKIPPED: {msg}");
@@ -55,6 +59,41 @@ impl Tmpfs {
 
     pub fn unfill(&self) {
         std::fs::remove_file(self.path().join("filler")).unwrap();
+    }
+
+    /// Fills what is left with a second file (`filler2`), e.g. mid-upload; see
+    /// [`Tmpfs::unfill_rest`].
+    pub fn fill_rest(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("filler2")).unwrap();
+        let block = vec![0x5Au8; 4 << 10];
+        loop {
+            match f.write(&block) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+    }
+
+    pub fn unfill_rest(&self) {
+        std::fs::remove_file(self.path().join("filler2")).unwrap();
+    }
+
+    /// Remounts read-only (`true`) or read-write (`false`), contents kept.
+    pub fn remount(&self, read_only: bool) {
+        let opt = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let ok = Command::new("mount")
+            .args(["-o", opt])
+            .arg(self.dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "mount -o {opt} {}", self.dir.path().display());
     }
 }
 

@@ -266,14 +266,21 @@ impl Engine {
 
     /// Looks a session up for an offset query, first making any request still writing to
     /// it stop and commit (so the offset reported is the true one, not a stale request's).
+    /// A session whose bytes are all in but that is not completed (the process died between
+    /// the last commit and the move into place) is completed here: a client that sees the
+    /// full offset sends nothing more, so nothing else would finish it.
     pub async fn info_settled(&self, id: &str, now: u64) -> Result<Session, SessionError> {
         let s = self.info(id, now).await?;
         // Only a session in progress can have a request writing to it.
         if s.completed.is_some() {
             return Ok(s);
         }
-        let _w = self.take_writer(id).await?;
-        self.info(id, now).await
+        let w = self.take_writer(id).await?;
+        let s = self.info(id, now).await?;
+        if s.completed.is_none() && s.data_complete() {
+            return self.finish(id, Some(&w), now).await;
+        }
+        Ok(s)
     }
 
     /// Creates a session; durable when this returns.

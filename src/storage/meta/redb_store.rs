@@ -36,7 +36,14 @@ fn err(e: impl std::fmt::Display) -> MetaError {
 }
 
 fn rerr(e: impl std::fmt::Display) -> RecordError {
-    RecordError::Store(e.to_string())
+    let m = e.to_string();
+    // A full state filesystem (ENOSPC, EDQUOT) is the client's 507, not a store failure.
+    // redb's error types pass the `io::Error` on only in their text, hence the match on it.
+    if m.contains("(os error 28)") || m.contains("(os error 122)") {
+        RecordError::Full(m)
+    } else {
+        RecordError::Store(m)
+    }
 }
 
 impl From<MetaError> for std::io::Error {
@@ -101,7 +108,9 @@ fn decode(raw: &[u8]) -> RecordResult<Stored> {
 type OpenIndex = HashMap<String, (String, u64)>;
 
 struct Inner {
-    db: Database,
+    path: std::path::PathBuf,
+    /// `None` after an I/O failure: reopened by the next operation (see [`SessionStore::db`]).
+    db: Db,
     /// Kept equal to the open records in the table; locked across every write transaction.
     open: Mutex<OpenIndex>,
 }
@@ -110,6 +119,16 @@ struct Inner {
 #[derive(Clone)]
 pub struct SessionStore {
     inner: Arc<Inner>,
+}
+
+type Db = std::sync::RwLock<Option<Database>>;
+
+fn read(g: &Db) -> std::sync::RwLockReadGuard<'_, Option<Database>> {
+    g.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(g: &Db) -> std::sync::RwLockWriteGuard<'_, Option<Database>> {
+    g.write().unwrap_or_else(|p| p.into_inner())
 }
 
 fn lock(m: &Mutex<OpenIndex>) -> std::sync::MutexGuard<'_, OpenIndex> {
@@ -133,11 +152,41 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SessionStore {
+    /// Runs `f` on the database. After an I/O failure (a full state filesystem, say) redb
+    /// refuses every later transaction (`PreviousIo`) until the database is reopened: such
+    /// a failure closes it, and the next operation reopens it (a failed commit wrote
+    /// nothing, so the open index stays right).
+    fn db<T>(&self, f: impl FnOnce(&Database) -> RecordResult<T>) -> RecordResult<T> {
+        if read(&self.inner.db).is_none() {
+            let mut g = write(&self.inner.db);
+            if g.is_none() {
+                let db = open_db(&self.inner.path, &[RECORDS, LEGACY]).map_err(|e| rerr(e.0))?;
+                tracing::info!("session store reopened after an I/O failure");
+                *g = Some(db);
+            }
+        }
+        let out = {
+            let g = read(&self.inner.db);
+            match g.as_ref() {
+                Some(db) => f(db),
+                None => Err(RecordError::Store("session store closed".into())),
+            }
+        };
+        if let Err(RecordError::Full(m) | RecordError::Store(m)) = &out {
+            if m.contains("(os error") || m.contains("Previous I/O error") {
+                tracing::warn!(error = %m, "session store I/O failure: reopening it");
+                *write(&self.inner.db) = None;
+            }
+        }
+        out
+    }
+
     pub fn open(path: &Path) -> Result<SessionStore, MetaError> {
         let db = open_db(path, &[RECORDS, LEGACY])?;
         let store = SessionStore {
             inner: Arc::new(Inner {
-                db,
+                path: path.to_path_buf(),
+                db: std::sync::RwLock::new(Some(db)),
                 open: Mutex::new(HashMap::new()),
             }),
         };
@@ -156,7 +205,11 @@ impl SessionStore {
         summarize: impl Fn(&[u8]) -> Option<Summary>,
     ) -> Result<usize, MetaError> {
         let mut open = lock(&self.inner.open);
-        let txn = self.inner.db.begin_write().map_err(err)?;
+        let g = read(&self.inner.db);
+        let db = g
+            .as_ref()
+            .ok_or_else(|| MetaError("session store closed".into()))?;
+        let txn = db.begin_write().map_err(err)?;
         let mut n = 0;
         {
             let mut legacy = txn.open_table(LEGACY).map_err(err)?;
@@ -200,14 +253,20 @@ impl SessionStore {
     }
 
     pub fn get_blocking(&self, id: &str) -> RecordResult<Option<Stored>> {
-        let txn = self.inner.db.begin_read().map_err(rerr)?;
-        let t = txn.open_table(RECORDS).map_err(rerr)?;
-        let raw = t.get(id).map_err(rerr)?;
-        raw.map(|v| decode(v.value())).transpose()
+        self.db(|db| {
+            let txn = db.begin_read().map_err(rerr)?;
+            let t = txn.open_table(RECORDS).map_err(rerr)?;
+            let raw = t.get(id).map_err(rerr)?;
+            raw.map(|v| decode(v.value())).transpose()
+        })
     }
 
     pub fn scan_blocking(&self) -> RecordResult<Vec<(String, Stored)>> {
-        let txn = self.inner.db.begin_read().map_err(rerr)?;
+        self.db(Self::scan_in)
+    }
+
+    fn scan_in(db: &Database) -> RecordResult<Vec<(String, Stored)>> {
+        let txn = db.begin_read().map_err(rerr)?;
         let t = txn.open_table(RECORDS).map_err(rerr)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(rerr)? {
@@ -229,22 +288,25 @@ impl SessionStore {
         decide: impl FnOnce(Option<Stored>, &OpenIndex) -> RecordResult<(Option<Stored>, T)>,
     ) -> RecordResult<T> {
         let mut open = lock(&self.inner.open);
-        let txn = self.inner.db.begin_write().map_err(rerr)?;
-        let out = {
-            let mut t = txn.open_table(RECORDS).map_err(rerr)?;
-            let current = t.get(id).map_err(rerr)?.map(|v| decode(v.value()));
-            let (next, out) = decide(current.transpose()?, &open)?;
-            match &next {
-                Some(s) => {
-                    t.insert(id, encode(s)?.as_slice()).map_err(rerr)?;
+        let out = self.db(|db| {
+            let txn = db.begin_write().map_err(rerr)?;
+            let out = {
+                let mut t = txn.open_table(RECORDS).map_err(rerr)?;
+                let current = t.get(id).map_err(rerr)?.map(|v| decode(v.value()));
+                let (next, out) = decide(current.transpose()?, &open)?;
+                match &next {
+                    Some(s) => {
+                        t.insert(id, encode(s)?.as_slice()).map_err(rerr)?;
+                    }
+                    None => {
+                        t.remove(id).map_err(rerr)?;
+                    }
                 }
-                None => {
-                    t.remove(id).map_err(rerr)?;
-                }
-            }
-            (next, out)
-        };
-        txn.commit().map_err(rerr)?;
+                (next, out)
+            };
+            txn.commit().map_err(rerr)?;
+            Ok(out)
+        })?;
         match &out.0 {
             Some(s) => index_update(&mut open, id, &s.record.summary),
             None => {

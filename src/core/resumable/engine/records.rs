@@ -26,6 +26,10 @@ pub(super) fn rec_err(e: RecordError) -> SessionError {
         RecordError::ReservedExceeded => SessionError::ReservedBytesExceeded,
         RecordError::Conflict => SessionError::Storage("concurrent record update".into()),
         RecordError::Store(m) => SessionError::Storage(m),
+        RecordError::Full(m) => {
+            tracing::warn!(error = %m, "session store full");
+            SessionError::InsufficientStorage
+        }
         RecordError::Unavailable(m) => {
             tracing::warn!(error = %m, "session store unavailable");
             SessionError::StoreUnavailable

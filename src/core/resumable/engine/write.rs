@@ -44,8 +44,13 @@ impl Engine {
             }
             Placement::At { offset, len } => {
                 if s.received.contains(offset, offset + len) {
-                    // A repeated chunk: acknowledged again, its bytes discarded.
+                    // A repeated chunk: acknowledged again, its bytes discarded. If every
+                    // byte is in but the session was not completed (the process died
+                    // before the move into place), the retry completes it.
                     discard_chunk(body, len).await?;
+                    if s.data_complete() {
+                        return self.finish(id, None, now).await;
+                    }
                     return Ok(s);
                 }
                 (offset, Some(len))
