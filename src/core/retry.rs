@@ -233,7 +233,35 @@ impl Resilience {
     }
 
     /// Runs a storage operation under the retry policy and the breaker.
-    pub async fn run<T, E, F, Fut>(&self, op: &'static str, mut f: F) -> Result<T, CoreError>
+    pub async fn run<T, E, F, Fut>(&self, op: &'static str, f: F) -> Result<T, CoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: Into<StoreError>,
+    {
+        self.run_recording(op, f, true).await
+    }
+
+    /// Runs a check that only reads (does the target exist, how much space is free) under
+    /// the retry policy and the breaker, recording its failures but not its successes: a
+    /// store that answers reads says nothing about its writes, and a success here would
+    /// reset the count of the failing writes that follow it (read-only storage would then
+    /// never open the breaker).
+    pub async fn run_check<T, E, F, Fut>(&self, op: &'static str, f: F) -> Result<T, CoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: Into<StoreError>,
+    {
+        self.run_recording(op, f, false).await
+    }
+
+    async fn run_recording<T, E, F, Fut>(
+        &self,
+        op: &'static str,
+        mut f: F,
+        record_success: bool,
+    ) -> Result<T, CoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
@@ -254,7 +282,11 @@ impl Resilience {
                 other => break other,
             }
         };
-        admission.settle(matches!(&result, Err(e) if e.is_backend_failure()));
+        let failed = matches!(&result, Err(e) if e.is_backend_failure());
+        if failed || record_success {
+            admission.settle(failed);
+        }
+        // Otherwise the admission is dropped unsettled: a probe ticket is given back.
         result.map_err(CoreError::from)
     }
 }
@@ -400,6 +432,41 @@ mod tests {
             ))),
             telemetry: Arc::new(Silent),
         }
+    }
+
+    #[tokio::test]
+    async fn successful_checks_do_not_reset_the_count_of_failing_writes() {
+        // Read-only storage: every request's existence check works, its write fails.
+        let calls = AtomicU32::new(0);
+        let r = quick(3);
+        for _ in 0..3 {
+            let check = r
+                .run_check("exists", || async { Ok::<_, std::io::Error>(false) })
+                .await;
+            assert!(check.is_ok());
+            let _ = run_failing(&r, ErrorKind::PermissionDenied, &calls).await;
+        }
+        assert!(matches!(
+            r.with_breaker(|b| b.state),
+            Some(BreakerState::Open { .. })
+        ));
+        // While open, checks are refused too; a failing check counts like any failure.
+        let check = r
+            .run_check("exists", || async { Ok::<_, std::io::Error>(false) })
+            .await;
+        assert!(matches!(check, Err(CoreError::Unavailable(_))), "{check:?}");
+        let r = quick(2);
+        for _ in 0..2 {
+            let _ = r
+                .run_check("exists", || async {
+                    Err::<bool, _>(io(ErrorKind::PermissionDenied))
+                })
+                .await;
+        }
+        assert!(matches!(
+            r.with_breaker(|b| b.state),
+            Some(BreakerState::Open { .. })
+        ));
     }
 
     #[tokio::test]

@@ -53,7 +53,7 @@ pub async fn put(
     admit(core, &rel, Some(size)).await?;
     let free = core
         .resilience
-        .run("free_space", || core.storage.free_space())
+        .run_check("free_space", || core.storage.free_space())
         .await?;
     if free.is_some_and(|free| free < size.saturating_add(FREE_SPACE_MARGIN)) {
         return Err(CoreError::InsufficientStorage);
@@ -160,10 +160,11 @@ pub async fn admit(
         }
     }
     // Under the breaker like every storage call: a store that is down makes this the
-    // request's first failure, and it must count (503 once the breaker opens, not 500s).
+    // request's first failure, and it must count (503 once the breaker opens, not 500s);
+    // a check's success is not recorded (see `Resilience::run_check`).
     if core
         .resilience
-        .run("exists", || core.storage.exists(target))
+        .run_check("exists", || core.storage.exists(target))
         .await?
     {
         return Err(CoreError::Exists);
