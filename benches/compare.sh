@@ -162,27 +162,8 @@ GTPID=$!
 PIDS+=("$GTPID")
 
 CPORT=$(free_port)
-cat >"$WORK/Caddyfile" <<EOF
-{
-	admin off
-	auto_https disable_redirects
-	skip_install_trust
-	default_sni 127.0.0.1
-	storage file_system $WORK/xdg/data/caddy
-	servers {
-		protocols h1 h2 h3
-	}
-}
-
-https://127.0.0.1:$CPORT {
-	tls $WORK/cert.pem $WORK/key.pem
-	root * $WORK/croot
-	file_server
-}
-EOF
-(cd "$WORK" && exec env HOME="$WORK/home" XDG_DATA_HOME="$WORK/xdg/data" XDG_CONFIG_HOME="$WORK/xdg/config" \
-    caddy run --config "$WORK/Caddyfile" --adapter caddyfile) >"$WORK/caddy.log" 2>&1 &
-CAPID=$!
+caddy_start "$WORK" "$CPORT" "$WORK/croot" "$WORK/cert.pem" "$WORK/key.pem"
+CAPID=$CADDY_PID
 PIDS+=("$CAPID")
 wait_http "https://127.0.0.1:$CPORT/small.bin" "$CAPID" caddy
 for _ in $(seq 1 50); do

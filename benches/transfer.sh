@@ -80,27 +80,8 @@ SRC_SHA=$(sha256sum "$SRC" | cut -d' ' -f1)
 
 # ------------------------------------------------------------------ caddy
 CPORT=$(free_port)
-cat >"$WORK/Caddyfile" <<EOF
-{
-	admin off
-	auto_https disable_redirects
-	skip_install_trust
-	default_sni 127.0.0.1
-	storage file_system $WORK/xdg/data/caddy
-	servers {
-		protocols h1 h2 h3
-	}
-}
-
-https://127.0.0.1:$CPORT {
-	tls internal
-	root * $WORK/caddyroot
-	file_server
-}
-EOF
-(cd "$WORK" && exec env HOME="$WORK/home" XDG_DATA_HOME="$WORK/xdg/data" XDG_CONFIG_HOME="$WORK/xdg/config" \
-    caddy run --config "$WORK/Caddyfile" --adapter caddyfile) >"$WORK/caddy.log" 2>&1 &
-CPID=$!
+caddy_start "$WORK" "$CPORT" "$WORK/caddyroot" internal
+CPID=$CADDY_PID
 ready=0
 for _ in $(seq 1 100); do
     kill -0 "$CPID" 2>/dev/null || break

@@ -85,6 +85,38 @@ print(d.get("status", 0) if ok else "h3err", d.get("seconds", 0), d.get("bytes",
     echo "${status:-0} ${secs:-0} ${bytes:-0}"
 }
 
+# caddy_start WORK PORT ROOT TLS...: caddy 2.6 serving ROOT (file_server) over h1, h2 and h3 on
+# 127.0.0.1:PORT, with TLS the Caddyfile `tls` arguments ("internal", or CERT KEY), no admin
+# endpoint, no system trust store touched, `default_sni 127.0.0.1` (QUIC clients that connect to
+# an IP address send no SNI), HOME and XDG dirs inside WORK; log in WORK/caddy.log. Sets
+# CADDY_PID (not in a subshell: call it directly).
+caddy_start() {
+    local work=$1 port=$2 root=$3
+    shift 3
+    mkdir -p "$work/home" "$work/xdg/data" "$work/xdg/config"
+    cat >"$work/Caddyfile" <<EOF
+{
+	admin off
+	auto_https disable_redirects
+	skip_install_trust
+	default_sni 127.0.0.1
+	storage file_system $work/xdg/data/caddy
+	servers {
+		protocols h1 h2 h3
+	}
+}
+
+https://127.0.0.1:$port {
+	tls $*
+	root * $root
+	file_server
+}
+EOF
+    (cd "$work" && exec env HOME="$work/home" XDG_DATA_HOME="$work/xdg/data" XDG_CONFIG_HOME="$work/xdg/config" \
+        caddy run --config "$work/Caddyfile" --adapter caddyfile) >"$work/caddy.log" 2>&1 &
+    CADDY_PID=$!
+}
+
 # Counters and report lines shared by the interop suites ("PASS name", "FAIL name: why").
 PASSED=0
 FAILED=0

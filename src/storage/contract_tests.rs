@@ -62,27 +62,11 @@ fn s3_store() -> Option<S3Store> {
     let weed = WEED
         .get_or_init(|| {
             let weed = seaweed::start()?;
-            let probe = make(&weed.endpoint, String::new());
-            // The bucket appears shortly after the port answers: poll HeadBucket (bounded),
-            // on a thread of its own (the caller may be inside a runtime).
-            let ready = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    for _ in 0..300 {
-                        if probe.check().await.is_ok() {
-                            return true;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                    false
-                })
-            })
-            .join()
-            .unwrap();
-            assert!(ready, "SeaweedFS bucket not ready: {}", weed.log_tail());
+            let probe = Arc::new(make(&weed.endpoint, String::new()));
+            weed.wait_bucket(move || {
+                let probe = probe.clone();
+                async move { probe.check().await.is_ok() }
+            });
             Some(weed)
         })
         .as_ref()?;

@@ -189,6 +189,35 @@ pub fn start() -> Option<SeaweedFs> {
 }
 
 impl SeaweedFs {
+    /// Waits until `bucket_ready` (a HeadBucket through the caller's S3 client) answers
+    /// true: the bucket appears shortly after the port answers. Polls every 100 ms for at
+    /// most 30 s, on a thread of its own (the caller may be inside a runtime); panics with
+    /// weed's log when it never does.
+    pub fn wait_bucket<F, Fut>(&self, bucket_ready: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let ready = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for _ in 0..300 {
+                    if bucket_ready().await {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            })
+        })
+        .join()
+        .unwrap();
+        assert!(ready, "SeaweedFS bucket not ready: {}", self.log_tail());
+    }
+
     /// The last lines of weed's log (for failure messages).
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();

@@ -18,26 +18,11 @@ pub fn seaweed() -> Option<&'static weed::SeaweedFs> {
     static WEED: OnceLock<Option<weed::SeaweedFs>> = OnceLock::new();
     WEED.get_or_init(|| {
         let w = weed::start()?;
-        let probe = store_at(&w.endpoint, "");
-        // The bucket is there shortly after the port answers: poll HeadBucket, bounded.
-        let ready = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                for _ in 0..300 {
-                    if probe.check().await.is_ok() {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                false
-            })
-        })
-        .join()
-        .unwrap();
-        assert!(ready, "SeaweedFS bucket not ready: {}", w.log_tail());
+        let probe = std::sync::Arc::new(store_at(&w.endpoint, ""));
+        w.wait_bucket(move || {
+            let probe = probe.clone();
+            async move { probe.check().await.is_ok() }
+        });
         Some(w)
     })
     .as_ref()
