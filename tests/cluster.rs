@@ -64,7 +64,7 @@ async fn a_tus_upload_half_sent_to_a_resumes_on_b_after_a_is_killed() {
                 offset > 0 && offset <= half as u64,
                 "{backend:?}: offset {offset}"
             );
-            let r = tus_patch(&mut cb, &loc, offset, data.slice(offset as usize..)).await;
+            let r = tus_patch(&cb, &loc, offset, data.slice(offset as usize..)).await;
             assert_eq!(r.status, 204, "{backend:?}: resume on B: {:?}", r.body);
             let got = get(&mut cb, "/cluster/killed.bin", &[]).await;
             assert_eq!(got.status, 200, "{backend:?}");
@@ -115,7 +115,7 @@ async fn a_client_reconnecting_to_b_makes_the_stale_request_on_a_commit() {
                 matches!(status, Ok(409) | Err(_)),
                 "{backend:?}: the stale request got {status:?}"
             );
-            let r = tus_patch(&mut cb, &loc, offset, data.slice(sent..)).await;
+            let r = tus_patch(&cb, &loc, offset, data.slice(sent..)).await;
             assert_eq!(r.status, 204, "{backend:?}: {:?}", r.body);
             let got = get(&mut cb, "/cluster/reconnect.bin", &[]).await;
             assert_eq!(sha(&got.body), sha(&data), "{backend:?}");
@@ -266,7 +266,7 @@ async fn b_starting_does_not_delete_what_a_has_in_progress() {
             // A tus upload with committed progress, and a plain PUT still streaming.
             let mut ca = cl.client(&a).await;
             let loc = tus_create(&mut ca, "cluster/in-progress.bin", data.len()).await;
-            let r = tus_patch(&mut ca, &loc, 0, data.slice(..131_072)).await;
+            let r = tus_patch(&ca, &loc, 0, data.slice(..131_072)).await;
             assert_eq!(r.status, 204, "{backend:?}");
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
             let body: xferd::core::body::BodyStream =
@@ -310,7 +310,7 @@ async fn b_starting_does_not_delete_what_a_has_in_progress() {
             assert_eq!(status, 201, "{backend:?}: A's PUT completes");
             let mut cb = cl.client(&b).await;
             assert_eq!(tus_offset(&mut cb, &loc).await, 131_072, "{backend:?}");
-            let r = tus_patch(&mut cb, &loc, 131_072, data.slice(131_072..)).await;
+            let r = tus_patch(&cb, &loc, 131_072, data.slice(131_072..)).await;
             assert_eq!(r.status, 204, "{backend:?}: {:?}", r.body);
             let got = get(&mut cb, "/cluster/in-progress.bin", &[]).await;
             assert_eq!(sha(&got.body), sha(&data), "{backend:?}");
@@ -357,7 +357,7 @@ async fn with_redis_down_resumable_uploads_get_503_and_plain_put_and_get_keep_wo
             assert_store_unavailable(&r, "tus creation");
             let r = request(&mut c, "HEAD", &loc, &[TUS], None).await;
             assert_store_unavailable(&r, "tus offset");
-            let r = tus_patch(&mut c, &loc, 0, Bytes::from_static(b"abc")).await;
+            let r = tus_patch(&c, &loc, 0, Bytes::from_static(b"abc")).await;
             assert_store_unavailable(&r, "tus append");
             let url = format!(
                 "/chunked-upload?{}",
@@ -385,7 +385,7 @@ async fn with_redis_down_resumable_uploads_get_503_and_plain_put_and_get_keep_wo
                 assert!(Instant::now() < deadline, "service did not resume");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
-            let r = tus_patch(&mut c, &loc, 0, pattern(9, 0, 1000)).await;
+            let r = tus_patch(&c, &loc, 0, pattern(9, 0, 1000)).await;
             assert_eq!(r.status, 204, "{backend:?}: {:?}", r.body);
             assert_eq!(
                 get(&mut c, "/cluster/after.bin", &[]).await.body,

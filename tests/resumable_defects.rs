@@ -61,23 +61,6 @@ async fn tus_create(c: &Client, url: &str, headers: &[(&str, &str)]) -> Reply {
     request_on(c, "POST", url, &h, None).await
 }
 
-async fn tus_patch(c: &Client, loc: &str, offset: u64, data: Bytes) -> Reply {
-    let (off, len) = (offset.to_string(), data.len().to_string());
-    request_on(
-        c,
-        "PATCH",
-        loc,
-        &[
-            TUS,
-            OFFSET_STREAM,
-            ("upload-offset", &off),
-            ("content-length", &len),
-        ],
-        Some(body_once(data)),
-    )
-    .await
-}
-
 /// IETF creation without data (`Upload-Complete: ?0`) of a `total`-byte upload.
 async fn ietf_create(c: &Client, url: &str, total: u64) -> Reply {
     let t = total.to_string();

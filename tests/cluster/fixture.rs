@@ -249,17 +249,6 @@ pub async fn tus_offset(c: &mut Client, loc: &str) -> u64 {
     h.header("upload-offset").unwrap().parse().unwrap()
 }
 
-pub async fn tus_patch(c: &mut Client, loc: &str, offset: u64, data: Bytes) -> Reply {
-    let (off, len) = (offset.to_string(), data.len().to_string());
-    let h = [
-        TUS,
-        OCTETS,
-        ("upload-offset", &off),
-        ("content-length", &len),
-    ];
-    request(c, "PATCH", loc, &h, Some(body_once(data))).await
-}
-
 /// A PATCH whose body sends `sent` and then hangs (a phone that lost its network), declaring
 /// `declared` bytes; resolves to the status, or an error once the connection dies.
 pub fn hanging_patch(

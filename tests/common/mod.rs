@@ -246,6 +246,18 @@ pub async fn put(
     .await
 }
 
+/// A tus PATCH of `data` at `offset` to the upload at `loc`.
+pub async fn tus_patch(c: &Client, loc: &str, offset: u64, data: Bytes) -> Reply {
+    let (off, len) = (offset.to_string(), data.len().to_string());
+    let h = [
+        ("tus-resumable", "1.0.0"),
+        ("content-type", "application/offset+octet-stream"),
+        ("upload-offset", off.as_str()),
+        ("content-length", len.as_str()),
+    ];
+    request_on(c, "PATCH", loc, &h, Some(body_once(data))).await
+}
+
 pub async fn get(client: &mut Client, path_q: &str, headers: &[(&str, &str)]) -> Reply {
     request(client, "GET", path_q, headers, None).await
 }

@@ -189,22 +189,7 @@ async fn a_full_state_directory_refuses_sessions_cleanly_and_recovers() {
         let patch = |off: u64, b: Bytes| {
             let c = &c;
             let loc = loc.clone();
-            async move {
-                let (o, n) = (off.to_string(), b.len().to_string());
-                request_on(
-                    c,
-                    "PATCH",
-                    &loc,
-                    &[
-                        TUS,
-                        ("content-type", "application/offset+octet-stream"),
-                        ("upload-offset", &o),
-                        ("content-length", &n),
-                    ],
-                    Some(body_once(b)),
-                )
-                .await
-            }
+            async move { tus_patch(c, &loc, off, b).await }
         };
         let r = patch(0, body.slice(..100_000)).await;
         assert_eq!(r.status, 204);
@@ -312,25 +297,12 @@ async fn a_read_only_remount_is_5xx_opens_the_breaker_and_recovers() {
         assert_eq!(r.status, 201);
         let loc = r.header("location").unwrap().to_string();
         let patch = |off: usize, end: usize| {
-            let (o, n) = (off.to_string(), (end - off).to_string());
             let b = total.slice(off..end);
             let srv = &srv;
             let loc = loc.clone();
             async move {
                 let c = srv.client(Proto::H2).await;
-                request_on(
-                    &c,
-                    "PATCH",
-                    &loc,
-                    &[
-                        TUS,
-                        ("content-type", "application/offset+octet-stream"),
-                        ("upload-offset", &o),
-                        ("content-length", &n),
-                    ],
-                    Some(body_once(b)),
-                )
-                .await
+                tus_patch(&c, &loc, off as u64, b).await
             }
         };
         assert_eq!(patch(0, 50_000).await.status, 204);
