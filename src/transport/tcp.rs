@@ -347,8 +347,6 @@ fn headers_only(headers: &mut http::HeaderMap) -> Body {
 struct Kept {
     inner: Option<CoreBody>,
     back: Option<tokio::sync::oneshot::Sender<CoreBody>>,
-    /// The body has ended: nothing is left to keep, drain or reset.
-    ended: bool,
 }
 
 impl Kept {
@@ -356,7 +354,6 @@ impl Kept {
         Kept {
             inner: Some(inner),
             back: Some(back),
-            ended: false,
         }
     }
 }
@@ -367,22 +364,16 @@ impl futures_util::Stream for Kept {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        let polled = match self.inner.as_mut() {
+        match self.inner.as_mut() {
             Some(s) => s.as_mut().poll_next(cx),
             None => std::task::Poll::Ready(None),
-        };
-        if matches!(polled, std::task::Poll::Ready(None)) {
-            self.ended = true;
         }
-        polled
     }
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
+        // A body that has ended is handed back too: `unless_ended` sees its end at once.
         if let (Some(body), Some(back)) = (self.inner.take(), self.back.take()) {
             // The receiver may be gone (the request was abandoned): then it drops here.
             let _ = back.send(body);
