@@ -57,6 +57,8 @@ pub struct Metrics {
     scans: IntCounterVec,
     /// `[admin]`: admin API requests by route and status class (`xferd_admin_requests_total`).
     admin_requests: IntCounterVec,
+    /// Requests read from HTTP/3 0-RTT early data, by outcome (`xferd_early_data_requests_total`).
+    early_data: IntCounterVec,
     /// Expiry, quota and audit series (issue 12).
     housekeeping: Housekeeping,
 }
@@ -334,6 +336,14 @@ impl Metrics {
                 "Admin API requests by route and result.",
                 &["route", "result"],
             ),
+            early_data: counter(
+                &r,
+                "xferd_early_data_requests_total",
+                "HTTP/3 requests read from 0-RTT early data, before the handshake completed, by \
+                 outcome: served (a safe method, at once), held (until the handshake, then \
+                 served), refused (425: the connection was lost first, as a replay is).",
+                &["outcome"],
+            ),
             registry: r,
             pool,
             client_profiles,
@@ -392,6 +402,9 @@ impl Metrics {
         }
         for o in crate::core::scan::Outcome::ALL {
             self.scans.with_label_values(&[o.label()]);
+        }
+        for o in crate::core::telemetry::EarlyData::ALL {
+            self.early_data.with_label_values(&[o.label()]);
         }
         for route in ADMIN_ROUTES {
             for result in ADMIN_RESULTS {
@@ -568,6 +581,10 @@ impl Telemetry for Metrics {
         self.requests
             .with_label_values(&[route.label(), agent.label(), p.label()])
             .inc();
+    }
+
+    fn early_data(&self, outcome: crate::core::telemetry::EarlyData) {
+        self.early_data.with_label_values(&[outcome.label()]).inc();
     }
 
     fn render(&self) -> Option<String> {

@@ -119,6 +119,14 @@ async fn early_put_is_held_until_the_handshake_and_then_served() {
         std::fs::read(srv.storage().join("z/early.bin")).unwrap(),
         b"abc"
     );
+    let early = |o: &str| format!("xferd_early_data_requests_total{{outcome=\"{o}\"}}");
+    assert_eq!(metric(&srv, &early("held")).await, 1.0, "the PUT was held");
+    assert_eq!(
+        metric(&srv, &early("served")).await,
+        1.0,
+        "the GET was served at once"
+    );
+    assert_eq!(metric(&srv, &early("refused")).await, 0.0);
     // Held, not refused and repeated: one round trip of the handshake plus one for the
     // exchange (80 ms each), well under the three a 425 and a retry would take.
     assert!(
@@ -248,6 +256,15 @@ async fn replayed_early_upload_is_never_processed() {
         assert!(
             !srv.storage().join("z/replayed.bin").exists(),
             "a replayed upload is never stored"
+        );
+        assert_eq!(
+            metric(&srv, "xferd_early_data_requests_total{outcome=\"refused\"}").await,
+            1.0,
+            "the held PUT of the replay was refused, not served"
+        );
+        assert_eq!(
+            metric(&srv, "xferd_early_data_requests_total{outcome=\"held\"}").await,
+            0.0
         );
         pending.abort();
         recorder.abort();

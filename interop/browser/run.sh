@@ -10,8 +10,8 @@
 # "SKIPPED: chromium not installed" and exits 0, unless CI or XFERD_REQUIRE_SERVICES is set
 # (then it fails). Screenshots go to $XFERD_ARTIFACTS (default target/browser-artifacts/),
 # printed at the end. Prints "PASS name" / "FAIL name: reason" lines and "N passed, M
-# failed"; exits non-zero on any failure. KEEP_WORK=1 keeps the temp dir; ONLY=page or
-# ONLY=converse runs one part. The Converse.js part also needs Prosody with
+# failed"; exits non-zero on any failure. KEEP_WORK=1 keeps the temp dir; ONLY=page,
+# ONLY=zerortt or ONLY=converse runs one part. The Converse.js part also needs Prosody with
 # mod_http_upload_external (interop/xmpp/install.sh); without it that part is SKIPPED (or
 # fails under CI / XFERD_REQUIRE_SERVICES).
 set -euo pipefail
@@ -58,7 +58,7 @@ ARTIFACTS=${XFERD_ARTIFACTS:-$REPO/target/browser-artifacts}
 mkdir -p "$ARTIFACTS"
 
 export XFERD CHROMIUM WORK PIN ARTIFACTS
-export PORT_H3=$(free_port) PORT_H2=$(free_port) PORT_CONVERSE_H3=$(free_port) PORT_CONVERSE_H2=$(free_port)
+export PORT_H3=$(free_port) PORT_H2=$(free_port) PORT_CONVERSE_H3=$(free_port) PORT_CONVERSE_H2=$(free_port) PORT_ZERORTT=$(free_port)
 rc=0
 timeout 600 node "$HERE/test.js" || rc=$?
 echo "artifacts (screenshots, xferd logs): $ARTIFACTS"

@@ -381,6 +381,11 @@ async function runMode(mode, port, files) {
       fail(`${mode}: scenario aborted`, (e && e.stack) || e);
     }
   }
+  if (!only || only === 'zerortt') {
+    const { runZeroRtt } = require('./zerortt.js');
+    await runZeroRtt({ port: Number(process.env.PORT_ZERORTT), Server, launch, check, fail,
+      metrics, sleep });
+  }
   const { runConverse } = require('./converse.js');
   for (const [mode, port] of [['h3', process.env.PORT_CONVERSE_H3], ['h2', process.env.PORT_CONVERSE_H2]]) {
     if (only && only !== 'converse') break;

@@ -197,7 +197,11 @@ impl Core {
         ctx.peer = self.rate_limiter.client(ctx.peer, &head.headers);
         // Fused: handlers and the drain below may poll a body after it ended.
         let mut body: BodyStream = Box::pin(futures_util::StreamExt::fuse(body));
-        let early = !handshake_done(&head.method, &ctx).await;
+        let early_data = handshake_done(&head.method, &ctx).await;
+        if let Some(outcome) = early_data {
+            self.telemetry().early_data(outcome);
+        }
+        let early = early_data == Some(telemetry::EarlyData::Refused);
         let result = if early {
             Err(CoreError::TooEarly)
         } else if let Err(e) = self.admit(&head, &ctx) {
@@ -327,20 +331,33 @@ const EARLY_DATA_HOLD: Duration = Duration::from_secs(60);
 /// served as usual. Holding reads nothing of the body, so flow control bounds the early data
 /// held (see [`crate::transport::quic`]).
 ///
-/// `false` (the caller answers 425) only where holding is impossible: the connection was
-/// lost before its handshake completed (a replay, or a client gone; no answer can reach
-/// anyone then), or [`EARLY_DATA_HOLD`] passed.
-async fn handshake_done(method: &Method, ctx: &Ctx) -> bool {
-    let Some(rx) = &ctx.handshake else {
-        return true;
-    };
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || *rx.borrow() {
-        return true;
+/// `None` for a request read after its connection's handshake completed. For one read from
+/// early data: [`EarlyData::Served`] for a safe method, [`EarlyData::Held`] once the
+/// handshake completed, and [`EarlyData::Refused`] (the caller answers 425) only where
+/// holding is impossible: the connection was lost before its handshake completed (a replay,
+/// or a client gone; no answer can reach anyone then), or [`EARLY_DATA_HOLD`] passed.
+///
+/// [`EarlyData::Served`]: telemetry::EarlyData::Served
+/// [`EarlyData::Held`]: telemetry::EarlyData::Held
+/// [`EarlyData::Refused`]: telemetry::EarlyData::Refused
+async fn handshake_done(method: &Method, ctx: &Ctx) -> Option<telemetry::EarlyData> {
+    use telemetry::EarlyData;
+    let rx = ctx.handshake.as_ref()?;
+    if *rx.borrow() {
+        return None;
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Some(EarlyData::Served);
     }
     let mut rx = rx.clone();
-    tokio::time::timeout(EARLY_DATA_HOLD, rx.wait_for(|done| *done))
+    let done = tokio::time::timeout(EARLY_DATA_HOLD, rx.wait_for(|done| *done))
         .await
-        .is_ok_and(|r| r.is_ok())
+        .is_ok_and(|r| r.is_ok());
+    Some(if done {
+        EarlyData::Held
+    } else {
+        EarlyData::Refused
+    })
 }
 
 /// How an early-refused upload ends (409, 403, 413 and the like, answered before the body

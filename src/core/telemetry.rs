@@ -61,6 +61,34 @@ pub trait Telemetry: Send + Sync {
     /// A request was answered: which part of the server, which kind of client, which
     /// protocol (fixed label sets, see [`Route`] and [`Agent`]).
     fn request(&self, _route: Route, _agent: Agent, _protocol: Protocol) {}
+    /// A request arrived in 0-RTT early data, before its connection's handshake completed,
+    /// and was served at once, held until the handshake, or refused (425).
+    fn early_data(&self, _outcome: EarlyData) {}
+}
+
+/// What became of a request read from 0-RTT early data (RFC 8470; see
+/// [`crate::core::Core::handle`]). A metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EarlyData {
+    /// A safe method (GET, HEAD, OPTIONS), served at once.
+    Served,
+    /// Any other method, held until the handshake completed, then served as usual.
+    Held,
+    /// Held, but the connection was lost (a replay never completes its handshake) or the
+    /// hold timed out: 425 Too Early.
+    Refused,
+}
+
+impl EarlyData {
+    pub const ALL: [EarlyData; 3] = [EarlyData::Served, EarlyData::Held, EarlyData::Refused];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            EarlyData::Served => "served",
+            EarlyData::Held => "held",
+            EarlyData::Refused => "refused",
+        }
+    }
 }
 
 /// Which part of the server a request used (a metrics label from a fixed set).

@@ -160,7 +160,7 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
                 // waking the waiting `open_uni` (`StreamsState::set_params` pushes no
                 // `StreamEvent::Available`): the SETTINGS are never sent and no request is
                 // ever answered. That was the pycurl HTTP/3 request hanging until its timeout
-                // with 0-RTT on (tests/zero_rtt.rs).
+                // with 0-RTT on (tests/zero_rtt.rs; quinn alone: tests/quinn_upstream.rs).
                 let deadline = shared.limits.header_read_timeout;
                 match tokio::time::timeout(deadline, connecting.handshake_data()).await {
                     Ok(Ok(_)) => {}
@@ -180,6 +180,12 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
             match early {
                 Ok((conn, handshake)) => {
                     let (tx, confirmed) = tokio::sync::watch::channel(false);
+                    let handshake = futures_util::FutureExt::shared(handshake);
+                    let early = Early {
+                        confirmed,
+                        completed: handshake.clone(),
+                        conn: conn.clone(),
+                    };
                     let watched = conn.clone();
                     let deadline = shared.limits.header_read_timeout;
                     tokio::spawn(async move {
@@ -202,7 +208,7 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
                             tracing::debug!(%peer, "QUIC connection lost before its handshake completed");
                         }
                     });
-                    serve_connection(conn, shared, Some(confirmed)).await
+                    serve_connection(conn, shared, Some(early)).await
                 }
                 Err(connecting) => match connecting.await {
                     Ok(conn) => serve_connection(conn, shared, None).await,
@@ -222,11 +228,32 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
-async fn serve_connection(
+/// What a request on a connection accepted with 0-RTT needs to know about its handshake.
+#[derive(Clone)]
+struct Early {
+    /// Becomes `true` once the handshake completed (dropped unsent if the connection is lost
+    /// first); a held request waits on it.
+    confirmed: tokio::sync::watch::Receiver<bool>,
+    /// quinn's own signal, resolved in the same driver step that makes the first 1-RTT
+    /// stream data readable: polled once when a request head has been read, it tells
+    /// exactly whether that head could only have come from early data (`confirmed` is set
+    /// by a task, a moment later).
+    completed: futures_util::future::Shared<quinn::ZeroRttAccepted>,
     conn: quinn::Connection,
-    shared: Shared,
-    handshake: Option<tokio::sync::watch::Receiver<bool>>,
-) {
+}
+
+impl Early {
+    /// For a request whose head has been read: `None` when the handshake had completed
+    /// (so the request came in 1-RTT packets, which quinn processes only after it), the
+    /// handshake watch when the request was read from early data.
+    fn for_request(self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        let completed = futures_util::FutureExt::now_or_never(self.completed).is_some()
+            && self.conn.close_reason().is_none();
+        (!completed).then_some(self.confirmed)
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, shared: Shared, handshake: Option<Early>) {
     let peer = conn.remote_address();
     // Kept beside the h3 connection: h3-quinn hides it; its stats feed the readings.
     let quinn_conn = conn.clone();
@@ -313,7 +340,7 @@ async fn handle_request(
     peer: SocketAddr,
     probe: Option<Arc<Probe>>,
     _stream: crate::metrics::Gauged,
-    handshake: Option<tokio::sync::watch::Receiver<bool>>,
+    handshake: Option<Early>,
 ) {
     let (req, stream) = match resolver.resolve_request().await {
         Ok(x) => x,
@@ -360,7 +387,7 @@ async fn handle_request(
     let mut ctx = Ctx::new(peer.ip(), Protocol::H3);
     ctx.interim = Some(tx);
     ctx.probe = probe;
-    ctx.handshake = handshake;
+    ctx.handshake = handshake.and_then(Early::for_request);
     ctx.trailers = Some(trailers);
     let handling = core.handle(parts, body, ctx);
     tokio::pin!(handling);
