@@ -298,6 +298,24 @@ pub trait PartStore: Send + Sync + std::fmt::Debug {
     fn create(&self, id: &str) -> BoxFuture<'static, Result<()>>;
     /// Where the session's bytes are written (at offsets; see [`Capabilities::random_write`]).
     fn open_sink(&self, id: &str) -> BoxFuture<'static, Result<Arc<dyn Sink>>>;
+    /// [`PartStore::create`] for a session that completes into `target` (an object store
+    /// begins its multipart upload for that key). The default ignores the target.
+    fn create_at(&self, id: &str, target: &Key) -> BoxFuture<'static, Result<()>> {
+        let _ = target;
+        self.create(id)
+    }
+    /// Where one chunk of `len` bytes at `offset` is written (HFS: chunks arrive in any
+    /// order, concurrently, on any instance). Counts only once it is whole and synced. The
+    /// default is [`PartStore::open_sink`] (random writes).
+    fn open_chunk_sink(
+        &self,
+        id: &str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'static, Result<Arc<dyn Sink>>> {
+        let _ = (offset, len);
+        self.open_sink(id)
+    }
     /// Whether the session has data.
     fn exists(&self, id: &str) -> BoxFuture<'static, Result<bool>>;
     /// Removes the session's data (none is fine).

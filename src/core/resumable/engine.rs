@@ -332,7 +332,10 @@ impl Engine {
             self.quotas.reserve_session(&id, &session.target, len)?;
         }
         let created = async {
-            self.parts.create(&id).await.map_err(stored)?;
+            self.parts
+                .create_at(&id, &new.target)
+                .await
+                .map_err(stored)?;
             self.records
                 .insert(&id, record, self.quota())
                 .await
