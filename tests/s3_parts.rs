@@ -312,3 +312,121 @@ async fn chunks_written_in_parallel_by_two_instances_complete() {
     })
     .await;
 }
+
+/// Waits (bounded, 30 s) until the bucket of `w` answers a signed HeadBucket.
+fn wait_ready(w: &common::s3::SeaweedFs) {
+    let probe = std::sync::Arc::new(store_at(&w.endpoint, ""));
+    w.wait_bucket(move || {
+        let probe = probe.clone();
+        async move { probe.check().await.is_ok() }
+    });
+}
+
+fn assert_unavailable(r: &Reply, what: &str) -> bool {
+    assert!(r.status.as_u16() >= 500, "{what}: {} {:?}", r.status, r.body);
+    if r.status != 503 {
+        return false;
+    }
+    assert_eq!(r.header("xferd-error"), Some("storage_unavailable"), "{what}");
+    let wait: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!(wait >= 1, "{what}");
+    true
+}
+
+/// SeaweedFS killed in the middle of a tus upload and started again on the same ports and
+/// data: the next appends and a plain PUT get 5xx then 503 + Retry-After with a stable
+/// code, the acknowledged offset stays what is in the bucket, no partial object appears,
+/// and once SeaweedFS is back the upload continues and completes with its SHA-256.
+#[tokio::test]
+async fn seaweedfs_stopped_mid_upload_gives_503s_then_the_upload_completes() {
+    bounded(async {
+        let Some(mut w) = common::s3::start_restartable() else {
+            return;
+        };
+        wait_ready(&w);
+        let prefix = unique_prefix("restart");
+        let (endpoint, p) = (w.endpoint.clone(), prefix.clone());
+        let srv = TestServer::start_with(move |c| {
+            c.storage.backend = xferd::config::StorageBackend::S3;
+            let s = &mut c.storage.s3;
+            s.endpoint = endpoint;
+            s.allow_http = true;
+            s.bucket = common::s3::BUCKET.into();
+            s.prefix = p;
+            s.part_size = PART;
+            s.max_parts_in_flight = 2;
+            s.access_key_id = Some(common::s3::ACCESS_KEY.into());
+            s.secret_access_key = Some(common::s3::SECRET_KEY.into());
+            c.resumable.commit_every = 1 << 20;
+        })
+        .await;
+        let st = store_at(&w.endpoint, &prefix);
+        let mut c = srv.client(xferd::client::Proto::H1).await;
+        let data = pattern(9, 0, 12 * MIB);
+        let rel = "restart/tus.bin";
+        let url = signed(
+            "",
+            xferd::core::auth::Scheme::V3,
+            "POST",
+            rel,
+            0,
+            "",
+            now_unix() + 600,
+        );
+        let len = data.len().to_string();
+        let h = [("tus-resumable", "1.0.0"), ("upload-length", len.as_str())];
+        let r = request(&mut c, "POST", &url, &h, None).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let loc = r.header("location").unwrap().to_string();
+        let first = 6 * MIB;
+        let r = tus_patch(&c, &loc, 0, data.slice(..first)).await;
+        assert_eq!(r.status, 204, "{:?}", r.body);
+
+        w.stop();
+        let mut saw_503 = false;
+        for i in 0..10 {
+            let r = tus_patch(&c, &loc, first as u64, data.slice(first..first + MIB)).await;
+            if assert_unavailable(&r, &format!("PATCH {i} with SeaweedFS down")) {
+                saw_503 = true;
+                break;
+            }
+        }
+        assert!(saw_503, "the PATCHes never became 503");
+        let put_url = signed_v("restart/plain.bin", 3 * MIB as u64);
+        let r = put(&mut c, &put_url, &data.slice(..3 * MIB), &[]).await;
+        assert_unavailable(&r, "PUT with SeaweedFS down");
+        let r = request(&mut c, "HEAD", &loc, &[("tus-resumable", "1.0.0")], None).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("upload-offset"),
+            Some(first.to_string().as_str()),
+            "nothing acknowledged past what is in the bucket"
+        );
+
+        w.restart();
+        wait_ready(&w);
+        // The breaker lets a probe through after its cool-down: bounded retries.
+        let mut done = None;
+        for _ in 0..60 {
+            let r = request(&mut c, "HEAD", &loc, &[("tus-resumable", "1.0.0")], None).await;
+            let offset: u64 = r.header("upload-offset").unwrap().parse().unwrap();
+            let r = tus_patch(&c, &loc, offset, data.slice(offset as usize..)).await;
+            if r.status == 204 {
+                done = Some(r);
+                break;
+            }
+            assert!(r.status.as_u16() >= 500, "{} {:?}", r.status, r.body);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(done.is_some(), "the upload never resumed after SeaweedFS came back");
+        let got = get(&mut c, &format!("/{rel}"), &[]).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(Sha256::digest(&got.body), Sha256::digest(&data));
+        assert!(
+            st.stat(&key("restart/plain.bin")).await.unwrap().is_none(),
+            "no partial object of the PUT cut by the outage"
+        );
+        srv.stop().await;
+    })
+    .await;
+}
