@@ -430,3 +430,95 @@ async fn seaweedfs_stopped_mid_upload_gives_503s_then_the_upload_completes() {
     })
     .await;
 }
+
+/// `xferd_s3_requests_total{op}` of a server, by operation (from `/metrics`).
+async fn metric_ops(srv: &TestServer) -> BTreeMap<String, u64> {
+    let mut c = srv.client(xferd::client::Proto::H1).await;
+    let r = get(&mut c, "/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter_map(|l| l.strip_prefix("xferd_s3_requests_total{op=\""))
+        .filter_map(|l| {
+            let (op, rest) = l.split_once('"')?;
+            let n = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some((op.to_string(), n as u64))
+        })
+        .collect()
+}
+
+fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+fn owned(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// The figures of the note, asserted through the server's metric: S3 requests of a tus
+/// PATCH of 1 MiB and of 8 MiB, and of the PATCH that completes (part_size 5 MiB here).
+#[tokio::test]
+async fn s3_requests_per_tus_patch_through_the_server() {
+    bounded(async {
+        let Some(e) = env("patches").await else {
+            return;
+        };
+        let mut c = e.srv.client(xferd::client::Proto::H1).await;
+        let data = pattern(12, 0, 10 * MIB);
+        let rel = "counted/tus.bin";
+        let url = signed(
+            "",
+            xferd::core::auth::Scheme::V3,
+            "POST",
+            rel,
+            0,
+            "",
+            now_unix() + 600,
+        );
+        let len = data.len().to_string();
+        let h = [("tus-resumable", "1.0.0"), ("upload-length", len.as_str())];
+        let r = request(&mut c, "POST", &url, &h, None).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let loc = r.header("location").unwrap().to_string();
+        let mut costs = Vec::new();
+        for (from, to) in [(0, MIB), (MIB, 9 * MIB), (9 * MIB, 10 * MIB)] {
+            let before = metric_ops(&e.srv).await;
+            let r = tus_patch(&c, &loc, from as u64, data.slice(from..to)).await;
+            assert_eq!(r.status, 204, "PATCH at {from}: {:?}", r.body);
+            costs.push(diff(&metric_ops(&e.srv).await, &before));
+        }
+        // 1 MiB, below a part: the state object read and written.
+        assert_eq!(costs[0], owned(&[("GetObject", 1), ("PutObject", 1)]));
+        // 8 MiB on a 1 MiB tail: one part of 5 MiB (the upload begun), 4 MiB of tail.
+        assert_eq!(
+            costs[1],
+            owned(&[
+                ("CopyObject", 1),
+                ("CreateMultipartUpload", 1),
+                ("GetObject", 1),
+                ("PutObject", 1),
+                ("UploadPart", 1),
+            ])
+        );
+        // The last 1 MiB: the part of 5 MiB filled, the state written; completion.
+        assert_eq!(
+            costs[2],
+            owned(&[
+                ("CompleteMultipartUpload", 1),
+                ("CopyObject", 1),
+                ("DeleteObject", 2),
+                ("GetObject", 2),
+                ("PutObject", 1),
+                ("UploadPart", 1),
+            ])
+        );
+        let got = get(&mut c, &format!("/{rel}"), &[]).await;
+        assert_eq!(Sha256::digest(&got.body), Sha256::digest(&data));
+        e.srv.stop().await;
+    })
+    .await;
+}
