@@ -30,7 +30,10 @@ const ID: &str = "0123456789abcdef0123456789abcdef";
 fn two(name: &str) -> Option<(S3Store, S3Store)> {
     let w = seaweed()?;
     let prefix = unique_prefix(name);
-    Some((store_at(&w.endpoint, &prefix), store_at(&w.endpoint, &prefix)))
+    Some((
+        store_at(&w.endpoint, &prefix),
+        store_at(&w.endpoint, &prefix),
+    ))
 }
 
 fn ops(st: &S3Store) -> BTreeMap<&'static str, u64> {
@@ -126,7 +129,8 @@ async fn appends_continue_on_another_instance_with_counted_requests() {
             n += 1;
         }
         // The digest from B (fresh hasher): the carried state of the parts + the tail.
-        let (sha, used) = counted(&sb, pb.hash_range(ID, Sha256::new(), 0, data.len() as u64)).await;
+        let (sha, used) =
+            counted(&sb, pb.hash_range(ID, Sha256::new(), 0, data.len() as u64)).await;
         assert_eq!(sha.unwrap().finalize(), Sha256::digest(&data));
         assert_eq!(used, expect(&[("GetObject", 1)]));
         // Completion on A: GetObject (state), UploadPart (tail), CompleteMultipartUpload,
@@ -236,7 +240,11 @@ async fn a_taken_key_keeps_the_session_and_abort_leaves_nothing() {
         let pa = S3Parts::new(sa.clone());
         let target = key("out/taken.bin");
         let staged = sa.begin(&target, None).await.unwrap();
-        staged.sink().write(0, Bytes::from_static(b"first")).await.unwrap();
+        staged
+            .sink()
+            .write(0, Bytes::from_static(b"first"))
+            .await
+            .unwrap();
         staged.commit().await.unwrap();
         pa.create_at(ID, &target).await.unwrap();
         let data = pattern(3, 0, 6 * MIB);
@@ -284,8 +292,14 @@ async fn chunks_written_in_parallel_by_two_instances_complete() {
             sink.sync().await
         };
         // A chunk cut short is never counted: its object is not committed.
-        let short = pb.open_chunk_sink(ID, chunk as u64, chunk as u64).await.unwrap();
-        short.write(chunk as u64, data.slice(chunk..chunk + 10)).await.unwrap();
+        let short = pb
+            .open_chunk_sink(ID, chunk as u64, chunk as u64)
+            .await
+            .unwrap();
+        short
+            .write(chunk as u64, data.slice(chunk..chunk + 10))
+            .await
+            .unwrap();
         short.sync().await.unwrap();
         drop(short);
         assert!(pa.read_at(ID, chunk as u64, 10).await.unwrap().is_empty());
@@ -294,7 +308,9 @@ async fn chunks_written_in_parallel_by_two_instances_complete() {
             write(pb.clone(), 0, data.clone()),
             write(pa.clone(), 1, data.clone()),
         );
-        (r0.unwrap(), r1.unwrap(), r2.unwrap());
+        r0.unwrap();
+        r1.unwrap();
+        r2.unwrap();
         let sha = pb.hash_range(ID, Sha256::new(), 0, data.len() as u64).await;
         assert_eq!(sha.unwrap().finalize(), Sha256::digest(&data));
         assert_eq!(
@@ -323,12 +339,25 @@ fn wait_ready(w: &common::s3::SeaweedFs) {
 }
 
 fn assert_unavailable(r: &Reply, what: &str) -> bool {
-    assert!(r.status.as_u16() >= 500, "{what}: {} {:?}", r.status, r.body);
+    assert!(
+        r.status.as_u16() >= 500,
+        "{what}: {} {:?}",
+        r.status,
+        r.body
+    );
     if r.status != 503 {
         return false;
     }
-    assert_eq!(r.header("xferd-error"), Some("storage_unavailable"), "{what}");
-    let wait: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert_eq!(
+        r.header("xferd-error"),
+        Some("storage_unavailable"),
+        "{what}"
+    );
+    let wait: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
     assert!(wait >= 1, "{what}");
     true
 }
@@ -418,7 +447,10 @@ async fn seaweedfs_stopped_mid_upload_gives_503s_then_the_upload_completes() {
             assert!(r.status.as_u16() >= 500, "{} {:?}", r.status, r.body);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert!(done.is_some(), "the upload never resumed after SeaweedFS came back");
+        assert!(
+            done.is_some(),
+            "the upload never resumed after SeaweedFS came back"
+        );
         let got = get(&mut c, &format!("/{rel}"), &[]).await;
         assert_eq!(got.status, 200);
         assert_eq!(Sha256::digest(&got.body), Sha256::digest(&data));

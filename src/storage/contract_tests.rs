@@ -326,7 +326,10 @@ async fn parts_are_written_at_placements_and_complete_into_a_key() {
         assert_eq!(parts.list().await.unwrap(), [ID.to_string()], "{name}");
         // Chunks out of order (HFS), and garbage past the length that completes.
         for (at, data) in [(4, &b"efgh"[..]), (0, b"abcd"), (8, b"XX")] {
-            let sink = parts.open_chunk_sink(ID, at, data.len() as u64).await.unwrap();
+            let sink = parts
+                .open_chunk_sink(ID, at, data.len() as u64)
+                .await
+                .unwrap();
             sink.write(at, Bytes::from_static(data)).await.unwrap();
             sink.sync().await.unwrap();
         }

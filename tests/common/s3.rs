@@ -153,35 +153,36 @@ fn start_with(keep: bool) -> Option<SeaweedFs> {
             .open(&log_path)
             .expect("log");
         let mut c = Command::new("sh");
-        c
-        .arg("-c")
-        // The watchdog: weed in the background; when our stdin closes, kill it by PID.
-        .arg(WATCHDOG)
-        .arg("sh")
-        .arg(&weed)
-        .arg("mini")
-        .arg(format!("-dir={}", data_root.join("data").display()))
-        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-        .arg(format!("-s3.port={s3}"))
-        .arg(format!("-filer.port={filer}"))
-        .arg(format!("-master.port={master}"))
-        .arg(format!("-volume.port={volume}"))
-        .arg(format!("-admin.port={admin}"))
-        .arg(format!("-s3.config={}", data_root.join("s3.json").display()))
-        .arg(format!("-bucket={BUCKET}"))
-        .args([
-            "-s3.autoCreateBucket=false",
-            "-webdav=false",
-            "-admin.ui=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.telemetry=false",
-        ])
-        .env("XFERD_WEED_DIR", &data_root)
-        .stdin(Stdio::piped())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        ;
+        c.arg("-c")
+            // The watchdog: weed in the background; when our stdin closes, kill it by PID.
+            .arg(WATCHDOG)
+            .arg("sh")
+            .arg(&weed)
+            .arg("mini")
+            .arg(format!("-dir={}", data_root.join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-admin.port={admin}"))
+            .arg(format!(
+                "-s3.config={}",
+                data_root.join("s3.json").display()
+            ))
+            .arg(format!("-bucket={BUCKET}"))
+            .args([
+                "-s3.autoCreateBucket=false",
+                "-webdav=false",
+                "-admin.ui=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+            ])
+            .env("XFERD_WEED_DIR", &data_root)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
         if keep {
             c.env("XFERD_WEED_KEEP", "1");
         }
@@ -272,12 +273,19 @@ impl SeaweedFs {
     /// Starts weed again on the same ports and data (after [`SeaweedFs::stop`]); returns
     /// once the S3 port answers (bounded).
     pub fn restart(&mut self) {
-        let respawn = self.respawn.as_ref().expect("started with start_restartable");
+        let respawn = self
+            .respawn
+            .as_ref()
+            .expect("started with start_restartable");
         self.child = respawn();
         self.stdin = self.child.stdin.take();
         let deadline = Instant::now() + START_TIMEOUT;
         while !answers(self.port) {
-            assert!(Instant::now() < deadline, "weed did not restart: {}", self.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "weed did not restart: {}",
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

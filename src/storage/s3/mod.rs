@@ -21,6 +21,7 @@
 //! business); 403 is a backend failure (credentials); 404 is a missing object; a taken key
 //! or a path conflict is the client's.
 
+mod append;
 mod chunks;
 pub mod client;
 mod manifest;

@@ -8,7 +8,7 @@
 //!   session, begun for the session's target ([`PartStore::create_at`]) at the first full
 //!   part. A part is uploaded as soon as `part_size` bytes are buffered, and at each
 //!   [`Sink::sync`] when the buffer holds at least the minimum part (5 MiB); less than that
-//!   is the *tail*, kept in the session's state object (`state`, see [`super::manifest`])
+//!   is the *tail*, kept in the session's state object (`state`, see `manifest.rs`)
 //!   together with the upload id, every part's number, offset, length and ETag, and the
 //!   SHA-256 state of the bytes in parts. A sync ends with one PutObject of `state`, so
 //!   what the engine acknowledges after it is durably in S3. The part number is
@@ -37,7 +37,7 @@
 //! Nothing grows with the number of appends beyond the one part upload each.
 
 use super::client::{Call, Op};
-use super::manifest::{Manifest, PartRec};
+use super::manifest::Manifest;
 use super::{staged, S3Store, MIN_PART_SIZE};
 use crate::storage::key::Key;
 use crate::storage::store::{BoxFuture, Capabilities, PartStore, Result, Sink, StoreError};
@@ -53,7 +53,7 @@ pub const PARTS_PREFIX: &str = ".xferd-parts/";
 /// S3's limit on part numbers.
 const MAX_PARTS: u64 = 10_000;
 /// The largest state object read back: a tail below one part and a header of 10,000 parts.
-const MAX_STATE: usize = (MIN_PART_SIZE as usize) + (2 << 20);
+pub(crate) const MAX_STATE: usize = (MIN_PART_SIZE as usize) + (2 << 20);
 /// Bytes per read when data is read back.
 pub(crate) const READ_CHUNK: usize = 4 << 20;
 
@@ -119,7 +119,7 @@ impl S3Parts {
         Ok(Some(out.freeze()))
     }
 
-    async fn put(&self, full: &str, body: Bytes) -> Result<()> {
+    pub(crate) async fn put(&self, full: &str, body: Bytes) -> Result<()> {
         let resp = (self.s3.client())
             .send(Call::new(Op::PutObject, Method::PUT, Some(full)).body(body, None))
             .await?;
@@ -140,14 +140,17 @@ impl S3Parts {
     }
 
     /// CopyObject within the bucket (server-side; no bytes through this instance).
-    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+    pub(crate) async fn copy(&self, from: &str, to: &str) -> Result<()> {
         let source = format!(
             "/{}/{}",
             self.s3.client().bucket(),
             super::sigv4::encode_path(from)
         );
         let resp = (self.s3.client())
-            .send(Call::new(Op::CopyObject, Method::PUT, Some(to)).header("x-amz-copy-source", source))
+            .send(
+                Call::new(Op::CopyObject, Method::PUT, Some(to))
+                    .header("x-amz-copy-source", source),
+            )
             .await?;
         if !resp.status.is_success() {
             return Err(resp.error().await);
@@ -176,7 +179,7 @@ impl S3Parts {
         self.load(id).await?.ok_or(StoreError::NotFound)
     }
 
-    async fn create_upload(&self, target: &str) -> Result<String> {
+    pub(crate) async fn create_upload(&self, target: &str) -> Result<String> {
         let resp = (self.s3.client())
             .send(
                 Call::new(Op::CreateMultipartUpload, Method::POST, Some(target))
@@ -193,7 +196,7 @@ impl S3Parts {
     }
 
     /// UploadPart (SHA-256 signed); `running` is fed with the part's bytes on the way.
-    async fn upload_part(
+    pub(crate) async fn upload_part(
         &self,
         target: &str,
         upload_id: &str,
@@ -258,7 +261,9 @@ impl S3Parts {
     async fn complete_appends(&self, id: &str, m: Manifest, len: u64, full: String) -> Result<()> {
         let pe = m.parts_end();
         if len < pe || len > m.end() {
-            return Err(other("the completed length does not match the stored bytes"));
+            return Err(other(
+                "the completed length does not match the stored bytes",
+            ));
         }
         let tail = m.tail.slice(..usize::try_from(len - pe).unwrap_or(0));
         let _serial = self.s3.commit_lock(&full).await;
@@ -318,7 +323,7 @@ impl S3Parts {
 }
 
 /// The part number of a part starting at `start` (parts are at least 5 MiB apart).
-fn part_number(start: u64) -> Result<u32> {
+pub(crate) fn part_number(start: u64) -> Result<u32> {
     let n = start / MIN_PART_SIZE + 1;
     if n > MAX_PARTS {
         return Err(StoreError::Other(io::Error::new(
@@ -327,170 +332,6 @@ fn part_number(start: u64) -> Result<u32> {
         )));
     }
     u32::try_from(n).map_err(|_| other("part number"))
-}
-
-/// The appending sink of one request (see the module doc); cloned into its futures.
-#[derive(Clone)]
-struct AppendSink(Arc<Append>);
-
-struct Append {
-    parts: S3Parts,
-    id: String,
-    part_size: usize,
-    st: tokio::sync::Mutex<AState>,
-}
-
-struct AState {
-    /// Parts and upload as known here (its `tail` is unused: see `tail`).
-    m: Manifest,
-    tail: BytesMut,
-    /// SHA-256 of bytes `[0, m.parts_end())`.
-    sha: Sha256,
-    /// Parts were added since the state object was last written.
-    parts_changed: bool,
-    /// The state object in the bucket is past the last sync point (after a rewind to
-    /// `prev`): it must not become `prev`.
-    stale_state: bool,
-    dirty: bool,
-    started: bool,
-    failed: bool,
-}
-
-impl Append {
-    async fn upload(&self, st: &mut AState, part: Bytes) -> Result<()> {
-        let start = st.m.parts_end();
-        let number = part_number(start)?;
-        let target = st
-            .m
-            .target
-            .clone()
-            .ok_or_else(|| other("session created without a target"))?;
-        let upload_id = match &st.m.upload_id {
-            Some(u) => u.clone(),
-            None => {
-                let u = self.parts.create_upload(&target).await?;
-                st.m.upload_id = Some(u.clone());
-                u
-            }
-        };
-        let len = part.len() as u64;
-        let running = Some(st.sha.clone());
-        let (etag, running) = (self.parts)
-            .upload_part(&target, &upload_id, number, part, running)
-            .await?;
-        st.sha = running.unwrap_or_default();
-        st.m.parts.push(PartRec {
-            number,
-            start,
-            len,
-            etag,
-        });
-        st.parts_changed = true;
-        Ok(())
-    }
-
-    /// The first write of a request starts before the stored end: the session record lags
-    /// the bucket (see the module doc).
-    async fn rewind(&self, st: &mut AState, offset: u64) -> Result<()> {
-        let pe = st.m.parts_end();
-        if offset >= pe {
-            st.tail.truncate(usize::try_from(offset - pe).unwrap_or(0));
-            st.dirty = true;
-            return Ok(());
-        }
-        if st.m.has_prev {
-            let key = format!("{}prev", self.parts.base(&self.id)?);
-            if let Some(raw) = self.parts.get(&key, MAX_STATE).await? {
-                let p = Manifest::decode(raw)?;
-                if p.end() == offset {
-                    st.sha = p.hasher()?;
-                    st.tail = BytesMut::from(&p.tail[..]);
-                    let upload = st.m.upload_id.clone();
-                    st.m = p;
-                    st.m.upload_id = upload;
-                    st.m.has_prev = true;
-                    (st.stale_state, st.parts_changed, st.dirty) = (true, true, true);
-                    return Ok(());
-                }
-            }
-        }
-        Err(other("cannot rewind an S3 upload into its uploaded parts"))
-    }
-
-    async fn write_locked(&self, st: &mut AState, offset: u64, data: Bytes) -> Result<()> {
-        let end = st.m.parts_end() + st.tail.len() as u64;
-        if offset != end {
-            if st.started || offset > end {
-                return Err(StoreError::Other(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "writes to S3 must be sequential",
-                )));
-            }
-            self.rewind(st, offset).await?;
-        }
-        st.started = true;
-        st.dirty = true;
-        st.tail.extend_from_slice(&data);
-        while st.tail.len() >= self.part_size {
-            let part = st.tail.split_to(self.part_size).freeze();
-            self.upload(st, part).await?;
-        }
-        Ok(())
-    }
-
-    async fn sync_locked(&self, st: &mut AState) -> Result<()> {
-        if st.tail.len() as u64 >= MIN_PART_SIZE {
-            let part = std::mem::take(&mut st.tail).freeze();
-            self.upload(st, part).await?;
-        }
-        if !st.dirty {
-            return Ok(());
-        }
-        let base = self.parts.base(&self.id)?;
-        if st.parts_changed {
-            if !st.stale_state {
-                (self.parts)
-                    .copy(&format!("{base}state"), &format!("{base}prev"))
-                    .await?;
-            }
-            st.m.has_prev = true;
-        }
-        let sha = st.sha.clone();
-        st.m.set_hasher(&sha);
-        let mut m = st.m.clone();
-        m.tail = Bytes::copy_from_slice(&st.tail);
-        self.parts.put(&format!("{base}state"), m.encode()).await?;
-        (st.parts_changed, st.stale_state, st.dirty) = (false, false, false);
-        Ok(())
-    }
-}
-
-impl Sink for AppendSink {
-    fn write(&self, offset: u64, data: Bytes) -> BoxFuture<'static, Result<()>> {
-        let me = self.0.clone();
-        Box::pin(async move {
-            let mut st = me.st.lock().await;
-            if st.failed {
-                return Err(other("write after a failed write"));
-            }
-            let r = me.write_locked(&mut st, offset, data).await;
-            st.failed = r.is_err();
-            r
-        })
-    }
-
-    fn sync(&self) -> BoxFuture<'static, Result<()>> {
-        let me = self.0.clone();
-        Box::pin(async move {
-            let mut st = me.st.lock().await;
-            if st.failed {
-                return Err(other("sync after a failed write"));
-            }
-            let r = me.sync_locked(&mut st).await;
-            st.failed = r.is_err();
-            r
-        })
-    }
 }
 
 impl PartStore for S3Parts {
@@ -511,7 +352,7 @@ impl PartStore for S3Parts {
         let (me, id) = (self.clone(), id.to_string());
         Box::pin(async move {
             let m = me.load_req(&id).await?;
-            let st = AState {
+            let st = super::append::AState {
                 tail: BytesMut::from(&m.tail[..]),
                 sha: m.hasher()?,
                 m,
@@ -522,13 +363,7 @@ impl PartStore for S3Parts {
                 failed: false,
             };
             let part_size = me.s3.inner.part_size;
-            let sink: Arc<dyn Sink> = Arc::new(AppendSink(Arc::new(Append {
-                parts: me,
-                id,
-                part_size,
-                st: tokio::sync::Mutex::new(st),
-            })));
-            Ok(sink)
+            Ok(super::append::sink(me, id, part_size, st))
         })
     }
 
@@ -680,7 +515,9 @@ impl PartStore for S3Parts {
                     "the parts of an unfinished S3 upload cannot be read back",
                 )));
             }
-            let from = usize::try_from(offset - pe).unwrap_or(usize::MAX).min(m.tail.len());
+            let from = usize::try_from(offset - pe)
+                .unwrap_or(usize::MAX)
+                .min(m.tail.len());
             let to = from.saturating_add(len).min(m.tail.len());
             Ok(m.tail.slice(from..to))
         })
