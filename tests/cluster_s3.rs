@@ -3,7 +3,8 @@
 //! key prefix per cluster) and one private Redis. A tus upload half-sent to A resumes on B
 //! after A is SIGKILLed, with the SHA-256 intact (its parts and tail are in the bucket, not
 //! on A's disk); HFS chunks of one upload go to A and B in parallel; the same key PUT on
-//! both gives one 201 and one 409; a file uploaded through A downloads from B with ranges.
+//! both gives one 201 and one 409; a file uploaded through A downloads from B with ranges;
+//! with Redis stopped, resumable requests get 503 while signed PUT and GET keep working.
 //!
 //! Services rule: without `weed` or `redis-server` a test prints `SKIPPED` and returns,
 //! unless `CI` or `XFERD_REQUIRE_SERVICES` is set (then it fails). Every wait is bounded;
@@ -37,13 +38,13 @@ fn seaweed() -> bool {
     .is_some()
 }
 
-async fn bucket_answers(endpoint: &str) -> bool {
-    let st = xferd::storage::s3::S3Store::new(
+fn store(endpoint: &str, prefix: &str) -> Result<xferd::storage::s3::S3Store, String> {
+    xferd::storage::s3::S3Store::new(
         xferd::storage::s3::S3Options {
             endpoint: endpoint.into(),
             region: "us-east-1".into(),
             bucket: common::s3::BUCKET.into(),
-            prefix: String::new(),
+            prefix: prefix.into(),
             allow_http: true,
             part_size: 5 << 20,
             max_parts_in_flight: 1,
@@ -54,10 +55,34 @@ async fn bucket_answers(endpoint: &str) -> bool {
             },
         },
         None,
-    );
-    match st {
+    )
+}
+
+async fn bucket_answers(endpoint: &str) -> bool {
+    match store(endpoint, "") {
         Ok(st) => st.check().await.is_ok(),
         Err(_) => false,
+    }
+}
+
+/// The cluster's session data in the bucket, read as another instance would.
+struct PartsView(xferd::storage::s3::parts::S3Parts);
+
+impl PartsView {
+    fn new(cl: &Cluster) -> PartsView {
+        let st = store(S3_ENDPOINT.get().unwrap(), &s3_prefix(cl.shared())).unwrap();
+        PartsView(xferd::storage::s3::parts::S3Parts::new(st))
+    }
+
+    /// Whether at least `n` bytes of session `id` are durably in the bucket.
+    async fn holds(&self, id: &str, n: u64) -> Result<(), String> {
+        use xferd::storage::store::PartStore;
+        let sha = <sha2::Sha256 as sha2::Digest>::new();
+        self.0
+            .hash_range(id, sha, 0, n)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -82,9 +107,19 @@ async fn a_tus_upload_half_sent_to_a_resumes_on_b_after_a_is_killed() {
         let loc = tus_create(&mut ca, "cluster/killed.bin", data.len()).await;
         let half = 7 * MIB;
         let stale = hanging_patch(ca, &loc, data.slice(..half), data.len() as u64);
-        // A commits every MiB: wait (bounded) until it has committed past the first part.
+        // A commits every MiB: wait (bounded) until the bucket holds 6 MiB of it, and a
+        // moment for the record of that commit, which follows it.
         let mut cb = cl.client(&b).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let parts = PartsView::new(&cl);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = parts.holds(session_id(&loc), 6 * MIB as u64).await {
+            assert!(
+                Instant::now() < deadline,
+                "A never stored 6 MiB: {e} ({loc})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
         a.kill();
         let _ = stale.await;
         let started = Instant::now();
@@ -238,6 +273,71 @@ async fn a_file_uploaded_through_a_downloads_from_b_with_ranges() {
         assert_eq!(r.body, data.slice(n - 500..));
         let r = get(&mut cb, "/cluster/ranges.bin", &[]).await;
         assert_eq!(sha(&r.body), sha(&data));
+    })
+    .await;
+}
+
+fn assert_store_unavailable(r: &Reply, what: &str) {
+    assert_eq!(r.status, 503, "{what}: {:?}", r.body);
+    assert_eq!(
+        r.header("xferd-error"),
+        Some("session_store_unavailable"),
+        "{what}"
+    );
+    let wait: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(wait >= 1, "{what}");
+}
+
+/// Redis stopped, on the s3 backend: resumable requests get 503 + Retry-After with a
+/// stable code, signed PUT and GET keep working, and service resumes when Redis is back.
+#[tokio::test]
+async fn with_redis_down_resumable_uploads_get_503_and_plain_put_and_get_keep_working() {
+    limited(async {
+        let Some(mut cl) = s3_cluster(5, MIB as u64) else {
+            return;
+        };
+        let a = cl.spawn("a").await;
+        let mut c = cl.client(&a).await;
+        let loc = tus_create(&mut c, "cluster/before.bin", 1000).await;
+        let stored = pattern(7, 0, 5000);
+        let r = put(&mut c, &signed_v("cluster/stored.bin", 5000), &stored, &[]).await;
+        assert_eq!(r.status, 201);
+
+        cl.redis.stop();
+        let len = [TUS, ("upload-length", "1000")];
+        let r = request(&mut c, "POST", &v3("POST", "cluster/x.bin"), &len, None).await;
+        assert_store_unavailable(&r, "tus creation");
+        let r = request(&mut c, "HEAD", &loc, &[TUS], None).await;
+        assert_store_unavailable(&r, "tus offset");
+        let r = tus_patch(&c, &loc, 0, bytes::Bytes::from_static(b"abc")).await;
+        assert_store_unavailable(&r, "tus append");
+        let plain = pattern(8, 0, 7000);
+        let r = put(&mut c, &signed_v("cluster/during.bin", 7000), &plain, &[]).await;
+        assert_eq!(r.status, 201, "PUT with Redis down");
+        assert_eq!(get(&mut c, "/cluster/during.bin", &[]).await.body, plain);
+        assert_eq!(get(&mut c, "/cluster/stored.bin", &[]).await.body, stored);
+
+        cl.redis.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let loc = loop {
+            let r = request(&mut c, "POST", &v3("POST", "cluster/after.bin"), &len, None).await;
+            if r.status == 201 {
+                break r.header("location").unwrap().to_string();
+            }
+            assert_store_unavailable(&r, "while Redis comes back");
+            assert!(Instant::now() < deadline, "service did not resume");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let r = tus_patch(&c, &loc, 0, pattern(9, 0, 1000)).await;
+        assert_eq!(r.status, 204, "{:?}", r.body);
+        assert_eq!(
+            get(&mut c, "/cluster/after.bin", &[]).await.body,
+            pattern(9, 0, 1000)
+        );
     })
     .await;
 }

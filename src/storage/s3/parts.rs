@@ -441,7 +441,10 @@ impl PartStore for S3Parts {
             }
             let pe = m.parts_end();
             if to > m.end() {
-                return Err(other("hash past the stored bytes"));
+                return Err(other(format!(
+                    "hash to {to} past the stored bytes ({})",
+                    m.end()
+                )));
             }
             let at = |x: u64| usize::try_from(x - pe).unwrap_or(0);
             let (mut h, bytes) = if from >= pe {
