@@ -251,16 +251,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.server.state_path.join("sessions.redb"),
         storage.clone(),
     );
-    let (recover_s3, s3_sessions) = (s3.clone(), config.server.state_path.join("s3-sessions"));
+    let recover_s3 = s3.clone();
     let parts = tokio::task::spawn_blocking(move || {
         let parts: Arc<dyn crate::storage::PartStore> = match (recover_storage, recover_s3) {
             (Some(fs), _) => {
                 Arc::new(crate::storage::FsParts::open(&fs).context("opening session data")?)
             }
-            (None, Some(s3)) => Arc::new(
-                crate::storage::s3::parts::S3Parts::open(&s3_sessions, s3)
-                    .context("opening session data")?,
-            ),
+            (None, Some(s3)) => Arc::new(crate::storage::s3::parts::S3Parts::new(s3)),
             (None, None) => anyhow::bail!("no storage backend"),
         };
         anyhow::Ok(parts)

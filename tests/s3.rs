@@ -280,10 +280,12 @@ async fn a_tus_upload_completes_into_the_bucket() {
         assert_eq!(r.status, 204, "PATCH at {from}: {:?}", r.body);
         appended.push(s3_requests(&e.srv).await - before);
     }
-    // An append that does not finish the upload sends nothing to S3 (the data stays on
-    // local disk); the last one completes: checks (HEAD key and parent, LIST key/), then
-    // Create + 2 UploadPart + Complete.
-    assert_eq!(appended, [0, 7], "S3 requests per tus append");
+    // The session's bytes live in the bucket (src/storage/s3/parts.rs). An append below a
+    // part: GetObject (state) + PutObject (state, with the tail). The last one fills the
+    // first part and completes: GetObject (state), CreateMultipartUpload, UploadPart,
+    // CopyObject (state -> prev), PutObject (state); then completion: GetObject (state),
+    // UploadPart (the tail), CompleteMultipartUpload, DeleteObject (state, prev).
+    assert_eq!(appended, [2, 10], "S3 requests per tus append");
     let meta = e
         .store
         .stat(&key(rel))

@@ -75,6 +75,7 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::QuotaExceeded { larger_than_cap } => quota_status(*larger_than_cap),
         S::VirusFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
         S::ScannerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        S::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         S::AlreadyCompleted
         | S::LengthExceeded
         | S::LengthMismatch
@@ -157,6 +158,12 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
     if let CoreError::ScannerUnavailable(wait)
     | CoreError::Session(SessionError::ScannerUnavailable(wait)) = err
     {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::error::retry_after_secs(wait)),
+        );
+    }
+    if let CoreError::Session(SessionError::StorageUnavailable(wait)) = err {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(super::error::retry_after_secs(wait)),

@@ -287,17 +287,35 @@ pub fn read_range(object: Arc<dyn Object>, offset: u64, len: u64, chunk: usize) 
 /// (start-up recovery).
 ///
 /// On a filesystem: one file per session written with `pwrite`, completion a truncate +
-/// fsync + no-overwrite rename. On an object store: a multipart upload per session, a
-/// placement maps to a part number (HFS chunk *n* is part *n*; appends are buffered into
-/// parts of at least [`Capabilities::min_part_size`]), complete = complete-multipart-upload
-/// with a create-only condition, abort = abort-multipart-upload, concatenation =
-/// upload-part-copy (where [`Capabilities::concat`]).
+/// fsync + no-overwrite rename. On an object store (`s3::parts`): appends go to a multipart
+/// upload per session begun for its target ([`PartStore::create_at`]), in parts of at least
+/// [`Capabilities::min_part_size`], with the tail below that and the part ETags in a state
+/// object in the bucket; HFS chunks ([`PartStore::open_chunk_sink`]) are objects of their
+/// own; complete = complete-multipart-upload (or a put) with a create-only condition.
 pub trait PartStore: Send + Sync + std::fmt::Debug {
     fn capabilities(&self) -> Capabilities;
     /// Creates the empty data of a new session (durably).
     fn create(&self, id: &str) -> BoxFuture<'static, Result<()>>;
     /// Where the session's bytes are written (at offsets; see [`Capabilities::random_write`]).
     fn open_sink(&self, id: &str) -> BoxFuture<'static, Result<Arc<dyn Sink>>>;
+    /// [`PartStore::create`] for a session that completes into `target` (an object store
+    /// begins its multipart upload for that key). The default ignores the target.
+    fn create_at(&self, id: &str, target: &Key) -> BoxFuture<'static, Result<()>> {
+        let _ = target;
+        self.create(id)
+    }
+    /// Where one chunk of `len` bytes at `offset` is written (HFS: chunks arrive in any
+    /// order, concurrently, on any instance). Counts only once it is whole and synced. The
+    /// default is [`PartStore::open_sink`] (random writes).
+    fn open_chunk_sink(
+        &self,
+        id: &str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'static, Result<Arc<dyn Sink>>> {
+        let _ = (offset, len);
+        self.open_sink(id)
+    }
     /// Whether the session has data.
     fn exists(&self, id: &str) -> BoxFuture<'static, Result<bool>>;
     /// Removes the session's data (none is fine).

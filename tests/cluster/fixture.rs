@@ -2,6 +2,8 @@
 //! parameter every test runs over), a [`Cluster`] (shared directory, private Redis,
 //! certificate), its [`Instance`]s (`xferd serve` processes, SIGKILLed when dropped), and
 //! small tus helpers.
+// Shared by tests/cluster.rs and tests/cluster_s3.rs: each uses part of it.
+#![allow(dead_code)]
 
 use super::common::redis::RedisServer;
 use super::common::*;
@@ -23,6 +25,18 @@ pub const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stre
 pub enum Backend {
     /// One storage root on a shared file system.
     Fs,
+    /// One bucket of the SeaweedFS at [`S3_ENDPOINT`] (`tests/cluster_s3.rs`), under a key
+    /// prefix of the cluster's own (its directory's name).
+    S3,
+}
+
+/// The S3 endpoint of [`Backend::S3`] clusters (set by the test that starts SeaweedFS).
+pub static S3_ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The key prefix of a [`Backend::S3`] cluster sharing `shared`.
+pub fn s3_prefix(shared: &Path) -> String {
+    let name = shared.file_name().unwrap_or_default().to_string_lossy();
+    format!("{}/", name.trim_start_matches('.'))
 }
 
 /// The backends every test runs on.
@@ -33,6 +47,17 @@ impl Backend {
     pub fn server_toml(self, shared: &Path) -> String {
         match self {
             Backend::Fs => format!("storage_path = \"{}\"\n", shared.join("data").display()),
+            Backend::S3 => format!(
+                "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"{}\"\nallow_http = true\n\
+                 bucket = \"{}\"\nprefix = \"{}\"\npart_size = {}\nmax_parts_in_flight = 2\n\
+                 access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+                S3_ENDPOINT.get().expect("SeaweedFS started"),
+                super::common::s3::BUCKET,
+                s3_prefix(shared),
+                5u64 << 20,
+                super::common::s3::ACCESS_KEY,
+                super::common::s3::SECRET_KEY,
+            ),
         }
     }
 
@@ -51,6 +76,7 @@ impl Backend {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
+            Backend::S3 => tokio::time::sleep(Duration::from_secs(2)).await,
         }
     }
 
@@ -65,6 +91,8 @@ impl Backend {
                         .collect()
                 })
                 .unwrap_or_default(),
+            // Staged S3 writes are multipart uploads: nothing to see as a file.
+            Backend::S3 => Vec::new(),
         }
     }
 }

@@ -31,7 +31,7 @@ r=$!
 wait $p
 st=$?
 kill $r 2>/dev/null
-rm -rf "$XFERD_WEED_DIR"
+[ -n "$XFERD_WEED_KEEP" ] || rm -rf "$XFERD_WEED_DIR"
 exit $st"#;
 /// Start-up must answer within this.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,6 +43,8 @@ pub struct SeaweedFs {
     pub dir: PathBuf,
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Starts weed again on the same ports and directory ([`start_restartable`]).
+    respawn: Option<Box<dyn Fn() -> Child + Send + Sync>>,
 }
 
 /// Whether a missing service fails the test instead of skipping it.
@@ -110,6 +112,16 @@ fn answers(port: u16) -> bool {
 /// Returns once the S3 port answers; the bucket may need a moment more (callers poll a
 /// signed HeadBucket, bounded).
 pub fn start() -> Option<SeaweedFs> {
+    start_with(false)
+}
+
+/// [`start`], for a test that stops weed and starts it again on the same ports and data
+/// ([`SeaweedFs::stop`], [`SeaweedFs::restart`]); the directory goes on drop.
+pub fn start_restartable() -> Option<SeaweedFs> {
+    start_with(true)
+}
+
+fn start_with(keep: bool) -> Option<SeaweedFs> {
     let Some(weed) = binary() else {
         if required() {
             panic!("seaweedfs is required (CI / XFERD_REQUIRE_SERVICES) but `weed` is not installed: run interop/services/install-seaweedfs.sh");
@@ -133,37 +145,50 @@ pub fn start() -> Option<SeaweedFs> {
     std::fs::write(dir.join("s3.json"), config).expect("s3.json");
     std::fs::create_dir_all(dir.join("data")).expect("data dir");
     let [s3, filer, master, volume, admin] = ports();
-    let log = std::fs::File::create(dir.join("weed.log")).expect("log");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        // The watchdog: weed in the background; when our stdin closes, kill it by PID.
-        .arg(WATCHDOG)
-        .arg("sh")
-        .arg(&weed)
-        .arg("mini")
-        .arg(format!("-dir={}", dir.join("data").display()))
-        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-        .arg(format!("-s3.port={s3}"))
-        .arg(format!("-filer.port={filer}"))
-        .arg(format!("-master.port={master}"))
-        .arg(format!("-volume.port={volume}"))
-        .arg(format!("-admin.port={admin}"))
-        .arg(format!("-s3.config={}", dir.join("s3.json").display()))
-        .arg(format!("-bucket={BUCKET}"))
-        .args([
-            "-s3.autoCreateBucket=false",
-            "-webdav=false",
-            "-admin.ui=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.telemetry=false",
-        ])
-        .env("XFERD_WEED_DIR", &dir)
-        .stdin(Stdio::piped())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawning weed");
+    let (log_path, data_root) = (dir.join("weed.log"), dir.clone());
+    let spawn = move || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log");
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            // The watchdog: weed in the background; when our stdin closes, kill it by PID.
+            .arg(WATCHDOG)
+            .arg("sh")
+            .arg(&weed)
+            .arg("mini")
+            .arg(format!("-dir={}", data_root.join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-admin.port={admin}"))
+            .arg(format!(
+                "-s3.config={}",
+                data_root.join("s3.json").display()
+            ))
+            .arg(format!("-bucket={BUCKET}"))
+            .args([
+                "-s3.autoCreateBucket=false",
+                "-webdav=false",
+                "-admin.ui=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+            ])
+            .env("XFERD_WEED_DIR", &data_root)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if keep {
+            c.env("XFERD_WEED_KEEP", "1");
+        }
+        c.spawn().expect("spawning weed")
+    };
+    let mut child = spawn();
     let stdin = child.stdin.take();
     let deadline = Instant::now() + START_TIMEOUT;
     let mut me = SeaweedFs {
@@ -172,6 +197,7 @@ pub fn start() -> Option<SeaweedFs> {
         dir,
         child,
         stdin,
+        respawn: None,
     };
     while !answers(s3) {
         if let Ok(Some(status)) = me.child.try_wait() {
@@ -184,6 +210,9 @@ pub fn start() -> Option<SeaweedFs> {
             );
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if keep {
+        me.respawn = Some(Box::new(spawn));
     }
     Some(me)
 }
@@ -226,8 +255,49 @@ impl SeaweedFs {
     }
 }
 
+impl SeaweedFs {
+    /// Stops weed (killed by its PID through the watchdog) and waits, bounded, for it.
+    pub fn stop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts weed again on the same ports and data (after [`SeaweedFs::stop`]); returns
+    /// once the S3 port answers (bounded).
+    pub fn restart(&mut self) {
+        let respawn = self
+            .respawn
+            .as_ref()
+            .expect("started with start_restartable");
+        self.child = respawn();
+        self.stdin = self.child.stdin.take();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !answers(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "weed did not restart: {}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
+        if self.respawn.is_some() {
+            self.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
         // Closing stdin makes the watchdog kill weed by its PID; then the watchdog ends.
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(10);

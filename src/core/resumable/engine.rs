@@ -148,8 +148,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A storage error as the engine reports it (kinds mapped by [`CoreError`]).
 fn stored(e: StoreError) -> SessionError {
+    if e.is_transient() {
+        // Worth retrying (S3 unreachable, timed out, 5xx): 503 with Retry-After.
+        tracing::warn!(error = %e, "storage unavailable for a resumable upload");
+        return SessionError::StorageUnavailable(STORAGE_RETRY_AFTER);
+    }
     SessionError::from(CoreError::from(e))
 }
+
+/// What a client is told to wait after a transient storage failure of a resumable request.
+const STORAGE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Engine {
     /// Opens the engine over the local redb store and an in-process locker (tokens continue
@@ -332,7 +340,10 @@ impl Engine {
             self.quotas.reserve_session(&id, &session.target, len)?;
         }
         let created = async {
-            self.parts.create(&id).await.map_err(stored)?;
+            self.parts
+                .create_at(&id, &new.target)
+                .await
+                .map_err(stored)?;
             self.records
                 .insert(&id, record, self.quota())
                 .await

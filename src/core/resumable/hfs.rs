@@ -55,7 +55,14 @@ async fn create(
         ctx.now,
     )?;
     crate::core::upload::admit(core, &auth.target, Some(total)).await?;
-    let chunk_size = core.adaptive.chunk(ctx, Some(total)).min(total.max(1));
+    // On a store with a minimum part size (S3), chunk advice never goes below it: every
+    // chunk but the last is then a valid part.
+    let min_part = core.storage.capabilities().min_part_size;
+    let chunk_size = core
+        .adaptive
+        .chunk(ctx, Some(total))
+        .max(min_part)
+        .min(total.max(1));
     let new = NewSession {
         origin: Origin::Hfs,
         kind: Kind::Whole,

@@ -50,10 +50,11 @@ pub enum Op {
     DeleteObject,
     ListObjectsV2,
     ListMultipartUploads,
+    CopyObject,
 }
 
 impl Op {
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::HeadBucket,
         Op::HeadObject,
         Op::GetObject,
@@ -65,6 +66,7 @@ impl Op {
         Op::DeleteObject,
         Op::ListObjectsV2,
         Op::ListMultipartUploads,
+        Op::CopyObject,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +82,7 @@ impl Op {
             Op::DeleteObject => "DeleteObject",
             Op::ListObjectsV2 => "ListObjectsV2",
             Op::ListMultipartUploads => "ListMultipartUploads",
+            Op::CopyObject => "CopyObject",
         }
     }
 

@@ -13,14 +13,18 @@
 //!   `read_at` calls are served from one streaming GET (windows that double, 4 MiB to
 //!   1 GiB), re-issued on a seek or after an error.
 //! - Lists are ListObjectsV2 in the store's (byte) order of keys, paged with `start-after`.
-//! - Resumable uploads in progress stay on local disk ([`parts::S3Parts`]): completion
-//!   streams them into the bucket, never overwriting.
+//! - Resumable uploads in progress live in the bucket ([`parts::S3Parts`]): a multipart
+//!   upload per session, its state (upload id, part ETags, tail) in a state object, so any
+//!   instance continues them.
 //!
 //! Error kinds: 5xx, 429, timeouts and connection failures are transient (the breaker's
 //! business); 403 is a backend failure (credentials); 404 is a missing object; a taken key
 //! or a path conflict is the client's.
 
+mod append;
+mod chunks;
 pub mod client;
+mod manifest;
 mod object;
 pub mod parts;
 pub mod sigv4;

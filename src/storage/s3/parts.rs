@@ -1,123 +1,541 @@
-//! Resumable uploads with the S3 backend, first cut: the bytes of sessions in progress are
-//! kept on this instance's local disk ([`FsParts`] under a directory of the state path),
-//! and completion streams them into the bucket through [`S3Store`]'s staged write (parts of
-//! `part_size`, `If-None-Match: *`), then removes the local data. A taken key leaves the
-//! session's data in place (the contract), so the session can still be aborted.
+//! Resumable uploads whose bytes live in the bucket ([`S3Parts`]), so any instance can
+//! continue them: nothing of a session is on an instance's local disk.
 //!
-//! What this is not (yet): sessions that another instance can continue. That needs the
-//! parts in the bucket (a multipart upload per session, its upload id and part ETags in the
-//! session record, tails below the minimum part as tail objects) - see the module doc of
-//! [`crate::storage::store`]'s `PartStore`.
+//! Everything of a session is under `<prefix>.xferd-parts/<id>/` (a reserved segment: no
+//! client key can name it):
+//!
+//! - **Appends** (tus, IETF: [`PartStore::open_sink`]) go to one multipart upload per
+//!   session, begun for the session's target ([`PartStore::create_at`]) at the first full
+//!   part. A part is uploaded as soon as `part_size` bytes are buffered, and at each
+//!   [`Sink::sync`] when the buffer holds at least the minimum part (5 MiB); less than that
+//!   is the *tail*, kept in the session's state object (`state`, see `manifest.rs`)
+//!   together with the upload id, every part's number, offset, length and ETag, and the
+//!   SHA-256 state of the bytes in parts. A sync ends with one PutObject of `state`, so
+//!   what the engine acknowledges after it is durably in S3. The part number is
+//!   `first byte / 5 MiB + 1` (parts are at least 5 MiB, so numbers rise; a retried part
+//!   gets its old number and replaces it).
+//! - Before a sync that added parts, `state` is copied (CopyObject, no data moved) to
+//!   `prev`: if the session record lags the bucket (the process died, or Redis failed,
+//!   between the sync and the record's update), the next append starts at the previous
+//!   sync point, which `prev` describes (its tail holds the bytes that went into the part).
+//! - **Chunks** (HFS: [`PartStore::open_chunk_sink`]) are objects of their own,
+//!   `c/<offset>`, one staged write each (a retried chunk replaces its object), so chunks
+//!   sent in parallel to several instances never share a state object. Completion reads
+//!   them back in order (the engine needs the SHA-256 before the object becomes visible)
+//!   and streams them into the target through a create-only staged write.
+//! - [`PartStore::complete`]: the tail becomes the last part, CompleteMultipartUpload with
+//!   `If-None-Match: *` (a taken key: [`StoreError::Exists`], the session's data kept);
+//!   an upload that never reached 5 MiB is one create-only PutObject.
+//! - [`PartStore::hash_range`] uses the carried SHA-256 state plus the tail (appends) or
+//!   reads chunk objects (chunks); [`PartStore::read_at`] can read tails and chunks, not
+//!   the parts of an unfinished upload (scanning then fails, by its policy).
+//!
+//! Requests (`xferd_s3_requests_total{op}`): an append below 5 MiB costs GetObject
+//! (`state`) + PutObject (`state`); one that fills parts adds UploadPart per part and one
+//! CopyObject (`prev`); the first part adds CreateMultipartUpload. Completion: GetObject,
+//! UploadPart (tail), CompleteMultipartUpload, DeleteObject (`state`, and `prev` if any).
+//! Nothing grows with the number of appends beyond the one part upload each.
 
-use super::S3Store;
-use crate::storage::fs::FsStorage;
+use super::client::{Call, Op};
+use super::manifest::Manifest;
+use super::{staged, S3Store, MIN_PART_SIZE};
 use crate::storage::key::Key;
-use crate::storage::parts::{FsParts, PARTS_DIR};
-use crate::storage::store::{BoxFuture, Capabilities, PartStore, Result, Sink, Store, StoreError};
-use bytes::Bytes;
+use crate::storage::store::{BoxFuture, Capabilities, PartStore, Result, Sink, StoreError};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{Method, StatusCode};
+use sha2::{Digest, Sha256};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Bytes read from local data per write into the bucket.
-const COPY_CHUNK: u64 = 4 << 20;
+/// The reserved key segment of session data.
+pub const PARTS_PREFIX: &str = ".xferd-parts/";
+/// S3's limit on part numbers.
+const MAX_PARTS: u64 = 10_000;
+/// The largest state object read back: a tail below one part and a header of 10,000 parts.
+pub(crate) const MAX_STATE: usize = (MIN_PART_SIZE as usize) + (2 << 20);
+/// Bytes per read when data is read back.
+pub(crate) const READ_CHUNK: usize = 4 << 20;
+
+/// Sequential appends, parts of at least 5 MiB, no free-space query. `concat` is off: a
+/// concatenation works only for sources still readable (tails, chunks), not in general.
+pub const S3_PART_CAPABILITIES: Capabilities = Capabilities {
+    random_write: false,
+    concat: false,
+    free_space: false,
+    min_part_size: MIN_PART_SIZE,
+    dedup: false,
+};
 
 #[derive(Debug, Clone)]
 pub struct S3Parts {
-    local: FsParts,
-    root: PathBuf,
-    s3: S3Store,
+    pub(crate) s3: S3Store,
+}
+
+pub(crate) fn other(msg: impl Into<String>) -> StoreError {
+    StoreError::Other(io::Error::other(msg.into()))
 }
 
 impl S3Parts {
-    /// Session data under `local_root` (created if missing), completed into `s3`.
-    pub fn open(local_root: &std::path::Path, s3: S3Store) -> io::Result<S3Parts> {
-        std::fs::create_dir_all(local_root)?;
-        let storage = FsStorage::open(local_root)?;
-        Ok(S3Parts {
-            local: FsParts::open(&storage)?,
-            root: local_root.to_path_buf(),
-            s3,
-        })
+    /// Session data in `s3`'s bucket, under its prefix.
+    pub fn new(s3: S3Store) -> S3Parts {
+        S3Parts { s3 }
     }
 
-    fn data_path(&self, id: &str) -> Result<PathBuf> {
+    /// The full key prefix of a session's objects (`…/.xferd-parts/<id>/`).
+    pub(crate) fn base(&self, id: &str) -> Result<String> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(StoreError::Other(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "bad session id",
             )));
         }
-        Ok(self.root.join(PARTS_DIR).join(format!("{id}.part")))
+        Ok(self.s3.full(&format!("{PARTS_PREFIX}{id}/")))
+    }
+
+    /// GetObject of a whole small object (`None`: there is none).
+    pub(crate) async fn get(&self, full: &str, max: usize) -> Result<Option<Bytes>> {
+        let c = self.s3.client();
+        let resp = c
+            .send(Call::new(Op::GetObject, Method::GET, Some(full)))
+            .await?;
+        match resp.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                let _ = resp.drain().await;
+                return Ok(None);
+            }
+            _ => return Err(resp.error().await),
+        }
+        let mut out = BytesMut::new();
+        let mut body = resp.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if out.len() + chunk.len() > max {
+                return Err(other("S3 session object larger than expected"));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out.freeze()))
+    }
+
+    pub(crate) async fn put(&self, full: &str, body: Bytes) -> Result<()> {
+        let resp = (self.s3.client())
+            .send(Call::new(Op::PutObject, Method::PUT, Some(full)).body(body, None))
+            .await?;
+        if !resp.status.is_success() {
+            return Err(resp.error().await);
+        }
+        resp.drain().await
+    }
+
+    pub(crate) async fn remove(&self, full: &str) -> Result<()> {
+        let resp = (self.s3.client())
+            .send(Call::new(Op::DeleteObject, Method::DELETE, Some(full)))
+            .await?;
+        match resp.status.as_u16() {
+            200..=299 | 404 => resp.drain().await,
+            _ => Err(resp.error().await),
+        }
+    }
+
+    /// CopyObject within the bucket (server-side; no bytes through this instance).
+    pub(crate) async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let source = format!(
+            "/{}/{}",
+            self.s3.client().bucket(),
+            super::sigv4::encode_path(from)
+        );
+        let resp = (self.s3.client())
+            .send(
+                Call::new(Op::CopyObject, Method::PUT, Some(to))
+                    .header("x-amz-copy-source", source),
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(resp.error().await);
+        }
+        // CopyObject may answer 200 with an <Error> body.
+        let text = resp.text().await?;
+        if text.contains("<Error>") {
+            let code = super::xml::text(&text, "Code").unwrap_or_default();
+            return Err(StoreError::Transient(io::Error::other(format!(
+                "S3 CopyObject failed: {code}"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// The session's state object, if it has one.
+    pub(crate) async fn load(&self, id: &str) -> Result<Option<Manifest>> {
+        let key = format!("{}state", self.base(id)?);
+        match self.get(&key, MAX_STATE).await? {
+            Some(raw) => Manifest::decode(raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn load_req(&self, id: &str) -> Result<Manifest> {
+        self.load(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    pub(crate) async fn create_upload(&self, target: &str) -> Result<String> {
+        let resp = (self.s3.client())
+            .send(
+                Call::new(Op::CreateMultipartUpload, Method::POST, Some(target))
+                    .query("uploads", ""),
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(resp.error().await);
+        }
+        let text = resp.text().await?;
+        super::xml::text(&text, "UploadId")
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| other("CreateMultipartUpload answered no UploadId"))
+    }
+
+    /// UploadPart (SHA-256 signed); `running` is fed with the part's bytes on the way.
+    pub(crate) async fn upload_part(
+        &self,
+        target: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+        running: Option<Sha256>,
+    ) -> Result<(String, Option<Sha256>)> {
+        let hashed = body.clone();
+        let (sha, running) = tokio::task::spawn_blocking(move || {
+            let running = running.map(|mut r| {
+                r.update(&hashed);
+                r
+            });
+            (hex::encode(Sha256::digest(&hashed)), running)
+        })
+        .await
+        .map_err(|e| other(e.to_string()))?;
+        let resp = (self.s3.client())
+            .send(
+                Call::new(Op::UploadPart, Method::PUT, Some(target))
+                    .query("partNumber", number.to_string())
+                    .query("uploadId", upload_id)
+                    .body(body, Some(sha)),
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(resp.error().await);
+        }
+        let etag = resp
+            .header("etag")
+            .map(str::to_string)
+            .ok_or_else(|| other("UploadPart answered no ETag"))?;
+        resp.drain().await?;
+        Ok((etag, running))
+    }
+
+    /// Every object key of a session (for removal).
+    pub(crate) async fn keys_of(&self, id: &str) -> Result<Vec<String>> {
+        self.keys_under(&self.base(id)?).await
+    }
+
+    async fn keys_under(&self, prefix: &str) -> Result<Vec<String>> {
+        let (mut out, mut token) = (Vec::new(), None);
+        loop {
+            let (page, next) = self
+                .s3
+                .list_page(prefix, None, token.as_deref(), 1000)
+                .await?;
+            out.extend(page.into_iter().map(|(k, _)| k));
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Whether a session's data are appends (a state with bytes or an upload), not chunks.
+    fn is_appends(m: &Manifest) -> bool {
+        m.end() > 0 || m.upload_id.is_some()
+    }
+
+    async fn complete_appends(&self, id: &str, m: Manifest, len: u64, full: String) -> Result<()> {
+        let pe = m.parts_end();
+        if len < pe || len > m.end() {
+            return Err(other(
+                "the completed length does not match the stored bytes",
+            ));
+        }
+        let tail = m.tail.slice(..usize::try_from(len - pe).unwrap_or(0));
+        let _serial = self.s3.commit_lock(&full).await;
+        let c = self.s3.client();
+        match (&m.upload_id, m.parts.is_empty()) {
+            (Some(up), false) => {
+                if m.target.as_deref() != Some(full.as_str()) {
+                    return Err(other("the upload was begun for another key"));
+                }
+                let mut list: Vec<(u32, String)> =
+                    m.parts.iter().map(|p| (p.number, p.etag.clone())).collect();
+                if !tail.is_empty() {
+                    let number = part_number(pe)?;
+                    let (etag, _) = self.upload_part(&full, up, number, tail, None).await?;
+                    list.push((number, etag));
+                }
+                let body = super::xml::complete_body(&list);
+                let resp = c
+                    .send(
+                        Call::new(Op::CompleteMultipartUpload, Method::POST, Some(&full))
+                            .query("uploadId", up.clone())
+                            .header("if-none-match", "*")
+                            .header("content-type", "application/xml")
+                            .body(Bytes::from(body), None),
+                    )
+                    .await?;
+                staged::committed(resp).await?;
+            }
+            _ => {
+                let resp = c
+                    .send(
+                        Call::new(Op::PutObject, Method::PUT, Some(&full))
+                            .header("if-none-match", "*")
+                            .body(tail, None),
+                    )
+                    .await?;
+                staged::committed(resp).await?;
+                if let (Some(up), Some(t)) = (&m.upload_id, &m.target) {
+                    let _ = self.s3.abort_upload(t, up).await;
+                }
+            }
+        }
+        // The object is in place: what is left is cleanup (a failure leaves objects that
+        // the session's removal deletes later), never a failed completion.
+        let base = self.base(id)?;
+        let mut gone = vec![format!("{base}state")];
+        if m.has_prev {
+            gone.push(format!("{base}prev"));
+        }
+        for k in gone {
+            if let Err(e) = self.remove(&k).await {
+                tracing::warn!(%id, error = %e, "cannot remove a completed session's state from S3");
+            }
+        }
+        Ok(())
     }
 }
 
-async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: u64) -> Result<Bytes> {
-    let job = tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        file.read_exact_at(&mut buf, offset)?;
-        Ok::<_, io::Error>(Bytes::from(buf))
-    });
-    job.await
-        .map_err(|e| StoreError::Other(io::Error::other(e.to_string())))?
-        .map_err(StoreError::from)
+/// The part number of a part starting at `start` (parts are at least 5 MiB apart).
+pub(crate) fn part_number(start: u64) -> Result<u32> {
+    let n = start / MIN_PART_SIZE + 1;
+    if n > MAX_PARTS {
+        return Err(StoreError::Other(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            "upload too large for S3's 10,000 parts",
+        )));
+    }
+    u32::try_from(n).map_err(|_| other("part number"))
 }
 
 impl PartStore for S3Parts {
     fn capabilities(&self) -> Capabilities {
-        self.local.capabilities()
+        S3_PART_CAPABILITIES
     }
+
     fn create(&self, id: &str) -> BoxFuture<'static, Result<()>> {
-        PartStore::create(&self.local, id)
+        self.create_for(id, None)
     }
+
+    fn create_at(&self, id: &str, target: &Key) -> BoxFuture<'static, Result<()>> {
+        let full = self.s3.full(target.as_str());
+        self.create_for(id, Some(full))
+    }
+
     fn open_sink(&self, id: &str) -> BoxFuture<'static, Result<Arc<dyn Sink>>> {
-        PartStore::open_sink(&self.local, id)
+        let (me, id) = (self.clone(), id.to_string());
+        Box::pin(async move {
+            let m = me.load_req(&id).await?;
+            let st = super::append::AState {
+                tail: BytesMut::from(&m.tail[..]),
+                sha: m.hasher()?,
+                m,
+                parts_changed: false,
+                stale_state: false,
+                dirty: false,
+                started: false,
+                failed: false,
+            };
+            let part_size = me.s3.inner.part_size;
+            Ok(super::append::sink(me, id, part_size, st))
+        })
     }
+
+    fn open_chunk_sink(
+        &self,
+        id: &str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'static, Result<Arc<dyn Sink>>> {
+        let (me, id) = (self.clone(), id.to_string());
+        Box::pin(async move { me.chunk_sink(&id, offset, len) })
+    }
+
     fn exists(&self, id: &str) -> BoxFuture<'static, Result<bool>> {
-        PartStore::exists(&self.local, id)
+        let (me, id) = (self.clone(), id.to_string());
+        Box::pin(async move {
+            let key = format!("{}state", me.base(&id)?);
+            Ok(me.s3.head(&key).await?.is_some())
+        })
     }
+
     fn abort(&self, id: &str) -> BoxFuture<'static, Result<()>> {
-        PartStore::abort(&self.local, id)
+        let (me, id) = (self.clone(), id.to_string());
+        Box::pin(async move {
+            if let Some(m) = me.load(&id).await? {
+                if let (Some(up), Some(t)) = (&m.upload_id, &m.target) {
+                    me.s3.abort_upload(t, up).await?;
+                }
+            }
+            for k in me.keys_of(&id).await? {
+                me.remove(&k).await?;
+            }
+            Ok(())
+        })
     }
+
     fn concat(&self, dest: &str, sources: Vec<(String, u64)>) -> BoxFuture<'static, Result<()>> {
-        PartStore::concat(&self.local, dest, sources)
+        let (me, dest) = (self.clone(), dest.to_string());
+        Box::pin(async move {
+            let sink = PartStore::open_sink(&me, &dest).await?;
+            let mut pos = 0u64;
+            for (src, n) in sources {
+                let mut off = 0u64;
+                while off < n {
+                    let want = usize::try_from((n - off).min(READ_CHUNK as u64)).unwrap_or(0);
+                    let b = PartStore::read_at(&me, &src, off, want).await?;
+                    if b.is_empty() {
+                        return Err(other("a concatenation source is shorter than its length"));
+                    }
+                    off += b.len() as u64;
+                    let step = b.len() as u64;
+                    sink.write(pos, b).await?;
+                    pos += step;
+                }
+            }
+            sink.sync().await
+        })
     }
+
     fn hash_range(
         &self,
         id: &str,
-        sha: sha2::Sha256,
+        sha: Sha256,
         from: u64,
         to: u64,
-    ) -> BoxFuture<'static, Result<sha2::Sha256>> {
-        PartStore::hash_range(&self.local, id, sha, from, to)
-    }
-    fn complete(&self, id: &str, len: u64, key: &Key) -> BoxFuture<'static, Result<()>> {
-        let (me, id, key) = (self.clone(), id.to_string(), key.clone());
+    ) -> BoxFuture<'static, Result<Sha256>> {
+        let (me, id) = (self.clone(), id.to_string());
         Box::pin(async move {
-            let path = me.data_path(&id)?;
-            let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
-                .await
-                .map_err(|e| StoreError::Other(io::Error::other(e.to_string())))??;
-            let file = Arc::new(file);
-            let staged = me.s3.begin(&key, Some(len)).await?;
-            let sink = staged.sink();
-            let mut offset = 0;
-            while offset < len {
-                let n = (len - offset).min(COPY_CHUNK);
-                let data = read_chunk(file.clone(), offset, n).await?;
-                sink.write(offset, data).await?;
-                offset += n;
+            if from >= to {
+                return Ok(sha);
             }
-            drop(sink);
-            staged.commit().await?;
-            PartStore::abort(&me.local, &id).await
+            let m = me.load_req(&id).await?;
+            if !S3Parts::is_appends(&m) {
+                return me.hash_chunks(&id, sha, from, to).await;
+            }
+            let pe = m.parts_end();
+            if to > m.end() {
+                return Err(other(format!(
+                    "hash to {to} past the stored bytes ({})",
+                    m.end()
+                )));
+            }
+            let at = |x: u64| usize::try_from(x - pe).unwrap_or(0);
+            let (mut h, bytes) = if from >= pe {
+                (sha, m.tail.slice(at(from)..at(to)))
+            } else if to >= pe {
+                // The carried state covers [0, parts_end): the caller's prefix is the same
+                // bytes, so the result is the same digest.
+                (m.hasher()?, m.tail.slice(..at(to)))
+            } else {
+                return Err(StoreError::Other(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the parts of an unfinished S3 upload cannot be read back",
+                )));
+            };
+            tokio::task::spawn_blocking(move || {
+                h.update(&bytes);
+                h
+            })
+            .await
+            .map_err(|e| other(e.to_string()))
         })
     }
-    fn target_taken(&self, key: &Key) -> BoxFuture<'static, Result<bool>> {
-        self.s3.exists(key)
+
+    fn complete(&self, id: &str, len: u64, key: &Key) -> BoxFuture<'static, Result<()>> {
+        let (me, id, full) = (self.clone(), id.to_string(), self.s3.full(key.as_str()));
+        Box::pin(async move {
+            let m = me.load_req(&id).await?;
+            if S3Parts::is_appends(&m) {
+                me.complete_appends(&id, m, len, full).await
+            } else {
+                me.complete_chunks(&id, len, full).await
+            }
+        })
     }
+
+    fn target_taken(&self, key: &Key) -> BoxFuture<'static, Result<bool>> {
+        crate::storage::store::Store::exists(&self.s3, key)
+    }
+
     fn list(&self) -> BoxFuture<'static, Result<Vec<String>>> {
-        PartStore::list(&self.local)
+        let me = self.clone();
+        Box::pin(async move {
+            let root = me.s3.full(PARTS_PREFIX);
+            let mut ids: Vec<String> = me
+                .keys_under(&root)
+                .await?
+                .into_iter()
+                .filter_map(|k| {
+                    let rest = k.strip_prefix(&root)?;
+                    let (id, obj) = rest.split_once('/')?;
+                    (obj == "state").then(|| id.to_string())
+                })
+                .collect();
+            ids.sort();
+            ids.dedup();
+            Ok(ids)
+        })
+    }
+
+    fn read_at(&self, id: &str, offset: u64, len: usize) -> BoxFuture<'static, Result<Bytes>> {
+        let (me, id) = (self.clone(), id.to_string());
+        Box::pin(async move {
+            let m = me.load_req(&id).await?;
+            if !S3Parts::is_appends(&m) {
+                return me.read_chunks(&id, offset, len).await;
+            }
+            let pe = m.parts_end();
+            if offset < pe {
+                return Err(StoreError::Other(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the parts of an unfinished S3 upload cannot be read back",
+                )));
+            }
+            let from = usize::try_from(offset - pe)
+                .unwrap_or(usize::MAX)
+                .min(m.tail.len());
+            let to = from.saturating_add(len).min(m.tail.len());
+            Ok(m.tail.slice(from..to))
+        })
+    }
+}
+
+impl S3Parts {
+    fn create_for(&self, id: &str, target: Option<String>) -> BoxFuture<'static, Result<()>> {
+        let (me, id) = (self.clone(), id.to_string());
+        Box::pin(async move {
+            let m = Manifest {
+                target,
+                ..Manifest::default()
+            };
+            me.put(&format!("{}state", me.base(&id)?), m.encode()).await
+        })
     }
 }

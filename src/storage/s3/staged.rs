@@ -22,6 +22,9 @@ struct Shared {
     key: String,
     part_size: usize,
     max_in_flight: usize,
+    /// Commit with `If-None-Match: *` (off for the session's own chunk objects, which a
+    /// retried chunk overwrites).
+    create_only: bool,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -56,10 +59,56 @@ impl S3Staged {
                 key,
                 part_size,
                 max_in_flight: max_in_flight.max(1),
+                create_only: true,
                 state: tokio::sync::Mutex::new(State::default()),
             }),
             done: false,
         }
+    }
+
+    /// The same write, committed without the create-only condition (an object of xferd's
+    /// own that a retry replaces).
+    pub fn overwriting(
+        store: S3Store,
+        key: String,
+        part_size: usize,
+        max_in_flight: usize,
+    ) -> S3Staged {
+        let mut s = S3Staged::new(store, key, part_size, max_in_flight);
+        if let Some(sh) = Arc::get_mut(&mut s.shared) {
+            sh.create_only = false;
+        }
+        s
+    }
+}
+
+/// The outcome of a create-only PutObject or CompleteMultipartUpload: 412 or 409 is a
+/// taken key; a 200 with an `<Error>` body (CompleteMultipartUpload) is a failure.
+pub(crate) async fn committed(resp: super::client::Response) -> Result<()> {
+    match resp.status.as_u16() {
+        // 412: the key exists; 409 ConditionalRequestConflict: another create of the
+        // same key is in progress and wins (AWS's advice is to start again, which
+        // would find the key taken): both are a taken key.
+        412 | 409 => {
+            let _ = resp.drain().await;
+            Err(StoreError::Exists)
+        }
+        200..=299 => {
+            // CompleteMultipartUpload may answer 200 with an <Error> body.
+            let text = resp.text().await?;
+            if text.contains("<Error>") {
+                let code = super::xml::text(&text, "Code").unwrap_or_default();
+                return Err(if code == "PreconditionFailed" {
+                    StoreError::Exists
+                } else {
+                    StoreError::Transient(io::Error::other(format!(
+                        "S3 CompleteMultipartUpload failed: {code}"
+                    )))
+                });
+            }
+            Ok(())
+        }
+        _ => Err(resp.error().await),
     }
 }
 
@@ -149,13 +198,20 @@ impl Shared {
         }
         let c = self.store.client();
         let rest = std::mem::take(&mut st.buf).freeze();
+        let create_only = self.create_only;
+        fn cond(call: Call<'_>, create_only: bool) -> Call<'_> {
+            if create_only {
+                call.header("if-none-match", "*")
+            } else {
+                call
+            }
+        }
         let resp = match st.upload_id.clone() {
             None => {
-                c.send(
-                    Call::new(Op::PutObject, Method::PUT, Some(&self.key))
-                        .header("if-none-match", "*")
-                        .body(rest, None),
-                )
+                c.send(cond(
+                    Call::new(Op::PutObject, Method::PUT, Some(&self.key)).body(rest, None),
+                    create_only,
+                ))
                 .await?
             }
             Some(id) => {
@@ -165,42 +221,19 @@ impl Shared {
                     st.parts.push(last);
                 }
                 let body = super::xml::complete_body(&st.parts);
-                c.send(
+                c.send(cond(
                     Call::new(Op::CompleteMultipartUpload, Method::POST, Some(&self.key))
                         .query("uploadId", id)
-                        .header("if-none-match", "*")
                         .header("content-type", "application/xml")
                         .body(Bytes::from(body), None),
-                )
+                    create_only,
+                ))
                 .await?
             }
         };
-        match resp.status.as_u16() {
-            // 412: the key exists; 409 ConditionalRequestConflict: another create of the
-            // same key is in progress and wins (AWS's advice is to start again, which
-            // would find the key taken): both are a taken key.
-            412 | 409 => {
-                let _ = resp.drain().await;
-                Err(StoreError::Exists)
-            }
-            200..=299 => {
-                // CompleteMultipartUpload may answer 200 with an <Error> body.
-                let text = resp.text().await?;
-                if text.contains("<Error>") {
-                    let code = super::xml::text(&text, "Code").unwrap_or_default();
-                    return Err(if code == "PreconditionFailed" {
-                        StoreError::Exists
-                    } else {
-                        StoreError::Transient(io::Error::other(format!(
-                            "S3 CompleteMultipartUpload failed: {code}"
-                        )))
-                    });
-                }
-                st.finished = true;
-                Ok(())
-            }
-            _ => Err(resp.error().await),
-        }
+        committed(resp).await?;
+        st.finished = true;
+        Ok(())
     }
 
     /// Stops part uploads and aborts the multipart upload (best effort: a failure leaves it

@@ -66,7 +66,11 @@ impl Engine {
                 }
             });
         }
-        let file = self.parts.open_sink(id).await.map_err(stored)?;
+        let file = match w.placement {
+            Placement::Append { .. } => self.parts.open_sink(id).await,
+            Placement::At { offset, len } => self.parts.open_chunk_sink(id, offset, len).await,
+        }
+        .map_err(stored)?;
         // An append that continues the running hash carries it (exclusive: writer lock).
         let mut prefix = match w.placement {
             Placement::Append { .. } => Some(hash.lock().await),

@@ -1,0 +1,188 @@
+//! The appending sink of an S3 session ([`super::parts::S3Parts`]'s `open_sink`): bytes
+//! buffered into parts of `part_size` (uploaded as they fill), the rest uploaded as a part
+//! at a sync when it reaches the minimum part, else kept as the tail in the state object;
+//! a sync ends with one PutObject of the state (and a CopyObject to `prev` when it added
+//! parts). The first write of a request may start before the stored end (the session
+//! record lags the bucket): the sink rewinds into the tail, or to `prev`.
+
+use super::manifest::{Manifest, PartRec};
+use super::parts::{other, part_number, S3Parts, MAX_STATE};
+use super::MIN_PART_SIZE;
+use crate::storage::store::{BoxFuture, Result, Sink, StoreError};
+use bytes::{Bytes, BytesMut};
+use sha2::Sha256;
+use std::io;
+use std::sync::Arc;
+
+/// The sink of one request over a loaded state.
+pub(crate) fn sink(parts: S3Parts, id: String, part_size: usize, st: AState) -> Arc<dyn Sink> {
+    Arc::new(AppendSink(Arc::new(Append {
+        parts,
+        id,
+        part_size,
+        st: tokio::sync::Mutex::new(st),
+    })))
+}
+
+/// The appending sink of one request (see the module doc); cloned into its futures.
+#[derive(Clone)]
+struct AppendSink(Arc<Append>);
+
+struct Append {
+    parts: S3Parts,
+    id: String,
+    part_size: usize,
+    st: tokio::sync::Mutex<AState>,
+}
+
+pub(crate) struct AState {
+    /// Parts and upload as known here (its `tail` is unused: see `tail`).
+    pub(crate) m: Manifest,
+    pub(crate) tail: BytesMut,
+    /// SHA-256 of bytes `[0, m.parts_end())`.
+    pub(crate) sha: Sha256,
+    /// Parts were added since the state object was last written.
+    pub(crate) parts_changed: bool,
+    /// The state object in the bucket is past the last sync point (after a rewind to
+    /// `prev`): it must not become `prev`.
+    pub(crate) stale_state: bool,
+    pub(crate) dirty: bool,
+    pub(crate) started: bool,
+    pub(crate) failed: bool,
+}
+
+impl Append {
+    async fn upload(&self, st: &mut AState, part: Bytes) -> Result<()> {
+        let start = st.m.parts_end();
+        let number = part_number(start)?;
+        let target =
+            st.m.target
+                .clone()
+                .ok_or_else(|| other("session created without a target"))?;
+        let upload_id = match &st.m.upload_id {
+            Some(u) => u.clone(),
+            None => {
+                let u = self.parts.create_upload(&target).await?;
+                st.m.upload_id = Some(u.clone());
+                u
+            }
+        };
+        let len = part.len() as u64;
+        let running = Some(st.sha.clone());
+        let (etag, running) = (self.parts)
+            .upload_part(&target, &upload_id, number, part, running)
+            .await?;
+        st.sha = running.unwrap_or_default();
+        st.m.parts.push(PartRec {
+            number,
+            start,
+            len,
+            etag,
+        });
+        st.parts_changed = true;
+        Ok(())
+    }
+
+    /// The first write of a request starts before the stored end: the session record lags
+    /// the bucket (see the module doc).
+    async fn rewind(&self, st: &mut AState, offset: u64) -> Result<()> {
+        let pe = st.m.parts_end();
+        if offset >= pe {
+            st.tail.truncate(usize::try_from(offset - pe).unwrap_or(0));
+            st.dirty = true;
+            return Ok(());
+        }
+        if st.m.has_prev {
+            let key = format!("{}prev", self.parts.base(&self.id)?);
+            if let Some(raw) = self.parts.get(&key, MAX_STATE).await? {
+                let p = Manifest::decode(raw)?;
+                if p.end() == offset {
+                    st.sha = p.hasher()?;
+                    st.tail = BytesMut::from(&p.tail[..]);
+                    let upload = st.m.upload_id.clone();
+                    st.m = p;
+                    st.m.upload_id = upload;
+                    st.m.has_prev = true;
+                    (st.stale_state, st.parts_changed, st.dirty) = (true, true, true);
+                    return Ok(());
+                }
+            }
+        }
+        Err(other("cannot rewind an S3 upload into its uploaded parts"))
+    }
+
+    async fn write_locked(&self, st: &mut AState, offset: u64, data: Bytes) -> Result<()> {
+        let end = st.m.parts_end() + st.tail.len() as u64;
+        if offset != end {
+            if st.started || offset > end {
+                return Err(StoreError::Other(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "writes to S3 must be sequential",
+                )));
+            }
+            self.rewind(st, offset).await?;
+        }
+        st.started = true;
+        st.dirty = true;
+        st.tail.extend_from_slice(&data);
+        while st.tail.len() >= self.part_size {
+            let part = st.tail.split_to(self.part_size).freeze();
+            self.upload(st, part).await?;
+        }
+        Ok(())
+    }
+
+    async fn sync_locked(&self, st: &mut AState) -> Result<()> {
+        if st.tail.len() as u64 >= MIN_PART_SIZE {
+            let part = std::mem::take(&mut st.tail).freeze();
+            self.upload(st, part).await?;
+        }
+        if !st.dirty {
+            return Ok(());
+        }
+        let base = self.parts.base(&self.id)?;
+        if st.parts_changed {
+            if !st.stale_state {
+                (self.parts)
+                    .copy(&format!("{base}state"), &format!("{base}prev"))
+                    .await?;
+            }
+            st.m.has_prev = true;
+        }
+        let sha = st.sha.clone();
+        st.m.set_hasher(&sha);
+        let mut m = st.m.clone();
+        m.tail = Bytes::copy_from_slice(&st.tail);
+        self.parts.put(&format!("{base}state"), m.encode()).await?;
+        (st.parts_changed, st.stale_state, st.dirty) = (false, false, false);
+        Ok(())
+    }
+}
+
+impl Sink for AppendSink {
+    fn write(&self, offset: u64, data: Bytes) -> BoxFuture<'static, Result<()>> {
+        let me = self.0.clone();
+        Box::pin(async move {
+            let mut st = me.st.lock().await;
+            if st.failed {
+                return Err(other("write after a failed write"));
+            }
+            let r = me.write_locked(&mut st, offset, data).await;
+            st.failed = r.is_err();
+            r
+        })
+    }
+
+    fn sync(&self) -> BoxFuture<'static, Result<()>> {
+        let me = self.0.clone();
+        Box::pin(async move {
+            let mut st = me.st.lock().await;
+            if st.failed {
+                return Err(other("sync after a failed write"));
+            }
+            let r = me.sync_locked(&mut st).await;
+            st.failed = r.is_err();
+            r
+        })
+    }
+}
