@@ -38,7 +38,7 @@ s3curl() {
 
 # weed_start DIR BUCKET...: `weed mini` on loopback with one identity and the given buckets
 # (auto-creation off), data in DIR/data, log in DIR/weed.log. Sets WEED_PID and
-# WEED_ENDPOINT (http://127.0.0.1:PORT); returns non-zero (log tail on stderr) when the
+# WEED_ENDPOINT (http://127.0.0.1:PORT) and WEED_MASTER (its master's HTTP URL); returns non-zero (log tail on stderr) when the
 # first bucket does not answer a signed HEAD within 60 s.
 weed_start() {
     local dir=$1 first=$2 ports=() p b
@@ -59,6 +59,7 @@ EOF
         -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false >"$dir/weed.log" 2>&1 &
     WEED_PID=$!
     WEED_ENDPOINT="http://127.0.0.1:${ports[0]}"
+    WEED_MASTER="http://127.0.0.1:${ports[2]}"
     for _ in $(seq 1 300); do
         kill -0 "$WEED_PID" 2>/dev/null || break
         if [ "$(s3curl --max-time 2 -I -o /dev/null -w '%{http_code}' "$WEED_ENDPOINT/$first" 2>/dev/null || true)" = 200 ]; then
@@ -74,6 +75,12 @@ EOF
     echo "SeaweedFS did not serve bucket '$first' within 60 s; log:" >&2
     tail -n 20 "$dir/weed.log" >&2
     return 1
+}
+
+# weed_vacuum: asks the master to compact volumes now (deleted objects free their disk;
+# SeaweedFS would otherwise wait for its 15-minute garbage pass). Best effort, bounded.
+weed_vacuum() {
+    curl -s --max-time 120 -o /dev/null "$WEED_MASTER/vol/vacuum?garbageThreshold=0.0001" || true
 }
 
 # redis_start DIR: a private redis-server on a free loopback port, no persistence. Sets
@@ -211,6 +218,6 @@ a, b, n = parse(sys.argv[1]), parse(sys.argv[2]), float(sys.argv[3])
 out = {k: (b.get(k, 0) - a.get(k, 0)) / n for k in sorted(set(a) | set(b))}
 out = {k: v for k, v in out.items() if v}
 fmt = lambda v: ("%d" % v) if v == int(v) else ("%.1f" % v)
-print(" ".join("%s=%s" % (k, fmt(v)) for k, v in out.items()) + " total=" + fmt(sum(out.values())))
+print(" ".join(["%s=%s" % (k, fmt(v)) for k, v in out.items()] + ["total=" + fmt(sum(out.values()))]))
 PYEOF
 }
