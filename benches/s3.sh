@@ -352,17 +352,22 @@ if has par; then
         done
     done
     put "redis plain PUT" "$(ops_diff "$r0" "$(redis_calls)" $((RUNS * PAR_N * 2)))"
-    # Redis and S3 per tus upload in cluster mode (tuspy, PATCHes of CHUNK_MB) on A.
+    # Redis and S3 per tus upload in cluster mode (tuspy on A): the PAR_MB file in one PATCH,
+    # then in 8 PATCHes (the difference / 7 is the cost of one more append).
+    for patches in 1 8; do
+        r0=$(redis_calls)
+        s0="$(s3_ops "$(metrics A)") $(s3_ops "$(metrics B)")"
+        timeout "$TMO" "$PY" "$TUSPY" upload "$(sign A PUT "bench/par-tus-$patches.bin")" "$PSRC" \
+            --chunk-size $((PAR_MB * 1024 * 1024 / patches)) --metadata filename=par.bin >"$WORK/out/par-tus.json" 2>&1 \
+            || log "cluster tus upload failed: $(head -c 300 "$WORK/out/par-tus.json")"
+        put "redis tus $patches" "$(ops_diff "$r0" "$(redis_calls)")"
+        put "ops cluster tus $patches" "$(ops_diff "$s0" "$(s3_ops "$(metrics A)") $(s3_ops "$(metrics B)")")"
+        [ "$patches" = 8 ] || remove A s3 xcluster "bench/par-tus-$patches.bin"
+    done
     r0=$(redis_calls)
-    s0="$(s3_ops "$(metrics A)") $(s3_ops "$(metrics B)")"
-    timeout "$TMO" "$PY" "$TUSPY" upload "$(sign A PUT bench/par-tus.bin)" "$PSRC" --chunk-size $((CHUNK_MB * 1024 * 1024)) \
-        --metadata filename=par.bin >"$WORK/out/par-tus.json" 2>&1 || log "cluster tus upload failed: $(head -c 300 "$WORK/out/par-tus.json")"
-    put "redis tus" "$(ops_diff "$r0" "$(redis_calls)")"
-    put "ops cluster tus" "$(ops_diff "$s0" "$(s3_ops "$(metrics A)") $(s3_ops "$(metrics B)")")"
-    r0=$(redis_calls)
-    curl -sk -r 0-999 -o /dev/null "$(sign B GET bench/par-tus.bin)" || true
+    curl -sk -r 0-999 -o /dev/null "$(sign B GET bench/par-tus-8.bin)" || true
     put "redis ranged GET" "$(ops_diff "$r0" "$(redis_calls)")"
-    remove A s3 xcluster bench/par-tus.bin
+    remove A s3 xcluster bench/par-tus-8.bin
     put "hwm xferd A (parallel phase)" "$(vm_hwm "$A_PID")"
     put "hwm xferd B (parallel phase)" "$(vm_hwm "$B_PID")"
     stop_pid "$A_PID"
@@ -462,14 +467,15 @@ for proto in ("h1", "h2", "h3"):
 print()
 print("S3 requests (xferd_s3_requests_total by op, from /metrics):")
 names = {"ops put": "per signed PUT", "ops get": "per ranged GET", "ops tus": "per tus upload (one instance)",
-         "ops cluster tus": "per tus upload in cluster mode (tuspy on A, PAR_MB file)"}
+         "ops cluster tus 1": "per tus upload, cluster mode, PAR_MB file in 1 PATCH",
+         "ops cluster tus 8": "per tus upload, cluster mode, PAR_MB file in 8 PATCHes"}
 for k, label in names.items():
     if k in res:
         vals = sorted(set(res[k]))
         print("  %-58s %s" % (label, vals[0] if len(vals) == 1 else " / ".join(vals)))
 print("Redis commands (INFO commandstats, cluster mode; INFO itself left out):")
-for k, label in (("redis plain PUT", "per signed PUT"), ("redis tus", "per tus upload (tuspy)"),
-                 ("redis ranged GET", "per ranged GET")):
+for k, label in (("redis plain PUT", "per signed PUT"), ("redis tus 1", "per tus upload in 1 PATCH (tuspy)"),
+                 ("redis tus 8", "per tus upload in 8 PATCHes (tuspy)"), ("redis ranged GET", "per ranged GET")):
     if k in res:
         print("  %-58s %s" % (label, res[k][0]))
 print("Peak RSS (VmHWM) per server process:")
