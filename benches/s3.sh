@@ -177,17 +177,6 @@ if has put; then
                 remove "$inst" "$b" xs3 "$p"
             done
         done
-        # The store's own ceiling here: the same file PUT straight into SeaweedFS (one
-        # PutObject, curl SigV4, plain HTTP/1.1).
-        N=$((N + 1))
-        read -r status secs < <(s3curl --max-time "$TMO" -H 'Expect:' -T "$SRC" -o /dev/null -w '%{http_code} %{time_total}\n' \
-            "$WEED_ENDPOINT/xs3/bench/raw-$run.bin" 2>"$WORK/out/$N.err" || echo "0 0")
-        if [ "$status" = 200 ]; then
-            put "put raw" "$(awk -v s="$SIZE" -v t="$secs" 'BEGIN { printf "%.1f", s / 1e6 / t }')"
-        else
-            put "put raw" FAIL
-        fi
-        remove S3 s3 xs3 "bench/raw-$run.bin"
         weed_vacuum
     done
 fi
@@ -441,8 +430,6 @@ def row(work, x, p, target=None, note=""):
 for proto in ("h1", "h2", "h3"):
     if ("put %s s3" % proto) in res:
         row("PUT %s: xferd s3 / xferd fs" % proto, "put %s s3" % proto, "put %s fs" % proto, 0.7)
-if "put raw" in res and "put h1 s3" in res:
-    row("PUT h1: xferd s3 / SeaweedFS direct PutObject", "put h1 s3", "put raw")
 for proto in ("h1", "h2", "h3"):
     if ("get %s s3" % proto) in res:
         row("ranged GET %s: s3 / fs" % proto, "get %s s3" % proto, "get %s fs" % proto)
