@@ -1,6 +1,9 @@
 //! Follows the HTTP/3 frames of one stream as its bytes pass, without buffering them: the
 //! frame types and lengths tell [`super::h3_guard`] when a request head is complete and
 //! when a frame would be larger than the limit, before h3 buffers any of it.
+//!
+//! They also cut what passes into pieces at frame boundaries ([`Frames::piece`]), which
+//! keeps h3's own receive buffer from growing (see [`super::h3_guard`]).
 
 /// Frame types (RFC 9114 section 7.2).
 const DATA: u64 = 0x00;
@@ -46,6 +49,8 @@ pub struct Frames {
     remaining: u64,
     /// The current payload is the request's HEADERS: the head ends with it.
     heading: bool,
+    /// The current payload is a DATA frame's.
+    in_data: bool,
     /// Bytes of the head so far.
     head_bytes: u64,
 }
@@ -59,6 +64,7 @@ impl Frames {
             header_len: 0,
             remaining: 0,
             heading: false,
+            in_data: false,
             head_bytes: 0,
         }
     }
@@ -74,11 +80,27 @@ impl Frames {
     }
 
     /// Walks `data`; an error names the first violation.
-    pub fn feed(&mut self, data: &[u8]) -> Result<(), Verdict> {
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), Verdict> {
+        while !data.is_empty() {
+            let n = self.piece(data)?;
+            match data.get(n..) {
+                Some(rest) if n > 0 => data = rest,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks `data` up to the end of its first piece and returns that piece's length (at
+    /// least 1 for a non-empty `data`); an error names the first violation. Pieces end at
+    /// every frame boundary and between a DATA frame's header and its payload, so one piece
+    /// is a DATA header, part of one DATA payload, or one whole other frame (or as much of
+    /// it as `data` holds). Unframed streams are one piece.
+    pub fn piece(&mut self, data: &[u8]) -> Result<usize, Verdict> {
         let mut i = 0;
         while i < data.len() {
             if self.phase == Phase::Raw {
-                return Ok(());
+                return Ok(data.len());
             }
             if self.remaining > 0 {
                 let n = self.remaining.min((data.len() - i) as u64);
@@ -87,6 +109,9 @@ impl Frames {
                 if self.remaining == 0 && self.heading {
                     self.heading = false;
                     self.phase = Phase::Frames;
+                }
+                if self.remaining == 0 || self.in_data {
+                    return Ok(i);
                 }
                 continue;
             }
@@ -98,8 +123,12 @@ impl Frames {
             self.header_len += 1;
             i += 1;
             self.parse_header()?;
+            // A complete header (or stream type): a DATA payload or the next frame follows.
+            if self.header_len == 0 && (self.in_data || self.remaining == 0) {
+                return Ok(i);
+            }
         }
-        Ok(())
+        Ok(i)
     }
 
     /// Acts on the frame header (or stream type) collected so far, once complete.
@@ -127,6 +156,7 @@ impl Frames {
         let header_bytes = (used + used2) as u64;
         self.header_len = 0;
         self.remaining = len;
+        self.in_data = first == DATA;
         if first == DATA {
             if self.in_head() {
                 self.head_bytes += header_bytes;
@@ -223,6 +253,38 @@ mod tests {
         let mut qpack = Frames::uni(100);
         qpack.feed(&[0x02]).unwrap();
         qpack.feed(&[0xffu8; 5000]).unwrap();
+    }
+
+    #[test]
+    fn pieces_end_at_frame_boundaries_and_after_data_headers() {
+        let mut f = Frames::request(100);
+        let mut bytes = frame(0x01, 10); // HEADERS: 5 + 10
+        bytes.extend(frame(0x00, 1000)); // DATA header 5, payload 1000
+        bytes.extend(frame(0x00, 0)); // empty DATA
+        bytes.extend(frame(0x21, 3)); // a reserved frame: 5 + 3
+        bytes.extend(frame(0x00, 7));
+        let mut pieces = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let n = f.piece(rest).unwrap();
+            pieces.push(n);
+            rest = &rest[n..];
+        }
+        assert_eq!(pieces, [15, 5, 1000, 5, 8, 5, 7]);
+        // Cut short by the end of what arrived, a DATA payload continues as its own piece.
+        let mut f = Frames::request(100);
+        f.feed(&frame(0x01, 10)).unwrap();
+        let data = frame(0x00, 1000);
+        assert_eq!(f.piece(&data[..3]), Ok(3)); // part of a header
+        assert_eq!(f.piece(&data[3..100]), Ok(2)); // its rest
+        assert_eq!(f.piece(&data[5..100]), Ok(95));
+        let mut next = data[100..].to_vec();
+        next.extend(frame(0x00, 4));
+        assert_eq!(f.piece(&next), Ok(905));
+        // Unframed streams pass whole.
+        let mut qpack = Frames::uni(100);
+        assert_eq!(qpack.piece(&[0x02]), Ok(1));
+        assert_eq!(qpack.piece(&[0xff; 300]), Ok(300));
     }
 
     #[test]
