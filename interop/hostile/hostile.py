@@ -25,6 +25,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -230,6 +231,15 @@ def run_case(xferd, root, name, attack, secs, bound_mb, protos):
                 while True:
                     peak[0] = max(peak[0], rss_kb(proc.pid))
                     await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+
+            def quiet(loop, context):
+                # Transports the attack aborts while the server resets them: noise, not news.
+                if "_call_connection_lost" in repr(context.get("handle")) or isinstance(
+                        context.get("exception"), (ConnectionError, ssl.SSLError)):
+                    return
+                loop.default_exception_handler(context)
+            loop.set_exception_handler(quiet)
             s = asyncio.ensure_future(sample())
             try:
                 return await asyncio.wait_for(attack(env, secs), secs + 30)
