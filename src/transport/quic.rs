@@ -132,11 +132,22 @@ pub fn endpoint(
 pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
     let mut shutdown = shared.shutdown.clone();
     let mut tasks = tokio::task::JoinSet::new();
+    // The cap: the slots free before QUIC took any (TCP may hold a few at this instant).
+    let cap = shared.connections.available_permits();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             _ = shutdown_signalled(&mut shutdown) => break,
         };
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && super::slots::quic_needs_retry(shared.connections.available_permits(), cap)
+        {
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
+            continue;
+        }
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
             tracing::warn!(peer = %incoming.remote_address(), "connection cap reached; refusing QUIC connection");
             incoming.refuse();

@@ -39,6 +39,14 @@ pub type HyperBody = UnsyncBoxBody<Bytes, BodyError>;
 /// How long a new connection at the cap waits for the idle connection closed for it to go.
 const SHED_WAIT: Duration = Duration::from_secs(1);
 
+/// HTTP/2 streams per connection, and response bytes h2 may buffer per stream. A client that
+/// opens streams and never reads makes the server hold up to their product per connection
+/// (plus one read chunk per stream): with 256 streams of 1 MiB, 200 unread downloads on one
+/// connection held 243 MB (interop/hostile never-read). 128 x 256 KiB is 32 MiB at most;
+/// RFC 9113 section 6.5.2 asks for no fewer than 100 streams.
+const H2_STREAMS: u32 = 128;
+const H2_SEND_BUF: usize = 256 << 10;
+
 /// Serves `listener` until shutdown, then waits up to `grace` for connections to finish.
 pub async fn run(
     listener: TcpListener,
@@ -151,10 +159,10 @@ async fn serve_connection(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(if limits.multiplexing { 256 } else { 1 })
+        .max_concurrent_streams(if limits.multiplexing { H2_STREAMS } else { 1 })
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
-        .max_send_buf_size(1 << 20)
+        .max_send_buf_size(H2_SEND_BUF)
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
     let result = match tls {
