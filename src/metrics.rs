@@ -20,12 +20,16 @@ use prometheus::{
 use std::sync::Arc;
 use std::time::Duration;
 
+mod cached;
+
 struct Traffic {
     bytes: IntCounterVec,
     count: IntCounterVec,
     throughput: HistogramVec,
     latency: HistogramVec,
     errors: IntCounterVec,
+    /// The series above per protocol, resolved once.
+    by: [cached::TrafficSeries; 3],
 }
 
 pub struct Metrics {
@@ -61,6 +65,20 @@ pub struct Metrics {
     early_data: IntCounterVec,
     /// Expiry, quota and audit series (issue 12).
     housekeeping: Housekeeping,
+    /// Series of the request path, resolved once (see [`cached`]).
+    hot: Hot,
+}
+
+/// Per-protocol series the request path uses, resolved once.
+struct Hot {
+    connections: [IntGauge; 3],
+    streams: [IntGauge; 3],
+    requests: cached::Requests,
+    ranges: [prometheus::IntCounter; 3],
+    buffer_changes: [prometheus::IntCounter; 3],
+    chunk_size: [prometheus::Histogram; 3],
+    chunk_latency: [prometheus::Histogram; 3],
+    buffer_optimal: cached::Lazy,
 }
 
 /// Expiry, quota and audit series.
@@ -182,37 +200,43 @@ fn bug(name: &str, e: prometheus::Error) -> ! {
 fn traffic(r: &Registry, dir: &str) -> Traffic {
     let rate_buckets = exponential_buckets(64_000.0, 4.0, 10).unwrap_or_default();
     let time_buckets = exponential_buckets(0.001, 4.0, 12).unwrap_or_default();
+    let bytes = counter(
+        r,
+        &format!("xferd_{dir}_bytes_total"),
+        &format!("Bytes of {dir}s completed."),
+        P,
+    );
+    let count = counter(
+        r,
+        &format!("xferd_{dir}s_total"),
+        &format!("{dir}s completed."),
+        P,
+    );
+    let throughput = histogram(
+        r,
+        &format!("xferd_{dir}_throughput_bytes_per_second"),
+        &format!("Throughput of completed {dir}s."),
+        rate_buckets,
+    );
+    let latency = histogram(
+        r,
+        &format!("xferd_{dir}_duration_seconds"),
+        &format!("Duration of completed {dir}s."),
+        time_buckets,
+    );
+    let errors = counter(
+        r,
+        &format!("xferd_{dir}_errors_total"),
+        &format!("{dir} requests refused or failed, by stable error code."),
+        PC,
+    );
     Traffic {
-        bytes: counter(
-            r,
-            &format!("xferd_{dir}_bytes_total"),
-            &format!("Bytes of {dir}s completed."),
-            P,
-        ),
-        count: counter(
-            r,
-            &format!("xferd_{dir}s_total"),
-            &format!("{dir}s completed."),
-            P,
-        ),
-        throughput: histogram(
-            r,
-            &format!("xferd_{dir}_throughput_bytes_per_second"),
-            &format!("Throughput of completed {dir}s."),
-            rate_buckets,
-        ),
-        latency: histogram(
-            r,
-            &format!("xferd_{dir}_duration_seconds"),
-            &format!("Duration of completed {dir}s."),
-            time_buckets,
-        ),
-        errors: counter(
-            r,
-            &format!("xferd_{dir}_errors_total"),
-            &format!("{dir} requests refused or failed, by stable error code."),
-            PC,
-        ),
+        by: cached::TrafficSeries::resolve(&bytes, &count, &latency, &throughput),
+        bytes,
+        count,
+        throughput,
+        latency,
+        errors,
     }
 }
 
@@ -226,27 +250,60 @@ impl Metrics {
             "process",
             prometheus::process_collector::ProcessCollector::for_self(),
         );
+        let chunk_size = histogram(
+            &r,
+            "xferd_upload_chunk_size_bytes",
+            "Size of resumable-upload chunks (tus PATCH, IETF append, HFS chunk).",
+            exponential_buckets(65_536.0, 4.0, 9).unwrap_or_default(),
+        );
+        let chunk_latency = histogram(
+            &r,
+            "xferd_upload_chunk_duration_seconds",
+            "Time to receive and store one resumable-upload chunk.",
+            exponential_buckets(0.001, 4.0, 12).unwrap_or_default(),
+        );
+        let ranges = counter(
+            &r,
+            "xferd_range_requests_total",
+            "Downloads with a Range header that was honoured.",
+            P,
+        );
+        let buffer_changes = counter(
+            &r,
+            "xferd_buffer_size_changes_total",
+            "Times a running transfer's buffer size was changed.",
+            P,
+        );
+        let connections = int_gauge_vec(&r, "xferd_connections_active", "Open connections.");
+        let streams = int_gauge_vec(
+            &r,
+            "xferd_streams_active",
+            "Requests in progress (HTTP/2 and HTTP/3 streams, HTTP/1.1 requests).",
+        );
+        let requests = counter(
+            &r,
+            "xferd_requests_total",
+            "Requests answered, by route (page, tus, ietf, hfs, form, put, download, \
+             other), client family (browser, xmpp_client, curl, xferd_client, other) \
+             and protocol.",
+            &["route", "agent", "protocol"],
+        );
+        let hot = Hot {
+            connections: cached::per_protocol(|l| connections.with_label_values(l)),
+            streams: cached::per_protocol(|l| streams.with_label_values(l)),
+            requests: cached::Requests::resolve(&requests),
+            ranges: cached::per_protocol(|l| ranges.with_label_values(l)),
+            buffer_changes: cached::per_protocol(|l| buffer_changes.with_label_values(l)),
+            chunk_size: cached::per_protocol(|l| chunk_size.with_label_values(l)),
+            chunk_latency: cached::per_protocol(|l| chunk_latency.with_label_values(l)),
+            buffer_optimal: cached::Lazy::default(),
+        };
         let m = Metrics {
             upload: traffic(&r, "upload"),
             download: traffic(&r, "download"),
-            chunk_size: histogram(
-                &r,
-                "xferd_upload_chunk_size_bytes",
-                "Size of resumable-upload chunks (tus PATCH, IETF append, HFS chunk).",
-                exponential_buckets(65_536.0, 4.0, 9).unwrap_or_default(),
-            ),
-            chunk_latency: histogram(
-                &r,
-                "xferd_upload_chunk_duration_seconds",
-                "Time to receive and store one resumable-upload chunk.",
-                exponential_buckets(0.001, 4.0, 12).unwrap_or_default(),
-            ),
-            ranges: counter(
-                &r,
-                "xferd_range_requests_total",
-                "Downloads with a Range header that was honoured.",
-                P,
-            ),
+            chunk_size,
+            chunk_latency,
+            ranges,
             pool_in_use: int_gauge(
                 &r,
                 "xferd_buffer_pool_bytes_in_use",
@@ -267,12 +324,7 @@ impl Metrics {
                 "xferd_buffer_size_optimal_bytes",
                 "I/O buffer size most recently chosen by the adaptive engine.",
             ),
-            buffer_changes: counter(
-                &r,
-                "xferd_buffer_size_changes_total",
-                "Times a running transfer's buffer size was changed.",
-                P,
-            ),
+            buffer_changes,
             chunk_advised: int_gauge_vec(
                 &r,
                 "xferd_chunk_size_advised_bytes",
@@ -293,12 +345,8 @@ impl Metrics {
                 "xferd_network_reliability_ratio",
                 "Latest delivery reliability (1 - packet loss) of a connection.",
             ),
-            connections: int_gauge_vec(&r, "xferd_connections_active", "Open connections."),
-            streams: int_gauge_vec(
-                &r,
-                "xferd_streams_active",
-                "Requests in progress (HTTP/2 and HTTP/3 streams, HTTP/1.1 requests).",
-            ),
+            connections,
+            streams,
             profiles: int_gauge(&r, "xferd_client_profiles", "Client profiles in memory."),
             retries: counter(
                 &r,
@@ -306,14 +354,7 @@ impl Metrics {
                 "Storage operations retried after a transient failure.",
                 &["op"],
             ),
-            requests: counter(
-                &r,
-                "xferd_requests_total",
-                "Requests answered, by route (page, tus, ietf, hfs, form, put, download, \
-                 other), client family (browser, xmpp_client, curl, xferd_client, other) \
-                 and protocol.",
-                &["route", "agent", "protocol"],
-            ),
+            requests,
             breaker: {
                 let g = Gauge::new(
                     "xferd_storage_circuit_open",
@@ -344,6 +385,7 @@ impl Metrics {
                  served), refused (425: the connection was lost first, as a replay is).",
                 &["outcome"],
             ),
+            hot,
             registry: r,
             pool,
             client_profiles,
@@ -468,12 +510,12 @@ impl Metrics {
     }
 
     pub fn connection(self: &Arc<Self>, p: Protocol) -> Gauged {
-        Gauged::new(self.connections.with_label_values(&[p.label()]))
+        Gauged::new(self.hot.connections[p.index()].clone())
     }
 
     /// Counts a request in progress until the guard drops.
     pub fn stream(self: &Arc<Self>, p: Protocol) -> Gauged {
-        Gauged::new(self.streams.with_label_values(&[p.label()]))
+        Gauged::new(self.hot.streams[p.index()].clone())
     }
 }
 
@@ -495,30 +537,25 @@ impl Drop for Gauged {
 
 impl Telemetry for Metrics {
     fn transfer(&self, dir: Direction, p: Protocol, bytes: u64, elapsed: Duration) {
-        let t = self.traffic(dir);
-        let l = [p.label()];
-        t.bytes.with_label_values(&l).inc_by(bytes);
-        t.count.with_label_values(&l).inc();
+        let t = &self.traffic(dir).by[p.index()];
+        t.bytes.inc_by(bytes);
+        t.count.inc();
         let secs = elapsed.as_secs_f64();
-        t.latency.with_label_values(&l).observe(secs);
+        t.latency.observe(secs);
         if secs > 0.0 {
-            t.throughput
-                .with_label_values(&l)
-                .observe(bytes as f64 / secs);
+            t.throughput.observe(bytes as f64 / secs);
         }
     }
 
     fn chunk(&self, p: Protocol, bytes: u64, elapsed: Duration) {
-        let l = [p.label()];
-        self.upload.bytes.with_label_values(&l).inc_by(bytes);
-        self.chunk_size.with_label_values(&l).observe(bytes as f64);
+        let i = p.index();
+        let up = &self.upload.by[i];
+        up.bytes.inc_by(bytes);
+        self.hot.chunk_size[i].observe(bytes as f64);
         let secs = elapsed.as_secs_f64();
-        self.chunk_latency.with_label_values(&l).observe(secs);
+        self.hot.chunk_latency[i].observe(secs);
         if secs > 0.0 {
-            self.upload
-                .throughput
-                .with_label_values(&l)
-                .observe(bytes as f64 / secs);
+            up.throughput.observe(bytes as f64 / secs);
         }
     }
 
@@ -530,15 +567,15 @@ impl Telemetry for Metrics {
     }
 
     fn range_request(&self, p: Protocol) {
-        self.ranges.with_label_values(&[p.label()]).inc();
+        self.hot.ranges[p.index()].inc();
     }
 
     fn buffer_size(&self, p: Protocol, size: usize, changed: bool) {
-        self.buffer_optimal
-            .with_label_values(&[p.label()])
-            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        if let Some(g) = self.hot.buffer_optimal.get(&self.buffer_optimal, p) {
+            g.set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
         if changed {
-            self.buffer_changes.with_label_values(&[p.label()]).inc();
+            self.hot.buffer_changes[p.index()].inc();
         }
     }
 
@@ -578,9 +615,13 @@ impl Telemetry for Metrics {
     }
 
     fn request(&self, route: Route, agent: Agent, p: Protocol) {
-        self.requests
-            .with_label_values(&[route.label(), agent.label(), p.label()])
-            .inc();
+        match self.hot.requests.get(route, agent, p) {
+            Some(c) => c.inc(),
+            None => self
+                .requests
+                .with_label_values(&[route.label(), agent.label(), p.label()])
+                .inc(),
+        }
     }
 
     fn early_data(&self, outcome: crate::core::telemetry::EarlyData) {
@@ -673,6 +714,24 @@ mod tests {
             }
         }
         assert!(text.contains("xferd_storage_retries_total{op=\"commit\"} 0"));
+        assert!(
+            !text.contains("xferd_buffer_size_optimal_bytes{"),
+            "a latest-reading gauge appears with its first reading"
+        );
+        m.buffer_size(Protocol::H2, 65536, true);
+        m.range_request(Protocol::H1);
+        m.chunk(Protocol::H1, 1000, Duration::from_millis(1));
+        let text = m.render().unwrap();
+        for want in [
+            "xferd_buffer_size_optimal_bytes{protocol=\"h2\"} 65536",
+            "xferd_buffer_size_changes_total{protocol=\"h2\"} 1",
+            "xferd_range_requests_total{protocol=\"h1\"} 1",
+            "xferd_upload_chunk_size_bytes_count{protocol=\"h1\"} 1",
+            "xferd_upload_bytes_total{protocol=\"h1\"} 1000",
+        ] {
+            assert!(text.contains(want), "missing {want}");
+        }
+        assert!(!text.contains("xferd_buffer_size_optimal_bytes{protocol=\"h1\"}"));
         assert!(
             !text.contains("xferd_network_rtt_seconds{"),
             "no reading yet"

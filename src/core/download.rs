@@ -125,26 +125,51 @@ pub async fn serve(
         _ if head.method == Method::HEAD => None,
         n => Some(core.adaptive.lease(ctx, Some(n)).await?),
     };
+    let started = std::time::Instant::now();
+    let observer = || -> stream::Done {
+        let adaptive = core.adaptive.clone();
+        let ctx = ctx.clone();
+        Box::new(move |sent| {
+            adaptive.observe(
+                &ctx,
+                super::Direction::Download,
+                sent,
+                started.elapsed(),
+                None,
+            )
+        })
+    };
+    // A body that fits in the lease's buffer (a small file, a short range) is read now, in
+    // one read, and sent as one chunk: no reader task, no channel, and a storage error is
+    // an error response instead of a response cut short.
+    let ready = match (&decision, lease.as_ref()) {
+        (RangeDecision::Full, Some(l)) if meta.len <= l.size() as u64 => Some((0, meta.len)),
+        (RangeDecision::Partial(r), Some(l)) if r.len() == 1 && r[0].len() <= l.size() as u64 => {
+            Some((r[0].start, r[0].len()))
+        }
+        _ => None,
+    };
+    let mut early = None;
+    // (`lease` is taken only when the body is read here: the streamed path needs it.)
+    if let Some((offset, len, l)) = ready.and_then(|(o, n)| Some((o, n, lease.take()?))) {
+        let want = usize::try_from(len).map_err(|_| CoreError::Storage(shrank()))?;
+        let data = file.read_at(offset, want).await.map_err(CoreError::from)?;
+        if data.len() != want {
+            return Err(CoreError::Storage(shrank()));
+        }
+        early = Some(stream::ready(data, l, Some(observer())));
+    }
     let mut body_of = |parts: Vec<Part>| {
         let len = parts.iter().map(Part::len).sum();
+        if let Some(stream) = early.take() {
+            return Body::Stream { stream, len };
+        }
         let taken = lease
             .take()
             .filter(|_| head.method != Method::HEAD && len > 0);
         if let Some(lease) = taken {
-            let adaptive = core.adaptive.clone();
-            let ctx = ctx.clone();
-            let started = std::time::Instant::now();
-            let done: stream::Done = Box::new(move |sent| {
-                adaptive.observe(
-                    &ctx,
-                    super::Direction::Download,
-                    sent,
-                    started.elapsed(),
-                    None,
-                )
-            });
             Body::Stream {
-                stream: stream::send(file.clone(), parts, lease, Some(done)),
+                stream: stream::send(file.clone(), parts, lease, Some(observer())),
                 len,
             }
         } else {
@@ -187,6 +212,11 @@ pub async fn serve(
             with(StatusCode::PARTIAL_CONTENT, body_of(parts), base)
         }
     })
+}
+
+/// A stored file shorter than its metadata said (files never change once stored).
+fn shrank() -> std::io::Error {
+    std::io::Error::other("file shrank while being read")
 }
 
 fn multipart_parts(ranges: &[ByteRange], len: u64, ctype: &str, boundary: &str) -> Vec<Part> {

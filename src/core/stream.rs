@@ -13,7 +13,8 @@
 //! next buffer fills; written buffers go back to the pool.
 //! Downloads: a reader task fills buffers with reads of the stored [`Object`] and hands them
 //! over a channel of capacity one, so the read of the next buffer overlaps sending this one
-//! (those buffers leave with the response and are not reused).
+//! (those buffers leave with the response and are not reused). A body that fits in one
+//! buffer is read before the response starts and sent as one chunk ([`ready`]).
 
 use super::body::{BodyError, BodyStream};
 use super::buffers::Lease;
@@ -305,6 +306,37 @@ pub fn send(
     }))
 }
 
+/// A response body read already (one buffer's worth, see [`super::download`]): `data` in
+/// one chunk, with no reader task and no channel. Holds `lease` (the memory the bytes are
+/// accounted to) until the body is dropped; `done` is called as the chunk is handed over.
+pub fn ready(data: Bytes, lease: Lease, done: Option<Done>) -> BodyStream {
+    Box::pin(Ready {
+        data: Some(data),
+        _lease: lease,
+        done,
+    })
+}
+
+struct Ready {
+    data: Option<Bytes>,
+    _lease: Lease,
+    done: Option<Done>,
+}
+
+impl futures_util::Stream for Ready {
+    type Item = Result<Bytes, BodyError>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = self.data.take();
+        if let (Some(data), Some(done)) = (&item, self.done.take()) {
+            done(data.len() as u64);
+        }
+        std::task::Poll::Ready(item.map(Ok))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! With the in-memory store: the engine's behaviour does not depend on the backend
@@ -431,5 +463,31 @@ mod tests {
             .await;
         assert!(chunks.iter().all(|c| c.len() <= 2));
         assert_eq!(chunks.concat(), b"[23456]");
+    }
+
+    #[tokio::test]
+    async fn ready_yields_its_bytes_once_and_reports_them() {
+        let pool = crate::core::buffers::Pool::new(4, 4, 1 << 20);
+        let lease = pool.try_lease(4).unwrap();
+        assert!(pool.in_use() > 0);
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let s2 = seen.clone();
+        let done: Done = Box::new(move |n| s2.store(n + 1, std::sync::atomic::Ordering::SeqCst));
+        let mut body = ready(Bytes::from_static(b"abc"), lease, Some(done));
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "not before"
+        );
+        assert_eq!(body.next().await.unwrap().unwrap(), &b"abc"[..]);
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "3 bytes, once"
+        );
+        assert!(body.next().await.is_none());
+        assert!(pool.in_use() > 0, "the lease lives as long as the body");
+        drop(body);
+        assert_eq!(pool.in_use(), 0);
     }
 }

@@ -22,6 +22,15 @@ impl Protocol {
             Protocol::H3 => "h3",
         }
     }
+
+    /// Position in [`Protocol::ALL`] (for series resolved once, see `crate::metrics`).
+    pub fn index(self) -> usize {
+        match self {
+            Protocol::H1 => 0,
+            Protocol::H2 => 1,
+            Protocol::H3 => 2,
+        }
+    }
 }
 
 /// The direction of a transfer.
@@ -135,6 +144,20 @@ impl Route {
         }
     }
 
+    /// Position in [`Route::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Route::Page => 0,
+            Route::Tus => 1,
+            Route::Ietf => 2,
+            Route::Hfs => 3,
+            Route::Form => 4,
+            Route::Put => 5,
+            Route::Download => 6,
+            Route::Other => 7,
+        }
+    }
+
     /// The route of a request, given the tus and IETF collection paths.
     pub fn of(head: &http::request::Parts, tus_path: &str, ietf_path: &str) -> Route {
         use http::Method;
@@ -215,19 +238,42 @@ impl Agent {
         }
     }
 
+    /// Position in [`Agent::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Agent::Browser => 0,
+            Agent::Xmpp => 1,
+            Agent::Curl => 2,
+            Agent::Xferd => 3,
+            Agent::Other => 4,
+        }
+    }
+
     /// The family of a `User-Agent` value (`None`: no header, or not visible ASCII).
     pub fn of(user_agent: Option<&str>) -> Agent {
         let Some(ua) = user_agent else {
             return Agent::Other;
         };
-        let ua = ua.trim().to_ascii_lowercase();
-        if ua.starts_with("xferd/") || ua.starts_with("xferd ") {
+        // Compared without case and without a lower-cased copy (this runs per request).
+        let ua = ua.trim().as_bytes();
+        let starts = |p: &str| {
+            ua.get(..p.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()))
+        };
+        let contains = |c: &str| {
+            // (`windows(0)` would panic; the fragments are never empty.)
+            !c.is_empty()
+                && ua
+                    .windows(c.len())
+                    .any(|w| w.eq_ignore_ascii_case(c.as_bytes()))
+        };
+        if starts("xferd/") || starts("xferd ") {
             Agent::Xferd
-        } else if ua.starts_with("curl/") {
+        } else if starts("curl/") {
             Agent::Curl
-        } else if XMPP_CLIENTS.iter().any(|c| ua.contains(c)) {
+        } else if XMPP_CLIENTS.iter().any(|c| contains(c)) {
             Agent::Xmpp
-        } else if ua.starts_with("mozilla/") {
+        } else if starts("mozilla/") {
             Agent::Browser
         } else {
             Agent::Other
@@ -255,9 +301,26 @@ mod tests {
             (Some("Mozilla/5.0 (iPhone) Monal/6.4"), Agent::Xmpp),
             (Some("python-requests/2.31"), Agent::Other),
             (Some(""), Agent::Other),
+            (Some("  CURL/8.0"), Agent::Curl),
+            (Some("XFERD 0.1"), Agent::Xferd),
+            (Some("SomeApp GAJIM-compatible"), Agent::Xmpp),
+            (Some("xferd"), Agent::Other),
         ];
         for (ua, want) in cases {
             assert_eq!(Agent::of(ua), want, "{ua:?}");
+        }
+    }
+
+    #[test]
+    fn indexes_are_positions_in_all() {
+        for (i, p) in Protocol::ALL.iter().enumerate() {
+            assert_eq!(p.index(), i, "{p:?}");
+        }
+        for (i, r) in Route::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        for (i, a) in Agent::ALL.iter().enumerate() {
+            assert_eq!(a.index(), i, "{a:?}");
         }
     }
 

@@ -141,9 +141,18 @@ impl Staged for FsStaged {
     }
 }
 
+/// Files up to this size are read whole when opened, in the same job on the blocking pool
+/// as the open and the `fstat`: serving a small file then takes one trip to the pool, not
+/// two (a profile of 4 KiB GETs showed the second trip's thread wake-ups per request). The
+/// bytes are those of the inode opened, as a read of the descriptor later would be; at most
+/// this much per open object, for as long as the object (or a response body) holds it.
+pub const PREFETCH_MAX: u64 = 32 << 10;
+
 struct FsObject {
     file: Arc<File>,
     meta: ObjectMeta,
+    /// The whole file, when it is at most [`PREFETCH_MAX`] bytes.
+    whole: Option<Bytes>,
 }
 
 impl Object for FsObject {
@@ -151,6 +160,14 @@ impl Object for FsObject {
         self.meta
     }
     fn read_at(&self, offset: u64, len: usize) -> BoxFuture<'static, Result<Bytes>> {
+        if let Some(whole) = &self.whole {
+            // Short only at the end of the file, as a read would be.
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(whole.len());
+            let end = start.saturating_add(len).min(whole.len());
+            return Box::pin(std::future::ready(Ok(whole.slice(start..end))));
+        }
         let file = self.file.clone();
         Box::pin(on_pool(move || read_at(&file, len, offset)))
     }
@@ -159,7 +176,8 @@ impl Object for FsObject {
 impl FsStorage {
     /// The regular file under `key` and its metadata (blocking; `None`: missing, a link on
     /// the way, or not a regular file).
-    fn open_object_blocking(dir: &Dir, key: &Key) -> io::Result<Option<FsObject>> {
+    /// With `prefetch`, a file of at most [`PREFETCH_MAX`] bytes is read whole too.
+    fn open_object_blocking(dir: &Dir, key: &Key, prefetch: bool) -> io::Result<Option<FsObject>> {
         // O_NONBLOCK: opening a FIFO planted in storage must not hang a blocking thread.
         let flags = libc::O_RDONLY | libc::O_NONBLOCK;
         let file = match dir.open_beneath(key.as_str(), flags, 0) {
@@ -171,9 +189,14 @@ impl FsStorage {
         if !md.is_file() {
             return Ok(None);
         }
+        let whole = match usize::try_from(md.len()) {
+            Ok(len) if prefetch && md.len() <= PREFETCH_MAX => Some(read_at(&file, len, 0)?),
+            _ => None,
+        };
         Ok(Some(FsObject {
             meta: meta_of(&md)?,
             file: Arc::new(file),
+            whole,
         }))
     }
 
@@ -301,7 +324,7 @@ impl Store for FsStorage {
     fn stat(&self, key: &Key) -> BoxFuture<'static, Result<Option<ObjectMeta>>> {
         let (dir, key) = (self.root_arc().clone(), key.clone());
         Box::pin(on_pool(move || {
-            Ok(FsStorage::open_object_blocking(&dir, &key)?.map(|o| o.meta))
+            Ok(FsStorage::open_object_blocking(&dir, &key, false)?.map(|o| o.meta))
         }))
     }
 
@@ -313,10 +336,8 @@ impl Store for FsStorage {
     fn open(&self, key: &Key) -> BoxFuture<'static, Result<Option<Arc<dyn Object>>>> {
         let (dir, key) = (self.root_arc().clone(), key.clone());
         Box::pin(on_pool(move || {
-            Ok(
-                FsStorage::open_object_blocking(&dir, &key)?
-                    .map(|o| Arc::new(o) as Arc<dyn Object>),
-            )
+            Ok(FsStorage::open_object_blocking(&dir, &key, true)?
+                .map(|o| Arc::new(o) as Arc<dyn Object>))
         }))
     }
 
@@ -422,6 +443,37 @@ mod tests {
             .unwrap();
         staged.commit().await.unwrap();
         assert!(t.path().join("a/b/new.txt").exists());
+    }
+
+    /// A small file is read whole when opened: reads are served from those bytes (short only
+    /// at the end), they are the bytes of the inode opened, and a later open sees a file
+    /// replaced or deleted meanwhile (nothing is cached past the object).
+    #[tokio::test]
+    async fn small_files_are_read_at_open_and_never_served_stale() {
+        let t = tempfile::tempdir().unwrap();
+        let st = FsStorage::open(t.path()).unwrap();
+        let p = t.path().join("s.bin");
+        std::fs::write(&p, b"0123456789").unwrap();
+        let obj = st.open(&key("s.bin")).await.unwrap().unwrap();
+        assert_eq!(obj.meta().len, 10);
+        // Replaced after the open: the object keeps the bytes of what it opened.
+        std::fs::write(t.path().join("n.bin"), b"abcdefghij").unwrap();
+        std::fs::rename(t.path().join("n.bin"), &p).unwrap();
+        assert_eq!(obj.read_at(0, 10).await.unwrap(), &b"0123456789"[..]);
+        assert_eq!(obj.read_at(7, 100).await.unwrap(), &b"789"[..]);
+        assert_eq!(obj.read_at(10, 4).await.unwrap(), &b""[..]);
+        assert_eq!(obj.read_at(u64::MAX, 4).await.unwrap(), &b""[..]);
+        // A new open sees the new file, then its deletion.
+        let again = st.open(&key("s.bin")).await.unwrap().unwrap();
+        assert_eq!(again.read_at(0, 10).await.unwrap(), &b"abcdefghij"[..]);
+        std::fs::remove_file(&p).unwrap();
+        assert!(st.open(&key("s.bin")).await.unwrap().is_none());
+        // A file over the limit is read from its descriptor, with the same results.
+        let big = vec![7u8; PREFETCH_MAX as usize + 1];
+        std::fs::write(t.path().join("b.bin"), &big).unwrap();
+        let obj = st.open(&key("b.bin")).await.unwrap().unwrap();
+        assert_eq!(obj.read_at(PREFETCH_MAX, 10).await.unwrap(), &[7u8][..]);
+        assert_eq!(obj.read_at(0, big.len()).await.unwrap().len(), big.len());
     }
 
     /// Listing in pages returns every file once, in key order; prints the time of a whole
