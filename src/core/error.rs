@@ -249,6 +249,7 @@ mod tests {
             | S::QuotaExceeded { .. } => {}
             S::VirusFound(_) | S::ScannerUnavailable(_) => {}
             S::StoreUnavailable => {}
+            S::StorageUnavailable(_) => {}
         }
     }
 
@@ -298,6 +299,7 @@ mod tests {
             S::VirusFound("Eicar".into()),
             S::ScannerUnavailable(std::time::Duration::from_secs(5)),
             S::StoreUnavailable,
+            S::StorageUnavailable(std::time::Duration::from_secs(30)),
         ];
         for s in &sessions {
             exhaustive_session(s);

@@ -71,6 +71,7 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         S::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
         S::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        S::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         S::PathConflict => StatusCode::CONFLICT,
         S::QuotaExceeded { larger_than_cap } => quota_status(*larger_than_cap),
         S::VirusFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -166,6 +167,13 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(super::error::SESSION_STORE_RETRY_AFTER),
+        );
+    }
+    // The storage breaker refusing a session write: when to try again.
+    if let CoreError::Session(SessionError::StorageUnavailable(wait)) = err {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::error::retry_after_secs(wait)),
         );
     }
     resp.extensions_mut().insert(ErrorCode(err.code()));

@@ -62,6 +62,10 @@ pub enum SessionError {
     /// The shared session store (Redis) cannot be reached; the upload can be resumed later.
     #[error("the session store is unavailable; try again shortly")]
     StoreUnavailable,
+    /// The storage breaker is open (storage keeps failing): the write was not tried; the
+    /// upload can be resumed from its offset after the wait.
+    #[error("storage is unavailable; try again in {}s", crate::core::error::retry_after_secs(.0))]
+    StorageUnavailable(std::time::Duration),
 }
 
 impl SessionError {
@@ -98,6 +102,7 @@ impl SessionError {
             SessionError::VirusFound(_) => "virus_found",
             SessionError::ScannerUnavailable(_) => "scanner_unavailable",
             SessionError::StoreUnavailable => "session_store_unavailable",
+            SessionError::StorageUnavailable(_) => "storage_unavailable",
         }
     }
 }
@@ -121,6 +126,7 @@ impl From<CoreError> for SessionError {
             }
             CoreError::VirusFound(name) => SessionError::VirusFound(name),
             CoreError::ScannerUnavailable(wait) => SessionError::ScannerUnavailable(wait),
+            CoreError::Unavailable(wait) => SessionError::StorageUnavailable(wait),
             other => SessionError::Storage(other.to_string()),
         }
     }

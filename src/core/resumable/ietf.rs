@@ -128,7 +128,10 @@ async fn create_inner(
         expected_sha256: expected,
         chunk_size: None,
     };
-    let session = core.engine.create(new, now).await?;
+    let session = core
+        .resilience
+        .run_session("create", core.engine.create(new, now))
+        .await?;
     let location = format!("{}{}", core.settings.ietf_path, session.id);
     if let (Some(interim), true) = (&ctx.interim, h.contains_key("upload-draft-interop-version")) {
         let mut r = http::Response::new(());

@@ -163,13 +163,18 @@ async fn create_inner(
                 ));
             }
             new.kind = Kind::Partial;
-            core.engine.create(new, now).await?
+            core.resilience
+                .run_session("create", core.engine.create(new, now))
+                .await?
         }
         Some(c) if c.starts_with("final;") => {
             let ids = parse_final(c, &core.settings.tus_path)?;
             crate::core::page::check_final(core, head, &ids, ctx.now).await?;
             new.length = None;
-            let s = core.engine.create_final(new, ids, now).await?;
+            let s = core
+                .resilience
+                .run_session("concat", core.engine.create_final(new, ids, now))
+                .await?;
             let mut r = status_response(core, &s, StatusCode::CREATED);
             add_location(&mut r, core, &s);
             crate::core::page::add_content_location(core, h, r.headers_mut(), &s.target);
@@ -180,7 +185,11 @@ async fn create_inner(
                 "Upload-Concat must be `partial` or `final;<urls>`".into(),
             ))
         }
-        None => core.engine.create(new, now).await?,
+        None => {
+            core.resilience
+                .run_session("create", core.engine.create(new, now))
+                .await?
+        }
     };
     // creation-with-upload: the body is the first chunk.
     let with_data = content_length(h)?.unwrap_or(0) > 0
