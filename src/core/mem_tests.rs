@@ -239,3 +239,30 @@ async fn a_resumable_upload_completes_into_the_memory_store() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"abcdefgh");
 }
+
+/// Found by the `core_request` fuzz target: a 416 (and a 412) carried no `xferd-error`,
+/// unlike every other response of 400 or more.
+#[tokio::test]
+async fn download_refusals_carry_their_stable_code() {
+    let e = env(64 << 20);
+    assert_eq!(put(&e, "d/r.txt", b"hello").await, StatusCode::CREATED);
+    for (headers, status, code) in [
+        (
+            [("range", "bytes=9-")],
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+        ),
+        (
+            [("if-match", "\"nope\"")],
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+        ),
+    ] {
+        let (s, h, _) = request(&e, Method::GET, "/d/r.txt", &headers, vec![]).await;
+        assert_eq!(s, status);
+        assert_eq!(
+            h.get("xferd-error").map(|v| v.to_str().unwrap()),
+            Some(code)
+        );
+    }
+}
