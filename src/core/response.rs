@@ -231,6 +231,21 @@ pub fn add_common(h: &mut HeaderMap) {
     );
 }
 
+/// The stable codes of the download errors the core answers without a [`CoreError`] (their
+/// responses keep the validators and `Content-Range` a client needs, so they are built in
+/// `download.rs`).
+pub const PRECONDITION_FAILED: &str = "precondition_failed";
+pub const RANGE_NOT_SATISFIABLE: &str = "range_not_satisfiable";
+
+/// Marks a response the core built itself with a 4xx status as an error, as
+/// [`error`] does: its stable `code` in [`ERROR_HEADER`] and in the [`ErrorCode`] extension.
+/// (Found by the `core_request` fuzz target: a 416 carried no `xferd-error`.)
+pub fn mark_error(resp: &mut Response<Body>, code: &'static str) {
+    resp.headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static(code));
+    resp.extensions_mut().insert(ErrorCode(code));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,19 +310,4 @@ mod tests {
         assert_eq!(r.headers()[header::RETRY_AFTER], "3");
         assert_eq!(r.extensions().get(), Some(&ErrorCode("rate_limited")));
     }
-}
-
-/// The stable codes of the download errors the core answers without a [`CoreError`] (their
-/// responses keep the validators and `Content-Range` a client needs, so they are built in
-/// `download.rs`).
-pub const PRECONDITION_FAILED: &str = "precondition_failed";
-pub const RANGE_NOT_SATISFIABLE: &str = "range_not_satisfiable";
-
-/// Marks a response the core built itself with a 4xx status as an error, as
-/// [`error`] does: its stable `code` in [`ERROR_HEADER`] and in the [`ErrorCode`] extension.
-/// (Found by the `core_request` fuzz target: a 416 carried no `xferd-error`.)
-pub fn mark_error(resp: &mut Response<Body>, code: &'static str) {
-    resp.headers_mut()
-        .insert(ERROR_HEADER, HeaderValue::from_static(code));
-    resp.extensions_mut().insert(ErrorCode(code));
 }
