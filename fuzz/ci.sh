@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzing step of .ci/run: builds every target with cargo-fuzz (nightly, libFuzzer) and runs
-# each for FUZZ_SECS seconds (default 30; 9 targets, about 5 minutes) from its corpus; every
-# run starts by replaying its whole corpus, so a committed input that crashes fails here.
+# each for FUZZ_SECS seconds (default 30; 10 targets, core_request included: `fuzz list`
+# finds them all, about 5.5 minutes) from its corpus; every run starts by replaying its
+# whole corpus, so a committed input that crashes fails here.
 # (`cargo test` in fuzz/ replays the corpora on stable as well; CI skips that second build
 # of the crate unless FUZZ_REPLAY_STABLE=1, to stay within its time budget.) New inputs go to a
 # scratch directory, so the committed corpora only change by hand (`cargo fuzz cmin`);

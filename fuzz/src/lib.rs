@@ -11,6 +11,7 @@
 
 pub mod conditional;
 pub mod config;
+pub mod core_request;
 pub mod form;
 pub mod hfs;
 pub mod resumable;

@@ -16,6 +16,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("hfs_chunk", xferd_fuzz::hfs::hfs_chunk),
     ("multipart_form", xferd_fuzz::form::multipart_form),
     ("config", xferd_fuzz::config::config),
+    ("core_request", xferd_fuzz::core_request::core_request),
 ];
 
 #[test]

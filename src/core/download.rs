@@ -86,7 +86,9 @@ pub async fn serve(
 
     match preconditions(&head.headers, &etag, meta.modified) {
         Precondition::Failed => {
-            return Ok(with(StatusCode::PRECONDITION_FAILED, Body::Empty, base))
+            let mut r = with(StatusCode::PRECONDITION_FAILED, Body::Empty, base);
+            response::mark_error(&mut r, response::PRECONDITION_FAILED);
+            return Ok(r);
         }
         Precondition::NotModified => {
             let mut r = with(StatusCode::NOT_MODIFIED, Body::Empty, base);
@@ -191,7 +193,9 @@ pub async fn serve(
         RangeDecision::Unsatisfiable => {
             base.insert(header::CONTENT_RANGE, hv(&format!("bytes */{}", meta.len)));
             base.remove(header::CONTENT_TYPE);
-            with(StatusCode::RANGE_NOT_SATISFIABLE, Body::Empty, base)
+            let mut r = with(StatusCode::RANGE_NOT_SATISFIABLE, Body::Empty, base);
+            response::mark_error(&mut r, response::RANGE_NOT_SATISFIABLE);
+            r
         }
         RangeDecision::Partial(ranges) if ranges.len() == 1 => {
             let r = ranges[0];

@@ -155,6 +155,9 @@ pub const ALL_CODES: &[&str] = &[
     "virus_found",
     "scanner_unavailable",
     "session_store_unavailable",
+    // Download refusals built in `download.rs` (see `response::mark_error`).
+    "precondition_failed",
+    "range_not_satisfiable",
 ];
 
 /// Seconds a client is told to wait when the shared session store is unavailable.

@@ -239,3 +239,74 @@ async fn a_resumable_upload_completes_into_the_memory_store() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"abcdefgh");
 }
+
+/// Found by the `core_request` fuzz target: a 416 (and a 412) carried no `xferd-error`,
+/// unlike every other response of 400 or more.
+#[tokio::test]
+async fn download_refusals_carry_their_stable_code() {
+    let e = env(64 << 20);
+    assert_eq!(put(&e, "d/r.txt", b"hello").await, StatusCode::CREATED);
+    for (headers, status, code) in [
+        (
+            [("range", "bytes=9-")],
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+        ),
+        (
+            [("if-match", "\"nope\"")],
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+        ),
+    ] {
+        let (s, h, _) = request(&e, Method::GET, "/d/r.txt", &headers, vec![]).await;
+        assert_eq!(s, status);
+        assert_eq!(
+            h.get("xferd-error").map(|v| v.to_str().unwrap()),
+            Some(code)
+        );
+    }
+}
+
+/// Found by the `core_request` fuzz target: a zero-length upload completes at creation, so a
+/// tus creation whose `Content-Length` was malformed answered 400 for a stored file, and an
+/// IETF creation with `Upload-Complete: ?1` and no content answered 400 `completed_upload`.
+#[tokio::test]
+async fn zero_length_resumable_creations_answer_for_what_they_store() {
+    let e = env(64 << 20);
+    let tus = [
+        ("tus-resumable", "1.0.0"),
+        ("upload-length", "0"),
+        ("content-length", "0x"),
+    ];
+    let (s, _, _) = request(&e, Method::POST, &signed_put("z/t.bin", 0), &tus, vec![]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        e.store.list("", None, 10).await.unwrap().is_empty(),
+        "400 stored nothing"
+    );
+    let ietf = [("upload-complete", "?1"), ("content-length", "0")];
+    let (s, _, _) = request(&e, Method::PUT, &signed_put("z/i.bin", 0), &ietf, vec![]).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let obj = e.store.open(&Key::parse("z/i.bin").unwrap()).await;
+    assert_eq!(obj.unwrap().unwrap().meta().len, 0);
+    // Content for a zero-length upload is refused before anything is stored.
+    let tus = [
+        ("tus-resumable", "1.0.0"),
+        ("upload-length", "0"),
+        ("content-type", "application/offset+octet-stream"),
+        ("content-length", "3"),
+    ];
+    let body = vec![Bytes::from_static(b"abc")];
+    let (s, _, _) = request(&e, Method::POST, &signed_put("z/t3.bin", 0), &tus, body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let ietf = [
+        ("upload-complete", "?0"),
+        ("upload-length", "0"),
+        ("content-length", "3"),
+    ];
+    let body = vec![Bytes::from_static(b"abc")];
+    let (s, _, _) = request(&e, Method::PUT, &signed_put("z/i3.bin", 0), &ietf, body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let keys: Vec<_> = e.store.list("", None, 10).await.unwrap();
+    assert_eq!(keys.len(), 1, "only z/i.bin: {keys:?}");
+}

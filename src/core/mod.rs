@@ -32,6 +32,9 @@ pub mod audit;
 pub mod dedup;
 pub mod expiry;
 pub mod quota;
+// Issue 15: the core_request fuzz target's socket-free core (not an API).
+#[doc(hidden)]
+pub mod fuzz_entry;
 
 #[cfg(test)]
 mod mem_tests;

@@ -71,11 +71,11 @@ pub fn session_status(e: &SessionError) -> StatusCode {
         S::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         S::BuffersExhausted => StatusCode::SERVICE_UNAVAILABLE,
         S::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        S::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         S::PathConflict => StatusCode::CONFLICT,
         S::QuotaExceeded { larger_than_cap } => quota_status(*larger_than_cap),
         S::VirusFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
         S::ScannerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        S::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         S::AlreadyCompleted
         | S::LengthExceeded
         | S::LengthMismatch
@@ -163,6 +163,8 @@ pub fn error(err: &CoreError, auth_status: StatusCode) -> Response<Body> {
             HeaderValue::from(super::error::retry_after_secs(wait)),
         );
     }
+    // A transient storage failure or the storage breaker refusing a session write: when to
+    // try again.
     if let CoreError::Session(SessionError::StorageUnavailable(wait)) = err {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
@@ -228,6 +230,21 @@ pub fn add_common(h: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+}
+
+/// The stable codes of the download errors the core answers without a [`CoreError`] (their
+/// responses keep the validators and `Content-Range` a client needs, so they are built in
+/// `download.rs`).
+pub const PRECONDITION_FAILED: &str = "precondition_failed";
+pub const RANGE_NOT_SATISFIABLE: &str = "range_not_satisfiable";
+
+/// Marks a response the core built itself with a 4xx status as an error, as
+/// [`error`] does: its stable `code` in [`ERROR_HEADER`] and in the [`ErrorCode`] extension.
+/// (Found by the `core_request` fuzz target: a 416 carried no `xferd-error`.)
+pub fn mark_error(resp: &mut Response<Body>, code: &'static str) {
+    resp.headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static(code));
+    resp.extensions_mut().insert(ErrorCode(code));
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! that collides with a stored file or directory) and a full disk are not backend failures.
 
 use super::error::CoreError;
+use super::resumable::SessionError;
 use super::telemetry::Telemetry;
 use crate::storage::store::StoreError;
 use std::sync::{Arc, Mutex};
@@ -198,6 +199,34 @@ impl Resilience {
         let admission = self.admit(op)?;
         let result = fut.await;
         admission.settle(matches!(&result, Err(CoreError::Storage(e)) if backend_failure(e)));
+        result
+    }
+
+    /// Runs a resumable session's storage write (an append, a creation, a concatenation)
+    /// under the breaker only: its body cannot be replayed, so it is not retried. While the
+    /// breaker is open the write is not tried ([`SessionError::StorageUnavailable`]: 503 with
+    /// `Retry-After`, the session keeps its offset). A storage failure
+    /// ([`SessionError::Storage`], or a transient one the engine reports as
+    /// [`SessionError::StorageUnavailable`]) counts towards opening it and a completed write closes
+    /// it; any other outcome (the client's mistake, an interrupted body, a full disk, the
+    /// session store) says nothing about the storage and is not recorded.
+    pub async fn run_session<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, SessionError>>,
+    ) -> Result<T, SessionError> {
+        let admission = self.admit(op)?;
+        let result = fut.await;
+        match &result {
+            Ok(_) => admission.settle(false),
+            // A transient failure of the write itself (S3 unreachable: 503 for the client)
+            // is a storage failure too; the breaker's own refusal returned above.
+            Err(SessionError::Storage(_) | SessionError::StorageUnavailable(_)) => {
+                admission.settle(true)
+            }
+            // Dropped unsettled: a probe ticket is given back.
+            Err(_) => {}
+        }
         result
     }
 

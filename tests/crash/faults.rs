@@ -367,3 +367,144 @@ async fn a_read_only_remount_is_5xx_opens_the_breaker_and_recovers() {
     .await;
     srv.stop().await;
 }
+
+/// Session writes go under the storage breaker (issue 15): on read-only storage tus PATCHes
+/// (and IETF appends) first fail with 500 `storage_error`, open the breaker, and are then
+/// refused with 503 `storage_unavailable` and `Retry-After` without being tried; the offset
+/// stays what was acknowledged, and once the storage is writable again (after the breaker's
+/// cool-down) both uploads complete with the right SHA-256.
+#[tokio::test]
+async fn session_writes_on_read_only_storage_open_the_breaker_and_resume() {
+    use sha2::{Digest, Sha256};
+    let Some(fs) = Tmpfs::mount(64 << 20) else {
+        return;
+    };
+    let data = fs.path().join("data");
+    let d2 = data.clone();
+    let srv = TestServer::start_with(move |c| c.server.storage_path = d2).await;
+    bounded("session writes under the breaker", async {
+        let c = srv.client(Proto::H2).await;
+        let total = pattern(11, 0, 100_000);
+        let r = request_on(
+            &c,
+            "POST",
+            &v3("POST", "rs/tus.bin"),
+            &[TUS, ("upload-length", "100000")],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 201);
+        let tus = r.header("location").unwrap().to_string();
+        assert_eq!(
+            tus_patch(&c, &tus, 0, total.slice(..40_000)).await.status,
+            204
+        );
+        // An IETF upload with its first 10 000 bytes.
+        let r = request_on(
+            &c,
+            "POST",
+            &signed_v("rs/ietf.bin", 100_000),
+            &[
+                ("upload-complete", "?0"),
+                ("upload-length", "100000"),
+                ("content-length", "10000"),
+            ],
+            Some(body_once(total.slice(..10_000))),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let ietf = r.header("location").unwrap().to_string();
+        let ietf_append = |off: usize, end: usize| {
+            let (c, ietf, b) = (&c, ietf.clone(), total.slice(off..end));
+            async move {
+                let (o, l) = (off.to_string(), (end - off).to_string());
+                let h = [
+                    ("upload-offset", o.as_str()),
+                    ("upload-complete", if end == 100_000 { "?1" } else { "?0" }),
+                    ("content-type", "application/partial-upload"),
+                    ("content-length", l.as_str()),
+                ];
+                request_on(c, "PATCH", &ietf, &h, Some(body_once(b))).await
+            }
+        };
+
+        fs.remount(true);
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let r = tus_patch(&c, &tus, 40_000, total.slice(40_000..70_000)).await;
+            let (s, e) = code(&r);
+            seen.push((s, e.clone(), r.header("retry-after").is_some()));
+            if s == 503 {
+                break;
+            }
+        }
+        eprintln!("tus PATCH on read-only storage: {seen:?}");
+        assert_eq!(
+            (seen[0].0, seen[0].1.as_str()),
+            (500, "storage_error"),
+            "a failing write is a storage error"
+        );
+        assert!(
+            seen[..seen.len() - 1]
+                .iter()
+                .all(|(s, e, _)| (*s, e.as_str()) == (500, "storage_error")),
+            "{seen:?}"
+        );
+        let last = seen.last().unwrap();
+        assert_eq!(
+            (last.0, last.1.as_str(), last.2),
+            (503, "storage_unavailable", true),
+            "failing session writes open the breaker: {seen:?}"
+        );
+        assert!(
+            seen.len() <= xferd::core::retry::THRESHOLD as usize + 1,
+            "{seen:?}"
+        );
+        let r = ietf_append(10_000, 20_000).await;
+        assert_eq!(
+            (code(&r), r.header("retry-after").is_some()),
+            ((503, "storage_unavailable".to_string()), true),
+            "an IETF append while the breaker is open"
+        );
+        assert_eq!(breaker_open(&c).await, Some(1.0));
+        let h = request_on(&c, "HEAD", &tus, &[TUS], None).await;
+        assert_eq!(h.header("upload-offset"), Some("40000"), "offset unchanged");
+
+        fs.remount(false);
+        // After the cool-down one write probes, succeeds and closes the breaker.
+        let mut done = false;
+        for _ in 0..60 {
+            let r = tus_patch(&c, &tus, 40_000, total.slice(40_000..)).await;
+            if r.status == 204 {
+                done = true;
+                break;
+            }
+            assert_eq!(code(&r), (503, "storage_unavailable".to_string()));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(
+            done,
+            "the tus upload completes once the storage is writable"
+        );
+        assert_eq!(breaker_open(&c).await, Some(0.0));
+        let h = request_on(&c, "HEAD", &ietf, &[], None).await;
+        assert_eq!(
+            h.header("upload-offset"),
+            Some("10000"),
+            "IETF offset unchanged"
+        );
+        let r = ietf_append(10_000, 100_000).await;
+        assert!(
+            r.status.is_success(),
+            "IETF completes: {} {:?}",
+            r.status,
+            r.body
+        );
+        for rel in ["rs/tus.bin", "rs/ietf.bin"] {
+            let stored = std::fs::read(data.join(rel)).unwrap();
+            assert_eq!(Sha256::digest(&stored), Sha256::digest(&total), "{rel}");
+        }
+    })
+    .await;
+    srv.stop().await;
+}

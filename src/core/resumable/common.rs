@@ -154,7 +154,11 @@ pub async fn write(
     w.lease = Some(core.adaptive.lease(ctx, w.declared_len).await?);
     let placement = w.placement;
     let started = std::time::Instant::now();
-    let result = core.engine.write(id, w, body, ctx.unix()).await;
+    // Under the storage breaker (see [`crate::core::retry::Resilience::run_session`]).
+    let result = core
+        .resilience
+        .run_session("append", core.engine.write(id, w, body, ctx.unix()))
+        .await;
     if let Ok(s) = &result {
         let bytes = match placement {
             Placement::At { len, .. } => len,

@@ -62,8 +62,10 @@ pub enum SessionError {
     /// The shared session store (Redis) cannot be reached; the upload can be resumed later.
     #[error("the session store is unavailable; try again shortly")]
     StoreUnavailable,
-    /// The storage backend failed in a way worth retrying (S3 unreachable, timed out,
-    /// 5xx): nothing past what is stored was acknowledged; try again after the wait.
+    /// Storage is unavailable for now: the backend failed in a way worth retrying (S3
+    /// unreachable, timed out, 5xx), or the storage breaker is open (storage keeps failing,
+    /// and the write was not tried). Nothing past what is stored was acknowledged; the
+    /// upload can be resumed from its offset after the wait.
     #[error("storage is unavailable; try again in {}s", crate::core::error::retry_after_secs(.0))]
     StorageUnavailable(std::time::Duration),
 }

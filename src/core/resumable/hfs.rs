@@ -74,7 +74,10 @@ async fn create(
         expected_sha256: None,
         chunk_size: Some(chunk_size),
     };
-    let s = core.engine.create(new, ctx.unix()).await?;
+    let s = core
+        .resilience
+        .run_session("create", core.engine.create(new, ctx.unix()))
+        .await?;
     let body = serde_json::json!({
         "session_id": s.id,
         "chunk_size": chunk_size,

@@ -155,6 +155,13 @@ async fn create_inner(
         expected_sha256: None,
         chunk_size: None,
     };
+    // Read before anything is created: a zero-length upload completes at creation, and a
+    // malformed Content-Length found after it would answer 400 for a stored file (found by
+    // the `core_request` fuzz target).
+    let declared = content_length(h)?;
+    if length == Some(0) && declared.unwrap_or(0) > 0 {
+        return Err(SessionError::LengthExceeded.into());
+    }
     let session = match concat {
         Some("partial") => {
             if auth.signed_size.is_some() {
@@ -163,13 +170,18 @@ async fn create_inner(
                 ));
             }
             new.kind = Kind::Partial;
-            core.engine.create(new, now).await?
+            core.resilience
+                .run_session("create", core.engine.create(new, now))
+                .await?
         }
         Some(c) if c.starts_with("final;") => {
             let ids = parse_final(c, &core.settings.tus_path)?;
             crate::core::page::check_final(core, head, &ids, ctx.now).await?;
             new.length = None;
-            let s = core.engine.create_final(new, ids, now).await?;
+            let s = core
+                .resilience
+                .run_session("concat", core.engine.create_final(new, ids, now))
+                .await?;
             let mut r = status_response(core, &s, StatusCode::CREATED);
             add_location(&mut r, core, &s);
             crate::core::page::add_content_location(core, h, r.headers_mut(), &s.target);
@@ -180,15 +192,19 @@ async fn create_inner(
                 "Upload-Concat must be `partial` or `final;<urls>`".into(),
             ))
         }
-        None => core.engine.create(new, now).await?,
+        None => {
+            core.resilience
+                .run_session("create", core.engine.create(new, now))
+                .await?
+        }
     };
     // creation-with-upload: the body is the first chunk.
-    let with_data = content_length(h)?.unwrap_or(0) > 0
+    let with_data = declared.unwrap_or(0) > 0
         && header_str(h, header::CONTENT_TYPE).is_some_and(|c| c.starts_with(OFFSET_STREAM));
     let session = if with_data {
         let w = Write {
             placement: Placement::Append { offset: 0 },
-            declared_len: content_length(h)?,
+            declared_len: declared,
             checksum: checksum_of(h, ctx)?,
             last: false,
             lease: None,
