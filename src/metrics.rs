@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod cached;
+mod housekeeping;
+
+use housekeeping::{housekeeping, Housekeeping};
 
 struct Traffic {
     bytes: IntCounterVec,
@@ -79,69 +82,6 @@ struct Hot {
     chunk_size: [prometheus::Histogram; 3],
     chunk_latency: [prometheus::Histogram; 3],
     buffer_optimal: cached::Lazy,
-}
-
-/// Expiry, quota and audit series.
-struct Housekeeping {
-    expired_files: prometheus::IntCounter,
-    expired_bytes: prometheus::IntCounter,
-    audit_lines: prometheus::IntCounter,
-    audit_dropped: prometheus::IntCounter,
-    /// Per quota rule (label `scope`: `total` or the prefix, from the configuration).
-    quota_used: IntGaugeVec,
-    quota_reserved: IntGaugeVec,
-    quota_limit: IntGaugeVec,
-    quotas: std::sync::OnceLock<Arc<crate::core::quota::Quotas>>,
-    /// `[deduplication]`: bytes of uploads linked to a stored copy instead of stored, and
-    /// how many uploads.
-    dedup_saved: prometheus::IntCounter,
-    dedup_linked: prometheus::IntCounter,
-}
-
-fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
-    let c = prometheus::IntCounter::new(name, help).unwrap_or_else(|e| bug(name, e));
-    register(r, name, c.clone());
-    c
-}
-
-fn housekeeping(r: &Registry) -> Housekeeping {
-    let scoped = |name: &str, help: &str| {
-        let g =
-            IntGaugeVec::new(Opts::new(name, help), &["scope"]).unwrap_or_else(|e| bug(name, e));
-        register(r, name, g.clone());
-        g
-    };
-    Housekeeping {
-        expired_files: int_counter(r, "xferd_expired_files_total", "Files deleted by expiry."),
-        expired_bytes: int_counter(
-            r,
-            "xferd_expired_bytes_total",
-            "Bytes of the files deleted by expiry.",
-        ),
-        audit_lines: int_counter(r, "xferd_audit_lines_total", "Audit log lines written."),
-        audit_dropped: int_counter(
-            r,
-            "xferd_audit_dropped_total",
-            "Audit log lines dropped (queue full or write failed).",
-        ),
-        quota_used: scoped("xferd_quota_used_bytes", "Stored bytes counted by a quota."),
-        quota_reserved: scoped(
-            "xferd_quota_reserved_bytes",
-            "Bytes reserved by uploads in progress under a quota.",
-        ),
-        quota_limit: scoped("xferd_quota_limit_bytes", "A quota's cap."),
-        quotas: std::sync::OnceLock::new(),
-        dedup_saved: int_counter(
-            r,
-            "xferd_dedup_saved_bytes_total",
-            "Bytes of uploads linked to the stored copy of identical content instead of stored.",
-        ),
-        dedup_linked: int_counter(
-            r,
-            "xferd_dedup_linked_total",
-            "Uploads linked to the stored copy of identical content.",
-        ),
-    }
 }
 
 /// Routes of the admin API, as labelled in `xferd_admin_requests_total`.
@@ -501,7 +441,6 @@ impl Metrics {
         }
     }
 
-    /// Counts an open connection until the guard drops.
     /// Adds a collector owned elsewhere (the S3 backend's request counter) to `/metrics`.
     pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
         if let Err(e) = self.registry.register(c) {
@@ -509,6 +448,7 @@ impl Metrics {
         }
     }
 
+    /// Counts an open connection until the guard drops.
     pub fn connection(self: &Arc<Self>, p: Protocol) -> Gauged {
         Gauged::new(self.hot.connections[p.index()].clone())
     }
@@ -645,96 +585,4 @@ impl Telemetry for Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_every_family_with_protocol_labels() {
-        let pool = Pool::new(32 << 10, 1 << 20, 8 << 20);
-        let m = Metrics::new(pool.clone(), Arc::new(Profiles::new(true, true, 10, 60)));
-        let _lease = pool.try_lease(64 << 10).unwrap();
-        m.transfer(
-            Direction::Upload,
-            Protocol::H3,
-            1 << 20,
-            Duration::from_millis(10),
-        );
-        m.error(Direction::Download, Protocol::H2, "not_found");
-        m.network(
-            Protocol::H1,
-            &Estimate {
-                bandwidth: 1000,
-                rtt: Duration::from_millis(20),
-                loss: 0.25,
-                measured: true,
-            },
-        );
-        let _c = m.connection(Protocol::H3);
-        m.request(Route::Download, Agent::Browser, Protocol::H3);
-        m.request(Route::Download, Agent::Browser, Protocol::H3);
-        let text = m.render().unwrap();
-        for want in [
-            "xferd_upload_bytes_total{protocol=\"h3\"} 1048576",
-            "xferd_download_errors_total{code=\"not_found\",protocol=\"h2\"} 1",
-            "xferd_network_reliability_ratio{protocol=\"h1\"} 0.75",
-            "xferd_buffer_pool_bytes_in_use 131072",
-            "xferd_connections_active{protocol=\"h3\"} 1",
-            "xferd_range_requests_total{protocol=\"h2\"} 0",
-            "xferd_requests_total{agent=\"browser\",protocol=\"h3\",route=\"download\"} 2",
-            "xferd_requests_total{agent=\"curl\",protocol=\"h1\",route=\"page\"} 0",
-            "process_resident_memory_bytes",
-        ] {
-            assert!(text.contains(want), "missing {want} in\n{text}");
-        }
-    }
-
-    #[test]
-    fn labelled_families_have_zero_series_from_the_start() {
-        let pool = Pool::new(32 << 10, 1 << 20, 8 << 20);
-        let m = Metrics::new(pool, Arc::new(Profiles::new(true, true, 10, 60)));
-        let text = m.render().unwrap();
-        for p in Protocol::ALL {
-            let p = p.label();
-            for code in ALL_CODES {
-                for dir in ["upload", "download"] {
-                    let want =
-                        format!("xferd_{dir}_errors_total{{code=\"{code}\",protocol=\"{p}\"}} 0");
-                    assert!(text.contains(&want), "missing {want}");
-                }
-            }
-            for fam in [
-                "xferd_buffer_size_changes_total",
-                "xferd_upload_duration_seconds_count",
-                "xferd_upload_chunk_size_bytes_count",
-                "xferd_download_throughput_bytes_per_second_count",
-                "xferd_streams_active",
-            ] {
-                let want = format!("{fam}{{protocol=\"{p}\"}} 0");
-                assert!(text.contains(&want), "missing {want}");
-            }
-        }
-        assert!(text.contains("xferd_storage_retries_total{op=\"commit\"} 0"));
-        assert!(
-            !text.contains("xferd_buffer_size_optimal_bytes{"),
-            "a latest-reading gauge appears with its first reading"
-        );
-        m.buffer_size(Protocol::H2, 65536, true);
-        m.range_request(Protocol::H1);
-        m.chunk(Protocol::H1, 1000, Duration::from_millis(1));
-        let text = m.render().unwrap();
-        for want in [
-            "xferd_buffer_size_optimal_bytes{protocol=\"h2\"} 65536",
-            "xferd_buffer_size_changes_total{protocol=\"h2\"} 1",
-            "xferd_range_requests_total{protocol=\"h1\"} 1",
-            "xferd_upload_chunk_size_bytes_count{protocol=\"h1\"} 1",
-            "xferd_upload_bytes_total{protocol=\"h1\"} 1000",
-        ] {
-            assert!(text.contains(want), "missing {want}");
-        }
-        assert!(!text.contains("xferd_buffer_size_optimal_bytes{protocol=\"h1\"}"));
-        assert!(
-            !text.contains("xferd_network_rtt_seconds{"),
-            "no reading yet"
-        );
-    }
-}
+mod tests;

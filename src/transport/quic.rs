@@ -70,7 +70,9 @@ pub fn bind_udp(
 /// the connection's driver is starved of CPU by request handlers on the same workers, that
 /// queue grows without bound (measured: 780 MB for one fast 1 GiB upload with 32 KB
 /// buffers; quinn-rs/quinn#599). On its own thread the driver keeps up, acknowledges, and
-/// flow control bounds the memory again.
+/// flow control bounds the memory again. (What remained after that, h3's own receive buffer
+/// growing past flow control under a fast upload, hyperium/h3#308, is bounded by the guard
+/// in [`super::h3_guard`].)
 #[derive(Debug)]
 pub struct QuicRuntime(pub tokio::runtime::Handle);
 
