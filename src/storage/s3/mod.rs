@@ -323,6 +323,37 @@ impl S3Store {
         }
     }
 
+    /// UploadPart: `body` as part `number` of `upload_id` on the object `full`, signed with
+    /// its SHA-256 (`sha256`, hex); the part's ETag.
+    pub(crate) async fn upload_part(
+        &self,
+        full: &str,
+        upload_id: &str,
+        number: u32,
+        body: bytes::Bytes,
+        sha256: String,
+    ) -> Result<String> {
+        let resp = self
+            .inner
+            .client
+            .send(
+                client::Call::new(Op::UploadPart, Method::PUT, Some(full))
+                    .query("partNumber", number.to_string())
+                    .query("uploadId", upload_id)
+                    .body(body, Some(sha256)),
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(resp.error().await);
+        }
+        let etag = resp
+            .header("etag")
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::Other(io::Error::other("UploadPart answered no ETag")))?;
+        resp.drain().await?;
+        Ok(etag)
+    }
+
     /// Unfinished multipart uploads under the store's prefix: (key, upload id).
     pub async fn multipart_uploads(&self) -> Result<Vec<(String, String)>> {
         let call = client::Call::new(Op::ListMultipartUploads, Method::GET, None)

@@ -214,22 +214,10 @@ impl S3Parts {
         })
         .await
         .map_err(|e| other(e.to_string()))?;
-        let resp = (self.s3.client())
-            .send(
-                Call::new(Op::UploadPart, Method::PUT, Some(target))
-                    .query("partNumber", number.to_string())
-                    .query("uploadId", upload_id)
-                    .body(body, Some(sha)),
-            )
+        let etag = self
+            .s3
+            .upload_part(target, upload_id, number, body, sha)
             .await?;
-        if !resp.status.is_success() {
-            return Err(resp.error().await);
-        }
-        let etag = resp
-            .header("etag")
-            .map(str::to_string)
-            .ok_or_else(|| other("UploadPart answered no ETag"))?;
-        resp.drain().await?;
         Ok((etag, running))
     }
 

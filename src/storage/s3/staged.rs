@@ -170,24 +170,9 @@ impl Shared {
         })
         .await
         .map_err(|e| other(&e.to_string()))?;
-        let resp = self
-            .store
-            .client()
-            .send(
-                Call::new(Op::UploadPart, Method::PUT, Some(&self.key))
-                    .query("partNumber", number.to_string())
-                    .query("uploadId", upload_id)
-                    .body(body, Some(sha)),
-            )
+        let etag = (self.store)
+            .upload_part(&self.key, upload_id, number, body, sha)
             .await?;
-        if !resp.status.is_success() {
-            return Err(resp.error().await);
-        }
-        let etag = resp
-            .header("etag")
-            .map(str::to_string)
-            .ok_or_else(|| other("UploadPart answered no ETag"))?;
-        resp.drain().await?;
         Ok((number, etag))
     }
 
