@@ -321,22 +321,6 @@ async fn b_starting_does_not_delete_what_a_has_in_progress() {
     .await;
 }
 
-/// Asserts the answer of a resumable request while Redis is down.
-fn assert_store_unavailable(r: &Reply, what: &str) {
-    assert_eq!(r.status, 503, "{what}: {:?}", r.body);
-    assert_eq!(
-        r.header("xferd-error"),
-        Some("session_store_unavailable"),
-        "{what}"
-    );
-    let wait: u64 = r
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .unwrap();
-    assert!(wait >= 1, "{what}");
-}
-
 #[tokio::test]
 async fn with_redis_down_resumable_uploads_get_503_and_plain_put_and_get_keep_working() {
     limited(async {

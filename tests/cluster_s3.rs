@@ -277,21 +277,6 @@ async fn a_file_uploaded_through_a_downloads_from_b_with_ranges() {
     .await;
 }
 
-fn assert_store_unavailable(r: &Reply, what: &str) {
-    assert_eq!(r.status, 503, "{what}: {:?}", r.body);
-    assert_eq!(
-        r.header("xferd-error"),
-        Some("session_store_unavailable"),
-        "{what}"
-    );
-    let wait: u64 = r
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .unwrap();
-    assert!(wait >= 1, "{what}");
-}
-
 /// Redis stopped, on the s3 backend: resumable requests get 503 + Retry-After with a
 /// stable code, signed PUT and GET keep working, and service resumes when Redis is back.
 #[tokio::test]

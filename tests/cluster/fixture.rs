@@ -311,3 +311,19 @@ pub fn sha(b: &[u8]) -> String {
 pub fn session_id(loc: &str) -> &str {
     loc.rsplit('/').next().unwrap()
 }
+
+/// Asserts the answer of a resumable request while Redis is down.
+pub fn assert_store_unavailable(r: &Reply, what: &str) {
+    assert_eq!(r.status, 503, "{what}: {:?}", r.body);
+    assert_eq!(
+        r.header("xferd-error"),
+        Some("session_store_unavailable"),
+        "{what}"
+    );
+    let wait: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(wait >= 1, "{what}");
+}
