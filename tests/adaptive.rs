@@ -6,11 +6,6 @@ mod common;
 
 use common::*;
 use xferd::client::Proto;
-use xferd::core::auth::Scheme;
-
-fn v3(method: &str, rel: &str) -> String {
-    signed("", Scheme::V3, method, rel, 0, "", now_unix() + 600)
-}
 
 /// The value of one sample line (`name{labels} value`) in a text exposition.
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -12,7 +12,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use xferd::client::Proto;
 
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const FIELDS: [&str; 9] = [
     "bytes", "client", "code", "method", "path", "protocol", "sha256", "status", "time",
 ];

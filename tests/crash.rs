@@ -30,11 +30,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wire::v3; // an hour of validity for the long crash loop, not common's 10 minutes
 use wire::*;
 use xferd::client::{Client, Proto};
 use xferd::core::auth::Scheme;
 
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const MAX_LEN: u64 = 1 << 20;
 const HFS_CHUNK: u64 = 256 << 10;
 

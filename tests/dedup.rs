@@ -15,7 +15,6 @@ use xferd::admin::cli::{call, CliError};
 use xferd::client::Proto;
 
 const TOKEN: &str = "admin-test-token-0123456789";
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 
 fn tweak(c: &mut xferd::config::Config) {
     c.deduplication.enabled = true;

@@ -9,7 +9,6 @@ use common::*;
 use std::time::Duration;
 use xferd::client::Proto;
 
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const MAX_AGE: Duration = Duration::from_secs(4);
 
 fn metric(text: &str, name: &str) -> u64 {

@@ -16,8 +16,6 @@ use xferd::config::{Config, QuotaPrefixConfig};
 use xferd::core::auth::Scheme;
 use xferd::core::quota::Usage;
 
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
-
 fn caps(c: &mut Config) {
     c.quota.total = 100_000;
     c.quota.prefixes = Proto::ALL

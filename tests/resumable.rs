@@ -12,17 +12,11 @@ use sha1::Digest as _;
 use xferd::client::Proto;
 use xferd::core::auth::Scheme;
 
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
-
 /// A tus creation `POST` (no body) to a signed URL.
 async fn tus_create(c: &mut xferd::client::Client, url: &str, headers: &[(&str, &str)]) -> Reply {
     let mut h = vec![TUS];
     h.extend_from_slice(headers);
     request(c, "POST", url, &h, None).await
-}
-
-fn v3(method: &str, rel: &str) -> String {
-    signed("", Scheme::V3, method, rel, 0, "", now_unix() + 600)
 }
 
 #[tokio::test]

@@ -22,15 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use xferd::client::{Client, Proto};
-use xferd::core::auth::Scheme;
 
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const OFFSET_STREAM: (&str, &str) = ("content-type", "application/offset+octet-stream");
 const PARTIAL_UPLOAD: (&str, &str) = ("content-type", "application/partial-upload");
-
-fn v3(method: &str, rel: &str) -> String {
-    signed("", Scheme::V3, method, rel, 0, "", now_unix() + 600)
-}
 
 /// The HFS creation URL for `rel` (the v3 signature covers the target path).
 fn hfs_url(rel: &str) -> String {

@@ -249,20 +249,7 @@ async fn a_tus_upload_completes_into_the_bucket() {
     let mut c = e.srv.client(Proto::H2).await;
     let rel = "tus/file.bin";
     let data = pattern(10, 0, (PART + 4321) as usize);
-    let url = signed(
-        "",
-        xferd::core::auth::Scheme::V3,
-        "POST",
-        rel,
-        0,
-        "",
-        now_unix() + 600,
-    );
-    let len = data.len().to_string();
-    let tus = ("tus-resumable", "1.0.0");
-    let r = request(&mut c, "POST", &url, &[tus, ("upload-length", &len)], None).await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let loc = r.header("location").unwrap().to_string();
+    let loc = tus_create(&mut c, rel, data.len()).await;
     let ct = ("content-type", "application/offset+octet-stream");
     let cut = 1_000_000;
     let mut appended = Vec::new();
@@ -273,7 +260,7 @@ async fn a_tus_upload_completes_into_the_bucket() {
             &mut c,
             "PATCH",
             &loc,
-            &[tus, ct, ("upload-offset", &off), ("content-length", &n)],
+            &[TUS, ct, ("upload-offset", &off), ("content-length", &n)],
             Some(body_once(data.slice(from..to))),
         )
         .await;

@@ -393,20 +393,7 @@ async fn seaweedfs_stopped_mid_upload_gives_503s_then_the_upload_completes() {
         let mut c = srv.client(xferd::client::Proto::H1).await;
         let data = pattern(9, 0, 12 * MIB);
         let rel = "restart/tus.bin";
-        let url = signed(
-            "",
-            xferd::core::auth::Scheme::V3,
-            "POST",
-            rel,
-            0,
-            "",
-            now_unix() + 600,
-        );
-        let len = data.len().to_string();
-        let h = [("tus-resumable", "1.0.0"), ("upload-length", len.as_str())];
-        let r = request(&mut c, "POST", &url, &h, None).await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        let loc = r.header("location").unwrap().to_string();
+        let loc = tus_create(&mut c, rel, data.len()).await;
         let first = 6 * MIB;
         let r = tus_patch(&c, &loc, 0, data.slice(..first)).await;
         assert_eq!(r.status, 204, "{:?}", r.body);
@@ -502,20 +489,7 @@ async fn s3_requests_per_tus_patch_through_the_server() {
         let mut c = e.srv.client(xferd::client::Proto::H1).await;
         let data = pattern(12, 0, 10 * MIB);
         let rel = "counted/tus.bin";
-        let url = signed(
-            "",
-            xferd::core::auth::Scheme::V3,
-            "POST",
-            rel,
-            0,
-            "",
-            now_unix() + 600,
-        );
-        let len = data.len().to_string();
-        let h = [("tus-resumable", "1.0.0"), ("upload-length", len.as_str())];
-        let r = request(&mut c, "POST", &url, &h, None).await;
-        assert_eq!(r.status, 201, "{:?}", r.body);
-        let loc = r.header("location").unwrap().to_string();
+        let loc = tus_create(&mut c, rel, data.len()).await;
         let mut costs = Vec::new();
         for (from, to) in [(0, MIB), (MIB, 9 * MIB), (9 * MIB, 10 * MIB)] {
             let before = metric_ops(&e.srv).await;

@@ -15,7 +15,6 @@ use xferd::client::Proto;
 use xferd::core::auth::Scheme;
 
 const PROTOS: [Proto; 2] = [Proto::H1, Proto::H3];
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 
 async fn server(clamd: &Clamd, fail_open: bool, max_size: u64) -> TestServer {
     let socket = clamd.socket.clone();

@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use xferd::client::{Client, Proto};
-use xferd::core::auth::Scheme;
 
-pub const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 pub const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
 
 /// The storage the instances share.
@@ -246,29 +244,11 @@ pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-pub fn v3(method: &str, rel: &str) -> String {
-    signed("", Scheme::V3, method, rel, 0, "", now_unix() + 600)
-}
-
 /// Every test runs within this.
 pub async fn limited(f: impl std::future::Future<Output = ()>) {
     tokio::time::timeout(Duration::from_secs(90), f)
         .await
         .expect("test finished within its time limit");
-}
-
-pub async fn tus_create(c: &mut Client, rel: &str, len: usize) -> String {
-    let len = len.to_string();
-    let r = request(
-        c,
-        "POST",
-        &v3("POST", rel),
-        &[TUS, ("upload-length", &len)],
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 201, "tus create: {:?}", r.body);
-    r.header("location").unwrap().to_string()
 }
 
 pub async fn tus_offset(c: &mut Client, loc: &str) -> u64 {

@@ -324,3 +324,34 @@ pub fn client_options(
         local_probe: Default::default(),
     }
 }
+
+/// The tus protocol header.
+pub const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
+
+/// A v3-signed URL (path and query) for `method` on `rel`, valid for 10 minutes.
+pub fn v3(method: &str, rel: &str) -> String {
+    signed(
+        "",
+        xferd::core::auth::Scheme::V3,
+        method,
+        rel,
+        0,
+        "",
+        now_unix() + 600,
+    )
+}
+
+/// Creates a tus upload of `len` bytes at `rel` (v3-signed); its location.
+pub async fn tus_create(c: &mut Client, rel: &str, len: usize) -> String {
+    let len = len.to_string();
+    let r = request(
+        c,
+        "POST",
+        &v3("POST", rel),
+        &[TUS, ("upload-length", &len)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 201, "tus create: {:?}", r.body);
+    r.header("location").unwrap().to_string()
+}

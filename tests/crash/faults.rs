@@ -19,10 +19,7 @@ use bytes::Bytes;
 use std::path::Path;
 use std::time::Duration;
 use xferd::client::{Client, Proto};
-use xferd::core::auth::Scheme;
 use xferd::core::body::{BodyError, BodyStream};
-
-const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(120), f)
@@ -42,10 +39,6 @@ fn files(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
-}
-
-fn v3(method: &str, rel: &str) -> String {
-    signed("", Scheme::V3, method, rel, 0, "", now_unix() + 600)
 }
 
 /// `first` bytes of `data`, then the rest once `go` fires (or never, if it is dropped).
