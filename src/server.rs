@@ -590,9 +590,8 @@ async fn bind_pair(
 ) -> anyhow::Result<(TcpListener, std::net::UdpSocket, usize, usize)> {
     let mut last_err = None;
     for _ in 0..20 {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding TCP {addr}"))?;
+        let listener =
+            crate::transport::tcp::listen(addr).with_context(|| format!("binding TCP {addr}"))?;
         let bound = listener.local_addr()?;
         match quic::bind_udp(bound, tuning) {
             Ok((udp, rx, tx)) => return Ok((listener, udp, rx, tx)),

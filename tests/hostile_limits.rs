@@ -229,3 +229,122 @@ async fn quic_half_open_handshakes_leave_room_for_new_clients() {
     drop(held);
     srv.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// HTTP/2 slowloris: a request head dripped a byte at a time.
+
+/// An HTTP/2 connection that has not completed its first request head within
+/// `header_read_timeout` is closed, however steadily it drips bytes (the idle watchdog
+/// counts bytes; hyper has no HTTP/2 head timeout). A connection that sent a request in
+/// time is not affected.
+#[tokio::test]
+async fn h2_connection_dripping_its_first_head_is_closed_at_the_head_deadline() {
+    let _serial = SERIAL.lock().await;
+    let srv = TestServer::start_with(|c| {
+        c.server.header_read_timeout = Duration::from_secs(1);
+        c.server.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
+        let cfg = xferd::client::tls_config(&srv.roots, &[b"h2"]).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        tls
+    };
+    let block = hpack(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", "/health"),
+    ]);
+    let headers = h2_frame(0x1, 0x5, 1, &block);
+
+    // The slow one: preface and SETTINGS at once, then the HEADERS frame a byte every 100 ms
+    // (it would take about 4 s), reading whatever the server sends meanwhile.
+    let mut slow = connect().await;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    slow.write_all(&out).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(slow);
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return Instant::now(),
+                Ok(_) => {}
+            }
+        }
+    });
+    let drip = tokio::spawn(async move {
+        for b in headers {
+            if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    });
+    let closed_at = tokio::time::timeout(Duration::from_secs(8), reader)
+        .await
+        .expect("the server closes the dripping connection")
+        .unwrap();
+    let after = closed_at - start;
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "closed {after:?} after the handshake (header_read_timeout is 1 s)"
+    );
+    drip.abort();
+
+    // A connection whose first request came in time stays open past the deadline and keeps
+    // being served.
+    let mut fine = connect().await;
+    let block = hpack(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", "/health"),
+    ]);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    out.extend(h2_frame(0x1, 0x5, 1, &block));
+    fine.write_all(&out).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fine.write_all(&h2_frame(0x1, 0x5, 3, &block))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let served = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut buf = [0u8; 4096];
+        // Stream 3's response HEADERS (type 0x1).
+        loop {
+            let n = fine.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            got.extend_from_slice(&buf[..n]);
+            // Walk the frames received so far (9-byte frame headers).
+            let mut at = 0;
+            while at + 9 <= got.len() {
+                let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+                let stream = u32::from_be_bytes(got[at + 5..at + 9].try_into().unwrap());
+                if got[at + 3] == 0x1 && stream & 0x7fff_ffff == 3 {
+                    return true;
+                }
+                at += 9 + len;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        served,
+        Ok(true),
+        "the second request, after the deadline, is answered"
+    );
+    srv.stop().await;
+}

@@ -2,15 +2,15 @@
 //! hyper's auto builder.
 //!
 //! Accept loop: accept, then take a connection permit (the cap is shared with QUIC); at the
-//! cap, close the idlest keep-alive connection to make room or, if all are busy, close the
-//! new one at once (see [`super::slots`]). Back off exponentially on accept errors (e.g.
+//! cap, close the idlest keep-alive connection and take its permit or, if all are busy, close
+//! the new one at once (see [`super::slots`]); the loop never waits for a slot. Back off exponentially on accept errors (e.g.
 //! EMFILE), stop accepting on shutdown and let hyper's graceful shutdown finish in-flight
-//! requests. Each connection has a TLS handshake deadline, hyper's header-read timeout and
-//! an idle watchdog.
+//! requests. Each connection has a TLS handshake deadline, hyper's header-read timeout (an
+//! HTTP/2 connection: its first request head within the same time) and an idle watchdog.
 
 use super::idle::{Activity, IdleIo};
 use super::linger::Linger;
-use super::slots::{Busy, Registry};
+use super::slots::{Busy, Registration, Registry};
 use super::tcp_info::TcpSource;
 use super::{shutdown_signalled, Protocol, Shared};
 use crate::core::body::{Body, BodyError};
@@ -28,6 +28,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,9 +37,6 @@ use tokio_rustls::TlsAcceptor;
 /// The body type handed to hyper.
 pub type HyperBody = UnsyncBoxBody<Bytes, BodyError>;
 
-/// How long a new connection at the cap waits for the idle connection closed for it to go.
-const SHED_WAIT: Duration = Duration::from_secs(1);
-
 /// HTTP/2 streams per connection, and response bytes h2 may buffer per stream. A client that
 /// opens streams and never reads makes the server hold up to their product per connection
 /// (plus one read chunk per stream): with 256 streams of 1 MiB, 200 unread downloads on one
@@ -46,6 +44,25 @@ const SHED_WAIT: Duration = Duration::from_secs(1);
 /// RFC 9113 section 6.5.2 asks for no fewer than 100 streams.
 const H2_STREAMS: u32 = 128;
 const H2_SEND_BUF: usize = 256 << 10;
+
+/// Length of the kernel's queue of connections not yet accepted (Linux clamps it to
+/// `net.core.somaxconn`, 4096 by default). tokio's `TcpListener::bind` asks for 1024; a
+/// connect flood that outruns the accept loop overflows the queue and a well-behaved
+/// client's dropped SYN costs it the 1 s retransmission timeout.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening TCP socket on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
+/// `TcpListener::bind` sets).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves `listener` until shutdown, then waits up to `grace` for connections to finish.
 pub async fn run(
@@ -75,35 +92,25 @@ pub async fn run(
         let permit = match shared.connections.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => break,
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                let room = if registry.shed_idlest() {
-                    let wait = shared.connections.clone().acquire_owned();
-                    tokio::time::timeout(SHED_WAIT, wait)
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                } else {
-                    None
-                };
-                match room {
-                    Some(p) => p,
-                    None => {
-                        tracing::debug!(%peer, "connection cap reached and no connection idle; closing the new one");
-                        drop(stream);
-                        continue;
-                    }
+            // At the cap: the idlest connection's slot, handed over without waiting for it
+            // to close (super::slots, rule 2).
+            Err(tokio::sync::TryAcquireError::NoPermits) => match registry.shed_idlest() {
+                Some(p) => p,
+                None => {
+                    tracing::debug!(%peer, "connection cap reached and no connection idle; closing the new one");
+                    drop(stream);
+                    continue;
                 }
-            }
+            },
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let alt_svc = alt_svc.clone();
         let shared = shared.clone();
-        let registry = registry.clone();
+        let slot = registry.register(Activity::new(), permit);
         tokio::spawn(async move {
-            serve_connection(stream, peer, tls, alt_svc, &shared, watcher, &registry).await;
-            drop(permit);
+            serve_connection(stream, peer, tls, alt_svc, &shared, watcher, slot).await;
         });
     }
     drop(listener);
@@ -122,11 +129,10 @@ async fn serve_connection(
     alt_svc: Option<HeaderValue>,
     shared: &Shared,
     watcher: hyper_util::server::graceful::Watcher,
-    registry: &Arc<Registry>,
+    slot: Registration,
 ) {
     let limits = shared.limits;
-    let activity = Activity::new();
-    let slot = registry.register(activity.clone());
+    let activity = slot.activity();
     let core = shared.core.clone();
     let in_flight = slot.counter();
     let probe = if limits.readings {
@@ -139,7 +145,10 @@ async fn serve_connection(
         None
     };
     let metrics = shared.metrics.clone();
+    let started = Arc::new(AtomicBool::new(false));
+    let any_request = started.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        any_request.store(true, Ordering::Relaxed);
         let core = core.clone();
         let alt_svc = alt_svc.clone();
         let probe = probe.clone();
@@ -204,6 +213,10 @@ async fn serve_connection(
                     tracing::debug!(%peer, "closing idle connection to make room for a new one");
                     Ok(())
                 }
+                _ = no_first_request(protocol, limits.header_read_timeout, &started) => {
+                    tracing::debug!(%peer, "closing an HTTP/2 connection that sent no request head in time");
+                    Ok(())
+                }
             }
         }
         None => {
@@ -221,6 +234,21 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
+}
+
+/// Resolves when an HTTP/2 connection has not completed its first request head within
+/// `limit` of its TLS handshake; never for HTTP/1.1, where hyper's `header_read_timeout`
+/// covers every head. hyper has no head timeout for HTTP/2, so a client dripping a HEADERS
+/// frame (or only SETTINGS and PINGs) held its connection, and its slot, for as long as it
+/// kept moving bytes (the idle watchdog counts bytes).
+async fn no_first_request(protocol: Protocol, limit: Duration, started: &AtomicBool) {
+    if protocol == Protocol::H2 {
+        tokio::time::sleep(limit).await;
+        if !started.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 async fn handle(
