@@ -12,24 +12,36 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Clone)]
 pub struct Activity {
     start: Instant,
+    /// Milliseconds after `start` that bytes last moved; [`NEVER`] until they first do.
     last_ms: Arc<AtomicU64>,
 }
+
+const NEVER: u64 = u64::MAX;
 
 impl Activity {
     pub fn new() -> Activity {
         Activity {
             start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
+            last_ms: Arc::new(AtomicU64::new(NEVER)),
         }
     }
     fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NEVER - 1);
+        self.last_ms.store(ms.min(NEVER - 1), Ordering::Relaxed);
     }
-    /// Time since bytes last moved.
+    /// Whether any byte has moved since the connection was accepted.
+    pub fn moved(&self) -> bool {
+        self.last_ms.load(Ordering::Relaxed) != NEVER
+    }
+    /// Time since bytes last moved (since the start when none has).
     pub fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
+        let last = match self.last_ms.load(Ordering::Relaxed) {
+            NEVER => 0,
+            ms => ms,
+        };
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
     }
     /// Resolves once the connection has been idle for `limit`.
     pub async fn expired(&self, limit: Duration) {

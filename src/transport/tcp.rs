@@ -176,6 +176,9 @@ async fn serve_connection(
         .keep_alive_interval(Duration::from_secs(30));
     let result = match tls {
         Some(acceptor) => {
+            // Bytes count as activity from the first one, the handshake's included, so that
+            // shedding tells a client mid-handshake from one that never spoke.
+            let stream = IdleIo::new(stream, activity.clone());
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
             let handshake = tokio::select! {
@@ -201,7 +204,7 @@ async fn serve_connection(
                 _ => Protocol::H1,
             };
             let _open = shared.metrics.connection(protocol);
-            let io = TokioIo::new(Linger::new(IdleIo::new(tls_stream, activity.clone())));
+            let io = TokioIo::new(Linger::new(tls_stream));
             let conn = watcher.watch(builder.serve_connection(io, service));
             tokio::select! {
                 r = conn => r,
