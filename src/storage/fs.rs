@@ -4,7 +4,8 @@
 //! `fsync`, `renameat2(RENAME_NOREPLACE)`, directory `fsync`); an existing file is never
 //! overwritten; temporary files are named `.xferd-tmp-*` (a name the path rules refuse, so
 //! they are never served) and are removed on abort, on drop and, after a crash, by
-//! [`FsStorage::sweep_temp_files`] at start-up. Blocking calls run on tokio's blocking pool;
+//! [`FsStorage::sweep_temp_files`] at start-up. Blocking calls run on tokio's blocking pool
+//! (a small download's open and read may run inline: [`FsStorage::set_inline_small_reads`]);
 //! a [`TempFile`] dropped on a runtime thread hands its unlink to that pool too.
 //!
 //! No symbolic link inside the root is ever followed ([`super::dirfd`]): every name is

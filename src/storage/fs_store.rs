@@ -3,7 +3,10 @@
 //! with `pwrite` on the blocking pool; commit is fsync + `renameat2(RENAME_NOREPLACE)` +
 //! directory fsync; reads are positional reads of the opened descriptor (so a download
 //! reads the object it stat-ed); every name is resolved beneath the root without following
-//! links. Every blocking call runs on tokio's blocking pool.
+//! links. Every blocking call runs on tokio's blocking pool, except a download's open, `fstat`
+//! and small read with `[performance] inline_small_reads` (see
+//! [`FsStorage::set_inline_small_reads`]); a staged write starts write-back every
+//! [`WRITEBACK_EVERY`] bytes (see [`FsSink`]).
 
 use super::dirfd::{cstr, os_cstr, Dir, Kind};
 use super::fs::{blocking, is_not_found, read_at, write_at, CommitError, FsStorage, TempFile};
