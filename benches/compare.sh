@@ -176,12 +176,19 @@ start_xferd
 RES="$WORK/results.tsv"   # row server proto run status bytes seconds cpu_ticks
 : >"$RES"
 sign() { "$XFERD" sign --config "$WORK/xferd.toml" --scheme v3 --method PUT --path "$1" --expires 2h; }
+# CPU ticks of a server: the process and its children (nginx's workers).
+tree_ticks() {
+    local t c
+    t=$(cpu_ticks "$1")
+    for c in $(pgrep -P "$1" 2>/dev/null); do t=$((t + $(cpu_ticks "$c"))); done
+    echo "$t"
+}
 # one ROW SERVER PROTO RUN up|down URL SRC PID_FOR_CPU
 one() {
     local r=$1 srv=$2 proto=$3 run=$4 kind=$5 url=$6 src=$7 pid=$8 status secs bytes c0 c1
-    c0=$(cpu_ticks "$pid")
+    c0=$(tree_ticks "$pid")
     read -r status secs bytes <<<"$(measure_transfer "$proto" "$kind" "$url" "$src" "$WORK/err" "$WORK/body" "$XFER_TIMEOUT")"
-    c1=$(cpu_ticks "$pid")
+    c1=$(tree_ticks "$pid")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$srv" "$proto" "$run" "$status" "${bytes%.*}" "$secs" "$((c1 - c0))" >>"$RES"
     log "$r $srv $proto run $run: status $status, $bytes bytes, $secs s"
 }
@@ -214,24 +221,26 @@ if row get; then
     done
 fi
 
-SMALL="$WORK/small.tsv"   # server mode run req_per_s succeeded total
+SMALL="$WORK/small.tsv"   # server mode run req_per_s succeeded total cpu_ticks
 : >"$SMALL"
-h2l() { # server mode run url
-    local out ok total rps
+h2l() { # server mode run url pid
+    local out ok total rps c0 c1
+    c0=$(tree_ticks "$5")
     case $2 in
         h1) out=$(timeout 600 h2load --h1 -n "$SMALL_N" -c 16 "$4" 2>&1 || true) ;;
         h2) out=$(timeout 600 h2load -n $((2 * SMALL_N)) -c 16 -m 10 "$4" 2>&1 || true) ;;
     esac
     rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
     read -r total ok <<<"$(sed -n 's/^requests: \([0-9]*\) total, [0-9]* started, [0-9]* done, \([0-9]*\) succeeded.*/\1 \2/p' <<<"$out")"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${rps:-0}" "${ok:-0}" "${total:-0}" >>"$SMALL"
-    log "small $1 $2 run $3: ${rps:-?} req/s, ${ok:-?}/${total:-?} succeeded"
+    c1=$(tree_ticks "$5")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${rps:-0}" "${ok:-0}" "${total:-0}" "$((c1 - c0))" >>"$SMALL"
+    log "small $1 $2 run $3: ${rps:-?} req/s, ${ok:-?}/${total:-?} succeeded, $((c1 - c0)) CPU ticks"
 }
 if row small; then
     for run in $(seq 1 "$RUNS"); do
         for mode in h1 h2; do
-            h2l xferd "$mode" "$run" "https://127.0.0.1:$XPORT/get/small.bin"
-            h2l nginx "$mode" "$run" "https://127.0.0.1:$NPORT/small.bin"
+            h2l xferd "$mode" "$run" "https://127.0.0.1:$XPORT/get/small.bin" "$XPID"
+            h2l nginx "$mode" "$run" "https://127.0.0.1:$NPORT/small.bin" "$NGPID"
         done
         if [ -n "$OHA" ]; then
             for srv in xferd caddy; do
@@ -241,7 +250,7 @@ if row small; then
                     "https://127.0.0.1:$port$path" 2>&1 || true)
                 rps=$(sed -n 's/^ *Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out" | head -n1)
                 ok=$(sed -n 's/^ *\[200\] \([0-9]*\) responses.*/\1/p' <<<"$out" | head -n1)
-                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$srv" h3 "$run" "${rps:-0}" "${ok:-0}" "$SMALL_N" >>"$SMALL"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$srv" h3 "$run" "${rps:-0}" "${ok:-0}" "$SMALL_N" 0 >>"$SMALL"
                 log "small $srv h3 run $run: ${rps:-?} req/s, ${ok:-?}/$SMALL_N 200s"
             done
         fi
@@ -321,10 +330,14 @@ def add(work, x, p, peer, unit, target):
 
 cpu_up, cpu_down = {}, {}
 for proto, peer in (("h1", "nginx"), ("h2", "nginx"), ("h3", "gtlsserver")):
-    x, xc = speeds("put", "xferd", proto); p, _ = speeds("put", peer, proto)
+    x, xc = speeds("put", "xferd", proto); p, pc = speeds("put", peer, proto)
     if x or p:
         add("PUT %s" % proto, med(x), med(p), peer, "MB/s", 1.0)
     cpu_up[proto] = med(xc)
+    if med(xc) and med(pc):
+        # Server CPU (process and children) per GiB stored; the peer neither hashes nor syncs.
+        table.append(["CPU s/GiB PUT %s" % proto, "%.2f" % med(xc), "%s %.2f" % (peer, med(pc)),
+                      "-", "-", "-"])
 for proto in ("h1", "h2", "h3"):
     x, xc = speeds("get", "xferd", proto)
     cpu_down[proto] = med(xc)
@@ -337,10 +350,20 @@ for proto in ("h1", "h2", "h3"):
 sm = [l.rstrip("\n").split("\t") for l in open(small) if l.strip()]
 def rps(srv, mode):
     return med([float(r[3]) for r in sm if r[0] == srv and r[1] == mode and r[4] == r[5] and float(r[3]) > 0])
+def us_per_req(srv, mode):
+    # Server CPU (process and children) per request; 0 ticks: not measured.
+    v = [int(r[6]) / clk * 1e6 / int(r[5]) for r in sm
+         if r[0] == srv and r[1] == mode and r[4] == r[5] and len(r) > 6 and int(r[6]) > 0]
+    return med(v)
 for mode, peer, tgt in (("h1", "nginx", 1.0), ("h2", "nginx", 1.0), ("h3", "caddy", 2.0)):
     x, p = rps("xferd", mode), rps(peer, mode)
     if x or p:
         add("4 KiB GET %s" % mode, x, p, peer, "req/s", tgt)
+    xc, pc = us_per_req("xferd", mode), us_per_req(peer, mode)
+    if xc and pc:
+        # Lower is better: the ratio is the peer's CPU per request over xferd's.
+        table.append(["CPU us/req 4 KiB GET %s" % mode, "%.1f" % xc, "%s %.1f" % (peer, pc),
+                      "%.2fx" % (pc / xc), "-", "-"])
 if tus not in ("-", ""):
     t = tusmed.split()
     table.append(["tus %s" % "tus-js-client", "%s MB/s" % (t[1] if len(t) > 1 else "?"),

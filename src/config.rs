@@ -309,6 +309,10 @@ pub struct PerformanceConfig {
     /// "bbr" (holds its rate through random loss, e.g. mostly mobile clients; quinn calls
     /// its BBR experimental) or "new-reno".
     pub quic_congestion_control: crate::transport::congestion::Congestion,
+    /// Local storage: open, `fstat` and read a download of at most 32 KiB on the request's
+    /// own runtime thread (page-cache work of microseconds) instead of the blocking pool.
+    /// Off for storage where an open may stall (a network filesystem).
+    pub inline_small_reads: bool,
 }
 
 impl Default for PerformanceConfig {
@@ -328,6 +332,7 @@ impl Default for PerformanceConfig {
             max_profiles: 10_000,
             connection_type_detection: true,
             quic_congestion_control: crate::transport::congestion::Congestion::Cubic,
+            inline_small_reads: true,
         }
     }
 }

@@ -180,12 +180,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .cluster
         .enabled()
         .then(|| std::time::Duration::from_secs(crate::core::resumable::ORPHAN_GRACE_SECS));
+    let inline_small_reads = config.performance.inline_small_reads;
     let (storage, swept) = tokio::task::spawn_blocking(move || {
         if !fs_backend {
             return anyhow::Ok((None, 0));
         }
-        let storage = FsStorage::open(&storage_path)
+        let mut storage = FsStorage::open(&storage_path)
             .with_context(|| format!("opening storage {}", storage_path.display()))?;
+        storage.set_inline_small_reads(inline_small_reads);
         let swept = storage
             .sweep_temp_files_older_than(min_age)
             .context("sweeping temporary files")?;

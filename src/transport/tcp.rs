@@ -269,6 +269,10 @@ async fn handle(
         Protocol::H1
     };
     let _stream = metrics.stream(protocol);
+    // A GET or HEAD whose request has ended has nothing to commit when cut short: it is
+    // handled in this task, without a task of its own (a spawn and a wake-up per request).
+    let inline = matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && hyper::body::Body::is_end_stream(req.body());
     let (parts, incoming) = req.into_parts();
     let trailers: crate::core::body::Trailers = Default::default();
     let slot = trailers.clone();
@@ -291,14 +295,24 @@ async fn handle(
         }),
     );
     let body: CoreBody = Box::pin(Kept::new(body, keep_tx));
-    // Spawned, so that a client resetting its stream (hyper then drops this future) does
-    // not cancel the handler half-way: it sees the body end with an error and commits
+    // Spawned (unless `inline`), so that a client resetting its stream (hyper then drops
+    // this future) does not cancel the handler half-way: it sees the body end with an error and commits
     // what arrived, as on the other transports.
     let mut ctx = Ctx::new(peer.ip(), protocol);
     ctx.probe = probe;
     ctx.trailers = Some(trailers);
-    let handling = tokio::spawn(async move { core.handle(parts, body, ctx).await });
-    let resp = match handling.await {
+    // (Inline, a panic is caught as the spawned task's would be.)
+    let resp = if inline {
+        let handling = std::panic::AssertUnwindSafe(core.handle(parts, body, ctx));
+        futures_util::FutureExt::catch_unwind(handling)
+            .await
+            .map_err(|_| "panicked".to_string())
+    } else {
+        tokio::spawn(async move { core.handle(parts, body, ctx).await })
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let resp = match resp {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "request handler failed");
