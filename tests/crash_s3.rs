@@ -12,6 +12,8 @@
 //! - no multipart upload is left in progress but those of live resumable sessions (the
 //!   staged PUTs a kill cut are aborted by the start-up sweep).
 //!
+//! The object store full and the loss of write permission are in `crash/faults_s3.rs`.
+//!
 //! Uploads go up to 12 MiB on a 5 MiB part size, so staged PUTs and sessions really use
 //! multipart uploads. `cargo test` runs 5 cycles; `interop/crash/run.sh` runs more
 //! (`S3_CYCLES`). `XFERD_CRASH_SEED` replays a run, `XFERD_CRASH_CYCLES` sets the count.
@@ -19,6 +21,10 @@
 //! XFERD_REQUIRE_SERVICES is set).
 
 mod common;
+#[path = "crash/faults_s3.rs"]
+mod faults_s3;
+#[path = "common/fsfull.rs"]
+mod fsfull;
 #[path = "crash/mix.rs"]
 mod mix;
 #[path = "common/s3_env.rs"]
