@@ -18,7 +18,6 @@ use super::common::*;
 use super::fsfull::Tmpfs;
 use super::s3_env;
 use super::wire::{content, sha};
-use bytes::Bytes;
 use std::time::Duration;
 use xferd::client::{Client, Proto};
 use xferd::storage::s3::S3Store;
