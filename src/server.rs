@@ -156,6 +156,20 @@ async fn open_s3(
         .await
         .map_err(|e| anyhow::anyhow!("storage.s3 ({}): {e}", c.endpoint))?;
     tracing::info!(endpoint = %c.endpoint, bucket = %c.bucket, prefix = %c.prefix, "storage: S3 bucket reachable");
+    // Multipart uploads of PUTs a crash cut (the fs backend's temporary-file sweep); on a
+    // shared bucket only those older than the orphan grace. A failure does not stop start-up.
+    let min_age = config
+        .cluster
+        .enabled()
+        .then(|| std::time::Duration::from_secs(crate::core::resumable::ORPHAN_GRACE_SECS));
+    match store.sweep_uploads(min_age).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            count = n,
+            "storage: aborted S3 multipart uploads left by an earlier crash"
+        ),
+        Err(e) => tracing::warn!(error = %e, "storage: sweeping S3 multipart uploads failed"),
+    }
     Ok(Some(store))
 }
 

@@ -60,9 +60,11 @@ pub async fn put(
     }
     // Quota hook: the length is reserved before the body is read (released on failure).
     let reservation = core.quotas.reserve(rel.as_str(), size)?;
+    // A check for the breaker (failures count, a success does not): on S3 `begin` only
+    // reads, and a store that answers reads says nothing about its writes (the commit does).
     let staged = core
         .resilience
-        .run("create", || core.storage.begin(&rel, Some(size)))
+        .run_check("create", || core.storage.begin(&rel, Some(size)))
         .await?;
     // On any error below, `staged` is dropped and the staged bytes removed.
     let started = std::time::Instant::now();

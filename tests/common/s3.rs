@@ -112,16 +112,31 @@ fn answers(port: u16) -> bool {
 /// Returns once the S3 port answers; the bucket may need a moment more (callers poll a
 /// signed HeadBucket, bounded).
 pub fn start() -> Option<SeaweedFs> {
-    start_with(false)
+    start_with(false, None, Vec::new())
 }
 
 /// [`start`], for a test that stops weed and starts it again on the same ports and data
 /// ([`SeaweedFs::stop`], [`SeaweedFs::restart`]); the directory goes on drop.
 pub fn start_restartable() -> Option<SeaweedFs> {
-    start_with(true)
+    start_with(true, None, Vec::new())
 }
 
-fn start_with(keep: bool) -> Option<SeaweedFs> {
+/// [`start_restartable`] with weed's data directory at `data` (e.g. on a small
+/// filesystem; `None`: in its own directory) and `extra` flags for `weed mini`.
+pub fn start_custom(data: Option<PathBuf>, extra: &[&str]) -> Option<SeaweedFs> {
+    start_with(true, data, extra.iter().map(|s| s.to_string()).collect())
+}
+
+/// The identity file with these `actions` (e.g. `["Read", "List"]`: no write).
+fn identities(actions: &[&str]) -> String {
+    let actions: Vec<String> = actions.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"{{"identities":[{{"name":"xferd","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":[{}]}}]}}"#,
+        actions.join(",")
+    )
+}
+
+fn start_with(keep: bool, data: Option<PathBuf>, extra: Vec<String>) -> Option<SeaweedFs> {
     let Some(weed) = binary() else {
         if required() {
             panic!("seaweedfs is required (CI / XFERD_REQUIRE_SERVICES) but `weed` is not installed: run interop/services/install-seaweedfs.sh");
@@ -139,11 +154,40 @@ fn start_with(keep: bool) -> Option<SeaweedFs> {
         .tempdir()
         .expect("tempdir")
         .keep();
-    let config = format!(
-        r#"{{"identities":[{{"name":"xferd","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
-    );
+    // One start at a time in this process (free ports are picked, then bound by weed),
+    // and a new set of ports when weed found one taken meanwhile (by another process).
+    static START: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = START.lock().unwrap_or_else(|e| e.into_inner());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match launch(keep, &weed, &dir, data.clone(), &extra) {
+            Ok(me) => return Some(me),
+            // Another weed just started may still be binding ports of its own: wait a bit.
+            Err(log) if attempt < 5 && log.contains("Port allocation failed") => {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(log) => panic!("weed exited early: see {log}"),
+        }
+    }
+}
+
+/// One start of weed on fresh ports; `Err(log tail)` when it exited before answering.
+fn launch(
+    keep: bool,
+    weed: &std::path::Path,
+    dir: &std::path::Path,
+    data: Option<PathBuf>,
+    extra: &[String],
+) -> Result<SeaweedFs, String> {
+    let (weed, dir, extra) = (weed.to_path_buf(), dir.to_path_buf(), extra.to_vec());
+    let config = identities(&["Admin", "Read", "Write", "List", "Tagging"]);
+    std::fs::create_dir_all(&dir).expect("weed dir");
     std::fs::write(dir.join("s3.json"), config).expect("s3.json");
-    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    let data_dir = data.unwrap_or_else(|| dir.join("data"));
+    // Fresh: weed reloads its flags (the old ports) from `mini.options` in there.
+    let _ = std::fs::remove_dir_all(&data_dir);
+    std::fs::create_dir_all(&data_dir).expect("data dir");
     let [s3, filer, master, volume, admin] = ports();
     let (log_path, data_root) = (dir.join("weed.log"), dir.clone());
     let spawn = move || {
@@ -159,7 +203,7 @@ fn start_with(keep: bool) -> Option<SeaweedFs> {
             .arg("sh")
             .arg(&weed)
             .arg("mini")
-            .arg(format!("-dir={}", data_root.join("data").display()))
+            .arg(format!("-dir={}", data_dir.display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
             .arg(format!("-s3.port={s3}"))
             .arg(format!("-filer.port={filer}"))
@@ -179,6 +223,7 @@ fn start_with(keep: bool) -> Option<SeaweedFs> {
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
             ])
+            .args(&extra)
             .env("XFERD_WEED_DIR", &data_root)
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("log"))
@@ -201,7 +246,12 @@ fn start_with(keep: bool) -> Option<SeaweedFs> {
     };
     while !answers(s3) {
         if let Ok(Some(status)) = me.child.try_wait() {
-            panic!("weed exited early ({status}): see {}", me.log_tail());
+            let log = me.log_tail();
+            let _ = std::fs::remove_file(me.dir.join("weed.log"));
+            // The watchdog took the directory (unless kept): the next attempt makes it again.
+            me.respawn = None;
+            drop(me);
+            return Err(format!("({status}) {log}"));
         }
         if Instant::now() > deadline {
             panic!(
@@ -214,7 +264,7 @@ fn start_with(keep: bool) -> Option<SeaweedFs> {
     if keep {
         me.respawn = Some(Box::new(spawn));
     }
-    Some(me)
+    Ok(me)
 }
 
 impl SeaweedFs {
@@ -256,6 +306,12 @@ impl SeaweedFs {
 }
 
 impl SeaweedFs {
+    /// Rewrites the identity's allowed `actions` (see [`identities`]); weed reads them at
+    /// its next start ([`SeaweedFs::restart`]).
+    pub fn set_actions(&self, actions: &[&str]) {
+        std::fs::write(self.dir.join("s3.json"), identities(actions)).expect("s3.json");
+    }
+
     /// Stops weed (killed by its PID through the watchdog) and waits, bounded, for it.
     pub fn stop(&mut self) {
         drop(self.stdin.take());

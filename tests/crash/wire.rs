@@ -48,13 +48,24 @@ pub(crate) fn write_config(dir: &Path, port: u16) -> PathBuf {
     cfg
 }
 
+/// The real binary on `cfg`; its log is appended to `$XFERD_CRASH_LOG` when that is set
+/// (for a failed run), else discarded.
 pub(crate) fn spawn_server(cfg: &Path) -> Proc {
+    let log = || match std::env::var_os("XFERD_CRASH_LOG") {
+        Some(p) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+        None => Stdio::null(),
+    };
     Proc(
         Command::new(env!("CARGO_BIN_EXE_xferd"))
             .args(["serve", "--config"])
             .arg(cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log())
+            .stderr(log())
             .spawn()
             .unwrap(),
     )
@@ -154,6 +165,8 @@ pub(crate) struct Sess {
     pub(crate) rel: String,
     pub(crate) seed: u64,
     pub(crate) total: u64,
+    /// HFS: the session's chunk size (from the server's answer to the creation).
+    pub(crate) chunk: u64,
     /// The highest offset the server acknowledged.
     pub(crate) acked: u64,
     pub(crate) busy: bool,
@@ -228,13 +241,21 @@ pub(crate) async fn append(
             Some((at, last && at == s.total))
         }
         Kind::Hfs => {
-            let n = (off / HFS_CHUNK).to_string();
+            let n = (off / s.chunk).to_string();
             let h = [
                 ("x-upload-session-id", s.loc.as_str()),
                 ("x-chunk-number", n.as_str()),
                 ("content-length", len.as_str()),
             ];
             let r = try_req(c, "PUT", "/chunked-upload", &h, Some(paced(piece))).await?;
+            if r.status != 200 && std::env::var_os("XFERD_CRASH_LOG").is_some() {
+                eprintln!(
+                    "HFS chunk {n} of {}: {} {}",
+                    s.loc,
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                );
+            }
             (r.status == 200).then_some(())?;
             let done = r.json()["completed"] == true;
             Some((if done { s.total } else { end }, done))
@@ -242,10 +263,10 @@ pub(crate) async fn append(
     }
 }
 
-/// The end of the next piece from `off`: HFS pieces are whole chunks, others random.
-pub(crate) fn piece_end(kind: Kind, off: u64, total: u64, rng: &mut impl Rng) -> u64 {
-    match kind {
-        Kind::Hfs => (off / HFS_CHUNK * HFS_CHUNK + HFS_CHUNK).min(total),
-        _ => (off + rng.random_range(32u64 << 10..=384 << 10)).min(total),
+/// The end of the next piece of `s` from `off`: HFS pieces are whole chunks, others random.
+pub(crate) fn piece_end(s: &Sess, off: u64, rng: &mut impl Rng) -> u64 {
+    match s.kind {
+        Kind::Hfs => (off / s.chunk * s.chunk + s.chunk).min(s.total),
+        _ => (off + rng.random_range(32u64 << 10..=384 << 10)).min(s.total),
     }
 }

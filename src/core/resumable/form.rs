@@ -57,7 +57,8 @@ pub async fn upload(
         let reservation = core.quotas.reserve(rel.as_str(), declared)?;
         let staged = core
             .resilience
-            .run("create", || core.storage.begin(&rel, None))
+            // Failures count, a success does not (see `upload::put`: the commit does).
+            .run_check("create", || core.storage.begin(&rel, None))
             .await?;
         let started = std::time::Instant::now();
         let digests = Digests {

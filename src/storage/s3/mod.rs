@@ -8,7 +8,8 @@
 //!   multipart upload of equal parts of `part_size` with at most `max_parts_in_flight`
 //!   parts in memory (the one filling included); commit is PutObject or
 //!   CompleteMultipartUpload with `If-None-Match: *` (412 or 409: [`StoreError::Exists`]);
-//!   any failure, an abort or a drop aborts the multipart upload.
+//!   any failure, an abort or a drop aborts the multipart upload; those a killed process
+//!   left are aborted by the start-up sweep (`sweep.rs`, [`S3Store::sweep_uploads`]).
 //! - Reads (`object.rs`) are ranged GETs pinned to the ETag (`If-Match`); consecutive
 //!   `read_at` calls are served from one streaming GET (windows that double, 4 MiB to
 //!   1 GiB), re-issued on a seek or after an error.
@@ -29,6 +30,7 @@ mod object;
 pub mod parts;
 pub mod sigv4;
 mod staged;
+mod sweep;
 pub mod xml;
 
 use super::key::Key;
