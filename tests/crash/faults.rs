@@ -9,8 +9,8 @@
 //! - a full state directory (the session store cannot commit) refuses new sessions and
 //!   appends with a stable code, leaves no session data behind, and recovers;
 //! - a read-only remount of the storage mid-run gives 5xx with stable codes, the storage
-//!   breaker opens (503 with `Retry-After`) and closes again once the storage is writable,
-//!   and nothing stored before is changed.
+//!   breaker for writes opens (503 with `Retry-After`) while downloads go on, it closes
+//!   again once the storage is writable, and nothing stored before is changed.
 
 use super::walk;
 use crate::common::*;
@@ -329,6 +329,13 @@ async fn a_read_only_remount_is_5xx_opens_the_breaker_and_recovers() {
             "breaker open"
         );
         assert_eq!(breaker_open(&c).await, Some(1.0));
+        // Reads have a breaker of their own: downloads go on while writes are refused.
+        let g = get(&mut c, "/ro/keep.bin", &[]).await;
+        assert_eq!(
+            (g.status.as_u16(), crate::sha(&g.body)),
+            (200, crate::sha(&keep)),
+            "a download while the write breaker is open"
+        );
 
         fs.remount(false);
         // After the breaker's cool-down, a probe succeeds and closes it.
