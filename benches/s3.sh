@@ -114,7 +114,15 @@ weed() {
     fi
     command weed "$@"
 }
-weed_start "$WORK/weed" xs3 tuspeer xcluster || exit 1
+# A port weed_port found free can be taken before weed binds it (busy loopback on a shared
+# machine: weed exits at once with "Port allocation failed"): try three times.
+for try in 1 2 3; do
+    weed_start "$WORK/weed" xs3 tuspeer xcluster && break
+    [ "$try" = 3 ] && exit 1
+    stop_pid "$WEED_PID"
+    rm -rf "$WORK/weed"
+    log "SeaweedFS start $try failed, trying again"
+done
 PIDS+=("$WEED_PID")
 redis_start "$WORK/redis" || exit 1
 PIDS+=("$REDIS_PID")
