@@ -103,8 +103,16 @@ fi
 # SeaweedFS tuning, the same for every row (xferd, the direct boto3 rows and the peer):
 # weed_start (interop/cluster/lib.sh) runs `weed mini ... &`; this wrapper puts
 # WEED_TUNING in front of its flags (exec: the PID weed_start keeps is weed's own).
-# Measured with benches/tus-s3/direct_s3.py (boto3 multipart, 8 MiB x 4, 256 MiB), see
-# the README's S3 benchmark note for the figures.
+# Default: none. Measured 2026-12-02 with benches/tus-s3/direct_s3.py (boto3, 256 MiB,
+# multipart 8 MiB x 4 and one PutObject, fresh weed each, 2 cores shared with other
+# builds at load 13-17), MB/s multipart / PutObject: no flag left the run-to-run spread
+# of the defaults (three starts: 21-43 / 22-46): -filer.maxMB=8 (chunks = parts; default
+# 4) 25-34 / 29, =16 22-39 / 22-28, =64 21-25 / 18, -master.volumePreallocate 23-46 /
+# 39-44, that with -filer.maxMB=8 -volume.fileSizeLimitMB=1024 41-49 / 52 (one start).
+# What bounds SeaweedFS here is CPU: weed mini spends
+# about 11 ms of CPU per MB stored whoever uploads (xferd 3.2 ms/MB; the report's "CPU
+# time" lines), so on 2 shared cores it cannot pass ~90 MB/s with one core to itself.
+# (-volume.index=memory is the default; -master.volumeSizeLimitMB is auto-set to 1024.)
 WEED_TUNING=${WEED_TUNING-}
 weed() {
     if [ "${1:-}" = mini ]; then
