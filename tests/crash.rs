@@ -17,6 +17,8 @@
 //! printed; `XFERD_CRASH_SEED` replays a run, `XFERD_CRASH_CYCLES` sets the cycle count.
 
 mod common;
+#[path = "crash/cycles.rs"]
+mod cycles;
 #[path = "crash/faults.rs"]
 mod faults;
 #[path = "common/fsfull.rs"]
@@ -28,12 +30,10 @@ mod wire;
 
 use common::*;
 use mix::*;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use wire::*;
-use xferd::client::{Client, Proto};
 
 const MAX_LEN: u64 = 1 << 20;
 const HFS_CHUNK: u64 = 256 << 10;
@@ -123,126 +123,29 @@ fn check_storage(data: &Path, l: &Shared, cycle: usize, remove: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_cycles_keep_every_acknowledged_byte() {
-    let cycles: usize = std::env::var("XFERD_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let seed: u64 = std::env::var("XFERD_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    const WORKERS: usize = 6;
+    let (cycles, seed) = cycles::cycles_and_seed(10);
     eprintln!(
-        "crash: seed {seed} (XFERD_CRASH_SEED={seed} replays), {cycles} cycles, {WORKERS} clients"
+        "crash: seed {seed} (XFERD_CRASH_SEED={seed} replays), {cycles} cycles, {} clients",
+        cycles::WORKERS
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = write_config(dir.path(), port);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let lp = cycles::Loop {
+        cfg: write_config(dir.path(), port),
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        cert: dir.path().join("state/cert.pem"),
+        max_len: MAX_LEN,
+        kill_after_ms: 200..1500,
+    };
     let data = dir.path().join("data");
-    let cert = dir.path().join("state/cert.pem");
     let l: Shared = Arc::default();
     let started = std::time::Instant::now();
-
-    for cycle in 0..cycles {
-        let mut proc = spawn_server(&cfg);
-        let roots = wait_ready(addr, &cert).await;
-        if cycle > 0 {
-            check_storage(&data, &l, cycle, true);
-            // Every session: offset at least the acknowledged one; about half are completed
-            // now (and their bytes checked), the rest are left to later cycles' clients.
-            let c = Client::connect(Proto::H2, addr, "localhost", &roots)
-                .await
-                .expect("client after restart");
-            let sids: Vec<u64> = l.lock().unwrap().sessions.keys().copied().collect();
-            for sid in sids {
-                let all = rng.random_bool(0.5);
-                advance(&c, &l, sid, if all { None } else { Some(0) }, &mut rng).await;
-            }
-        }
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|w| {
-                tokio::spawn(worker(
-                    addr,
-                    roots.clone(),
-                    l.clone(),
-                    format!("c{cycle}/w{w}"),
-                    rng.random(),
-                    MAX_LEN,
-                ))
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(proc.0.id() as i32, libc::SIGKILL) };
-        proc.0.wait().unwrap();
-        for w in &workers {
-            w.abort();
-        }
-        for w in workers {
-            let _ = w.await;
-        }
-        for s in l.lock().unwrap().sessions.values_mut() {
-            s.busy = false;
-        }
-    }
-    // Last restart: check, then complete every session.
-    let _proc = spawn_server(&cfg);
-    let roots = wait_ready(addr, &cert).await;
-    check_storage(&data, &l, cycles, true);
-    let c = Client::connect(Proto::H2, addr, "localhost", &roots)
-        .await
-        .unwrap();
-    let sids: Vec<u64> = l.lock().unwrap().sessions.keys().copied().collect();
-    for sid in sids {
-        if !advance(&c, &l, sid, None, &mut rng).await {
-            let s = l.lock().unwrap().sessions.get(&sid).cloned();
-            if let Some(s) = s {
-                l.lock().unwrap().violations.push(format!(
-                    "{:?} session {} ({}): did not complete when resumed",
-                    s.kind, s.loc, s.rel
-                ));
-            }
-        }
-    }
-    // One acknowledged file per protocol, read back through the server too.
-    let some: Vec<(String, String)> = l
-        .lock()
-        .unwrap()
-        .done
-        .iter()
-        .take(3)
-        .map(|(rel, (want, _, _))| (rel.clone(), want.clone()))
-        .collect();
-    for (proto, (rel, want)) in Proto::ALL.iter().zip(some) {
-        let c = Client::connect(*proto, addr, "localhost", &roots)
-            .await
-            .unwrap();
-        let r = try_req(&c, "GET", &format!("/{}", encode_path(&rel)), &[], None).await;
-        if r.as_ref().map(|r| sha(&r.body)) != Some(want) {
-            panic!("GET /{rel} over {}: wrong bytes", label(*proto));
-        }
-    }
+    let _proc = cycles::run(&lp, cycles, &mut rng, &l, |cycle, remove| {
+        check_storage(&data, &l, cycle, remove);
+        std::future::ready(())
+    })
+    .await;
     check_storage(&data, &l, cycles + 1, false);
-    let g = l.lock().unwrap();
-    eprintln!(
-        "crash report: seed {seed} | cycles {cycles} | acknowledged uploads {} ({} bytes) | requests cut by kills {} | sessions left {} | uploads verified {} | bytes verified {} | violations {} | {:.1} s",
-        g.acked_uploads,
-        g.acked_bytes,
-        CUT.load(std::sync::atomic::Ordering::Relaxed),
-        g.sessions.len(),
-        g.uploads_verified,
-        g.bytes_verified,
-        g.violations.len(),
-        started.elapsed().as_secs_f64()
-    );
-    for v in &g.violations {
-        eprintln!("VIOLATION (seed {seed}): {v}");
-    }
-    assert!(
-        g.violations.is_empty(),
-        "{} violations (seed {seed})",
-        g.violations.len()
-    );
+    cycles::report("fs", seed, cycles, &l, started);
 }

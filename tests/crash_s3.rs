@@ -21,6 +21,8 @@
 //! XFERD_REQUIRE_SERVICES is set).
 
 mod common;
+#[path = "crash/cycles.rs"]
+mod cycles;
 #[path = "crash/faults_s3.rs"]
 mod faults_s3;
 #[path = "common/fsfull.rs"]
@@ -34,7 +36,7 @@ mod wire;
 
 use common::*;
 use mix::*;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -197,129 +199,32 @@ async fn kill_9_cycles_on_s3_keep_every_acknowledged_byte() {
     let Some(weed) = s3_env::seaweed() else {
         return;
     };
-    let cycles: usize = std::env::var("XFERD_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let seed: u64 = std::env::var("XFERD_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    const WORKERS: usize = 6;
+    let (cycles, seed) = cycles::cycles_and_seed(5);
     eprintln!(
-        "crash s3: seed {seed} (XFERD_CRASH_SEED={seed} replays), {cycles} cycles, {WORKERS} clients"
+        "crash s3: seed {seed} (XFERD_CRASH_SEED={seed} replays), {cycles} cycles, {} clients",
+        cycles::WORKERS
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let prefix = s3_env::unique_prefix("crash");
-    let cfg = write_s3_config(dir.path(), port, &weed.endpoint, &prefix);
     let store = s3_env::store_at(&weed.endpoint, &prefix);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let cert = dir.path().join("state/cert.pem");
+    let lp = cycles::Loop {
+        cfg: write_s3_config(dir.path(), port, &weed.endpoint, &prefix),
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        cert: dir.path().join("state/cert.pem"),
+        max_len: MAX_LEN,
+        kill_after_ms: 300..2000,
+    };
     let l: Shared = Arc::default();
     let started = std::time::Instant::now();
-
-    for cycle in 0..cycles {
-        let mut proc = spawn_server(&cfg);
-        let roots = wait_ready(addr, &cert).await;
-        if cycle > 0 {
-            check_bucket(&store, &prefix, &l, cycle, true).await;
-            let c = Client::connect(Proto::H2, addr, "localhost", &roots)
-                .await
-                .expect("client after restart");
-            let sids: Vec<u64> = l.lock().unwrap().sessions.keys().copied().collect();
-            for sid in sids {
-                let all = rng.random_bool(0.5);
-                advance(&c, &l, sid, if all { None } else { Some(0) }, &mut rng).await;
-            }
-        }
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|w| {
-                tokio::spawn(worker(
-                    addr,
-                    roots.clone(),
-                    l.clone(),
-                    format!("c{cycle}/w{w}"),
-                    rng.random(),
-                    MAX_LEN,
-                ))
-            })
-            .collect();
-        let wait = rng.random_range(300..2000);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(proc.0.id() as i32, libc::SIGKILL) };
-        proc.0.wait().unwrap();
-        for w in &workers {
-            w.abort();
-        }
-        for w in workers {
-            let _ = w.await;
-        }
-        for s in l.lock().unwrap().sessions.values_mut() {
-            s.busy = false;
-        }
-    }
-    let _proc = spawn_server(&cfg);
-    let roots = wait_ready(addr, &cert).await;
-    check_bucket(&store, &prefix, &l, cycles, true).await;
-    let c = Client::connect(Proto::H2, addr, "localhost", &roots)
-        .await
-        .unwrap();
-    let sids: Vec<u64> = l.lock().unwrap().sessions.keys().copied().collect();
-    for sid in sids {
-        if !advance(&c, &l, sid, None, &mut rng).await {
-            let s = l.lock().unwrap().sessions.get(&sid).cloned();
-            if let Some(s) = s {
-                l.lock().unwrap().violations.push(format!(
-                    "{:?} session {} ({}): did not complete when resumed",
-                    s.kind, s.loc, s.rel
-                ));
-            }
-        }
-    }
-    // One acknowledged upload per protocol, read back through the server too.
-    let some: Vec<(String, String)> = l
-        .lock()
-        .unwrap()
-        .done
-        .iter()
-        .take(3)
-        .map(|(rel, (want, _, _))| (rel.clone(), want.clone()))
-        .collect();
-    for (proto, (rel, want)) in Proto::ALL.iter().zip(some) {
-        let c = Client::connect(*proto, addr, "localhost", &roots)
-            .await
-            .unwrap();
-        let r = try_req(&c, "GET", &format!("/{}", encode_path(&rel)), &[], None).await;
-        if r.as_ref().map(|r| sha(&r.body)) != Some(want) {
-            panic!("GET /{rel} over {}: wrong bytes", label(*proto));
-        }
-    }
+    let _proc = cycles::run(&lp, cycles, &mut rng, &l, |cycle, remove| {
+        check_bucket(&store, &prefix, &l, cycle, remove)
+    })
+    .await;
     // Every session is complete now: no multipart upload may be left at all.
     check_bucket(&store, &prefix, &l, cycles + 1, false).await;
-    let g = l.lock().unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "crash report: backend s3 | seed {seed} | cycles {cycles} | acknowledged uploads {} ({} bytes) | requests cut by kills {} | sessions left {} | uploads verified {} | bytes verified {} | violations {} | {secs:.1} s | {:.2} s per cycle |",
-        g.acked_uploads,
-        g.acked_bytes,
-        CUT.load(std::sync::atomic::Ordering::Relaxed),
-        g.sessions.len(),
-        g.uploads_verified,
-        g.bytes_verified,
-        g.violations.len(),
-        secs / (cycles.max(1) as f64)
-    );
-    for v in &g.violations {
-        eprintln!("VIOLATION (seed {seed}): {v}");
-    }
-    assert!(
-        g.violations.is_empty(),
-        "{} violations (seed {seed})",
-        g.violations.len()
-    );
+    cycles::report("s3", seed, cycles, &l, started);
 }
 
 /// `first` bytes of `data` (paced), then nothing ever: a PUT that stays in progress.

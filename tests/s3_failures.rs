@@ -176,14 +176,7 @@ async fn an_s3_outage_is_a_server_error_then_503_with_retry_after() {
     let endpoint = format!("http://127.0.0.1:{}", relay.port);
     let st = store_at(&w.endpoint, &prefix);
     let srv = TestServer::start_with(move |c| {
-        c.storage.backend = xferd::config::StorageBackend::S3;
-        let s = &mut c.storage.s3;
-        s.endpoint = endpoint;
-        s.allow_http = true;
-        s.bucket = weed::BUCKET.into();
-        s.prefix = prefix;
-        s.access_key_id = Some(weed::ACCESS_KEY.into());
-        s.secret_access_key = Some(weed::SECRET_KEY.into());
+        use_s3(c, endpoint, prefix);
     })
     .await;
     let mut c = srv.client(Proto::H1).await;

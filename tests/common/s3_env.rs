@@ -64,22 +64,29 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
+/// Points `c` at the test SeaweedFS `endpoint` (plain http, its bucket and keys) under
+/// `prefix`.
+pub fn use_s3(c: &mut xferd::config::Config, endpoint: String, prefix: String) {
+    c.storage.backend = xferd::config::StorageBackend::S3;
+    let s = &mut c.storage.s3;
+    s.endpoint = endpoint;
+    s.allow_http = true;
+    s.bucket = weed::BUCKET.into();
+    s.prefix = prefix;
+    s.access_key_id = Some(weed::ACCESS_KEY.into());
+    s.secret_access_key = Some(weed::SECRET_KEY.into());
+}
+
 pub async fn env(name: &str) -> Option<Env> {
     let w = seaweed()?;
     let prefix = unique_prefix(name);
     let endpoint = w.endpoint.clone();
     let p = prefix.clone();
     let srv = TestServer::start_with(move |c| {
-        c.storage.backend = xferd::config::StorageBackend::S3;
+        use_s3(c, endpoint, p);
         let s = &mut c.storage.s3;
-        s.endpoint = endpoint;
-        s.allow_http = true;
-        s.bucket = weed::BUCKET.into();
-        s.prefix = p;
         s.part_size = PART;
         s.max_parts_in_flight = 2;
-        s.access_key_id = Some(weed::ACCESS_KEY.into());
-        s.secret_access_key = Some(weed::SECRET_KEY.into());
     })
     .await;
     Some(Env {

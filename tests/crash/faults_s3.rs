@@ -68,16 +68,10 @@ fn weed_with(data: Option<std::path::PathBuf>, extra: &[&str]) -> Option<weed::S
 async fn server_on(endpoint: &str, prefix: &str) -> TestServer {
     let (endpoint, prefix) = (endpoint.to_string(), prefix.to_string());
     TestServer::start_with(move |c| {
-        c.storage.backend = xferd::config::StorageBackend::S3;
+        s3_env::use_s3(c, endpoint, prefix);
         let s = &mut c.storage.s3;
-        s.endpoint = endpoint;
-        s.allow_http = true;
-        s.bucket = weed::BUCKET.into();
-        s.prefix = prefix;
         s.part_size = s3_env::PART;
         s.max_parts_in_flight = 2;
-        s.access_key_id = Some(weed::ACCESS_KEY.into());
-        s.secret_access_key = Some(weed::SECRET_KEY.into());
     })
     .await
 }
