@@ -156,6 +156,17 @@ async fn open_s3(
         .await
         .map_err(|e| anyhow::anyhow!("storage.s3 ({}): {e}", c.endpoint))?;
     tracing::info!(endpoint = %c.endpoint, bucket = %c.bucket, prefix = %c.prefix, "storage: S3 bucket reachable");
+    // On a cluster, commits of one key are serialized through Redis too (S3Store docs).
+    if let (true, Some(url)) = (
+        config.cluster.enabled(),
+        config.cluster.redis_url.as_deref(),
+    ) {
+        use crate::storage::meta::{Redis, RedisLocker};
+        let k = &config.cluster;
+        let redis = Redis::new(url, &k.key_prefix, k.redis_timeout)
+            .map_err(|e| anyhow::anyhow!("cluster.{e}"))?;
+        store.set_cluster_commits(Arc::new(RedisLocker::new(Arc::new(redis), k.lock_lease)));
+    }
     // Multipart uploads of PUTs a crash cut (the fs backend's temporary-file sweep); on a
     // shared bucket only those older than the orphan grace. A failure does not stop start-up.
     let min_age = config

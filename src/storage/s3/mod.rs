@@ -7,7 +7,9 @@
 //!   an object); a staged write (`staged.rs`) is one PutObject below `part_size`, else a
 //!   multipart upload of equal parts of `part_size` with at most `max_parts_in_flight`
 //!   parts in memory (the one filling included); commit is PutObject or
-//!   CompleteMultipartUpload with `If-None-Match: *` (412 or 409: [`StoreError::Exists`]);
+//!   CompleteMultipartUpload with `If-None-Match: *` (412 or 409: [`StoreError::Exists`]),
+//!   commits of one key serialized per instance and, on a cluster, in Redis
+//!   ([`S3Store::set_cluster_commits`]);
 //!   any failure, an abort or a drop aborts the multipart upload; those a killed process
 //!   left are aborted by the start-up sweep (`sweep.rs`, [`S3Store::sweep_uploads`]).
 //! - Reads (`object.rs`) are ranged GETs pinned to the ETag (`If-Match`); consecutive
@@ -88,13 +90,32 @@ struct Inner {
     /// One lock per key being committed: this instance's commits of a key run one after
     /// the other, so the store's `If-None-Match: *` sees the first one's object. (Some
     /// stores do not check it atomically: SeaweedFS 4.48 let two concurrent
-    /// CompleteMultipartUploads of one key both succeed.) Across instances, atomicity is
-    /// the store's.
+    /// CompleteMultipartUploads of one key both succeed.) Across instances the same holds
+    /// through [`Inner::cluster_commits`].
     commits: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// On a cluster, the shared lock (`commit:<object key>` in Redis) taken after the local
+    /// one, so that the commits of one key run one after the other on every instance (the
+    /// interop/cluster same-key race got two 201s and a silently replaced object without
+    /// it). When Redis cannot be reached the commit goes on under the local lock only (a
+    /// plain PUT must not need Redis), with a warning: atomicity is then the store's.
+    cluster_commits: std::sync::OnceLock<SharedLocker>,
 }
 
-/// A held commit lock (released on drop; the map entry goes at the next lookup).
-pub(crate) struct CommitGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+/// The cluster's lock service (no Debug of its own).
+struct SharedLocker(Arc<dyn crate::storage::meta::Locker>);
+
+impl std::fmt::Debug for SharedLocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedLocker")
+    }
+}
+
+/// A held commit lock, local and (on a cluster) shared; released on drop (the map entry
+/// goes at the next lookup).
+pub(crate) struct CommitGuard(
+    #[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>,
+    #[allow(dead_code)] Option<crate::storage::meta::Guard>,
+);
 
 /// What HEAD says about an object.
 #[derive(Debug, Clone)]
@@ -147,8 +168,15 @@ impl S3Store {
                 part_size,
                 max_in_flight: opts.max_parts_in_flight.max(1),
                 commits: Default::default(),
+                cluster_commits: Default::default(),
             }),
         })
+    }
+
+    /// Serializes commits of a key across the instances of a cluster with `locker` (see
+    /// [`Inner::cluster_commits`]); set once, at start-up.
+    pub fn set_cluster_commits(&self, locker: Arc<dyn crate::storage::meta::Locker>) {
+        let _ = self.inner.cluster_commits.set(SharedLocker(locker));
     }
 
     pub fn client(&self) -> &Client {
@@ -306,7 +334,18 @@ impl S3Store {
             map.retain(|_, l| Arc::strong_count(l) > 1);
             map.entry(full.to_string()).or_default().clone()
         };
-        CommitGuard(lock.lock_owned().await)
+        let local = lock.lock_owned().await;
+        let shared = match self.inner.cluster_commits.get() {
+            None => None,
+            Some(SharedLocker(locker)) => match locker.lock(&format!("commit:{full}")).await {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster commit lock unavailable; committing under this instance's lock only");
+                    None
+                }
+            },
+        };
+        CommitGuard(local, shared)
     }
 
     /// AbortMultipartUpload (a missing upload is fine).
