@@ -40,12 +40,36 @@ pub fn config(data: &[u8]) {
             // An empty key only where the file has one (`[""]`, `"" = 1`).
             let empty_key = text.contains("\"\"") || text.contains("''");
             assert!(!key.is_empty() || empty_key, "empty key for {message:?}");
-            // A dotted xferd key, or a key exactly as the file spells it.
+            // A dotted xferd key, or a key of the file: as it spells it, or as TOML reads a
+            // quoted key (`["a\\b"]` is the key `a\b`).
             assert!(
-                key.contains('.') || text.contains(&key),
+                key.contains('.') || text.contains(&key) || keys_of(text).contains(&key),
                 "{key:?} is not a key"
             );
         }
         Err(e @ ConfigError::Read { .. }) => panic!("text cannot fail to read: {e}"),
     }
+}
+
+/// Every key of the TOML document `text`, tables and arrays of tables included.
+fn keys_of(text: &str) -> Vec<String> {
+    fn walk(t: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in t {
+            out.push(k.clone());
+            match v {
+                toml::Value::Table(t) => walk(t, out),
+                toml::Value::Array(a) => a.iter().for_each(|x| {
+                    if let toml::Value::Table(t) = x {
+                        walk(t, out)
+                    }
+                }),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(t) = toml::from_str::<toml::Table>(text) {
+        walk(&t, &mut out);
+    }
+    out
 }

@@ -173,8 +173,9 @@ impl S3Store {
         })
     }
 
-    /// Serializes commits of a key across the instances of a cluster with `locker` (see
-    /// [`Inner::cluster_commits`]); set once, at start-up.
+    /// Serializes commits of a key across the instances of a cluster with `locker` (the
+    /// lock `commit:<object key>`, taken after this instance's own; a commit goes on under
+    /// the local lock alone when `locker` fails); set once, at start-up.
     pub fn set_cluster_commits(&self, locker: Arc<dyn crate::storage::meta::Locker>) {
         let _ = self.inner.cluster_commits.set(SharedLocker(locker));
     }
