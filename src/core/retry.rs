@@ -171,9 +171,14 @@ struct Breakers {
     write: Breaker,
 }
 
+/// Whether `op` goes through the read breaker: downloads (`open`); everything else writes.
+fn reads(op: &str) -> bool {
+    op == "open"
+}
+
 impl Breakers {
     fn side(&mut self, op: &str) -> &mut Breaker {
-        if op == "open" {
+        if reads(op) {
             &mut self.read
         } else {
             &mut self.write
@@ -286,7 +291,7 @@ impl Resilience {
             Some((open, b.any_open()))
         });
         if let Some(Some((open, any))) = changed {
-            let side = if op == "open" { "reads" } else { "writes" };
+            let side = if reads(op) { "reads" } else { "writes" };
             if open {
                 tracing::error!(
                     op,

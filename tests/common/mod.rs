@@ -43,6 +43,13 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
+    /// The `Retry-After` seconds (panics when absent or not a number).
+    pub fn retry_after_secs(&self) -> u64 {
+        self.header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap()
+    }
 }
 
 impl TestServer {
