@@ -26,6 +26,7 @@ pub const BUCKET: &str = "xferd-test";
 /// weed ends (killed or crashed) the reader goes too and the directory is removed.
 const WATCHDOG: &str = r#"exec 3<&0
 "$@" & p=$!
+echo $p > "$XFERD_WEED_DIR/weed.pid"
 { read _ignored <&3; kill $p 2>/dev/null; } &
 r=$!
 wait $p
@@ -35,6 +36,8 @@ kill $r 2>/dev/null
 exit $st"#;
 /// Start-up must answer within this.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stop waits for weed's own shutdown before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 pub struct SeaweedFs {
     /// `http://127.0.0.1:PORT`.
@@ -312,37 +315,64 @@ impl SeaweedFs {
         std::fs::write(self.dir.join("s3.json"), identities(actions)).expect("s3.json");
     }
 
-    /// Stops weed (killed by its PID through the watchdog) and waits, bounded, for it.
+    /// Stops weed: the watchdog sends it SIGTERM; past [`STOP_GRACE`] weed itself (by the
+    /// PID the watchdog wrote) gets SIGKILL. Killing only the watchdog's shell would leave
+    /// weed shutting down on its ports (a Go server waits up to 30 s for open connections),
+    /// and a restart would then find them taken (the fresh-clone CI run of stop 19).
     pub fn stop(&mut self) {
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + STOP_GRACE;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        if let Some(pid) = std::fs::read_to_string(self.dir.join("weed.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on a PID this test started; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Starts weed again on the same ports and data (after [`SeaweedFs::stop`]); returns
-    /// once the S3 port answers (bounded).
+    /// once the S3 port answers (bounded). A port still held by the old process (or a
+    /// socket in its last moments) is waited for and the start retried, up to
+    /// [`START_TIMEOUT`] in all.
     pub fn restart(&mut self) {
-        let respawn = self
-            .respawn
-            .as_ref()
-            .expect("started with start_restartable");
-        self.child = respawn();
-        self.stdin = self.child.stdin.take();
         let deadline = Instant::now() + START_TIMEOUT;
-        while !answers(self.port) {
+        loop {
+            let respawn = self
+                .respawn
+                .as_ref()
+                .expect("started with start_restartable");
+            self.child = respawn();
+            self.stdin = self.child.stdin.take();
+            loop {
+                if answers(self.port) {
+                    return;
+                }
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "weed did not restart: {}",
+                    self.log_tail()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // It exited: a clash with the old process's ports is the one cause worth a retry.
+            let log = self.log_tail();
             assert!(
-                Instant::now() < deadline,
-                "weed did not restart: {}",
-                self.log_tail()
+                log.contains("Port allocation failed") && Instant::now() < deadline,
+                "weed did not restart: {log}"
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 }
