@@ -335,6 +335,14 @@ impl SeaweedFs {
             // SAFETY: kill(2) on a PID this test started; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // The watchdog reaps weed and exits; it is killed only if it does not.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
