@@ -396,19 +396,13 @@ impl S3Store {
         Ok(etag)
     }
 
-    /// Unfinished multipart uploads under the store's prefix: (key, upload id).
+    /// Unfinished multipart uploads under the store's prefix, every page: (key, upload id).
     pub async fn multipart_uploads(&self) -> Result<Vec<(String, String)>> {
-        let call = client::Call::new(Op::ListMultipartUploads, Method::GET, None)
-            .query("uploads", "")
-            .query("prefix", self.inner.prefix.clone());
-        let resp = self.inner.client.send(call).await?;
-        if resp.status != StatusCode::OK {
-            return Err(resp.error().await);
-        }
-        let text = resp.text().await?;
-        Ok(xml::all(&text, "Upload")
+        Ok(self
+            .pending_uploads()
+            .await?
             .into_iter()
-            .filter_map(|u| Some((xml::text(u, "Key")?, xml::text(u, "UploadId")?)))
+            .map(|p| (p.key, p.id))
             .collect())
     }
 }

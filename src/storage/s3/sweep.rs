@@ -19,15 +19,15 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 /// One unfinished multipart upload: full key, upload id, when it was begun.
-struct Pending {
-    key: String,
-    id: String,
+pub(super) struct Pending {
+    pub(super) key: String,
+    pub(super) id: String,
     initiated: Option<SystemTime>,
 }
 
 impl S3Store {
     /// Every unfinished multipart upload under the prefix (all pages).
-    async fn pending_uploads(&self) -> Result<Vec<Pending>> {
+    pub(super) async fn pending_uploads(&self) -> Result<Vec<Pending>> {
         let mut out = Vec::new();
         let mut markers: Option<(String, String)> = None;
         loop {
