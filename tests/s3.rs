@@ -310,9 +310,9 @@ async fn a_put_costs_fixed_requests_plus_one_per_part() {
             "the test's own store sent nothing"
         );
     }
-    // Checks (HEAD key, HEAD parent, LIST key/) twice: the core's admission, then begin.
-    // One part: 6 checks + PutObject. Three: 6 + Create + 3 UploadPart + Complete.
-    assert_eq!(costs, [7, 11], "S3 requests per PUT");
+    // One check in begin (HEAD key, HEAD parent, LIST key/); the core makes no other.
+    // One part: 3 checks + PutObject. Three: 3 + Create + 3 UploadPart + Complete.
+    assert_eq!(costs, [4, 8], "S3 requests per PUT");
     e.srv.stop().await;
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Order of checks, all before the first body byte is read (so `Expect: 100-continue` is
 //! answered only after them): path rules -> signature present -> `Content-Length` present ->
-//! signature valid -> [`admit`] (size limit, extension, destination free) -> free space. Then the
-//! body streams into a temporary file beside the destination, hashed on the way, and is
+//! signature valid -> [`admit_limits`] (size limit, extension) -> free space -> quota -> the
+//! staged write begun (the store refuses a destination that is taken: 409). Then the body
+//! streams into a temporary file beside the destination, hashed on the way, and is
 //! committed with fsync + no-overwrite rename. Any failure removes the temporary file.
 
 use super::auth::{Claim, SignedQuery};
@@ -50,7 +51,7 @@ pub async fn put(
         unix_secs(now),
         s.allowed_clock_skew.as_secs(),
     )?;
-    admit(core, &rel, Some(size)).await?;
+    admit_limits(core, &rel, Some(size))?;
     let free = core
         .resilience
         .run_check("free_space", || core.storage.free_space())
@@ -60,6 +61,8 @@ pub async fn put(
     }
     // Quota hook: the length is reserved before the body is read (released on failure).
     let reservation = core.quotas.reserve(rel.as_str(), size)?;
+    // The store checks that the destination is free (one check: on S3 a HeadObject of the
+    // key and its parents and a listing), so a taken one is refused before the body too.
     // A check for the breaker (failures count, a success does not): on S3 `begin` only
     // reads, and a store that answers reads says nothing about its writes (the commit does).
     let staged = core
@@ -143,7 +146,29 @@ pub fn signed_content_types<'a>(
 /// signature has been verified (which bound the target path, already validated, and for
 /// v/v2 its size): the size is within `max_upload_size` (when known; a deferred one is
 /// checked as it becomes known), the extension is allowed, and no file exists at the target.
+/// Where the staged write begins at once (`PUT`, the form), [`admit_limits`] and the store's
+/// own check in `begin` do this with one existence check instead of two.
 pub async fn admit(
+    core: &Core,
+    target: &path::RelPath,
+    size: Option<u64>,
+) -> Result<(), CoreError> {
+    admit_limits(core, target, size)?;
+    // Under the breaker like every storage call: a store that is down makes this the
+    // request's first failure, and it must count (503 once the breaker opens, not 500s);
+    // a check's success is not recorded (see `Resilience::run_check`).
+    if core
+        .resilience
+        .run_check("exists", || core.storage.exists(target))
+        .await?
+    {
+        return Err(CoreError::Exists);
+    }
+    Ok(())
+}
+
+/// [`admit`] without the existence check: the size limit and the allowed extensions.
+pub fn admit_limits(
     core: &Core,
     target: &path::RelPath,
     size: Option<u64>,
@@ -160,16 +185,6 @@ pub async fn admit(
         if !s.allowed_extensions.contains(&ext) {
             return Err(CoreError::ExtensionNotAllowed(ext));
         }
-    }
-    // Under the breaker like every storage call: a store that is down makes this the
-    // request's first failure, and it must count (503 once the breaker opens, not 500s);
-    // a check's success is not recorded (see `Resilience::run_check`).
-    if core
-        .resilience
-        .run_check("exists", || core.storage.exists(target))
-        .await?
-    {
-        return Err(CoreError::Exists);
     }
     Ok(())
 }

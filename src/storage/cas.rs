@@ -271,7 +271,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (t, f) = rt.block_on(st.create_temp(rel)).unwrap();
+        let (t, f) = rt.block_on(st.create_temp(rel)).unwrap().unwrap();
         super::super::fs::write_at(&f, data, 0).unwrap();
         (t, f)
     }
@@ -292,11 +292,24 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let st = FsStorage::open(t.path()).unwrap();
         assert_eq!(commit(&st, "a/one.bin", b"same bytes").unwrap(), 0);
+        // Staged before the name was taken (a begin refuses a taken name), committed after.
+        let two = Key::parse("b/two.bin").unwrap();
+        let (late, late_file) = stage(&st, &two, b"same bytes");
         assert_eq!(commit(&st, "b/two.bin", b"same bytes").unwrap(), 10);
+        let (dir, tmp) = late.location();
         assert!(matches!(
-            commit(&st, "b/two.bin", b"same bytes"),
+            commit_blocking(
+                &st,
+                dir,
+                tmp,
+                Some(&late_file),
+                &two,
+                &sha(b"same bytes"),
+                10
+            ),
             Err(CommitError::Exists)
         ));
+        drop(late);
         // Same basename, other content: its own copy.
         assert_eq!(commit(&st, "c/one.bin", b"other").unwrap(), 0);
         let ino = |p: &str| std::fs::metadata(t.path().join(p)).unwrap().ino();

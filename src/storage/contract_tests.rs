@@ -144,6 +144,26 @@ async fn a_commit_never_overwrites() {
     }
 }
 
+/// `begin` refuses a key that is taken (an object, or a prefix of other keys) before any
+/// byte is sent: the core's `PUT` and form uploads rely on it for their 409.
+#[tokio::test]
+async fn begin_refuses_a_taken_key() {
+    for (name, st, _d) in backends() {
+        put(&*st, "t/obj", b"o").await.unwrap();
+        for taken in ["t/obj", "t"] {
+            let r = st.begin(&key(taken), None).await;
+            assert!(matches!(r, Err(StoreError::Exists)), "{name}: {taken}");
+        }
+        let r = st.begin(&key("t/obj/below"), None).await;
+        assert!(
+            matches!(r, Err(StoreError::PathConflict(_))),
+            "{name}: below an object"
+        );
+        assert!(st.begin(&key("t/free"), None).await.is_ok(), "{name}");
+        assert_eq!(st.list("", None, 10).await.unwrap().len(), 1, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn a_key_below_an_object_is_a_path_conflict() {
     for (name, st, _d) in backends() {

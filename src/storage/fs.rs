@@ -103,8 +103,9 @@ impl FsStorage {
         blocking(move || dir.available_bytes()).await
     }
 
-    /// Creates the parent directories and a fresh temporary file beside `rel`'s final name.
-    pub async fn create_temp(&self, rel: &RelPath) -> io::Result<(TempFile, File)> {
+    /// Creates the parent directories and a fresh temporary file beside `rel`'s final name;
+    /// `None` when that name is taken already (by a file or a directory).
+    pub async fn create_temp(&self, rel: &RelPath) -> io::Result<Option<(TempFile, File)>> {
         let root = self.dir.clone();
         let rel = rel.clone();
         blocking(move || {
@@ -115,6 +116,9 @@ impl FsStorage {
             let mut attempt = 0;
             let (dir, file) = loop {
                 let dir = root.create_dirs(parent)?;
+                if dir.kind_of(&cstr(name)?)?.is_some() {
+                    return Ok(None);
+                }
                 #[cfg(test)]
                 test_hook::fire(Path::new(rel.as_str()));
                 match dir.create_file(&tmp, 0o644) {
@@ -122,7 +126,7 @@ impl FsStorage {
                     r => break (dir, r?),
                 }
             };
-            Ok((
+            Ok(Some((
                 TempFile {
                     dir: Arc::new(dir),
                     tmp,
@@ -130,7 +134,7 @@ impl FsStorage {
                     done: false,
                 },
                 file,
-            ))
+            )))
         })
         .await
     }
@@ -411,8 +415,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = FsStorage::open(dir.path()).unwrap();
         let rel = validate("a/b/c.txt").unwrap();
-        let (t1, f1) = st.create_temp(&rel).await.unwrap();
-        let (t2, f2) = st.create_temp(&rel).await.unwrap();
+        let (t1, f1) = st.create_temp(&rel).await.unwrap().unwrap();
+        let (t2, f2) = st.create_temp(&rel).await.unwrap().unwrap();
         write_at(&f1, b"one", 0).unwrap();
         write_at(&f2, b"two", 0).unwrap();
         assert!(!st.exists(&rel).await.unwrap());
@@ -431,7 +435,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = FsStorage::open(dir.path()).unwrap();
         let rel = validate("x/y/z.bin").unwrap();
-        let (t, f) = st.create_temp(&rel).await.unwrap();
+        let (t, f) = st.create_temp(&rel).await.unwrap().unwrap();
         write_at(&f, b"partial", 0).unwrap();
         t.abort_blocking();
         assert_eq!(
@@ -449,12 +453,14 @@ mod tests {
         let (a, _fa) = st
             .create_temp(&validate("r/s/a.bin").unwrap())
             .await
+            .unwrap()
             .unwrap();
         test_hook::set("r/s/b.bin", move || a.abort_blocking());
         let (b, fb) = st
             .create_temp(&validate("r/s/b.bin").unwrap())
             .await
-            .expect("B's temporary file is created although A aborted meanwhile");
+            .expect("B's temporary file is created although A aborted meanwhile")
+            .expect("b.bin is free");
         write_at(&fb, b"b", 0).unwrap();
         tokio::task::spawn_blocking(move || b.commit_blocking(fb))
             .await
@@ -477,7 +483,11 @@ mod tests {
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let st = FsStorage::open(dir.path()).unwrap();
-            let (t, f) = st.create_temp(&validate("q/f.bin").unwrap()).await.unwrap();
+            let (t, f) = st
+                .create_temp(&validate("q/f.bin").unwrap())
+                .await
+                .unwrap()
+                .unwrap();
             drop(f);
             let tmp: Vec<_> = std::fs::read_dir(dir.path().join("q"))
                 .unwrap()

@@ -383,7 +383,9 @@ impl Store for FsStorage {
     fn begin(&self, key: &Key, _len: Option<u64>) -> BoxFuture<'static, Result<Box<dyn Staged>>> {
         let (st, key) = (self.clone(), key.clone());
         Box::pin(async move {
-            let (temp, file) = st.create_temp(&key).await.map_err(StoreError::from)?;
+            let Some((temp, file)) = st.create_temp(&key).await.map_err(StoreError::from)? else {
+                return Err(StoreError::Exists);
+            };
             let staged = FsStaged {
                 temp,
                 sink: Arc::new(FsSink::new(file)),

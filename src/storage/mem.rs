@@ -244,8 +244,14 @@ impl Store for MemStore {
     }
 
     fn begin(&self, key: &Key, _len: Option<u64>) -> BoxFuture<'static, Result<Box<dyn Staged>>> {
-        if lock(&self.state).ancestor_is_object(key) {
-            return ready(Err(conflict("a prefix of the key is an object")));
+        {
+            let st = lock(&self.state);
+            if st.ancestor_is_object(key) {
+                return ready(Err(conflict("a prefix of the key is an object")));
+            }
+            if st.objects.contains_key(key.as_str()) || st.has_children(key) {
+                return ready(Err(StoreError::Exists));
+            }
         }
         let staged = MemStaged {
             key: key.clone(),

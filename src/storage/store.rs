@@ -233,7 +233,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn exists(&self, key: &Key) -> BoxFuture<'static, Result<bool>>;
     /// Opens the object under `key` for reading.
     fn open(&self, key: &Key) -> BoxFuture<'static, Result<Option<Arc<dyn Object>>>>;
-    /// Starts a staged write of `key` (`len` is a hint: the expected length, if known).
+    /// Starts a staged write of `key` (`len` is a hint: the expected length, if known);
+    /// [`StoreError::Exists`] when something occupies `key` already (as [`Store::exists`]
+    /// says), so a caller learns it before sending any data. The commit checks again.
     fn begin(&self, key: &Key, len: Option<u64>) -> BoxFuture<'static, Result<Box<dyn Staged>>>;
     /// Removes the object under `key`; `false` if there was none. On a filesystem the
     /// directories this leaves empty are removed too (expiry leaves no empty directories).

@@ -49,7 +49,8 @@ pub async fn upload(
             .ok_or_else(|| CoreError::BadRequest("the file field has no file name".into()))?
             .to_string();
         let rel = stored_path(&s.form_upload_dir, &name)?;
-        crate::core::upload::admit(core, &rel, None).await?;
+        // The store's `begin` below refuses a taken name (409).
+        crate::core::upload::admit_limits(core, &rel, None)?;
         // Quota hook: the request's length bounds the file's (released on failure).
         let declared = header_str(&head.headers, header::CONTENT_LENGTH)
             .and_then(|v| v.trim().parse::<u64>().ok())
