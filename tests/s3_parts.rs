@@ -392,6 +392,9 @@ async fn seaweedfs_stopped_mid_upload_gives_503s_then_the_upload_completes() {
         let first = 6 * MIB;
         let r = tus_patch(&c, &loc, 0, data.slice(..first)).await;
         assert_eq!(r.status, 204, "{:?}", r.body);
+        // An object to read back after the restart (see `wait_serving`).
+        let r = put(&mut c, &signed_v("restart/probe.bin", 5), b"probe", &[]).await;
+        assert_eq!(r.status, 201);
 
         w.stop();
         let mut saw_503 = false;
@@ -415,9 +418,9 @@ async fn seaweedfs_stopped_mid_upload_gives_503s_then_the_upload_completes() {
         );
 
         w.restart();
-        wait_ready(&w);
+        wait_serving(&w, &format!("{prefix}restart/probe.bin"));
         // The breaker lets a probe through after its cool-down: bounded retries.
-        let mut done = None;
+        let (mut done, mut last) = (None, String::new());
         for _ in 0..60 {
             let r = request(&mut c, "HEAD", &loc, &[("tus-resumable", "1.0.0")], None).await;
             let offset: u64 = r.header("upload-offset").unwrap().parse().unwrap();
@@ -427,11 +430,18 @@ async fn seaweedfs_stopped_mid_upload_gives_503s_then_the_upload_completes() {
                 break;
             }
             assert!(r.status.as_u16() >= 500, "{} {:?}", r.status, r.body);
+            last = format!(
+                "offset {offset}: {} {:?} {}",
+                r.status,
+                r.header("xferd-error"),
+                String::from_utf8_lossy(&r.body)
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         assert!(
             done.is_some(),
-            "the upload never resumed after SeaweedFS came back"
+            "the upload never resumed after SeaweedFS came back; last answer {last}; weed: {}",
+            w.log_tail()
         );
         let got = get(&mut c, &format!("/{rel}"), &[]).await;
         assert_eq!(got.status, 200);

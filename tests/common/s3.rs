@@ -36,8 +36,6 @@ kill $r 2>/dev/null
 exit $st"#;
 /// Start-up must answer within this.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a stop waits for weed's own shutdown before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(15);
 
 pub struct SeaweedFs {
     /// `http://127.0.0.1:PORT`.
@@ -271,9 +269,9 @@ fn launch(
 }
 
 impl SeaweedFs {
-    /// Waits until `bucket_ready` (a HeadBucket through the caller's S3 client) answers
-    /// true: the bucket appears shortly after the port answers. Polls every 100 ms for at
-    /// most 30 s, on a thread of its own (the caller may be inside a runtime); panics with
+    /// Waits until `bucket_ready` (a HeadBucket through the caller's S3 client, or a read:
+    /// `s3_env::wait_serving`) answers true: the bucket appears shortly after the port
+    /// answers. Polls every 100 ms for at most 60 s, on a thread of its own (the caller may be inside a runtime); panics with
     /// weed's log when it never does.
     pub fn wait_bucket<F, Fut>(&self, bucket_ready: F)
     where
@@ -286,7 +284,7 @@ impl SeaweedFs {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                for _ in 0..300 {
+                for _ in 0..600 {
                     if bucket_ready().await {
                         return true;
                     }
@@ -315,19 +313,13 @@ impl SeaweedFs {
         std::fs::write(self.dir.join("s3.json"), identities(actions)).expect("s3.json");
     }
 
-    /// Stops weed: the watchdog sends it SIGTERM; past [`STOP_GRACE`] weed itself (by the
-    /// PID the watchdog wrote) gets SIGKILL. Killing only the watchdog's shell would leave
-    /// weed shutting down on its ports (a Go server waits up to 30 s for open connections),
-    /// and a restart would then find them taken (the fresh-clone CI run of stop 19).
+    /// Stops weed as an outage does: SIGKILL to weed itself (by the PID the watchdog wrote),
+    /// then the watchdog reaps it and exits. Not SIGTERM: weed's own shutdown took from
+    /// under a second to over 30 s here (its volume server waits for its streams), and
+    /// stopping only the watchdog's shell left weed on its ports for the restart to find
+    /// taken (the fresh-clone CI run of stop 19).
     pub fn stop(&mut self) {
         drop(self.stdin.take());
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
         if let Some(pid) = std::fs::read_to_string(self.dir.join("weed.pid"))
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
@@ -335,8 +327,7 @@ impl SeaweedFs {
             // SAFETY: kill(2) on a PID this test started; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        // The watchdog reaps weed and exits; it is killed only if it does not.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -348,7 +339,8 @@ impl SeaweedFs {
     }
 
     /// Starts weed again on the same ports and data (after [`SeaweedFs::stop`]); returns
-    /// once the S3 port answers (bounded). A port still held by the old process (or a
+    /// once the S3 port answers (bounded; reads may take longer: see `s3_env::wait_serving`).
+    /// A port still held by the old process (or a
     /// socket in its last moments) is waited for and the start retried, up to
     /// [`START_TIMEOUT`] in all.
     pub fn restart(&mut self) {

@@ -28,6 +28,28 @@ pub fn seaweed() -> Option<&'static weed::SeaweedFs> {
     .as_ref()
 }
 
+/// After [`weed::SeaweedFs::restart`]: waits (bounded) until SeaweedFS serves the bytes of
+/// `full` (a key stored before the stop, the bucket's prefix included) through S3 again.
+/// Its S3 gateway finds its volumes some time after the port and the bucket answer (up to
+/// 20 s and more on a loaded machine: GetObject answers 500 "volume 1 not found" until
+/// then), and a test of xferd's recovery must not measure weed's.
+pub fn wait_serving(w: &weed::SeaweedFs, full: &str) {
+    use xferd::storage::store::Store;
+    let (store, key) = (
+        std::sync::Arc::new(store_at(&w.endpoint, "")),
+        Key::parse(full).expect("key"),
+    );
+    w.wait_bucket(move || {
+        let (store, key) = (store.clone(), key.clone());
+        async move {
+            let Ok(Some(obj)) = store.open(&key).await else {
+                return false;
+            };
+            obj.read_at(0, obj.meta().len as usize).await.is_ok()
+        }
+    });
+}
+
 pub fn store_at(endpoint: &str, prefix: &str) -> S3Store {
     S3Store::new(
         S3Options {

@@ -238,6 +238,7 @@ async fn losing_write_permission_is_5xx_opens_the_breaker_and_recovers() {
         let ro = ro.clone();
         async move { ro.check().await.is_ok() }
     });
+    s3_env::wait_serving(&w, &format!("{prefix}p/keep.bin"));
     bounded("permission removed", async {
         let mut seen = Vec::new();
         for (i, proto) in Proto::ALL.iter().cycle().take(8).enumerate() {
@@ -272,6 +273,7 @@ async fn losing_write_permission_is_5xx_opens_the_breaker_and_recovers() {
         let rw = rw.clone();
         async move { rw.check().await.is_ok() }
     });
+    s3_env::wait_serving(&w, &format!("{prefix}p/keep.bin"));
     bounded("permission back", async {
         put_until_stored(&mut c, "p/after.bin", b"xyz").await;
         assert_eq!(

@@ -4,22 +4,46 @@
 //! a sync ends with one PutObject of the state (and a CopyObject to `prev` when it added
 //! parts). The first write of a request may start before the stored end (the session
 //! record lags the bucket): the sink rewinds into the tail, or to `prev`.
+//!
+//! Rules:
+//! 1. A full part is hashed in order (the session's running SHA-256 and the part's own
+//!    payload hash), then uploaded by a task of its own while the next part fills, as the
+//!    staged PUT does: at most `max_parts_in_flight` parts are in memory, the filling one
+//!    (the tail) included, so with 1 the parts go one after the other.
+//! 2. A part enters the manifest only once S3 has answered for it, in part order; a sync
+//!    waits for every part in flight before it writes the state object, so an offset is
+//!    acknowledged only for bytes the bucket holds.
+//! 3. A failed part fails the write or sync that collects it, and every later one; parts
+//!    still in flight when the sink is dropped are cancelled (their bytes were never
+//!    acknowledged).
 
 use super::manifest::{Manifest, PartRec};
 use super::parts::{other, part_number, S3Parts, MAX_STATE};
 use super::MIN_PART_SIZE;
 use crate::storage::store::{BoxFuture, Result, Sink, StoreError};
 use bytes::{Bytes, BytesMut};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// A part being uploaded (rule 1): its record once S3 has answered.
+type PartJob = JoinHandle<Result<PartRec>>;
 
 /// The sink of one request over a loaded state.
-pub(crate) fn sink(parts: S3Parts, id: String, part_size: usize, st: AState) -> Arc<dyn Sink> {
+pub(crate) fn sink(
+    parts: S3Parts,
+    id: String,
+    part_size: usize,
+    max_in_flight: usize,
+    st: AState,
+) -> Arc<dyn Sink> {
     Arc::new(AppendSink(Arc::new(Append {
         parts,
         id,
         part_size,
+        max_in_flight: max_in_flight.max(1),
         st: tokio::sync::Mutex::new(st),
     })))
 }
@@ -32,7 +56,17 @@ struct Append {
     parts: S3Parts,
     id: String,
     part_size: usize,
+    max_in_flight: usize,
     st: tokio::sync::Mutex<AState>,
+}
+
+impl Drop for Append {
+    fn drop(&mut self) {
+        // Rule 3: nothing of these parts was acknowledged.
+        for job in self.st.get_mut().in_flight.drain(..) {
+            job.abort();
+        }
+    }
 }
 
 pub(crate) struct AState {
@@ -49,11 +83,37 @@ pub(crate) struct AState {
     pub(crate) dirty: bool,
     pub(crate) started: bool,
     pub(crate) failed: bool,
+    /// Parts uploading (rule 1), oldest first, and how many bytes they hold.
+    pub(crate) in_flight: VecDeque<PartJob>,
+    pub(crate) in_flight_len: u64,
+}
+
+impl AState {
+    /// The state of a session as its state object describes it.
+    pub(crate) fn new(m: Manifest) -> Result<AState> {
+        Ok(AState {
+            tail: BytesMut::from(&m.tail[..]),
+            sha: m.hasher()?,
+            m,
+            parts_changed: false,
+            stale_state: false,
+            dirty: false,
+            started: false,
+            failed: false,
+            in_flight: VecDeque::new(),
+            in_flight_len: 0,
+        })
+    }
+
+    /// The end of the bytes in parts, those in flight included.
+    fn parts_end(&self) -> u64 {
+        self.m.parts_end() + self.in_flight_len
+    }
 }
 
 impl Append {
     async fn upload(&self, st: &mut AState, part: Bytes) -> Result<()> {
-        let start = st.m.parts_end();
+        let start = st.parts_end();
         let number = part_number(start)?;
         let target =
             st.m.target
@@ -68,17 +128,43 @@ impl Append {
             }
         };
         let len = part.len() as u64;
-        let running = Some(st.sha.clone());
-        let (etag, running) = (self.parts)
-            .upload_part(&target, &upload_id, number, part, running)
-            .await?;
-        st.sha = running.unwrap_or_default();
-        st.m.parts.push(PartRec {
-            number,
-            start,
-            len,
-            etag,
-        });
+        // Rule 1: hashed in order, uploaded by a task.
+        let (hashed, mut running) = (part.clone(), st.sha.clone());
+        let (payload, running) = tokio::task::spawn_blocking(move || {
+            running.update(&hashed);
+            (hex::encode(Sha256::digest(&hashed)), running)
+        })
+        .await
+        .map_err(|e| other(e.to_string()))?;
+        st.sha = running;
+        let s3 = self.parts.s3.clone();
+        st.in_flight.push_back(tokio::spawn(async move {
+            let etag = s3
+                .upload_part(&target, &upload_id, number, part, payload)
+                .await?;
+            Ok(PartRec {
+                number,
+                start,
+                len,
+                etag,
+            })
+        }));
+        st.in_flight_len += len;
+        // The tail fills next: it counts against the bound too.
+        while st.in_flight.len() >= self.max_in_flight {
+            Self::settle_oldest(st).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest part in flight and records it (rule 2).
+    async fn settle_oldest(st: &mut AState) -> Result<()> {
+        let Some(job) = st.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let rec = job.await.map_err(|e| other(e.to_string()))??;
+        st.in_flight_len -= rec.len;
+        st.m.parts.push(rec);
         st.parts_changed = true;
         Ok(())
     }
@@ -86,7 +172,8 @@ impl Append {
     /// The first write of a request starts before the stored end: the session record lags
     /// the bucket (see the module doc).
     async fn rewind(&self, st: &mut AState, offset: u64) -> Result<()> {
-        let pe = st.m.parts_end();
+        // The first write of a request: nothing is in flight yet.
+        let pe = st.parts_end();
         if offset >= pe {
             st.tail.truncate(usize::try_from(offset - pe).unwrap_or(0));
             st.dirty = true;
@@ -112,7 +199,7 @@ impl Append {
     }
 
     async fn write_locked(&self, st: &mut AState, offset: u64, data: Bytes) -> Result<()> {
-        let end = st.m.parts_end() + st.tail.len() as u64;
+        let end = st.parts_end() + st.tail.len() as u64;
         if offset != end {
             if st.started || offset > end {
                 return Err(StoreError::Other(io::Error::new(
@@ -136,6 +223,10 @@ impl Append {
         if st.tail.len() as u64 >= MIN_PART_SIZE {
             let part = std::mem::take(&mut st.tail).freeze();
             self.upload(st, part).await?;
+        }
+        // Rule 2: the state names only parts the bucket holds.
+        while !st.in_flight.is_empty() {
+            Self::settle_oldest(st).await?;
         }
         if !st.dirty {
             return Ok(());

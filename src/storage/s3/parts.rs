@@ -339,19 +339,9 @@ impl PartStore for S3Parts {
     fn open_sink(&self, id: &str) -> BoxFuture<'static, Result<Arc<dyn Sink>>> {
         let (me, id) = (self.clone(), id.to_string());
         Box::pin(async move {
-            let m = me.load_req(&id).await?;
-            let st = super::append::AState {
-                tail: BytesMut::from(&m.tail[..]),
-                sha: m.hasher()?,
-                m,
-                parts_changed: false,
-                stale_state: false,
-                dirty: false,
-                started: false,
-                failed: false,
-            };
-            let part_size = me.s3.inner.part_size;
-            Ok(super::append::sink(me, id, part_size, st))
+            let st = super::append::AState::new(me.load_req(&id).await?)?;
+            let (part_size, max_in_flight) = (me.s3.inner.part_size, me.s3.inner.max_in_flight);
+            Ok(super::append::sink(me, id, part_size, max_in_flight, st))
         })
     }
 
