@@ -195,30 +195,21 @@ impl S3Parts {
             .ok_or_else(|| other("CreateMultipartUpload answered no UploadId"))
     }
 
-    /// UploadPart (SHA-256 signed); `running` is fed with the part's bytes on the way.
+    /// UploadPart (SHA-256 signed: the payload hash on the blocking pool).
     pub(crate) async fn upload_part(
         &self,
         target: &str,
         upload_id: &str,
         number: u32,
         body: Bytes,
-        running: Option<Sha256>,
-    ) -> Result<(String, Option<Sha256>)> {
+    ) -> Result<String> {
         let hashed = body.clone();
-        let (sha, running) = tokio::task::spawn_blocking(move || {
-            let running = running.map(|mut r| {
-                r.update(&hashed);
-                r
-            });
-            (hex::encode(Sha256::digest(&hashed)), running)
-        })
-        .await
-        .map_err(|e| other(e.to_string()))?;
-        let etag = self
-            .s3
+        let sha = tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&hashed)))
+            .await
+            .map_err(|e| other(e.to_string()))?;
+        self.s3
             .upload_part(target, upload_id, number, body, sha)
-            .await?;
-        Ok((etag, running))
+            .await
     }
 
     /// Every object key of a session (for removal).
@@ -265,7 +256,7 @@ impl S3Parts {
                     m.parts.iter().map(|p| (p.number, p.etag.clone())).collect();
                 if !tail.is_empty() {
                     let number = part_number(pe)?;
-                    let (etag, _) = self.upload_part(&full, up, number, tail, None).await?;
+                    let etag = self.upload_part(&full, up, number, tail).await?;
                     list.push((number, etag));
                 }
                 let body = super::xml::complete_body(&list);
