@@ -66,7 +66,11 @@ async fn h2_unread_downloads_hold_bounded_memory_per_connection() {
     let _serial = SERIAL.lock().await;
     const LEN: usize = 8 << 20;
     const STREAMS: u32 = 120;
-    let srv = TestServer::start().await;
+    // Transfer buffers of at most 64 KiB: what the streams can hold beyond hyper's send
+    // buffers is then at most 120 x 64 KiB, well apart from the unbounded case below. With
+    // the default 1 MiB buffers and the 64 MiB pool the bounded server itself could reach
+    // 30 + 64 MB, and on a loaded machine it did (+90 MB, the fresh-clone CI run at 5c81575).
+    let srv = TestServer::start_with(|c| c.performance.max_buffer_size = 64 << 10).await;
     let mut c = srv.client(Proto::H1).await;
     let data = vec![0x5au8; LEN];
     let r = put(&mut c, &signed_v("big.bin", LEN as u64), &data, &[]).await;
@@ -129,7 +133,7 @@ async fn h2_unread_downloads_hold_bounded_memory_per_connection() {
         peak >> 10
     );
     // Unbounded, each stream held about 1.1 MB (hyper's 1 MiB send buffer plus a chunk):
-    // 120 streams, 130 MB. Bounded: 256 KiB plus a chunk each.
+    // 120 streams, 130 MB. Bounded: 256 KiB plus a chunk (here at most 64 KiB) each, 38 MB.
     assert!(
         peak < 80 << 10,
         "RSS grew {} MB for {STREAMS} unread HTTP/2 downloads on one connection",

@@ -310,3 +310,32 @@ async fn zero_length_resumable_creations_answer_for_what_they_store() {
     let keys: Vec<_> = e.store.list("", None, 10).await.unwrap();
     assert_eq!(keys.len(), 1, "only z/i.bin: {keys:?}");
 }
+
+/// Found by the `core_request` fuzz target: a signed PUT of `/upload-page` got 201 and its
+/// GET then returned the upload page. No upload may create a key that one of the server's
+/// own GET routes answers for; neighbours of those names are ordinary keys.
+#[tokio::test]
+async fn keys_shadowed_by_a_route_are_refused_before_anything_is_stored() {
+    let e = env(64 << 20);
+    for rel in [
+        "upload-page",
+        "upload-page/app.js",
+        "health",
+        "metrics",
+        "upload-status",
+    ] {
+        assert_eq!(
+            put(&e, rel, b"other").await,
+            StatusCode::BAD_REQUEST,
+            "{rel}"
+        );
+        let tus = [("tus-resumable", "1.0.0"), ("upload-length", "5")];
+        let (s, h, _) = request(&e, Method::POST, &signed_put(rel, 5), &tus, vec![]).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "tus {rel}");
+        assert_eq!(h.get("xferd-error").unwrap(), "bad_path");
+    }
+    assert!(e.store.list("", None, 10).await.unwrap().is_empty());
+    for rel in ["upload-pages", "x/upload-page", "health.txt", "x/metrics"] {
+        assert_eq!(put(&e, rel, b"other").await, StatusCode::CREATED, "{rel}");
+    }
+}
