@@ -365,9 +365,11 @@ EOF
 EJCTL="$J/ejabberdctl"
 ej_ok=1
 ej_up=0
-# Two attempts: on this machine an Erlang node occasionally dies at boot without a word
-# (seen in CI runs back to back); a second start has always come up.
-for attempt in 1 2; do
+# Three attempts: on this machine an Erlang node occasionally dies at boot without a word
+# (seen in CI runs back to back); on 2026-12-02 two starts in a row did (each logged
+# "started ... accepting TCP connections", then "memsup: Erlang has closed" before
+# `ejabberdctl status` answered), and the next run came up at once.
+for attempt in 1 2 3; do
     start_daemon ejabberd "$J/foreground.log" "$EJCTL" foreground
     EJ_PGID=${PGIDS##* }
     for _ in $(seq 1 45); do   # each status probe starts an Erlang VM: about 1-2 s
