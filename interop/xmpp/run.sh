@@ -393,7 +393,7 @@ done
 if [ "$ej_up" = 1 ] && wait_tcp "$EJ_C2S" 20; then
     pass "ejabberd starts"
 else
-    fail "ejabberd starts" "node not started (or died) within about 90 s"
+    fail "ejabberd starts" "node not started (or died) in three attempts of about 45 s"
     show_log "$J/foreground.log"; show_log "$J/logs/error.log"
     ej_ok=0
 fi
