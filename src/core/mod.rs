@@ -321,6 +321,16 @@ impl Core {
     }
 }
 
+/// Whether `GET /<key>` is answered by one of the GET arms of `Core::route` (keep the two
+/// in step) instead of the download of `key` (`/health`, `/metrics`, HFS's `/upload-status`,
+/// the upload page and its files): such a key would be stored and then never served, so no upload may create it
+/// (400 `bad_path`, "reserved name"). Found by the `core_request` fuzz target: a signed PUT of
+/// `/upload-page` got 201, and its GET returned the page.
+pub fn shadowed_by_route(key: &path::RelPath) -> bool {
+    let url = format!("/{}", key.as_str());
+    matches!(url.as_str(), "/health" | "/metrics" | "/upload-status") || page::is_page(&url)
+}
+
 /// The longest a request that is not safe, read from 0-RTT early data, is held for its
 /// connection's handshake. A backstop only: the wait ends sooner when the connection is lost
 /// (a handshake that does not complete ends with the connection's idle timeout, as quinn

@@ -106,16 +106,6 @@ pub async fn put(
     Ok(resp)
 }
 
-/// Whether `GET /<key>` is answered by one of the server's own routes instead of the
-/// download of `key` (`/health`, `/metrics`, HFS's `/upload-status`, the upload page and its
-/// files): such a key would be stored and then never served, so no upload may create it
-/// (400 `bad_path`, "reserved name"). Found by the `core_request` fuzz target: a signed PUT of
-/// `/upload-page` got 201, and its GET returned the page.
-pub fn shadowed_by_route(key: &path::RelPath) -> bool {
-    let url = format!("/{}", key.as_str());
-    matches!(url.as_str(), "/health" | "/metrics" | "/upload-status") || super::page::is_page(&url)
-}
-
 /// Commits a finished staged write (on a filesystem: fsync + no-overwrite rename) under
 /// the breaker; a destination taken meanwhile is the client's conflict (409), not a storage
 /// failure.
@@ -178,13 +168,13 @@ pub async fn admit(
 }
 
 /// [`admit`] without the existence check: the size limit, the allowed extensions, and no
-/// key that a route of the server's own shadows ([`shadowed_by_route`]).
+/// key that a route of the server's own shadows ([`super::shadowed_by_route`]).
 pub fn admit_limits(
     core: &Core,
     target: &path::RelPath,
     size: Option<u64>,
 ) -> Result<(), CoreError> {
-    if shadowed_by_route(target) {
+    if super::shadowed_by_route(target) {
         return Err(CoreError::BadPath(path::PathError::Reserved));
     }
     let s = &core.settings;

@@ -59,9 +59,14 @@ impl State {
             .is_some_and(|(k, _)| k.starts_with(&dir))
     }
 
+    /// An object, or objects below it, occupy `key` (what [`Store::exists`] reports).
+    fn taken(&self, key: &Key) -> bool {
+        self.objects.contains_key(key.as_str()) || self.has_children(key)
+    }
+
     /// Stores `data` under `key` unless taken (the bytes are already accounted).
     fn insert(&mut self, key: &Key, data: Bytes) -> Result<()> {
-        if self.objects.contains_key(key.as_str()) || self.has_children(key) {
+        if self.taken(key) {
             return Err(StoreError::Exists);
         }
         if self.ancestor_is_object(key) {
@@ -228,7 +233,7 @@ impl Store for MemStore {
         ready(if st.ancestor_is_object(key) {
             Err(conflict("a prefix of the key is an object"))
         } else {
-            Ok(st.objects.contains_key(key.as_str()) || st.has_children(key))
+            Ok(st.taken(key))
         })
     }
 
@@ -249,7 +254,7 @@ impl Store for MemStore {
             if st.ancestor_is_object(key) {
                 return ready(Err(conflict("a prefix of the key is an object")));
             }
-            if st.objects.contains_key(key.as_str()) || st.has_children(key) {
+            if st.taken(key) {
                 return ready(Err(StoreError::Exists));
             }
         }

@@ -271,8 +271,8 @@ fn launch(
 impl SeaweedFs {
     /// Waits until `bucket_ready` (a HeadBucket through the caller's S3 client, or a read:
     /// `s3_env::wait_serving`) answers true: the bucket appears shortly after the port
-    /// answers. Polls every 100 ms for at most 60 s, on a thread of its own (the caller may be inside a runtime); panics with
-    /// weed's log when it never does.
+    /// answers. Polls every 100 ms for at most 60 s, on a thread of its own (the caller may
+    /// be inside a runtime); panics with weed's log when it never does.
     pub fn wait_bucket<F, Fut>(&self, bucket_ready: F)
     where
         F: Fn() -> Fut + Send + 'static,
@@ -327,22 +327,13 @@ impl SeaweedFs {
             // SAFETY: kill(2) on a PID this test started; no memory is involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.reap();
     }
 
     /// Starts weed again on the same ports and data (after [`SeaweedFs::stop`]); returns
     /// once the S3 port answers (bounded; reads may take longer: see `s3_env::wait_serving`).
-    /// A port still held by the old process (or a
-    /// socket in its last moments) is waited for and the start retried, up to
-    /// [`START_TIMEOUT`] in all.
+    /// A port still held by the old process (or a socket in its last moments) is waited for
+    /// and the start retried, up to [`START_TIMEOUT`] in all.
     pub fn restart(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -377,15 +368,10 @@ impl SeaweedFs {
     }
 }
 
-impl Drop for SeaweedFs {
-    fn drop(&mut self) {
-        if self.respawn.is_some() {
-            self.stop();
-            let _ = std::fs::remove_dir_all(&self.dir);
-            return;
-        }
-        // Closing stdin makes the watchdog kill weed by its PID; then the watchdog ends.
-        drop(self.stdin.take());
+impl SeaweedFs {
+    /// Waits (10 s at most) for the watchdog to exit once weed is gone; kills it if it
+    /// does not.
+    fn reap(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -395,5 +381,18 @@ impl Drop for SeaweedFs {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        if self.respawn.is_some() {
+            self.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        // Closing stdin makes the watchdog kill weed by its PID; then the watchdog ends.
+        drop(self.stdin.take());
+        self.reap();
     }
 }
