@@ -365,6 +365,24 @@ impl S3Store {
         }
     }
 
+    /// [`S3Store::upload_part`] with the payload's SHA-256 computed here, on the blocking
+    /// pool (the staged PUT's parts and a completion's last part).
+    pub(crate) async fn upload_part_hashing(
+        &self,
+        full: &str,
+        upload_id: &str,
+        number: u32,
+        body: bytes::Bytes,
+    ) -> Result<String> {
+        let hashed = body.clone();
+        let sha = tokio::task::spawn_blocking(move || {
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&hashed))
+        })
+        .await
+        .map_err(|e| StoreError::Other(io::Error::other(e.to_string())))?;
+        self.upload_part(full, upload_id, number, body, sha).await
+    }
+
     /// UploadPart: `body` as part `number` of `upload_id` on the object `full`, signed with
     /// its SHA-256 (`sha256`, hex); the part's ETag.
     pub(crate) async fn upload_part(

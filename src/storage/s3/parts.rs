@@ -195,23 +195,6 @@ impl S3Parts {
             .ok_or_else(|| other("CreateMultipartUpload answered no UploadId"))
     }
 
-    /// UploadPart (SHA-256 signed: the payload hash on the blocking pool).
-    pub(crate) async fn upload_part(
-        &self,
-        target: &str,
-        upload_id: &str,
-        number: u32,
-        body: Bytes,
-    ) -> Result<String> {
-        let hashed = body.clone();
-        let sha = tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&hashed)))
-            .await
-            .map_err(|e| other(e.to_string()))?;
-        self.s3
-            .upload_part(target, upload_id, number, body, sha)
-            .await
-    }
-
     /// Every object key of a session (for removal).
     pub(crate) async fn keys_of(&self, id: &str) -> Result<Vec<String>> {
         self.keys_under(&self.base(id)?).await
@@ -256,7 +239,7 @@ impl S3Parts {
                     m.parts.iter().map(|p| (p.number, p.etag.clone())).collect();
                 if !tail.is_empty() {
                     let number = part_number(pe)?;
-                    let etag = self.upload_part(&full, up, number, tail).await?;
+                    let etag = self.s3.upload_part_hashing(&full, up, number, tail).await?;
                     list.push((number, etag));
                 }
                 let body = super::xml::complete_body(&list);

@@ -178,14 +178,8 @@ impl Shared {
         number: u32,
         body: Bytes,
     ) -> Result<(u32, String)> {
-        let hashed = body.clone();
-        let sha = tokio::task::spawn_blocking(move || {
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&hashed))
-        })
-        .await
-        .map_err(|e| other(&e.to_string()))?;
         let etag = (self.store)
-            .upload_part(&self.key, upload_id, number, body, sha)
+            .upload_part_hashing(&self.key, upload_id, number, body)
             .await?;
         Ok((number, etag))
     }
