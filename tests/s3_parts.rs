@@ -533,3 +533,59 @@ async fn s3_requests_per_tus_patch_through_the_server() {
     })
     .await;
 }
+
+/// tus concatenation on s3 (tus-js-client's `parallelUploads`): partials past a part are
+/// sealed into objects of their own, so the final upload can read them back; the final
+/// object is whole, the partials leave nothing behind.
+#[tokio::test]
+async fn tus_partials_past_a_part_concatenate_on_s3() {
+    bounded(async {
+        let Some(e) = env("concat").await else {
+            return;
+        };
+        let mut c = e.srv.client(xferd::client::Proto::H2).await;
+        let rel = "joined/parallel.bin";
+        let d = pattern(21, 0, 13 * MIB + 5);
+        let mut locs = Vec::new();
+        for part in [d.slice(..7 * MIB), d.slice(7 * MIB..)] {
+            let len = part.len().to_string();
+            let r = request(
+                &mut c,
+                "POST",
+                &v3("POST", rel),
+                &[TUS, ("upload-concat", "partial"), ("upload-length", &len)],
+                None,
+            )
+            .await;
+            assert_eq!(r.status, 201, "partial: {:?}", r.body);
+            let loc = r.header("location").unwrap().to_string();
+            for (from, to) in [(0, part.len() / 2), (part.len() / 2, part.len())] {
+                let r = tus_patch(&c, &loc, from as u64, part.slice(from..to)).await;
+                assert_eq!(r.status, 204, "PATCH at {from}: {:?}", r.body);
+            }
+            locs.push(loc);
+        }
+        let fin = format!("final;{} {}", locs[0], locs[1]);
+        let r = request(
+            &mut c,
+            "POST",
+            &v3("POST", rel),
+            &[TUS, ("upload-concat", &fin)],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 201, "final: {:?}", r.body);
+        let got = get(&mut c, &format!("/{rel}"), &[]).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(Sha256::digest(&got.body), Sha256::digest(&d));
+        // Only the final object is left: no session data, no multipart upload.
+        let left = e.store.list("", None, 100).await.unwrap();
+        let keys: Vec<&str> = left.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, [rel]);
+        let sessions = S3Parts::new(e.store.clone()).list().await.unwrap();
+        assert!(sessions.is_empty(), "{sessions:?}");
+        assert!(e.store.multipart_uploads().await.unwrap().is_empty());
+        e.srv.stop().await;
+    })
+    .await;
+}

@@ -36,6 +36,12 @@ mod seaweed;
 
 /// An [`S3Store`] on the process's SeaweedFS under a prefix of its own, if `weed` is here.
 fn s3_store() -> Option<S3Store> {
+    s3_store_with(MIN_PART_SIZE, None)
+}
+
+/// [`s3_store`] with parts of `part_size`, on `prefix` when given (stores on one prefix
+/// are instances sharing a bucket).
+pub(crate) fn s3_store_with(part_size: u64, prefix: Option<&str>) -> Option<S3Store> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static WEED: std::sync::OnceLock<Option<seaweed::SeaweedFs>> = std::sync::OnceLock::new();
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -47,7 +53,7 @@ fn s3_store() -> Option<S3Store> {
                 bucket: seaweed::BUCKET.into(),
                 prefix,
                 allow_http: true,
-                part_size: MIN_PART_SIZE,
+                part_size,
                 max_parts_in_flight: 2,
                 credentials: Credentials {
                     access_key_id: seaweed::ACCESS_KEY.into(),
@@ -71,10 +77,11 @@ fn s3_store() -> Option<S3Store> {
         })
         .as_ref()?;
     let n = N.fetch_add(1, Ordering::Relaxed);
-    Some(make(
-        &weed.endpoint,
-        format!("contract-{}-{n}/", std::process::id()),
-    ))
+    let prefix = match prefix {
+        Some(p) => p.to_string(),
+        None => format!("contract-{}-{n}/", std::process::id()),
+    };
+    Some(make(&weed.endpoint, prefix))
 }
 
 fn key(s: &str) -> Key {

@@ -291,7 +291,7 @@ pub fn read_range(object: Arc<dyn Object>, offset: u64, len: u64, chunk: usize) 
 /// On a filesystem: one file per session written with `pwrite`, completion a truncate +
 /// fsync + no-overwrite rename. On an object store (`s3::parts`): appends go to a multipart
 /// upload per session begun for its target ([`PartStore::create_at`]), in parts of at least
-/// [`Capabilities::min_part_size`], with the tail below that and the part ETags in a state
+/// [`Capabilities::min_part_size`] and of one size, with the tail and the part ETags in a state
 /// object in the bucket; HFS chunks ([`PartStore::open_chunk_sink`]) are objects of their
 /// own; complete = complete-multipart-upload (or a put) with a create-only condition.
 pub trait PartStore: Send + Sync + std::fmt::Debug {
@@ -317,6 +317,14 @@ pub trait PartStore: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'static, Result<Arc<dyn Sink>>> {
         let _ = (offset, len);
         self.open_sink(id)
+    }
+    /// The session's `len` bytes are complete and from now on only read (a tus partial
+    /// upload, the source of a later concatenation): an object store moves them into an
+    /// object of their own that [`PartStore::read_at`] and [`PartStore::concat`] can read.
+    /// Idempotent. The default does nothing (a file reads back as it is).
+    fn seal(&self, id: &str, len: u64) -> BoxFuture<'static, Result<()>> {
+        let _ = (id, len);
+        Box::pin(std::future::ready(Ok(())))
     }
     /// Whether the session has data.
     fn exists(&self, id: &str) -> BoxFuture<'static, Result<bool>>;

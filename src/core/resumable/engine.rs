@@ -340,10 +340,13 @@ impl Engine {
             self.quotas.reserve_session(&id, &session.target, len)?;
         }
         let created = async {
-            self.parts
-                .create_at(&id, &new.target)
-                .await
-                .map_err(stored)?;
+            // A partial upload never becomes its target: it is sealed, then read by the
+            // concatenation of its final upload.
+            let made = match session.kind {
+                Kind::Partial => self.parts.create(&id).await,
+                _ => self.parts.create_at(&id, &new.target).await,
+            };
+            made.map_err(stored)?;
             self.records
                 .insert(&id, record, self.quota())
                 .await
@@ -468,7 +471,9 @@ impl Engine {
                 return Err(SessionError::DigestMismatch);
             }
         }
-        if s.kind != Kind::Partial {
+        if s.kind == Kind::Partial {
+            (self.parts.seal(id, len).await).map_err(stored)?;
+        } else {
             let target =
                 path::validate(&s.target).map_err(|e| SessionError::Storage(e.to_string()))?;
             // [scan] hook: the assembled data is scanned before it moves to its target; an

@@ -1,9 +1,9 @@
 //! The appending sink of an S3 session ([`super::parts::S3Parts`]'s `open_sink`): bytes
-//! buffered into parts of `part_size` (uploaded as they fill), the rest uploaded as a part
-//! at a sync when it reaches the minimum part, else kept as the tail in the state object;
-//! a sync ends with one PutObject of the state (and a CopyObject to `prev` when it added
-//! parts). The first write of a request may start before the stored end (the session
-//! record lags the bucket): the sink rewinds into the tail, or to `prev`.
+//! buffered into parts of the session's part size (uploaded as they fill), the rest kept as
+//! the tail in the state object; a sync ends with one PutObject of the state (and a
+//! CopyObject to `prev` when it added parts). The first write of a request may start
+//! before the stored end (the session record lags the bucket): the sink rewinds into the
+//! tail, or to `prev`.
 //!
 //! Rules:
 //! 1. A full part is hashed in order (the session's running SHA-256 and the part's own
@@ -16,10 +16,14 @@
 //! 3. A failed part fails the write or sync that collects it, and every later one; parts
 //!    still in flight when the sink is dropped are cancelled (their bytes were never
 //!    acknowledged).
+//! 4. Every part but the last has the session's part size, chosen at its first sink and
+//!    kept in the state (an instance configured otherwise follows it): a sync never
+//!    uploads a short part, so the upload completes on stores that require equal parts
+//!    (Cloudflare R2). A session without a target (a tus partial upload) uploads its parts
+//!    for its own `data` object, which sealing completes.
 
 use super::manifest::{Manifest, PartRec};
 use super::parts::{other, part_number, S3Parts, MAX_STATE};
-use super::MIN_PART_SIZE;
 use crate::storage::store::{BoxFuture, Result, Sink, StoreError};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -32,17 +36,10 @@ use tokio::task::JoinHandle;
 type PartJob = JoinHandle<Result<PartRec>>;
 
 /// The sink of one request over a loaded state.
-pub(crate) fn sink(
-    parts: S3Parts,
-    id: String,
-    part_size: usize,
-    max_in_flight: usize,
-    st: AState,
-) -> Arc<dyn Sink> {
+pub(crate) fn sink(parts: S3Parts, id: String, max_in_flight: usize, st: AState) -> Arc<dyn Sink> {
     Arc::new(AppendSink(Arc::new(Append {
         parts,
         id,
-        part_size,
         max_in_flight: max_in_flight.max(1),
         st: tokio::sync::Mutex::new(st),
     })))
@@ -55,7 +52,6 @@ struct AppendSink(Arc<Append>);
 struct Append {
     parts: S3Parts,
     id: String,
-    part_size: usize,
     max_in_flight: usize,
     st: tokio::sync::Mutex<AState>,
 }
@@ -73,6 +69,8 @@ pub(crate) struct AState {
     /// Parts and upload as known here (its `tail` is unused: see `tail`).
     pub(crate) m: Manifest,
     pub(crate) tail: BytesMut,
+    /// The size parts are cut at (rule 4).
+    pub(crate) cut: usize,
     /// SHA-256 of bytes `[0, m.parts_end())`.
     pub(crate) sha: Sha256,
     /// Parts were added since the state object was last written.
@@ -89,10 +87,22 @@ pub(crate) struct AState {
 }
 
 impl AState {
-    /// The state of a session as its state object describes it.
-    pub(crate) fn new(m: Manifest) -> Result<AState> {
+    /// The state of a session as its state object describes it; `part_size` is this
+    /// instance's, used when the session has none yet (rule 4).
+    pub(crate) fn new(mut m: Manifest, part_size: usize) -> Result<AState> {
+        if m.sealed.is_some() {
+            return Err(other("the session is sealed: its data are only read"));
+        }
+        if m.psize.is_none() && m.parts.is_empty() {
+            m.psize = Some(part_size as u64);
+        }
+        let cut = m
+            .psize
+            .map_or(part_size, |p| usize::try_from(p).unwrap_or(usize::MAX));
+        let tail = BytesMut::from(&std::mem::take(&mut m.tail)[..]);
         Ok(AState {
-            tail: BytesMut::from(&m.tail[..]),
+            tail,
+            cut,
             sha: m.hasher()?,
             m,
             parts_changed: false,
@@ -114,11 +124,11 @@ impl AState {
 impl Append {
     async fn upload(&self, st: &mut AState, part: Bytes) -> Result<()> {
         let start = st.parts_end();
-        let number = part_number(start)?;
-        let target =
-            st.m.target
-                .clone()
-                .ok_or_else(|| other("session created without a target"))?;
+        let number = part_number(start, st.m.grain())?;
+        let target = match &st.m.target {
+            Some(t) => t.clone(),
+            None => self.parts.data_key(&self.id)?,
+        };
         let upload_id = match &st.m.upload_id {
             Some(u) => u.clone(),
             None => {
@@ -212,18 +222,14 @@ impl Append {
         st.started = true;
         st.dirty = true;
         st.tail.extend_from_slice(&data);
-        while st.tail.len() >= self.part_size {
-            let part = st.tail.split_to(self.part_size).freeze();
+        while st.tail.len() >= st.cut {
+            let part = st.tail.split_to(st.cut).freeze();
             self.upload(st, part).await?;
         }
         Ok(())
     }
 
     async fn sync_locked(&self, st: &mut AState) -> Result<()> {
-        if st.tail.len() as u64 >= MIN_PART_SIZE {
-            let part = std::mem::take(&mut st.tail).freeze();
-            self.upload(st, part).await?;
-        }
         // Rule 2: the state names only parts the bucket holds.
         while !st.in_flight.is_empty() {
             Self::settle_oldest(st).await?;

@@ -14,7 +14,7 @@ use super::staged::S3Staged;
 use crate::storage::store::{read_range, Object, Result, Sink, Staged, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -130,17 +130,8 @@ impl S3Parts {
     ) -> Result<Sha256> {
         let mut seen = 0u64;
         for (obj, off, len) in self.plan(id, from, to).await? {
-            let mut body = read_range(obj, off, len, READ_CHUNK);
-            while let Some(b) = body.next().await {
-                let b = b?;
-                seen += b.len() as u64;
-                sha = tokio::task::spawn_blocking(move || {
-                    sha.update(&b);
-                    sha
-                })
-                .await
-                .map_err(|e| other(e.to_string()))?;
-            }
+            let (next, n) = S3Parts::hash_object(obj, sha, off, len).await?;
+            (sha, seen) = (next, seen + n);
         }
         if seen != to - from {
             return Err(S3Parts::short());

@@ -2,25 +2,31 @@
 //! state`): what [`super::parts::S3Parts`] needs to continue the upload on any instance.
 //!
 //! One object holds a small text header and, after it, the tail (the bytes past the last
-//! uploaded part, shorter than the minimum part): one PutObject makes both durable at once.
-//! The header lists the multipart upload id, every uploaded part (number, first byte,
-//! length, ETag) and the SHA-256 state of the bytes in parts (the `sha2` serialized state:
-//! parts cannot be read back before completion, so the digest is carried along). Offsets
-//! and ETags come from here only, never from ListParts (eventually consistent on several
-//! stores: tusd #376, #497).
+//! uploaded part, shorter than the session's part size): one PutObject makes both durable
+//! at once. The header lists the session's part size (every part but the last has exactly
+//! that size, as Cloudflare R2 requires; a state written before it was recorded has none,
+//! and its parts are numbered by 5 MiB), the multipart upload id, every uploaded part
+//! (number, first byte, length, ETag), the SHA-256 state of the bytes in parts (the `sha2`
+//! serialized state: parts cannot be read back before completion, so the digest is carried
+//! along) and, once the session is sealed, its length (its bytes are then the object
+//! `data` beside `state`). Offsets and ETags come from here only, never from ListParts
+//! (eventually consistent on several stores: tusd #376, #497).
 //!
 //! ```text
 //! xferd-parts 1
+//! psize <part size>
 //! key <hex of the object key the multipart upload is for>
 //! upload <hex of the upload id>
 //! sha <hex of the serialized SHA-256 state>
 //! part <number> <first byte> <length> <hex of the ETag>
 //! prev <0|1>
+//! sealed <length>
 //! tail <length>
 //!
 //! <tail bytes>
 //! ```
 
+use super::MIN_PART_SIZE;
 use crate::storage::store::{Result, StoreError};
 use bytes::Bytes;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
@@ -41,6 +47,9 @@ pub(crate) struct PartRec {
 /// A decoded state object.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Manifest {
+    /// The size of every part but the last (`None`: not chosen yet, or a state written
+    /// before part sizes were recorded).
+    pub psize: Option<u64>,
     /// The full object key the multipart upload is for (the session's target).
     pub target: Option<String>,
     pub upload_id: Option<String>,
@@ -49,6 +58,8 @@ pub(crate) struct Manifest {
     pub sha: Option<Vec<u8>>,
     /// Whether `prev` holds the state before the last part was added (for a rewind).
     pub has_prev: bool,
+    /// The session's length once it is sealed (its bytes are the object `data`).
+    pub sealed: Option<u64>,
     pub tail: Bytes,
 }
 
@@ -70,6 +81,11 @@ impl Manifest {
         self.parts_end() + self.tail.len() as u64
     }
 
+    /// What part numbers count in: part `n` starts at `(n - 1) x grain`.
+    pub fn grain(&self) -> u64 {
+        self.psize.unwrap_or(MIN_PART_SIZE)
+    }
+
     /// The running hash of the bytes in parts.
     pub fn hasher(&self) -> Result<Sha256> {
         match &self.sha {
@@ -88,6 +104,9 @@ impl Manifest {
 
     pub fn encode(&self) -> Bytes {
         let mut h = format!("{MAGIC}\n");
+        if let Some(p) = self.psize {
+            h.push_str(&format!("psize {p}\n"));
+        }
         if let Some(t) = &self.target {
             h.push_str(&format!("key {}\n", hex::encode(t)));
         }
@@ -107,6 +126,9 @@ impl Manifest {
             ));
         }
         h.push_str(&format!("prev {}\n", u8::from(self.has_prev)));
+        if let Some(n) = self.sealed {
+            h.push_str(&format!("sealed {n}\n"));
+        }
         h.push_str(&format!("tail {}\n\n", self.tail.len()));
         let mut out = Vec::with_capacity(h.len() + self.tail.len());
         out.extend_from_slice(h.as_bytes());
@@ -160,6 +182,14 @@ impl Manifest {
                     });
                 }
                 Some("prev") => m.has_prev = f.next() == Some("1"),
+                Some("psize") => {
+                    let p = num(f.next())?;
+                    if p < MIN_PART_SIZE {
+                        return Err(bad("part size below the minimum"));
+                    }
+                    m.psize = Some(p);
+                }
+                Some("sealed") => m.sealed = Some(num(f.next())?),
                 Some("tail") => tail_len = Some(num(f.next())?),
                 _ => return Err(bad("unknown line")),
             }
@@ -183,6 +213,8 @@ mod tests {
         let mut sha = Sha256::new();
         sha.update(b"abc");
         let mut m = Manifest {
+            psize: Some(6 << 20),
+            sealed: Some(19),
             target: Some("a/b c".into()),
             upload_id: Some("up/load id=1".into()),
             parts: vec![
@@ -209,6 +241,15 @@ mod tests {
         assert_eq!(back.target, m.target);
         assert_eq!(back.parts, m.parts);
         assert!(back.has_prev);
+        assert_eq!(
+            (back.psize, back.sealed, back.grain()),
+            (Some(6 << 20), Some(19), 6 << 20)
+        );
+        assert_eq!(
+            Manifest::default().grain(),
+            MIN_PART_SIZE,
+            "states without a size"
+        );
         assert_eq!(&back.tail[..], b"tail\n\nbytes");
         assert_eq!((back.parts_end(), back.end()), (8, 19));
         let mut h = back.hasher().unwrap();
@@ -227,6 +268,7 @@ mod tests {
             Bytes::from_static(b"xferd-parts 2\ntail 0\n\n"),
             Bytes::from_static(b"xferd-parts 1\npart 1 5 3 00\ntail 0\n\n"),
             Bytes::from_static(b"xferd-parts 1\nsha zz\ntail 0\n\n"),
+            Bytes::from_static(b"xferd-parts 1\npsize 1024\ntail 0\n\n"),
             Bytes::from(longer),
         ] {
             assert!(Manifest::decode(raw).is_err());

@@ -30,6 +30,9 @@ pub mod client;
 mod manifest;
 mod object;
 pub mod parts;
+mod seal;
+#[cfg(test)]
+mod session_tests;
 pub mod sigv4;
 mod staged;
 mod sweep;

@@ -6,14 +6,14 @@
 //!
 //! - **Appends** (tus, IETF: [`PartStore::open_sink`]) go to one multipart upload per
 //!   session, begun for the session's target ([`PartStore::create_at`]) at the first full
-//!   part. A part is uploaded as soon as `part_size` bytes are buffered, and at each
-//!   [`Sink::sync`] when the buffer holds at least the minimum part (5 MiB); less than that
-//!   is the *tail*, kept in the session's state object (`state`, see `manifest.rs`)
-//!   together with the upload id, every part's number, offset, length and ETag, and the
-//!   SHA-256 state of the bytes in parts. A sync ends with one PutObject of `state`, so
-//!   what the engine acknowledges after it is durably in S3. The part number is
-//!   `first byte / 5 MiB + 1` (parts are at least 5 MiB, so numbers rise; a retried part
-//!   gets its old number and replaces it).
+//!   part. Every part but the last has the session's part size (`part_size` of the
+//!   instance that began it, kept in the state: Cloudflare R2 requires equal parts), and
+//!   is uploaded as soon as that many bytes are buffered; what is past the last part is
+//!   the *tail*, kept in the session's state object (`state`, see `manifest.rs`) together
+//!   with the upload id, every part's number, offset, length and ETag, and the SHA-256
+//!   state of the bytes in parts. A sync ends with one PutObject of `state`, so what the
+//!   engine acknowledges after it is durably in S3. The part number is `first byte / part
+//!   size + 1` (a retried part gets its old number and replaces it).
 //! - Before a sync that added parts, `state` is copied (CopyObject, no data moved) to
 //!   `prev`: if the session record lags the bucket (the process died, or Redis failed,
 //!   between the sync and the record's update), the next append starts at the previous
@@ -25,12 +25,16 @@
 //!   and streams them into the target through a create-only staged write.
 //! - [`PartStore::complete`]: the tail becomes the last part, CompleteMultipartUpload with
 //!   `If-None-Match: *` (a taken key: [`StoreError::Exists`], the session's data kept);
-//!   an upload that never reached 5 MiB is one create-only PutObject.
+//!   an upload that never filled a part is one create-only PutObject.
+//! - **Sealed sessions** (tus partial uploads, created without a target): their parts go
+//!   to the session's own `data` object, which [`PartStore::seal`] completes once the
+//!   partial is whole; a concatenation then reads the partials back from there
+//!   (`seal.rs`).
 //! - [`PartStore::hash_range`] uses the carried SHA-256 state plus the tail (appends) or
 //!   reads chunk objects (chunks); [`PartStore::read_at`] can read tails and chunks, not
 //!   the parts of an unfinished upload (scanning then fails, by its policy).
 //!
-//! Requests (`xferd_s3_requests_total{op}`): an append below 5 MiB costs GetObject
+//! Requests (`xferd_s3_requests_total{op}`): an append within a part costs GetObject
 //! (`state`) + PutObject (`state`); one that fills parts adds UploadPart per part and one
 //! CopyObject (`prev`); the first part adds CreateMultipartUpload. Completion: GetObject,
 //! UploadPart (tail), CompleteMultipartUpload, DeleteObject (`state`, and `prev` if any).
@@ -52,13 +56,15 @@ use std::sync::Arc;
 pub const PARTS_PREFIX: &str = ".xferd-parts/";
 /// S3's limit on part numbers.
 const MAX_PARTS: u64 = 10_000;
-/// The largest state object read back: a tail below one part and a header of 10,000 parts.
-pub(crate) const MAX_STATE: usize = (MIN_PART_SIZE as usize) + (2 << 20);
+/// The largest state object read back: a tail below the largest part `[storage.s3]`
+/// allows (5 GiB; a session's tail is below its own part size) and a header of 10,000 parts.
+pub(crate) const MAX_STATE: usize = (5 << 30) + (2 << 20);
 /// Bytes per read when data is read back.
 pub(crate) const READ_CHUNK: usize = 4 << 20;
 
 /// Sequential appends, parts of at least 5 MiB, no free-space query. `concat` is off: a
-/// concatenation works only for sources still readable (tails, chunks), not in general.
+/// concatenation reads its sources back and uploads them again (sealed partial uploads,
+/// tails, chunks), no server-side copy.
 pub const S3_PART_CAPABILITIES: Capabilities = Capabilities {
     random_write: false,
     concat: false,
@@ -80,6 +86,12 @@ impl S3Parts {
     /// Session data in `s3`'s bucket, under its prefix.
     pub fn new(s3: S3Store) -> S3Parts {
         S3Parts { s3 }
+    }
+
+    /// The object a session without a target uploads its parts for, and that sealing
+    /// completes (`…/.xferd-parts/<id>/data`).
+    pub(crate) fn data_key(&self, id: &str) -> Result<String> {
+        Ok(format!("{}data", self.base(id)?))
     }
 
     /// The full key prefix of a session's objects (`…/.xferd-parts/<id>/`).
@@ -238,7 +250,7 @@ impl S3Parts {
                 let mut list: Vec<(u32, String)> =
                     m.parts.iter().map(|p| (p.number, p.etag.clone())).collect();
                 if !tail.is_empty() {
-                    let number = part_number(pe)?;
+                    let number = part_number(pe, m.grain())?;
                     let etag = self.s3.upload_part_hashing(&full, up, number, tail).await?;
                     list.push((number, etag));
                 }
@@ -263,8 +275,8 @@ impl S3Parts {
                     )
                     .await?;
                 staged::committed(resp).await?;
-                if let (Some(up), Some(t)) = (&m.upload_id, &m.target) {
-                    let _ = self.s3.abort_upload(t, up).await;
+                if let Some(up) = &m.upload_id {
+                    let _ = self.s3.abort_upload(&self.upload_key(id, &m)?, up).await;
                 }
             }
         }
@@ -284,9 +296,9 @@ impl S3Parts {
     }
 }
 
-/// The part number of a part starting at `start` (parts are at least 5 MiB apart).
-pub(crate) fn part_number(start: u64) -> Result<u32> {
-    let n = start / MIN_PART_SIZE + 1;
+/// The part number of a part starting at `start` (parts start at multiples of `grain`).
+pub(crate) fn part_number(start: u64, grain: u64) -> Result<u32> {
+    let n = start / grain.max(1) + 1;
     if n > MAX_PARTS {
         return Err(StoreError::Other(io::Error::new(
             io::ErrorKind::FileTooLarge,
@@ -313,9 +325,9 @@ impl PartStore for S3Parts {
     fn open_sink(&self, id: &str) -> BoxFuture<'static, Result<Arc<dyn Sink>>> {
         let (me, id) = (self.clone(), id.to_string());
         Box::pin(async move {
-            let st = super::append::AState::new(me.load_req(&id).await?)?;
-            let (part_size, max_in_flight) = (me.s3.inner.part_size, me.s3.inner.max_in_flight);
-            Ok(super::append::sink(me, id, part_size, max_in_flight, st))
+            let st = super::append::AState::new(me.load_req(&id).await?, me.s3.inner.part_size)?;
+            let max_in_flight = me.s3.inner.max_in_flight;
+            Ok(super::append::sink(me, id, max_in_flight, st))
         })
     }
 
@@ -341,8 +353,8 @@ impl PartStore for S3Parts {
         let (me, id) = (self.clone(), id.to_string());
         Box::pin(async move {
             if let Some(m) = me.load(&id).await? {
-                if let (Some(up), Some(t)) = (&m.upload_id, &m.target) {
-                    me.s3.abort_upload(t, up).await?;
+                if let Some(up) = &m.upload_id {
+                    me.s3.abort_upload(&me.upload_key(&id, &m)?, up).await?;
                 }
             }
             for k in me.keys_of(&id).await? {
@@ -354,25 +366,12 @@ impl PartStore for S3Parts {
 
     fn concat(&self, dest: &str, sources: Vec<(String, u64)>) -> BoxFuture<'static, Result<()>> {
         let (me, dest) = (self.clone(), dest.to_string());
-        Box::pin(async move {
-            let sink = PartStore::open_sink(&me, &dest).await?;
-            let mut pos = 0u64;
-            for (src, n) in sources {
-                let mut off = 0u64;
-                while off < n {
-                    let want = usize::try_from((n - off).min(READ_CHUNK as u64)).unwrap_or(0);
-                    let b = PartStore::read_at(&me, &src, off, want).await?;
-                    if b.is_empty() {
-                        return Err(other("a concatenation source is shorter than its length"));
-                    }
-                    off += b.len() as u64;
-                    let step = b.len() as u64;
-                    sink.write(pos, b).await?;
-                    pos += step;
-                }
-            }
-            sink.sync().await
-        })
+        Box::pin(async move { me.concat_sessions(&dest, sources).await })
+    }
+
+    fn seal(&self, id: &str, len: u64) -> BoxFuture<'static, Result<()>> {
+        let (me, id) = (self.clone(), id.to_string());
+        Box::pin(async move { me.seal_session(&id, len).await })
     }
 
     fn hash_range(
@@ -388,6 +387,14 @@ impl PartStore for S3Parts {
                 return Ok(sha);
             }
             let m = me.load_req(&id).await?;
+            if let Some(len) = m.sealed {
+                let obj = me.sealed_object(&id, len).await?;
+                let (sha, seen) = S3Parts::hash_object(obj, sha, from, to - from).await?;
+                return match seen == to - from {
+                    true => Ok(sha),
+                    false => Err(other("hash past a sealed session's bytes")),
+                };
+            }
             if !S3Parts::is_appends(&m) {
                 return me.hash_chunks(&id, sha, from, to).await;
             }
@@ -460,6 +467,9 @@ impl PartStore for S3Parts {
         let (me, id) = (self.clone(), id.to_string());
         Box::pin(async move {
             let m = me.load_req(&id).await?;
+            if let Some(n) = m.sealed {
+                return me.sealed_object(&id, n).await?.read_at(offset, len).await;
+            }
             if !S3Parts::is_appends(&m) {
                 return me.read_chunks(&id, offset, len).await;
             }

@@ -1,0 +1,195 @@
+//! Sealed S3 sessions ([`PartStore::seal`](crate::storage::store::PartStore::seal)): a tus
+//! partial upload, once whole, is moved into an object of its own, `<prefix>.xferd-parts/
+//! <id>/data`, so that a later concatenation (and any read) can get its bytes, which the
+//! parts of an unfinished multipart upload never give back.
+//!
+//! Rules:
+//! 1. A session created without a target (the engine creates tus partial uploads so)
+//!    uploads its parts for `data` from the first part on; sealing uploads the tail as
+//!    the last part and completes that upload, or puts the tail as `data` when there
+//!    are no parts. A session begun for a target with parts in it cannot be sealed.
+//! 2. The state is rewritten only after `data` is complete, with the length sealed, no
+//!    parts and no tail; a seal cut between the two finds `data` whole (its length) and
+//!    only rewrites the state. Sealing again with the same length does nothing.
+//! 3. A sealed session accepts no more writes; it is read with ranged GETs of `data`,
+//!    and removed (abort, or after its concatenation) with the rest of its objects.
+
+use super::client::{Call, Op};
+use super::manifest::Manifest;
+use super::object::S3Object;
+use super::parts::{other, part_number, S3Parts, READ_CHUNK};
+use super::staged;
+use crate::storage::store::{read_range, Object, Result, StoreError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::Method;
+use sha2::{Digest, Sha256};
+use std::io;
+use std::sync::Arc;
+
+fn unsupported(msg: &str) -> StoreError {
+    StoreError::Other(io::Error::new(io::ErrorKind::Unsupported, msg.to_string()))
+}
+
+impl S3Parts {
+    /// The key the session's multipart upload is for: its target, else `data` (rule 1).
+    pub(crate) fn upload_key(&self, id: &str, m: &Manifest) -> Result<String> {
+        match &m.target {
+            Some(t) => Ok(t.clone()),
+            None => self.data_key(id),
+        }
+    }
+
+    pub(crate) async fn seal_session(&self, id: &str, len: u64) -> Result<()> {
+        let Some(m) = self.load(id).await? else {
+            return Err(StoreError::NotFound);
+        };
+        match m.sealed {
+            Some(n) if n == len => return Ok(()),
+            Some(_) => return Err(other("the session was sealed with another length")),
+            None => {}
+        }
+        if m.end() != len {
+            return Err(other("the sealed length does not match the stored bytes"));
+        }
+        if m.target.is_some() && !m.parts.is_empty() {
+            return Err(unsupported(
+                "a session begun for a target completes into it, it is not sealed",
+            ));
+        }
+        let data = self.data_key(id)?;
+        // Rule 2: a seal cut after `data` was completed.
+        let done = self
+            .s3
+            .head(&data)
+            .await?
+            .is_some_and(|h| h.meta.len == len);
+        if !done {
+            self.move_into_data(id, &m, &data).await?;
+        }
+        let sealed = Manifest {
+            psize: m.psize,
+            target: m.target.clone(),
+            sha: m.sha.clone(),
+            sealed: Some(len),
+            ..Manifest::default()
+        };
+        let base = self.base(id)?;
+        self.put(&format!("{base}state"), sealed.encode()).await?;
+        if m.has_prev {
+            if let Err(e) = self.remove(&format!("{base}prev")).await {
+                tracing::warn!(%id, error = %e, "cannot remove a sealed session's previous state");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rule 1: the session's bytes become the object `data`.
+    async fn move_into_data(&self, id: &str, m: &Manifest, data: &str) -> Result<()> {
+        let c = self.s3.client();
+        match (&m.upload_id, m.parts.is_empty()) {
+            (Some(up), false) => {
+                let mut list: Vec<(u32, String)> =
+                    m.parts.iter().map(|p| (p.number, p.etag.clone())).collect();
+                if !m.tail.is_empty() {
+                    let number = part_number(m.parts_end(), m.grain())?;
+                    let etag = (self.s3)
+                        .upload_part_hashing(data, up, number, m.tail.clone())
+                        .await?;
+                    list.push((number, etag));
+                }
+                let body = super::xml::complete_body(&list);
+                let resp = c
+                    .send(
+                        Call::new(Op::CompleteMultipartUpload, Method::POST, Some(data))
+                            .query("uploadId", up.clone())
+                            .header("content-type", "application/xml")
+                            .body(Bytes::from(body), None),
+                    )
+                    .await?;
+                staged::committed(resp).await
+            }
+            _ => {
+                self.put(data, m.tail.clone()).await?;
+                if let Some(up) = &m.upload_id {
+                    let _ = self.s3.abort_upload(&self.upload_key(id, m)?, up).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The object of a sealed session's bytes (rule 3).
+    pub(crate) async fn sealed_object(&self, id: &str, len: u64) -> Result<Arc<dyn Object>> {
+        let data = self.data_key(id)?;
+        match self.s3.head(&data).await? {
+            Some(h) if h.meta.len == len => {
+                Ok(Arc::new(S3Object::new(self.s3.client().clone(), data, h)))
+            }
+            _ => Err(other("a sealed session's data object is missing or short")),
+        }
+    }
+
+    /// `sha` fed with `len` bytes of `obj` from `off`.
+    pub(crate) async fn hash_object(
+        obj: Arc<dyn Object>,
+        mut sha: Sha256,
+        off: u64,
+        len: u64,
+    ) -> Result<(Sha256, u64)> {
+        let mut seen = 0u64;
+        let mut body = read_range(obj, off, len, READ_CHUNK);
+        while let Some(b) = body.next().await {
+            let b = b?;
+            seen += b.len() as u64;
+            sha = tokio::task::spawn_blocking(move || {
+                sha.update(&b);
+                sha
+            })
+            .await
+            .map_err(|e| other(e.to_string()))?;
+        }
+        Ok((sha, seen))
+    }
+
+    /// [`PartStore::concat`](crate::storage::store::PartStore::concat): the sources'
+    /// bytes, read back (sealed ones from `data`), appended to `dest`'s sink.
+    pub(crate) async fn concat_sessions(
+        &self,
+        dest: &str,
+        sources: Vec<(String, u64)>,
+    ) -> Result<()> {
+        use crate::storage::store::PartStore;
+        let sink = PartStore::open_sink(self, dest).await?;
+        let mut pos = 0u64;
+        for (src, n) in sources {
+            let sealed = self.load(&src).await?.and_then(|m| m.sealed);
+            let mut off = 0u64;
+            let mut body = match sealed {
+                Some(len) if len >= n => Some(read_range(
+                    self.sealed_object(&src, len).await?,
+                    0,
+                    n,
+                    READ_CHUNK,
+                )),
+                _ => None,
+            };
+            while off < n {
+                let b = match &mut body {
+                    Some(s) => s.next().await.transpose()?.unwrap_or_default(),
+                    None => {
+                        let want = usize::try_from((n - off).min(READ_CHUNK as u64)).unwrap_or(0);
+                        PartStore::read_at(self, &src, off, want).await?
+                    }
+                };
+                if b.is_empty() {
+                    return Err(other("a concatenation source is shorter than its length"));
+                }
+                let step = b.len() as u64;
+                sink.write(pos, b).await?;
+                (off, pos) = (off + step, pos + step);
+            }
+        }
+        sink.sync().await
+    }
+}

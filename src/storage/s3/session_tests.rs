@@ -1,0 +1,156 @@
+//! S3 sessions against a private SeaweedFS, checked through their state objects: parts of
+//! one size whatever the instance and the sync points (`append.rs` rule 4), and sealed
+//! partial uploads joined by a concatenation (`seal.rs`). Without `weed` these skip, as
+//! the storage contract does (and fail under `XFERD_REQUIRE_SERVICES`).
+
+use super::parts::S3Parts;
+use super::{S3Store, MIN_PART_SIZE};
+use crate::storage::contract_tests::s3_store_with;
+use crate::storage::key::Key;
+use crate::storage::store::{PartStore, Store};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+const MIB: usize = 1 << 20;
+
+fn data(seed: u8, n: usize) -> Bytes {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Appends `bytes` at `at` in writes of 1 MiB, then one sync (one request).
+async fn append(parts: &S3Parts, id: &str, at: u64, bytes: &Bytes) {
+    let sink = PartStore::open_sink(parts, id).await.unwrap();
+    for (i, piece) in bytes.chunks(MIB).enumerate() {
+        let off = at + (i * MIB) as u64;
+        sink.write(off, bytes.slice_ref(piece)).await.unwrap();
+    }
+    sink.sync().await.unwrap();
+}
+
+async fn read_all(st: &S3Store, k: &str) -> Vec<u8> {
+    let obj = Store::open(st, &Key::parse(k).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let n = obj.meta().len as usize;
+    obj.read_at(0, n).await.unwrap().to_vec()
+}
+
+/// Nothing of a prefix is left: no object, no multipart upload.
+async fn nothing_left(st: &S3Store) {
+    let (objects, _) = st.list_page(&st.full(""), None, None, 10).await.unwrap();
+    assert!(objects.is_empty(), "{objects:?}");
+    assert!(st.multipart_uploads().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_part_but_the_last_has_the_sessions_size_on_every_instance() {
+    let Some(a) = s3_store_with(6 << 20, None) else {
+        return;
+    };
+    // Instance B shares A's prefix with a smaller configured part size.
+    let b = s3_store_with(MIN_PART_SIZE, Some(&a.inner.prefix)).unwrap();
+    let (pa, pb) = (S3Parts::new(a.clone()), S3Parts::new(b));
+    let id = "0123456789abcdef0123456789abcdef";
+    PartStore::create_at(&pa, id, &Key::parse("eq/parts.bin").unwrap())
+        .await
+        .unwrap();
+    let all = data(7, 20 * MIB + 123);
+    // Sync points at 5.5, 7, 11.5, 15 and 20 MiB: several tails of 5 MiB and more.
+    let cuts = [0, 11 * MIB / 2, 7 * MIB, 23 * MIB / 2, 15 * MIB, all.len()];
+    for (i, w) in cuts.windows(2).enumerate() {
+        let parts = if i % 2 == 0 { &pa } else { &pb };
+        append(parts, id, w[0] as u64, &all.slice(w[0]..w[1])).await;
+        let m = pa.load(id).await.unwrap().unwrap();
+        assert_eq!(m.psize, Some(6 << 20), "sync at {}", w[1]);
+        for p in &m.parts {
+            assert_eq!(
+                p.len,
+                6 << 20,
+                "part {} after the sync at {}",
+                p.number,
+                w[1]
+            );
+            assert_eq!(u64::from(p.number - 1) * (6 << 20), p.start);
+        }
+        assert_eq!(m.end(), w[1] as u64);
+        assert!(m.tail.len() < 6 << 20);
+    }
+    PartStore::complete(
+        &pb,
+        id,
+        all.len() as u64,
+        &Key::parse("eq/parts.bin").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_all(&a, "eq/parts.bin").await, all);
+    Store::delete(&a, &Key::parse("eq/parts.bin").unwrap())
+        .await
+        .unwrap();
+    nothing_left(&a).await;
+}
+
+#[tokio::test]
+async fn sealed_partial_uploads_concatenate_past_a_part() {
+    let Some(st) = s3_store_with(MIN_PART_SIZE, None) else {
+        return;
+    };
+    let parts = S3Parts::new(st.clone());
+    let (one, two, fin) = (
+        "11111111111111111111111111111111",
+        "22222222222222222222222222222222",
+        "ffffffffffffffffffffffffffffffff",
+    );
+    // One partial with two parts and a tail, one below a part.
+    let (d1, d2) = (data(1, 12 * MIB + 7), data(2, 3 * MIB));
+    for (id, d) in [(one, &d1), (two, &d2)] {
+        PartStore::create(&parts, id).await.unwrap();
+        let half = d.len() / 2;
+        append(&parts, id, 0, &d.slice(..half)).await;
+        append(&parts, id, half as u64, &d.slice(half..)).await;
+        PartStore::seal(&parts, id, d.len() as u64).await.unwrap();
+        // Idempotent; then read only.
+        PartStore::seal(&parts, id, d.len() as u64).await.unwrap();
+        assert!(PartStore::open_sink(&parts, id).await.is_err());
+    }
+    let m = parts.load(one).await.unwrap().unwrap();
+    assert_eq!(
+        (m.sealed, m.parts.len(), m.tail.len()),
+        (Some(d1.len() as u64), 0, 0)
+    );
+    let back = PartStore::read_at(&parts, one, (5 * MIB - 3) as u64, 10)
+        .await
+        .unwrap();
+    assert_eq!(back, d1.slice(5 * MIB - 3..5 * MIB + 7));
+    let sha = PartStore::hash_range(&parts, one, Sha256::new(), 0, d1.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(sha.finalize(), Sha256::digest(&d1));
+
+    let target = Key::parse("joined/both.bin").unwrap();
+    PartStore::create_at(&parts, fin, &target).await.unwrap();
+    let sources = vec![
+        (one.to_string(), d1.len() as u64),
+        (two.to_string(), d2.len() as u64),
+    ];
+    PartStore::concat(&parts, fin, sources).await.unwrap();
+    let total = (d1.len() + d2.len()) as u64;
+    let sha = PartStore::hash_range(&parts, fin, Sha256::new(), 0, total)
+        .await
+        .unwrap();
+    let want = [&d1[..], &d2[..]].concat();
+    assert_eq!(sha.finalize(), Sha256::digest(&want));
+    PartStore::complete(&parts, fin, total, &target)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&st, "joined/both.bin").await, want);
+    for id in [one, two] {
+        PartStore::abort(&parts, id).await.unwrap();
+    }
+    Store::delete(&st, &target).await.unwrap();
+    nothing_left(&st).await;
+}
