@@ -317,7 +317,12 @@ async fn chunks_written_in_parallel_by_two_instances_complete() {
             pa.read_at(ID, chunk as u64 - 3, 6).await.unwrap(),
             data.slice(chunk - 3..chunk + 3)
         );
-        pb.complete(ID, data.len() as u64, &target).await.unwrap();
+        // Completion copies the chunks server-side as the parts: no byte read or sent.
+        let (r, used) = counted(&sb, pb.complete(ID, data.len() as u64, &target)).await;
+        r.unwrap();
+        assert_eq!(used.get("UploadPartCopy"), Some(&3), "{used:?}");
+        assert_eq!(used.get("UploadPart"), None, "{used:?}");
+        assert_eq!(used.get("GetObject"), Some(&1), "the state only: {used:?}");
         let got = sa.open(&target).await.unwrap().unwrap();
         assert_eq!(
             Sha256::digest(got.read_at(0, data.len()).await.unwrap()),

@@ -5,9 +5,12 @@
 //! Chunks tile the upload from offset 0 (chunk *n* starts at *n* x `chunk_size`), so a walk
 //! from 0 (one HeadObject per chunk) finds them without a listing.
 //!
-//! Reading back (hash, scan, completion) is ranged GETs of those objects; completion
-//! streams them, in order, into a create-only staged write of the target.
+//! Reading back (hash, scan) is ranged GETs of those objects. Completion copies them as
+//! the parts of the target server-side (UploadPartCopy, `copy.rs`) when they are equal
+//! parts of at least 5 MiB, as the advised chunk size makes them; otherwise it streams
+//! them, in order, into a create-only staged write.
 
+use super::copy::{copyable, Piece};
 use super::object::S3Object;
 use super::parts::{other, S3Parts, READ_CHUNK};
 use super::staged::S3Staged;
@@ -17,6 +20,9 @@ use futures_util::StreamExt;
 use sha2::Sha256;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// A planned read: (object, offset in it, length, its full key).
+type Planned = (Arc<dyn Object>, u64, u64, String);
 
 /// One chunk's sink: bytes at `[start, start + len)` into the chunk's staged write,
 /// committed at the sync that sees it whole (a short chunk is never committed).
@@ -82,9 +88,9 @@ impl S3Parts {
         Ok(sink)
     }
 
-    /// The chunks covering `[from, to)`: (object, offset in it, length). Stops at the first
-    /// missing chunk (the end of what is stored).
-    async fn plan(&self, id: &str, from: u64, to: u64) -> Result<Vec<(Arc<dyn Object>, u64, u64)>> {
+    /// The chunks covering `[from, to)`: (object, offset in it, length, full key). Stops at
+    /// the first missing chunk (the end of what is stored).
+    async fn plan(&self, id: &str, from: u64, to: u64) -> Result<Vec<Planned>> {
         // A walk from `from` when a chunk starts there (the running hash's case), else
         // from 0.
         let mut pos = from;
@@ -101,12 +107,10 @@ impl S3Parts {
             }
             let (a, b) = (from.max(pos), to.min(pos + len));
             if a < b {
-                let obj: Arc<dyn Object> = Arc::new(S3Object::new(
-                    self.s3.client().clone(),
-                    self.chunk_key(id, pos)?,
-                    h,
-                ));
-                out.push((obj, a - pos, b - a));
+                let key = self.chunk_key(id, pos)?;
+                let obj: Arc<dyn Object> =
+                    Arc::new(S3Object::new(self.s3.client().clone(), key.clone(), h));
+                out.push((obj, a - pos, b - a, key));
             }
             pos += len;
             if pos >= to {
@@ -129,7 +133,7 @@ impl S3Parts {
         to: u64,
     ) -> Result<Sha256> {
         let mut seen = 0u64;
-        for (obj, off, len) in self.plan(id, from, to).await? {
+        for (obj, off, len, _) in self.plan(id, from, to).await? {
             let (next, n) = S3Parts::hash_object(obj, sha, off, len).await?;
             (sha, seen) = (next, seen + n);
         }
@@ -142,7 +146,7 @@ impl S3Parts {
     pub(crate) async fn read_chunks(&self, id: &str, offset: u64, len: usize) -> Result<Bytes> {
         let mut out = BytesMut::new();
         let to = offset.saturating_add(len as u64);
-        for (obj, off, n) in self.plan(id, offset, to).await? {
+        for (obj, off, n, _) in self.plan(id, offset, to).await? {
             let mut body = read_range(obj, off, n, READ_CHUNK);
             while let Some(b) = body.next().await {
                 out.extend_from_slice(&b?);
@@ -151,27 +155,35 @@ impl S3Parts {
         Ok(out.freeze())
     }
 
-    /// Streams the chunks into `full`, create-only; then removes them.
+    /// Makes `full` of the chunks, create-only, then removes them: server-side where the
+    /// chunks can be the parts (`copy.rs`), else streamed through a staged write.
     pub(crate) async fn complete_chunks(&self, id: &str, len: u64, full: String) -> Result<()> {
         let inner = &self.s3.inner;
         let plan = self.plan(id, 0, len).await?;
         if plan.iter().map(|p| p.2).sum::<u64>() != len {
             return Err(S3Parts::short());
         }
-        let staged = S3Staged::new(self.s3.clone(), full, inner.part_size, inner.max_in_flight);
-        let sink = staged.sink();
-        let mut pos = 0u64;
-        for (obj, off, n) in plan {
-            let mut body = read_range(obj, off, n, READ_CHUNK);
-            while let Some(b) = body.next().await {
-                let b = b?;
-                let step = b.len() as u64;
-                sink.write(pos, b).await?;
-                pos += step;
+        let pieces: Vec<Piece> = (plan.iter())
+            .map(|(_, off, n, key)| (key.clone(), *off, off + n))
+            .collect();
+        if copyable(&pieces) {
+            self.assemble(&full, pieces).await?;
+        } else {
+            let staged = S3Staged::new(self.s3.clone(), full, inner.part_size, inner.max_in_flight);
+            let sink = staged.sink();
+            let mut pos = 0u64;
+            for (obj, off, n, _) in plan {
+                let mut body = read_range(obj, off, n, READ_CHUNK);
+                while let Some(b) = body.next().await {
+                    let b = b?;
+                    let step = b.len() as u64;
+                    sink.write(pos, b).await?;
+                    pos += step;
+                }
             }
+            drop(sink);
+            Box::new(staged).commit().await?;
         }
-        drop(sink);
-        Box::new(staged).commit().await?;
         let gone = self.keys_of(id).await.unwrap_or_default();
         for k in gone {
             if let Err(e) = self.remove(&k).await {

@@ -51,10 +51,11 @@ pub enum Op {
     ListObjectsV2,
     ListMultipartUploads,
     CopyObject,
+    UploadPartCopy,
 }
 
 impl Op {
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 13] = [
         Op::HeadBucket,
         Op::HeadObject,
         Op::GetObject,
@@ -67,6 +68,7 @@ impl Op {
         Op::ListObjectsV2,
         Op::ListMultipartUploads,
         Op::CopyObject,
+        Op::UploadPartCopy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +85,7 @@ impl Op {
             Op::ListObjectsV2 => "ListObjectsV2",
             Op::ListMultipartUploads => "ListMultipartUploads",
             Op::CopyObject => "CopyObject",
+            Op::UploadPartCopy => "UploadPartCopy",
         }
     }
 

@@ -27,6 +27,7 @@
 mod append;
 mod chunks;
 pub mod client;
+mod copy;
 mod manifest;
 mod object;
 pub mod parts;
