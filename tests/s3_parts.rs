@@ -540,8 +540,8 @@ async fn s3_requests_per_tus_patch_through_the_server() {
 }
 
 /// tus concatenation on s3 (tus-js-client's `parallelUploads`): partials past a part are
-/// sealed into objects of their own, so the final upload can read them back; the final
-/// object is whole, the partials leave nothing behind.
+/// sealed into objects of their own, the final upload copies what it can of them
+/// server-side; the final object is whole, the partials leave nothing behind.
 #[tokio::test]
 async fn tus_partials_past_a_part_concatenate_on_s3() {
     bounded(async {
@@ -571,6 +571,7 @@ async fn tus_partials_past_a_part_concatenate_on_s3() {
             locs.push(loc);
         }
         let fin = format!("final;{} {}", locs[0], locs[1]);
+        let before = metric_ops(&e.srv).await;
         let r = request(
             &mut c,
             "POST",
@@ -580,6 +581,11 @@ async fn tus_partials_past_a_part_concatenate_on_s3() {
         )
         .await;
         assert_eq!(r.status, 201, "final: {:?}", r.body);
+        // Parts of 5 MiB: the first lies inside the first partial and is copied
+        // server-side, the second spans both and is uploaded, the rest is the last part.
+        let used = diff(&metric_ops(&e.srv).await, &before);
+        assert_eq!(used.get("UploadPartCopy"), Some(&1), "{used:?}");
+        assert_eq!(used.get("UploadPart"), Some(&2), "{used:?}");
         let got = get(&mut c, &format!("/{rel}"), &[]).await;
         assert_eq!(got.status, 200);
         assert_eq!(Sha256::digest(&got.body), Sha256::digest(&d));

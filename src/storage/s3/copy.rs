@@ -1,6 +1,7 @@
 //! Server-side assembly: an object made of ranges of objects already in the bucket, by
 //! UploadPartCopy, with no byte through this instance (HFS completion from its chunk
-//! objects).
+//! objects), and tus concatenation of sealed partial uploads (`seal.rs`) with copies
+//! where a part lies inside one partial.
 //!
 //! Rules:
 //! 1. Only where every piece but the last is at least the minimum part and all of them
@@ -10,15 +11,24 @@
 //!    commit lock, as every commit; a failure anywhere aborts the multipart upload, so
 //!    nothing partial is ever visible.
 //! 3. At most `max_parts_in_flight` copies at once, their ETags kept in part order.
+//! 4. A concatenation keeps the session's part size: part `k` is copied when it lies
+//!    inside one source, else uploaded from the bytes read; the sources are read once,
+//!    in order, for the SHA-256 (the engine checks it before anything becomes visible),
+//!    and only the bytes of uploaded parts and of the tail are kept, at most one part.
+//!    The result is an ordinary appended session (upload, parts, tail, hash state), so
+//!    completion is unchanged.
 
 use super::client::{Call, Op};
-use super::parts::{other, S3Parts};
+use super::manifest::{Manifest, PartRec};
+use super::parts::{other, S3Parts, READ_CHUNK};
 use super::{staged, MIN_PART_SIZE};
-use crate::storage::store::{Result, StoreError};
-use bytes::Bytes;
+use crate::storage::store::{read_range, Object, Result, StoreError};
+use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 use http::Method;
+use sha2::{Digest, Sha256};
 use std::io;
+use std::sync::Arc;
 
 /// A range `[from, to)` of the object under the full key.
 pub(crate) type Piece = (String, u64, u64);
@@ -123,6 +133,151 @@ impl S3Parts {
     }
 }
 
+/// Rule 4: for each whole part of `psize` over the concatenation of `sources` (full key,
+/// length), the range to copy when it lies inside one source (`None`: upload it).
+pub(crate) fn plan_concat(sources: &[(String, u64)], psize: u64) -> Vec<Option<Piece>> {
+    let total: u64 = sources.iter().map(|s| s.1).sum();
+    let mut starts = Vec::with_capacity(sources.len());
+    let mut at = 0u64;
+    for (_, n) in sources {
+        starts.push(at);
+        at += n;
+    }
+    (0..total / psize.max(1))
+        .map(|k| {
+            let (a, b) = (k * psize, (k + 1) * psize);
+            let i = starts.partition_point(|&s| s <= a).checked_sub(1)?;
+            let (key, n) = &sources[i];
+            (b <= starts[i] + n).then(|| (key.clone(), a - starts[i], b - starts[i]))
+        })
+        .collect()
+}
+
+/// A source of a concatenation: its full key, object and length.
+pub(crate) type Source = (String, Arc<dyn Object>, u64);
+
+/// What reading the sources gave: uploaded parts (index, ETag), the hash of the bytes
+/// in whole parts, the tail.
+type Read = (Vec<(usize, String)>, Sha256, Bytes);
+
+async fn hashed(sha: Sha256, bytes: Bytes) -> Result<Sha256> {
+    tokio::task::spawn_blocking(move || {
+        let mut sha = sha;
+        sha.update(&bytes);
+        sha
+    })
+    .await
+    .map_err(|e| other(e.to_string()))
+}
+
+impl S3Parts {
+    /// Rule 4: `dest` (fresh, with a target) becomes the concatenation of `sources`.
+    pub(crate) async fn concat_copying(
+        &self,
+        dest: &str,
+        mut dm: Manifest,
+        sources: Vec<Source>,
+    ) -> Result<()> {
+        let target = dm.target.clone().ok_or_else(|| other("no target"))?;
+        let psize = dm.psize.unwrap_or(self.s3.inner.part_size as u64);
+        let keyed: Vec<(String, u64)> = sources.iter().map(|(k, _, n)| (k.clone(), *n)).collect();
+        let plan = plan_concat(&keyed, psize);
+        let up = self.create_upload(&target).await?;
+        let built = async {
+            let todo: Vec<(usize, Piece)> = (plan.iter().enumerate())
+                .filter_map(|(k, p)| Some((k, p.clone()?)))
+                .collect();
+            let copies = todo.into_iter().map(|(k, piece)| {
+                let (me, target, up) = (self.clone(), target.clone(), up.clone());
+                async move {
+                    let number = u32::try_from(k + 1).map_err(|_| other("part number"))?;
+                    let etag = me.upload_part_copy(&target, &up, number, &piece).await?;
+                    Ok::<_, StoreError>((k, etag))
+                }
+            });
+            let copying = futures_util::stream::iter(copies)
+                .buffer_unordered(self.s3.inner.max_in_flight.max(1))
+                .try_collect::<Vec<_>>();
+            let reading = self.read_for_concat(&target, &up, &sources, &plan, psize);
+            let (copied, (uploaded, sha, tail)) = tokio::try_join!(copying, reading)?;
+            let mut etags: Vec<Option<String>> = vec![None; plan.len()];
+            for (k, e) in copied.into_iter().chain(uploaded) {
+                etags[k] = Some(e);
+            }
+            let mut parts = Vec::with_capacity(plan.len());
+            for (k, e) in etags.into_iter().enumerate() {
+                parts.push(PartRec {
+                    number: u32::try_from(k + 1).map_err(|_| other("part number"))?,
+                    start: k as u64 * psize,
+                    len: psize,
+                    etag: e.ok_or_else(|| other("a concatenated part has no ETag"))?,
+                });
+            }
+            (dm.parts, dm.upload_id, dm.psize) = (parts, Some(up.clone()), Some(psize));
+            dm.set_hasher(&sha);
+            dm.tail = tail;
+            self.put(&format!("{}state", self.base(dest)?), dm.encode())
+                .await
+        }
+        .await;
+        if built.is_err() {
+            if let Err(e) = self.s3.abort_upload(&target, &up).await {
+                tracing::warn!(error = %e, "cannot abort a failed concatenation");
+            }
+        }
+        built
+    }
+
+    /// Rule 4's one read of the sources: hashed, the bytes of uploaded parts uploaded.
+    async fn read_for_concat(
+        &self,
+        target: &str,
+        up: &str,
+        sources: &[Source],
+        plan: &[Option<Piece>],
+        psize: u64,
+    ) -> Result<Read> {
+        let parts_end = plan.len() as u64 * psize;
+        let (mut sha, mut pos) = (Sha256::new(), 0u64);
+        let mut in_parts = (parts_end == 0).then(Sha256::new);
+        let (mut cur, mut uploaded) = (BytesMut::new(), Vec::new());
+        for (_, obj, n) in sources {
+            let (mut body, mut seen) = (read_range(obj.clone(), 0, *n, READ_CHUNK), 0u64);
+            while let Some(b) = body.next().await {
+                let mut b = b?;
+                seen += b.len() as u64;
+                while !b.is_empty() {
+                    let k = usize::try_from(pos / psize).unwrap_or(usize::MAX);
+                    let room = (pos / psize + 1) * psize - pos;
+                    let piece =
+                        b.split_to(b.len().min(usize::try_from(room).unwrap_or(usize::MAX)));
+                    let kept = plan.get(k).is_none_or(Option::is_none);
+                    if kept {
+                        cur.extend_from_slice(&piece);
+                    }
+                    pos += piece.len() as u64;
+                    sha = hashed(sha, piece).await?;
+                    if pos == parts_end && in_parts.is_none() {
+                        in_parts = Some(sha.clone());
+                    }
+                    if kept && k < plan.len() && pos % psize == 0 {
+                        let number = u32::try_from(k + 1).map_err(|_| other("part number"))?;
+                        let part = std::mem::take(&mut cur).freeze();
+                        let etag = (self.s3)
+                            .upload_part_hashing(target, up, number, part)
+                            .await?;
+                        uploaded.push((k, etag));
+                    }
+                }
+            }
+            if seen != *n {
+                return Err(other("a concatenation source is shorter than its length"));
+            }
+        }
+        Ok((uploaded, in_parts.unwrap_or(sha), cur.freeze()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +298,24 @@ mod tests {
         assert!(!copyable(&[p(m), p(0)]), "an empty range");
         assert!(!copyable(&[p(m), p(m + 1)]), "a last part above the others");
         assert!(!copyable(&vec![p(m); 10_001]), "more than S3's parts");
+    }
+
+    #[test]
+    fn a_concatenation_copies_the_parts_inside_one_source() {
+        let s = |k: &str, n: u64| (k.to_string(), n);
+        let plan = plan_concat(&[s("a", 12), s("b", 3), s("c", 10)], 5);
+        let want = [
+            Some(("a".to_string(), 0, 5)),
+            Some(("a".to_string(), 5, 10)),
+            None, // 10..15 spans a and b
+            Some(("c".to_string(), 0, 5)),
+            Some(("c".to_string(), 5, 10)),
+        ];
+        assert_eq!(plan, want);
+        assert!(plan_concat(&[s("a", 4)], 5).is_empty(), "all tail");
+        assert_eq!(plan_concat(&[s("a", 5), s("b", 5)], 5).len(), 2);
+        assert!(plan_concat(&[s("a", 5), s("b", 5)], 5)
+            .iter()
+            .all(Option::is_some));
     }
 }

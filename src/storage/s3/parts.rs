@@ -28,8 +28,9 @@
 //!   an upload that never filled a part is one create-only PutObject.
 //! - **Sealed sessions** (tus partial uploads, created without a target): their parts go
 //!   to the session's own `data` object, which [`PartStore::seal`] completes once the
-//!   partial is whole; a concatenation then reads the partials back from there
-//!   (`seal.rs`).
+//!   partial is whole; a concatenation then copies the parts that lie inside one partial
+//!   server-side and reads the partials once, for the hash and the parts between two
+//!   (`seal.rs`, `copy.rs`).
 //! - [`PartStore::hash_range`] uses the carried SHA-256 state plus the tail (appends) or
 //!   reads chunk objects (chunks); [`PartStore::read_at`] can read tails and chunks, not
 //!   the parts of an unfinished upload (scanning then fails, by its policy).
@@ -62,12 +63,12 @@ pub(crate) const MAX_STATE: usize = (5 << 30) + (2 << 20);
 /// Bytes per read when data is read back.
 pub(crate) const READ_CHUNK: usize = 4 << 20;
 
-/// Sequential appends, parts of at least 5 MiB, no free-space query. `concat` is off: a
-/// concatenation reads its sources back and uploads them again (sealed partial uploads,
-/// tails, chunks), no server-side copy.
+/// Sequential appends, parts of at least 5 MiB, no free-space query. `concat`: sealed
+/// partial uploads are joined with server-side copies (`copy.rs`); other sources are read
+/// back and uploaded again.
 pub const S3_PART_CAPABILITIES: Capabilities = Capabilities {
     random_write: false,
-    concat: false,
+    concat: true,
     free_space: false,
     min_part_size: MIN_PART_SIZE,
     dedup: false,

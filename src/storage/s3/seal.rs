@@ -152,14 +152,38 @@ impl S3Parts {
         Ok((sha, seen))
     }
 
-    /// [`PartStore::concat`](crate::storage::store::PartStore::concat): the sources'
-    /// bytes, read back (sealed ones from `data`), appended to `dest`'s sink.
+    /// [`PartStore::concat`](crate::storage::store::PartStore::concat): copied server-side
+    /// where it can be, else the sources' bytes, read back (sealed ones from `data`),
+    /// appended to `dest`'s sink.
     pub(crate) async fn concat_sessions(
         &self,
         dest: &str,
         sources: Vec<(String, u64)>,
     ) -> Result<()> {
         use crate::storage::store::PartStore;
+        // Server-side copies (`copy.rs` rule 4) for a fresh session with a target whose
+        // sources are all sealed and at least one part long in all.
+        let dm = self.load(dest).await?.ok_or(StoreError::NotFound)?;
+        let psize = dm.psize.unwrap_or(self.s3.inner.part_size as u64);
+        let total: u64 = sources.iter().map(|s| s.1).sum();
+        if total > 0 && dm.end() == total && dm.sealed.is_none() {
+            // Done before, and the record not updated after (the engine retries).
+            return Ok(());
+        }
+        if dm.target.is_some() && dm.end() == 0 && dm.upload_id.is_none() && total >= psize {
+            let mut sealed = Vec::with_capacity(sources.len());
+            for (src, n) in &sources {
+                match self.load(src).await?.and_then(|m| m.sealed) {
+                    Some(len) if len >= *n => {
+                        sealed.push((self.data_key(src)?, self.sealed_object(src, len).await?, *n))
+                    }
+                    _ => break,
+                }
+            }
+            if sealed.len() == sources.len() {
+                return self.concat_copying(dest, dm, sealed).await;
+            }
+        }
         let sink = PartStore::open_sink(self, dest).await?;
         let mut pos = 0u64;
         for (src, n) in sources {

@@ -3,6 +3,7 @@
 //! partial uploads joined by a concatenation (`seal.rs`). Without `weed` these skip, as
 //! the storage contract does (and fail under `XFERD_REQUIRE_SERVICES`).
 
+use super::client::Op;
 use super::parts::S3Parts;
 use super::{S3Store, MIN_PART_SIZE};
 use crate::storage::contract_tests::s3_store_with;
@@ -137,7 +138,24 @@ async fn sealed_partial_uploads_concatenate_past_a_part() {
         (one.to_string(), d1.len() as u64),
         (two.to_string(), d2.len() as u64),
     ];
+    let before = st.client().counts();
+    PartStore::concat(&parts, fin, sources.clone())
+        .await
+        .unwrap();
+    // Parts of 5 MiB: the first two inside `one` are copied, the third (10 to 15 MiB)
+    // spans both and is uploaded; the 7 bytes past it are the tail.
+    let used = |op: Op| {
+        let n = |c: &[(Op, u64)]| c.iter().find(|x| x.0 == op).map_or(0, |x| x.1);
+        n(&st.client().counts()) - n(&before)
+    };
+    assert_eq!(used(Op::UploadPartCopy), 2);
+    assert_eq!(used(Op::UploadPart), 1);
+    let m = parts.load(fin).await.unwrap().unwrap();
+    assert_eq!((m.parts.len(), m.tail.len()), (3, 7));
+    assert!(m.parts.iter().all(|p| p.len == MIN_PART_SIZE));
+    // Again (the engine retries when its record was not updated): nothing more is done.
     PartStore::concat(&parts, fin, sources).await.unwrap();
+    assert_eq!(used(Op::UploadPartCopy), 2);
     let total = (d1.len() + d2.len()) as u64;
     let sha = PartStore::hash_range(&parts, fin, Sha256::new(), 0, total)
         .await
