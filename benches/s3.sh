@@ -17,6 +17,8 @@
 #      org's clients, interop/resumable/), plain HTTP/1.1 for both servers: xferd s3
 #      (plain_listen) vs @tus/server + @tus/s3-store (benches/tus-s3/, same SeaweedFS, its own
 #      bucket, the same part size); target xferd >= 2x.
+#   3b. An HFS chunked upload of SIZE_MB (curl h1, chunks of the advised size, in order):
+#      xferd s3 vs xferd fs, and the time of the last chunk, which completes the upload.
 #   4. PAR_N parallel signed PUTs of PAR_MB (curl h1): all to one instance vs split over two
 #      instances (cluster mode: s3 + the Redis), aggregate MB/s (informational: on one
 #      machine both instances and SeaweedFS share the same cores).
@@ -29,7 +31,7 @@
 #
 # Env: SIZE_MB (256), RUNS (3), CHUNK_MB (64), PAR_N (4), PAR_MB (64), BIG_MB (1024),
 #      PROTOCOLS ("h1 h2 h3"), BIG_PROTOS ("h1 h2 h3"), CLIENTS ("tuspy tus-js-client"),
-#      PHASES ("put get tus par rss"), S3_PART_MB (8), S3_IN_FLIGHT (4), PEER_MAX_PARTS
+#      PHASES ("put get tus hfs par rss"), S3_PART_MB (8), S3_IN_FLIGHT (4), PEER_MAX_PARTS
 #      (@tus/s3-store maxConcurrentPartUploads; unset = its default, 60), PYTHON, NODE,
 #      KEEP_WORK=1, TMPDIR, XFERD_COMMIT (the binary's commit, for the report), WEED_TUNING (flags added to `weed mini`, see below; "" = none).
 #      Smoke run (< 3 min): SIZE_MB=32 RUNS=1 PAR_N=2 PAR_MB=16 BIG_MB=64 benches/s3.sh
@@ -55,7 +57,7 @@ BIG_MB=${BIG_MB:-1024}
 PROTOCOLS=${PROTOCOLS:-h1 h2 h3}
 BIG_PROTOS=${BIG_PROTOS:-h1 h2 h3}
 CLIENTS=${CLIENTS:-tuspy tus-js-client}
-PHASES=${PHASES:-put get tus par rss}
+PHASES=${PHASES:-put get tus hfs par rss}
 export S3_PART_MB=${S3_PART_MB:-8} S3_IN_FLIGHT=${S3_IN_FLIGHT:-4}
 SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
 TMO=900   # one transfer, seconds
@@ -373,6 +375,56 @@ print(d.get("seconds") or "-", d.get("url") or "-")' "$out")
 fi
 
 weed_vacuum
+# ------------------------------------------------------------------ 3b: HFS chunked, s3 vs fs
+# The HFS chunked API (POST /chunked-upload, then PUT each chunk of the advised size, curl h1,
+# one after the other): xferd s3 vs xferd fs, and how long the last chunk takes (it completes
+# the upload: the SHA-256 read back and, on s3, the object made of the chunk objects).
+if has hfs; then
+    start_instance HS s3 xs3
+    start_instance HF fs xfs
+    for run in $(seq 1 "$RUNS"); do
+        for inst in HS HF; do
+            N=$((N + 1))
+            p="bench/hfs-$run-$N.bin"
+            backend=s3; bucket=xs3
+            [ "$inst" = HF ] && { backend=fs; bucket=xfs; }
+            port=$(eval "echo \$${inst}_PORT")
+            url=$(sign "$inst" POST "$p")
+            created=$(curl -sk --max-time 60 -X POST -H "X-Filename: $p" -H "X-Total-Size: $SIZE" \
+                "https://127.0.0.1:$port/chunked-upload?${url#*\?}" || true)
+            read -r id chunk total < <("$PY" -c 'import json,sys
+try: d = json.loads(sys.argv[1]); print(d["session_id"], d["chunk_size"], d["total_chunks"])
+except Exception: print("- - -")' "$created")
+            if [ "$id" = - ]; then put "hfs $backend" FAIL; log "HFS create on $inst failed: $created"; continue; fi
+            [ "$backend" = fs ] || before=$(s3_ops "$(metrics "$inst")")
+            ok=1
+            t0=$(date +%s.%N)
+            for n in $(seq 0 $((total - 1))); do
+                tl=$(date +%s.%N)
+                code=$(tail -c +$((n * chunk + 1)) "$SRC" | head -c "$chunk" | curl -sk --http1.1 -H 'Expect:' \
+                    --max-time "$TMO" -X PUT -H "X-Upload-Session-ID: $id" -H "X-Chunk-Number: $n" \
+                    --data-binary @- -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/chunked-upload" || true)
+                [ "$code" = 200 ] || { ok=0; log "HFS chunk $n on $inst: $code"; break; }
+            done
+            t1=$(date +%s.%N)
+            [ "$ok" = 1 ] && ! stored_ok "$inst" "$backend" "$p" "$SRC" && ok=0
+            if [ "$ok" = 1 ]; then
+                put "hfs $backend" "$(awk -v s="$SIZE" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", s / 1e6 / (b - a) }')"
+                last=$(awk -v a="$tl" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+                put "hfs last $backend" "$last"
+                [ "$backend" = fs ] || put "ops hfs" "$(ops_diff "$before" "$(s3_ops "$(metrics "$inst")")")"
+                log "HFS $total chunks of $chunk on $inst ($backend) run $run: last chunk $last s"
+            else
+                put "hfs $backend" FAIL
+            fi
+            remove "$inst" "$backend" "$bucket" "$p"
+        done
+    done
+    stop_pid "$HS_PID"
+    stop_pid "$HF_PID"
+fi
+
+weed_vacuum
 # ------------------------------------------------------------------ 4: one vs two instances
 if has par; then
     start_instance A s3 xcluster "$REDIS_PORT"
@@ -522,6 +574,8 @@ for client in ("tuspy", "tus-js-client"):
         row("tus %s: xferd s3 / @tus/s3-store" % client, "tus %s xferd" % client, "tus %s peer" % client, 2.0)
         if "direct multipart" in res:
             row("tus %s: xferd s3 / direct S3 multipart" % client, "tus %s xferd" % client, "direct multipart")
+if "hfs s3" in res:
+    row("HFS chunked h1: xferd s3 / xferd fs", "hfs s3", "hfs fs")
 if "par two" in res:
     row("%s parallel PUTs h1: 2 instances / 1" % par_n, "par two", "par one")
 w = [max(len(str(r[i])) for r in rows + [["work", "xferd", "peer", "ratio", "target", ""]]) for i in range(5)]
@@ -530,6 +584,9 @@ w = [max(w[i], len(hdr[i])) for i in range(5)]
 print("  ".join(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(hdr)) + "  runs (xferd | peer)")
 for r in rows:
     print("  ".join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r[:5])) + "  " + r[5])
+if "hfs last s3" in res:
+    print("HFS chunked: the last chunk's request (it completes the upload), seconds: s3 %s (runs %s), fs %s (runs %s)"
+          % (f(med("hfs last s3"), "%.3f"), runs("hfs last s3"), f(med("hfs last fs"), "%.3f"), runs("hfs last fs")))
 for proto in ("h1", "h2", "h3"):
     k = "rss %s" % proto
     if k in res:
@@ -540,6 +597,7 @@ for proto in ("h1", "h2", "h3"):
 print()
 print("S3 requests (xferd_s3_requests_total by op, from /metrics):")
 names = {"ops put": "per signed PUT", "ops get": "per ranged GET", "ops tus": "per tus upload (one instance)",
+         "ops hfs": "per HFS chunked upload (one instance)",
          "ops cluster tus 1": "per tus upload, cluster mode, PAR_MB file in 1 PATCH",
          "ops cluster tus 8": "per tus upload, cluster mode, PAR_MB file in 8 PATCHes"}
 for k, label in names.items():

@@ -2,10 +2,12 @@
 //! over HTTP/1.1 and HTTP/3: EICAR and a hash-signature file are refused with 422
 //! `virus_found` and never stored (single-shot PUT and a tus upload), clean files are
 //! stored, a stopped clamd gives 503 `scanner_unavailable` failing closed and a stored file
-//! failing open, and a file over `scan.max_size` is stored unscanned. Every outcome is
-//! counted in `xferd_scans_total`.
+//! failing open, and a file over `scan.max_size` is stored unscanned; the same on the s3
+//! backend (SeaweedFS). Every outcome is counted in `xferd_scans_total`.
 
 mod common;
+#[path = "common/s3_env.rs"]
+mod s3_env;
 
 use bytes::Bytes;
 use common::clamd::{self, Clamd};
@@ -212,5 +214,47 @@ async fn files_over_the_scan_limit_are_stored_unscanned() {
     }
     assert_eq!(scans(&srv, "skipped"), 4);
     assert_eq!(scans(&srv, "infected"), 2);
+    srv.stop().await;
+}
+
+/// On the s3 backend a resumable upload is sealed into an object of its own, scanned from
+/// there and then copied into its key server-side: infected, nothing of it is left in the
+/// bucket; clean (past a part), stored whole. Single-shot PUTs are scanned as on fs.
+#[tokio::test]
+async fn uploads_on_s3_are_scanned_before_they_are_stored() {
+    let Some(clamd) = Clamd::start() else { return };
+    let Some(w) = s3_env::seaweed() else { return };
+    let (socket, prefix) = (clamd.socket.clone(), s3_env::unique_prefix("scan"));
+    let (endpoint, p) = (w.endpoint.clone(), prefix.clone());
+    let srv = TestServer::start_with(move |c| {
+        s3_env::use_s3(c, endpoint, p);
+        c.storage.s3.part_size = s3_env::PART;
+        c.scan.enabled = true;
+        c.scan.socket = socket;
+        c.scan.max_size = clamd::STREAM_MAX;
+        c.scan.timeout = Duration::from_secs(10);
+    })
+    .await;
+    let store = s3_env::store_at(&w.endpoint, &prefix);
+    let mut c = srv.client(Proto::H1).await;
+    let r = tus_upload(&mut c, "s3/tus-eicar.com", &clamd::eicar()).await;
+    assert_eq!(r.status, 422, "tus eicar: {:?}", r.body);
+    assert_eq!(r.header("xferd-error"), Some("virus_found"));
+    let r = put(&mut c, &signed_v("s3/eicar.com", 68), &clamd::eicar(), &[]).await;
+    assert_eq!(r.status, 422, "eicar: {:?}", r.body);
+    let clean = pattern(3, 0, 7 << 20);
+    let r = tus_upload(&mut c, "s3/tus-clean.bin", &clean).await;
+    assert_eq!(r.status, 204, "tus clean: {:?}", r.body);
+    let g = get(&mut c, "/s3/tus-clean.bin", &[]).await;
+    assert_eq!(g.status, 200);
+    assert!(g.body == clean, "the stored bytes differ");
+    assert_eq!((scans(&srv, "infected"), scans(&srv, "clean")), (2, 1));
+    use xferd::storage::store::{PartStore, Store};
+    let left = store.list("", None, 100).await.unwrap();
+    let keys: Vec<&str> = left.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(keys, ["s3/tus-clean.bin"]);
+    let parts = xferd::storage::s3::parts::S3Parts::new(store.clone());
+    assert!(parts.list().await.unwrap().is_empty(), "session data left");
+    assert!(store.multipart_uploads().await.unwrap().is_empty());
     srv.stop().await;
 }

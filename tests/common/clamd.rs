@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// clamd's `StreamMaxLength` in these tests; xferd's `scan.max_size` must not exceed it.
-pub const STREAM_MAX: u64 = 1 << 20;
+pub const STREAM_MAX: u64 = 8 << 20;
 /// Longest wait for clamd to answer PING.
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// Name of the hash signature (clamd reports it with `.UNOFFICIAL`).

@@ -341,10 +341,12 @@ impl Engine {
         }
         let created = async {
             // A partial upload never becomes its target: it is sealed, then read by the
-            // concatenation of its final upload.
-            let made = match session.kind {
-                Kind::Partial => self.parts.create(&id).await,
-                _ => self.parts.create_at(&id, &new.target).await,
+            // concatenation of its final upload. With scanning on, every upload is sealed
+            // and read back before it completes (an object store can read its parts back
+            // no other way).
+            let made = match (session.kind == Kind::Partial, &self.scan) {
+                (false, None) => self.parts.create_at(&id, &new.target).await,
+                _ => self.parts.create(&id).await,
             };
             made.map_err(stored)?;
             self.records
@@ -480,6 +482,14 @@ impl Engine {
             // infected upload (or a failed scan, failing closed) is removed, never stored.
             if let Some((scanning, telemetry)) = &self.scan {
                 let parts = &self.parts;
+                match parts.seal(id, len).await {
+                    // Begun before scanning was on: read back as it is (or the scan fails
+                    // by its policy).
+                    Err(StoreError::Other(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                        tracing::warn!(%id, error = %e, "scanning an upload that cannot be sealed");
+                    }
+                    r => r.map_err(stored)?,
+                }
                 let scanned = scanning
                     .scan_parts(parts, id, len, &s.target, telemetry.as_ref())
                     .await;

@@ -45,7 +45,7 @@ use super::client::{Call, Op};
 use super::manifest::Manifest;
 use super::{staged, S3Store, MIN_PART_SIZE};
 use crate::storage::key::Key;
-use crate::storage::store::{BoxFuture, Capabilities, PartStore, Result, Sink, StoreError};
+use crate::storage::store::{BoxFuture, Capabilities, Object, PartStore, Result, Sink, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
@@ -74,9 +74,22 @@ pub const S3_PART_CAPABILITIES: Capabilities = Capabilities {
     dedup: false,
 };
 
-#[derive(Debug, Clone)]
+/// Sealed sessions' objects by session id, oldest first.
+pub(crate) type SealedCache = Vec<(String, Arc<dyn Object>)>;
+
+#[derive(Clone)]
 pub struct S3Parts {
     pub(crate) s3: S3Store,
+    /// The objects of sessions sealed and read lately (`seal.rs` rule 5).
+    pub(crate) sealed: Arc<std::sync::Mutex<SealedCache>>,
+}
+
+impl std::fmt::Debug for S3Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Parts")
+            .field("s3", &self.s3)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) fn other(msg: impl Into<String>) -> StoreError {
@@ -86,7 +99,10 @@ pub(crate) fn other(msg: impl Into<String>) -> StoreError {
 impl S3Parts {
     /// Session data in `s3`'s bucket, under its prefix.
     pub fn new(s3: S3Store) -> S3Parts {
-        S3Parts { s3 }
+        S3Parts {
+            s3,
+            sealed: Arc::default(),
+        }
     }
 
     /// The object a session without a target uploads its parts for, and that sealing
@@ -281,19 +297,23 @@ impl S3Parts {
                 }
             }
         }
-        // The object is in place: what is left is cleanup (a failure leaves objects that
-        // the session's removal deletes later), never a failed completion.
         let base = self.base(id)?;
         let mut gone = vec![format!("{base}state")];
         if m.has_prev {
             gone.push(format!("{base}prev"));
         }
-        for k in gone {
+        self.clean_up(id, gone).await;
+        Ok(())
+    }
+
+    /// After a completion the object is in place: what is left is cleanup (a failure
+    /// leaves objects that the session's removal deletes later), never a failed one.
+    pub(crate) async fn clean_up(&self, id: &str, keys: Vec<String>) {
+        for k in keys {
             if let Err(e) = self.remove(&k).await {
-                tracing::warn!(%id, error = %e, "cannot remove a completed session's state from S3");
+                tracing::warn!(%id, error = %e, "cannot remove a completed session's object from S3");
             }
         }
-        Ok(())
     }
 }
 
@@ -353,6 +373,7 @@ impl PartStore for S3Parts {
     fn abort(&self, id: &str) -> BoxFuture<'static, Result<()>> {
         let (me, id) = (self.clone(), id.to_string());
         Box::pin(async move {
+            me.forget_sealed(&id);
             if let Some(m) = me.load(&id).await? {
                 if let Some(up) = &m.upload_id {
                     me.s3.abort_upload(&me.upload_key(&id, &m)?, up).await?;
@@ -432,7 +453,9 @@ impl PartStore for S3Parts {
         let (me, id, full) = (self.clone(), id.to_string(), self.s3.full(key.as_str()));
         Box::pin(async move {
             let m = me.load_req(&id).await?;
-            if S3Parts::is_appends(&m) {
+            if let Some(n) = m.sealed {
+                me.complete_sealed(&id, m, n, len, full).await
+            } else if S3Parts::is_appends(&m) {
                 me.complete_appends(&id, m, len, full).await
             } else {
                 me.complete_chunks(&id, len, full).await
@@ -467,9 +490,14 @@ impl PartStore for S3Parts {
     fn read_at(&self, id: &str, offset: u64, len: usize) -> BoxFuture<'static, Result<Bytes>> {
         let (me, id) = (self.clone(), id.to_string());
         Box::pin(async move {
+            if let Some(obj) = me.cached_sealed(&id) {
+                return obj.read_at(offset, len).await;
+            }
             let m = me.load_req(&id).await?;
             if let Some(n) = m.sealed {
-                return me.sealed_object(&id, n).await?.read_at(offset, len).await;
+                let obj = me.sealed_object(&id, n).await?;
+                me.cache_sealed(&id, obj.clone());
+                return obj.read_at(offset, len).await;
             }
             if !S3Parts::is_appends(&m) {
                 return me.read_chunks(&id, offset, len).await;

@@ -13,6 +13,13 @@
 //!    only rewrites the state. Sealing again with the same length does nothing.
 //! 3. A sealed session accepts no more writes; it is read with ranged GETs of `data`,
 //!    and removed (abort, or after its concatenation) with the rest of its objects.
+//! 4. A sealed session completes into its target by server-side copies of `data`
+//!    (ranges of the session's part size, `copy.rs`), create-only: what `[scan]` needs,
+//!    since the engine creates every session without a target when scanning is on, seals
+//!    it, scans `data`, then completes. A session of HFS chunks is readable as it is:
+//!    sealing it does nothing.
+//! 5. The objects of the last few sealed sessions read are kept (their bytes never
+//!    change), so a scan reading one back in small pieces costs ranged GETs only.
 
 use super::client::{Call, Op};
 use super::manifest::Manifest;
@@ -25,7 +32,11 @@ use futures_util::StreamExt;
 use http::Method;
 use sha2::{Digest, Sha256};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn unsupported(msg: &str) -> StoreError {
     StoreError::Other(io::Error::new(io::ErrorKind::Unsupported, msg.to_string()))
@@ -48,6 +59,10 @@ impl S3Parts {
             Some(n) if n == len => return Ok(()),
             Some(_) => return Err(other("the session was sealed with another length")),
             None => {}
+        }
+        if m.end() == 0 && m.upload_id.is_none() && len > 0 {
+            // Rule 4: HFS chunks (or nothing): read back from their own objects.
+            return Ok(());
         }
         if m.end() != len {
             return Err(other("the sealed length does not match the stored bytes"));
@@ -117,6 +132,66 @@ impl S3Parts {
                 Ok(())
             }
         }
+    }
+
+    /// Rule 4: `full` made of the sealed `data`, create-only; then the session's objects go.
+    pub(crate) async fn complete_sealed(
+        &self,
+        id: &str,
+        m: Manifest,
+        sealed: u64,
+        len: u64,
+        full: String,
+    ) -> Result<()> {
+        if len != sealed {
+            return Err(other(
+                "the completed length does not match the sealed bytes",
+            ));
+        }
+        let (data, psize) = (self.data_key(id)?, m.grain());
+        let mut pieces = Vec::new();
+        let mut at = 0u64;
+        while at < len {
+            let to = (at + psize).min(len);
+            pieces.push((data.clone(), at, to));
+            at = to;
+        }
+        if pieces.is_empty() {
+            let resp = (self.s3.client())
+                .send(
+                    Call::new(Op::PutObject, Method::PUT, Some(&full))
+                        .header("if-none-match", "*")
+                        .body(Bytes::new(), None),
+                )
+                .await?;
+            staged::committed(resp).await?;
+        } else {
+            self.assemble(&full, pieces).await?;
+        }
+        self.forget_sealed(id);
+        let base = self.base(id)?;
+        self.clean_up(id, vec![format!("{base}state"), data]).await;
+        Ok(())
+    }
+
+    /// Rule 5: the session is gone (aborted).
+    pub(crate) fn forget_sealed(&self, id: &str) {
+        lock(&self.sealed).retain(|(k, _)| k != id);
+    }
+
+    /// Rule 5.
+    pub(crate) fn cached_sealed(&self, id: &str) -> Option<Arc<dyn Object>> {
+        let cache = lock(&self.sealed);
+        cache.iter().find(|(k, _)| k == id).map(|(_, o)| o.clone())
+    }
+
+    pub(crate) fn cache_sealed(&self, id: &str, obj: Arc<dyn Object>) {
+        let mut cache = lock(&self.sealed);
+        cache.retain(|(k, _)| k != id);
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push((id.to_string(), obj));
     }
 
     /// The object of a sealed session's bytes (rule 3).
