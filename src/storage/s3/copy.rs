@@ -47,7 +47,32 @@ pub(crate) fn copyable(pieces: &[Piece]) -> bool {
         && pieces.iter().all(|(_, a, b)| b > a)
 }
 
+/// The answer of a server-side copy (CopyObject, UploadPartCopy): its body, or the error,
+/// also when it is a 200 with an `<Error>` body (which those calls may answer).
+pub(crate) async fn copy_answer(resp: super::client::Response, what: &str) -> Result<String> {
+    if !resp.status.is_success() {
+        return Err(resp.error().await);
+    }
+    let text = resp.text().await?;
+    if text.contains("<Error>") {
+        let code = super::xml::text(&text, "Code").unwrap_or_default();
+        return Err(StoreError::Transient(io::Error::other(format!(
+            "S3 {what} failed: {code}"
+        ))));
+    }
+    Ok(text)
+}
+
 impl S3Parts {
+    /// The `x-amz-copy-source` of the object under the full key `src`.
+    pub(crate) fn copy_source(&self, src: &str) -> String {
+        format!(
+            "/{}/{}",
+            self.s3.client().bucket(),
+            super::sigv4::encode_path(src)
+        )
+    }
+
     /// UploadPartCopy of `piece` as part `number` of `upload_id` on `full`.
     async fn upload_part_copy(
         &self,
@@ -57,34 +82,19 @@ impl S3Parts {
         piece: &Piece,
     ) -> Result<String> {
         let (src, from, to) = piece;
-        let source = format!(
-            "/{}/{}",
-            self.s3.client().bucket(),
-            super::sigv4::encode_path(src)
-        );
         let resp = (self.s3.client())
             .send(
                 Call::new(Op::UploadPartCopy, Method::PUT, Some(full))
                     .query("partNumber", number.to_string())
                     .query("uploadId", upload_id)
-                    .header("x-amz-copy-source", source)
+                    .header("x-amz-copy-source", self.copy_source(src))
                     .header(
                         "x-amz-copy-source-range",
                         format!("bytes={from}-{}", to - 1),
                     ),
             )
             .await?;
-        if !resp.status.is_success() {
-            return Err(resp.error().await);
-        }
-        // May answer 200 with an <Error> body, as CopyObject.
-        let text = resp.text().await?;
-        if text.contains("<Error>") {
-            let code = super::xml::text(&text, "Code").unwrap_or_default();
-            return Err(StoreError::Transient(io::Error::other(format!(
-                "S3 UploadPartCopy failed: {code}"
-            ))));
-        }
+        let text = copy_answer(resp, "UploadPartCopy").await?;
         super::xml::text(&text, "ETag")
             .filter(|e| !e.is_empty())
             .ok_or_else(|| other("UploadPartCopy answered no ETag"))

@@ -170,29 +170,13 @@ impl S3Parts {
 
     /// CopyObject within the bucket (server-side; no bytes through this instance).
     pub(crate) async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        let source = format!(
-            "/{}/{}",
-            self.s3.client().bucket(),
-            super::sigv4::encode_path(from)
-        );
         let resp = (self.s3.client())
             .send(
                 Call::new(Op::CopyObject, Method::PUT, Some(to))
-                    .header("x-amz-copy-source", source),
+                    .header("x-amz-copy-source", self.copy_source(from)),
             )
             .await?;
-        if !resp.status.is_success() {
-            return Err(resp.error().await);
-        }
-        // CopyObject may answer 200 with an <Error> body.
-        let text = resp.text().await?;
-        if text.contains("<Error>") {
-            let code = super::xml::text(&text, "Code").unwrap_or_default();
-            return Err(StoreError::Transient(io::Error::other(format!(
-                "S3 CopyObject failed: {code}"
-            ))));
-        }
-        Ok(())
+        super::copy::copy_answer(resp, "CopyObject").await.map(drop)
     }
 
     /// The session's state object, if it has one.
