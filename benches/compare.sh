@@ -248,7 +248,7 @@ if row small; then
                 [ "$srv" = caddy ] && { port=$CPORT; path=/small.bin; }
                 out=$(timeout 300 "$OHA" --no-tui -n "$SMALL_N" -c 16 --http-version 3 --insecure \
                     "https://127.0.0.1:$port$path" 2>&1 || true)
-                rps=$(sed -n 's/^ *Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out" | head -n1)
+                rps=$(sed -n 's/^[[:space:]]*Requests\/sec:[[:space:]]*\([0-9.]*\).*/\1/p' <<<"$out" | head -n1)
                 ok=$(sed -n 's/^ *\[200\] \([0-9]*\) responses.*/\1/p' <<<"$out" | head -n1)
                 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$srv" h3 "$run" "${rps:-0}" "${ok:-0}" "$SMALL_N" 0 >>"$SMALL"
                 log "small $srv h3 run $run: ${rps:-?} req/s, ${ok:-?}/$SMALL_N 200s"
