@@ -21,7 +21,7 @@
 use super::client::{Call, Op};
 use super::manifest::{Manifest, PartRec};
 use super::parts::{other, S3Parts, READ_CHUNK};
-use super::{staged, MIN_PART_SIZE};
+use super::MIN_PART_SIZE;
 use crate::storage::store::{read_range, Object, Result, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
@@ -32,6 +32,11 @@ use std::sync::Arc;
 
 /// A range `[from, to)` of the object under the full key.
 pub(crate) type Piece = (String, u64, u64);
+
+/// The part number of the part at index `k`.
+fn part_no(k: usize) -> Result<u32> {
+    u32::try_from(k + 1).map_err(|_| other("part number"))
+}
 
 /// Rule 1: whether `pieces` can be parts of one upload.
 pub(crate) fn copyable(pieces: &[Piece]) -> bool {
@@ -115,31 +120,38 @@ impl S3Parts {
     }
 
     async fn assemble_into(&self, full: &str, up: &str, pieces: Vec<Piece>) -> Result<()> {
-        let in_flight = self.s3.inner.max_in_flight.max(1);
+        let mut copied = self
+            .copy_parts(full, up, pieces.into_iter().enumerate())
+            .await?;
+        copied.sort_unstable_by_key(|c| c.0);
+        let list = copied
+            .into_iter()
+            .map(|(k, etag)| Ok((part_no(k)?, etag)))
+            .collect::<Result<Vec<_>>>()?;
+        let _serial = self.s3.commit_lock(full).await;
+        self.complete_upload(full, up, &list, true).await
+    }
+
+    /// Rule 3: UploadPartCopy of each `(index, piece)` as part `index + 1`, at most
+    /// `max_parts_in_flight` at once; `(index, ETag)` in the order they finish.
+    async fn copy_parts(
+        &self,
+        full: &str,
+        up: &str,
+        todo: impl Iterator<Item = (usize, Piece)>,
+    ) -> Result<Vec<(usize, String)>> {
         // Owned futures: borrowed ones trip the `Send` of the caller's boxed future.
-        let copies = pieces.into_iter().enumerate().map(|(i, p)| {
+        let copies = todo.map(|(k, piece)| {
             let (me, full, up) = (self.clone(), full.to_string(), up.to_string());
             async move {
-                let number = u32::try_from(i + 1).map_err(|_| other("part number"))?;
-                let etag = me.upload_part_copy(&full, &up, number, &p).await?;
-                Ok::<_, StoreError>((number, etag))
+                let etag = me.upload_part_copy(&full, &up, part_no(k)?, &piece).await?;
+                Ok::<_, StoreError>((k, etag))
             }
         });
-        let list: Vec<(u32, String)> = futures_util::stream::iter(copies)
-            .buffered(in_flight)
+        futures_util::stream::iter(copies)
+            .buffer_unordered(self.s3.inner.max_in_flight.max(1))
             .try_collect()
-            .await?;
-        let _serial = self.s3.commit_lock(full).await;
-        let resp = (self.s3.client())
-            .send(
-                Call::new(Op::CompleteMultipartUpload, Method::POST, Some(full))
-                    .query("uploadId", up.to_string())
-                    .header("if-none-match", "*")
-                    .header("content-type", "application/xml")
-                    .body(Bytes::from(super::xml::complete_body(&list)), None),
-            )
-            .await?;
-        staged::committed(resp).await
+            .await
     }
 }
 
@@ -197,17 +209,7 @@ impl S3Parts {
             let todo: Vec<(usize, Piece)> = (plan.iter().enumerate())
                 .filter_map(|(k, p)| Some((k, p.clone()?)))
                 .collect();
-            let copies = todo.into_iter().map(|(k, piece)| {
-                let (me, target, up) = (self.clone(), target.clone(), up.clone());
-                async move {
-                    let number = u32::try_from(k + 1).map_err(|_| other("part number"))?;
-                    let etag = me.upload_part_copy(&target, &up, number, &piece).await?;
-                    Ok::<_, StoreError>((k, etag))
-                }
-            });
-            let copying = futures_util::stream::iter(copies)
-                .buffer_unordered(self.s3.inner.max_in_flight.max(1))
-                .try_collect::<Vec<_>>();
+            let copying = self.copy_parts(&target, &up, todo.into_iter());
             let reading = self.read_for_concat(&target, &up, &sources, &plan, psize);
             let (copied, (uploaded, sha, tail)) = tokio::try_join!(copying, reading)?;
             let mut etags: Vec<Option<String>> = vec![None; plan.len()];
@@ -217,7 +219,7 @@ impl S3Parts {
             let mut parts = Vec::with_capacity(plan.len());
             for (k, e) in etags.into_iter().enumerate() {
                 parts.push(PartRec {
-                    number: u32::try_from(k + 1).map_err(|_| other("part number"))?,
+                    number: part_no(k)?,
                     start: k as u64 * psize,
                     len: psize,
                     etag: e.ok_or_else(|| other("a concatenated part has no ETag"))?,

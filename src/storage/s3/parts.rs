@@ -242,45 +242,10 @@ impl S3Parts {
         }
         let tail = m.tail.slice(..usize::try_from(len - pe).unwrap_or(0));
         let _serial = self.s3.commit_lock(&full).await;
-        let c = self.s3.client();
-        match (&m.upload_id, m.parts.is_empty()) {
-            (Some(up), false) => {
-                if m.target.as_deref() != Some(full.as_str()) {
-                    return Err(other("the upload was begun for another key"));
-                }
-                let mut list: Vec<(u32, String)> =
-                    m.parts.iter().map(|p| (p.number, p.etag.clone())).collect();
-                if !tail.is_empty() {
-                    let number = part_number(pe, m.grain())?;
-                    let etag = self.s3.upload_part_hashing(&full, up, number, tail).await?;
-                    list.push((number, etag));
-                }
-                let body = super::xml::complete_body(&list);
-                let resp = c
-                    .send(
-                        Call::new(Op::CompleteMultipartUpload, Method::POST, Some(&full))
-                            .query("uploadId", up.clone())
-                            .header("if-none-match", "*")
-                            .header("content-type", "application/xml")
-                            .body(Bytes::from(body), None),
-                    )
-                    .await?;
-                staged::committed(resp).await?;
-            }
-            _ => {
-                let resp = c
-                    .send(
-                        Call::new(Op::PutObject, Method::PUT, Some(&full))
-                            .header("if-none-match", "*")
-                            .body(tail, None),
-                    )
-                    .await?;
-                staged::committed(resp).await?;
-                if let Some(up) = &m.upload_id {
-                    let _ = self.s3.abort_upload(&self.upload_key(id, &m)?, up).await;
-                }
-            }
+        if m.upload_id.is_some() && !m.parts.is_empty() && m.target.as_deref() != Some(&full) {
+            return Err(other("the upload was begun for another key"));
         }
+        self.finish_upload(id, &m, tail, &full, true).await?;
         let base = self.base(id)?;
         let mut gone = vec![format!("{base}state")];
         if m.has_prev {
@@ -288,6 +253,62 @@ impl S3Parts {
         }
         self.clean_up(id, gone).await;
         Ok(())
+    }
+
+    /// The session's parts and then `tail` as the object `key`: the tail as the last part
+    /// and CompleteMultipartUpload, or, without parts, one PutObject of the tail (an upload
+    /// begun is aborted). `create_only` for a client's key (a taken one: `Exists`), not for
+    /// the session's own `data`.
+    pub(crate) async fn finish_upload(
+        &self,
+        id: &str,
+        m: &Manifest,
+        tail: Bytes,
+        key: &str,
+        create_only: bool,
+    ) -> Result<()> {
+        match (&m.upload_id, m.parts.is_empty()) {
+            (Some(up), false) => {
+                let mut list: Vec<(u32, String)> =
+                    m.parts.iter().map(|p| (p.number, p.etag.clone())).collect();
+                if !tail.is_empty() {
+                    let number = part_number(m.parts_end(), m.grain())?;
+                    let etag = self.s3.upload_part_hashing(key, up, number, tail).await?;
+                    list.push((number, etag));
+                }
+                self.complete_upload(key, up, &list, create_only).await
+            }
+            _ => {
+                let mut call = Call::new(Op::PutObject, Method::PUT, Some(key)).body(tail, None);
+                if create_only {
+                    call = call.header("if-none-match", "*");
+                }
+                staged::committed(self.s3.client().send(call).await?).await?;
+                if let Some(up) = &m.upload_id {
+                    let _ = self.s3.abort_upload(&self.upload_key(id, m)?, up).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// CompleteMultipartUpload of `list` ((number, ETag), in order), with `If-None-Match:
+    /// *` when `create_only`.
+    pub(crate) async fn complete_upload(
+        &self,
+        key: &str,
+        up: &str,
+        list: &[(u32, String)],
+        create_only: bool,
+    ) -> Result<()> {
+        let mut call = Call::new(Op::CompleteMultipartUpload, Method::POST, Some(key))
+            .query("uploadId", up)
+            .header("content-type", "application/xml")
+            .body(Bytes::from(super::xml::complete_body(list)), None);
+        if create_only {
+            call = call.header("if-none-match", "*");
+        }
+        staged::committed(self.s3.client().send(call).await?).await
     }
 
     /// After a completion the object is in place: what is left is cleanup (a failure
@@ -394,7 +415,7 @@ impl PartStore for S3Parts {
             }
             let m = me.load_req(&id).await?;
             if let Some(len) = m.sealed {
-                let obj = me.sealed_object(&id, len).await?;
+                let obj = me.open_sealed(&id, len).await?;
                 let (sha, seen) = S3Parts::hash_object(obj, sha, from, to - from).await?;
                 return match seen == to - from {
                     true => Ok(sha),
@@ -479,9 +500,7 @@ impl PartStore for S3Parts {
             }
             let m = me.load_req(&id).await?;
             if let Some(n) = m.sealed {
-                let obj = me.sealed_object(&id, n).await?;
-                me.cache_sealed(&id, obj.clone());
-                return obj.read_at(offset, len).await;
+                return me.open_sealed(&id, n).await?.read_at(offset, len).await;
             }
             if !S3Parts::is_appends(&m) {
                 return me.read_chunks(&id, offset, len).await;

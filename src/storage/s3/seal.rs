@@ -21,15 +21,12 @@
 //! 5. The objects of the last few sealed sessions read are kept (their bytes never
 //!    change), so a scan reading one back in small pieces costs ranged GETs only.
 
-use super::client::{Call, Op};
 use super::manifest::Manifest;
 use super::object::S3Object;
-use super::parts::{other, part_number, S3Parts, READ_CHUNK};
-use super::staged;
+use super::parts::{other, S3Parts, READ_CHUNK};
 use crate::storage::store::{read_range, Object, Result, StoreError};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::Method;
 use sha2::{Digest, Sha256};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -80,7 +77,9 @@ impl S3Parts {
             .await?
             .is_some_and(|h| h.meta.len == len);
         if !done {
-            self.move_into_data(id, &m, &data).await?;
+            // Rule 1: the session's bytes become the object `data`.
+            self.finish_upload(id, &m, m.tail.clone(), &data, false)
+                .await?;
         }
         let sealed = Manifest {
             psize: m.psize,
@@ -97,41 +96,6 @@ impl S3Parts {
             }
         }
         Ok(())
-    }
-
-    /// Rule 1: the session's bytes become the object `data`.
-    async fn move_into_data(&self, id: &str, m: &Manifest, data: &str) -> Result<()> {
-        let c = self.s3.client();
-        match (&m.upload_id, m.parts.is_empty()) {
-            (Some(up), false) => {
-                let mut list: Vec<(u32, String)> =
-                    m.parts.iter().map(|p| (p.number, p.etag.clone())).collect();
-                if !m.tail.is_empty() {
-                    let number = part_number(m.parts_end(), m.grain())?;
-                    let etag = (self.s3)
-                        .upload_part_hashing(data, up, number, m.tail.clone())
-                        .await?;
-                    list.push((number, etag));
-                }
-                let body = super::xml::complete_body(&list);
-                let resp = c
-                    .send(
-                        Call::new(Op::CompleteMultipartUpload, Method::POST, Some(data))
-                            .query("uploadId", up.clone())
-                            .header("content-type", "application/xml")
-                            .body(Bytes::from(body), None),
-                    )
-                    .await?;
-                staged::committed(resp).await
-            }
-            _ => {
-                self.put(data, m.tail.clone()).await?;
-                if let Some(up) = &m.upload_id {
-                    let _ = self.s3.abort_upload(&self.upload_key(id, m)?, up).await;
-                }
-                Ok(())
-            }
-        }
     }
 
     /// Rule 4: `full` made of the sealed `data`, create-only; then the session's objects go.
@@ -157,14 +121,8 @@ impl S3Parts {
             at = to;
         }
         if pieces.is_empty() {
-            let resp = (self.s3.client())
-                .send(
-                    Call::new(Op::PutObject, Method::PUT, Some(&full))
-                        .header("if-none-match", "*")
-                        .body(Bytes::new(), None),
-                )
+            self.finish_upload(id, &Manifest::default(), Bytes::new(), &full, true)
                 .await?;
-            staged::committed(resp).await?;
         } else {
             self.assemble(&full, pieces).await?;
         }
@@ -194,8 +152,19 @@ impl S3Parts {
         cache.push((id.to_string(), obj));
     }
 
+    /// The object of a sealed session's bytes, from the cache (rule 5) or looked up and
+    /// cached.
+    pub(crate) async fn open_sealed(&self, id: &str, len: u64) -> Result<Arc<dyn Object>> {
+        if let Some(obj) = self.cached_sealed(id) {
+            return Ok(obj);
+        }
+        let obj = self.sealed_object(id, len).await?;
+        self.cache_sealed(id, obj.clone());
+        Ok(obj)
+    }
+
     /// The object of a sealed session's bytes (rule 3).
-    pub(crate) async fn sealed_object(&self, id: &str, len: u64) -> Result<Arc<dyn Object>> {
+    async fn sealed_object(&self, id: &str, len: u64) -> Result<Arc<dyn Object>> {
         let data = self.data_key(id)?;
         match self.s3.head(&data).await? {
             Some(h) if h.meta.len == len => {
@@ -250,7 +219,7 @@ impl S3Parts {
             for (src, n) in &sources {
                 match self.load(src).await?.and_then(|m| m.sealed) {
                     Some(len) if len >= *n => {
-                        sealed.push((self.data_key(src)?, self.sealed_object(src, len).await?, *n))
+                        sealed.push((self.data_key(src)?, self.open_sealed(src, len).await?, *n))
                     }
                     _ => break,
                 }
@@ -266,7 +235,7 @@ impl S3Parts {
             let mut off = 0u64;
             let mut body = match sealed {
                 Some(len) if len >= n => Some(read_range(
-                    self.sealed_object(&src, len).await?,
+                    self.open_sealed(&src, len).await?,
                     0,
                     n,
                     READ_CHUNK,
