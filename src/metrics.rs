@@ -81,7 +81,11 @@ struct Hot {
     buffer_changes: [prometheus::IntCounter; 3],
     chunk_size: [prometheus::Histogram; 3],
     chunk_latency: [prometheus::Histogram; 3],
-    buffer_optimal: cached::Lazy,
+    buffer_optimal: cached::Lazy<IntGauge>,
+    chunk_advised: cached::Lazy<IntGauge>,
+    bandwidth: cached::Lazy<prometheus::Gauge>,
+    rtt: cached::Lazy<prometheus::Gauge>,
+    reliability: cached::Lazy<prometheus::Gauge>,
 }
 
 /// Routes of the admin API, as labelled in `xferd_admin_requests_total`.
@@ -237,6 +241,10 @@ impl Metrics {
             chunk_size: cached::per_protocol(|l| chunk_size.with_label_values(l)),
             chunk_latency: cached::per_protocol(|l| chunk_latency.with_label_values(l)),
             buffer_optimal: cached::Lazy::default(),
+            chunk_advised: cached::Lazy::default(),
+            bandwidth: cached::Lazy::default(),
+            rtt: cached::Lazy::default(),
+            reliability: cached::Lazy::default(),
         };
         let m = Metrics {
             upload: traffic(&r, "upload"),
@@ -511,7 +519,12 @@ impl Telemetry for Metrics {
     }
 
     fn buffer_size(&self, p: Protocol, size: usize, changed: bool) {
-        if let Some(g) = self.hot.buffer_optimal.get(&self.buffer_optimal, p) {
+        let family = &self.buffer_optimal;
+        if let Some(g) = self
+            .hot
+            .buffer_optimal
+            .get(p, |l| family.with_label_values(l))
+        {
             g.set(i64::try_from(size).unwrap_or(i64::MAX));
         }
         if changed {
@@ -520,16 +533,30 @@ impl Telemetry for Metrics {
     }
 
     fn chunk_advised(&self, p: Protocol, size: u64) {
-        self.chunk_advised
-            .with_label_values(&[p.label()])
-            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        let family = &self.chunk_advised;
+        if let Some(g) = self
+            .hot
+            .chunk_advised
+            .get(p, |l| family.with_label_values(l))
+        {
+            g.set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
     }
 
     fn network(&self, p: Protocol, e: &Estimate) {
-        let l = [p.label()];
-        self.bandwidth.with_label_values(&l).set(e.bandwidth as f64);
-        self.rtt.with_label_values(&l).set(e.rtt.as_secs_f64());
-        self.reliability.with_label_values(&l).set(e.reliability());
+        let (hot, m) = (&self.hot, self);
+        if let Some(g) = hot.bandwidth.get(p, |l| m.bandwidth.with_label_values(l)) {
+            g.set(e.bandwidth as f64);
+        }
+        if let Some(g) = hot.rtt.get(p, |l| m.rtt.with_label_values(l)) {
+            g.set(e.rtt.as_secs_f64());
+        }
+        if let Some(g) = hot
+            .reliability
+            .get(p, |l| m.reliability.with_label_values(l))
+        {
+            g.set(e.reliability());
+        }
     }
 
     fn storage_retry(&self, op: &'static str) {

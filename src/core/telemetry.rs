@@ -194,6 +194,9 @@ pub enum Agent {
     Other,
 }
 
+/// The longest `User-Agent` value [`Agent::of`] keeps for its next call.
+const MAX_KEPT_AGENT: usize = 512;
+
 /// Lower-case `User-Agent` fragments of native XMPP clients.
 const XMPP_CLIENTS: &[&str] = &[
     "conversations",
@@ -254,6 +257,31 @@ impl Agent {
         let Some(ua) = user_agent else {
             return Agent::Other;
         };
+        // A client sends the same value on every request, and the substring searches below
+        // were 2% of a 4 KiB GET's CPU: the last value classified on this thread is kept,
+        // so a repeat costs one comparison.
+        thread_local! {
+            static LAST: std::cell::RefCell<(String, Agent)> =
+                const { std::cell::RefCell::new((String::new(), Agent::Other)) };
+        }
+        LAST.with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return Agent::classify(ua);
+            };
+            if !last.0.is_empty() && last.0 == ua {
+                return last.1;
+            }
+            let agent = Agent::classify(ua);
+            if ua.len() <= MAX_KEPT_AGENT {
+                last.0.clear();
+                last.0.push_str(ua);
+                last.1 = agent;
+            }
+            agent
+        })
+    }
+
+    fn classify(ua: &str) -> Agent {
         // Compared without case and without a lower-cased copy (this runs per request).
         let ua = ua.trim().as_bytes();
         let starts = |p: &str| {
@@ -308,7 +336,17 @@ mod tests {
         ];
         for (ua, want) in cases {
             assert_eq!(Agent::of(ua), want, "{ua:?}");
+            // The second call is answered by the kept value: the same family.
+            assert_eq!(Agent::of(ua), want, "{ua:?} repeated");
         }
+        // Interleaved values each get their own family, never the kept one's.
+        for (ua, want) in cases.iter().rev().chain(cases.iter()) {
+            assert_eq!(Agent::of(*ua), *want, "{ua:?} interleaved");
+        }
+        let long = format!("Gajim/1.9 {}", "x".repeat(MAX_KEPT_AGENT));
+        assert_eq!(Agent::of(Some(&long)), Agent::Xmpp);
+        assert_eq!(Agent::of(Some("curl/8")), Agent::Curl);
+        assert_eq!(Agent::of(Some(&long)), Agent::Xmpp);
     }
 
     #[test]

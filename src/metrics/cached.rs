@@ -4,11 +4,11 @@
 //! hold the same series (clones share the value), indexed by [`Protocol::index`],
 //! [`Route::index`] and [`Agent::index`]; the text exposition is unchanged.
 //!
-//! Gauges of a latest reading (buffer size chosen) have no true zero and must appear only
+//! Gauges of a latest reading (buffer size chosen, chunk size advised, network estimates) have no true zero and must appear only
 //! with their first reading, so they are resolved on first use ([`OnceLock`]).
 
 use crate::core::telemetry::{Agent, Protocol, Route};
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 use std::sync::OnceLock;
 
 /// One direction's series of one protocol.
@@ -67,12 +67,18 @@ impl Requests {
 }
 
 /// A gauge per protocol that appears with its first value.
-#[derive(Default)]
-pub(super) struct Lazy([OnceLock<IntGauge>; 3]);
+pub(super) struct Lazy<G>([OnceLock<G>; 3]);
 
-impl Lazy {
-    pub fn get(&self, family: &IntGaugeVec, p: Protocol) -> Option<&IntGauge> {
+impl<G> Default for Lazy<G> {
+    fn default() -> Self {
+        Lazy([OnceLock::new(), OnceLock::new(), OnceLock::new()])
+    }
+}
+
+impl<G> Lazy<G> {
+    /// The series of `p`, resolved by `resolve` (given the protocol's label) on first use.
+    pub fn get(&self, p: Protocol, resolve: impl FnOnce(&[&str]) -> G) -> Option<&G> {
         let slot = self.0.get(p.index())?;
-        Some(slot.get_or_init(|| family.with_label_values(&[p.label()])))
+        Some(slot.get_or_init(|| resolve(&[p.label()])))
     }
 }

@@ -9,6 +9,7 @@
 //! - [`slots`]: a listener's TCP connections, for making room at the connection cap.
 //! - [`h3_guard`]: bounds on HTTP/3 request heads (size, deadline) below h3.
 
+pub mod batch;
 pub mod congestion;
 pub mod h3_frames;
 pub mod h3_guard;

@@ -8,6 +8,7 @@
 //! requests. Each connection has a TLS handshake deadline, hyper's header-read timeout (an
 //! HTTP/2 connection: its first request head within the same time) and an idle watchdog.
 
+use super::batch::{Batch, Rounds};
 use super::idle::{Activity, IdleIo};
 use super::linger::Linger;
 use super::slots::{Busy, Registration, Registry};
@@ -178,7 +179,8 @@ async fn serve_connection(
         Some(acceptor) => {
             // Bytes count as activity from the first one, the handshake's included, so that
             // shedding tells a client mid-handshake from one that never spoke.
-            let stream = IdleIo::new(stream, activity.clone());
+            let rounds = Rounds::new();
+            let stream = Batch::new(IdleIo::new(stream, activity.clone()), rounds.clone());
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
             let handshake = tokio::select! {
@@ -203,9 +205,12 @@ async fn serve_connection(
                 Some(b"h2") => Protocol::H2,
                 _ => Protocol::H1,
             };
+            if protocol == Protocol::H2 && limits.multiplexing {
+                rounds.enable();
+            }
             let _open = shared.metrics.connection(protocol);
             let io = TokioIo::new(Linger::new(tls_stream));
-            let conn = watcher.watch(builder.serve_connection(io, service));
+            let conn = rounds.drive(watcher.watch(builder.serve_connection(io, service)));
             tokio::select! {
                 r = conn => r,
                 _ = activity.expired(limits.idle_timeout) => {
@@ -301,9 +306,10 @@ async fn handle(
     let mut ctx = Ctx::new(peer.ip(), protocol);
     ctx.probe = probe;
     ctx.trailers = Some(trailers);
-    // (Inline, a panic is caught as the spawned task's would be.)
+    // (Inline, a panic is caught as the spawned task's would be. Boxed: the handler's future
+    // is about 11 KiB, which hyper's stream task and tokio's task cell each copied by value.)
     let resp = if inline {
-        let handling = std::panic::AssertUnwindSafe(core.handle(parts, body, ctx));
+        let handling = std::panic::AssertUnwindSafe(Box::pin(core.handle(parts, body, ctx)));
         futures_util::FutureExt::catch_unwind(handling)
             .await
             .map_err(|_| "panicked".to_string())
