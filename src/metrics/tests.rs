@@ -1,6 +1,9 @@
 //! Rendering of every family and series.
 
 use super::*;
+use crate::core::readings::Estimate;
+use crate::core::telemetry::Telemetry;
+use std::time::Duration;
 
 #[test]
 fn renders_every_family_with_protocol_labels() {
