@@ -280,7 +280,8 @@ TUSLINE="-"
 if row tus; then
     if SIZE_MB=$TUS_MB RUNS=$RUNS CLIENTS=tus-js-client bash "$HERE/tus.sh" "$XFERD" >"$WORK/tus.out" 2>"$WORK/tus.err"; then
         TUSLINE=$(sed -n 's/^ratio xferd plain HTTP \/ @tus\/server, tus-js-client: \([0-9.]*\)x.*/\1/p' "$WORK/tus.out")
-        TUSMED=$(grep -E '^tus-js-client +(@tus/server|xferd plain_listen)' "$WORK/tus.out" | awk '{print $(NF-2)}' | tr '\n' ' ')
+        # The median column of tus.sh's fixed-width table (the runs after it vary in number).
+        TUSMED=$(grep -E '^tus-js-client +(@tus/server|xferd plain_listen)' "$WORK/tus.out" | cut -c51-62 | tr -d ' ' | tr '\n' ' ')
     else
         log "benches/tus.sh failed: $(tail -n 5 "$WORK/tus.err")"
     fi
