@@ -1,4 +1,4 @@
-//! Prometheus metrics: the core's [`Telemetry`] events and the transports' connection and
+//! Prometheus metrics: the core's [`Telemetry`](crate::core::telemetry::Telemetry) events and the transports' connection and
 //! stream gauges, rendered as text at `/metrics` (main port, or a separate listener).
 //!
 //! Every family has the `xferd_` prefix and, where it concerns traffic, one `protocol`
