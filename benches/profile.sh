@@ -11,11 +11,13 @@
 # Workloads (WORKLOADS picks a subset):
 #   small-h1  h2load --h1 -n SMALL_N -c 16, 4 KiB GETs
 #   small-h2  h2load -n 2xSMALL_N -c 16 -m 10, 4 KiB GETs
+#   small-h3  oha --http-version 3 -z H3_SECS -c 16, 4 KiB GETs (oha with HTTP/3:
+#             benches/install-peers.sh)
 #   put-h1 put-h2  curl -T, one PUT_MB upload
 #   put-h3 get-h3  pycurl HTTP/3, one PUT_MB upload / GET_MB download
 #   get-h1 get-h2  curl, one GET_MB download
 # Env: WORKLOADS (small-h1 small-h2 put-h2), SMALL_N (20000), PUT_MB (256), GET_MB (256),
-#      TOP (25), FREQ (perf -F, 1999), FLAME=1 (dwarf call graphs and an SVG per workload,
+#      H3_SECS (5), TOP (25), FREQ (perf -F, 1999), FLAME=1 (dwarf call graphs and an SVG per workload,
 #      needs `inferno-flamegraph` from `cargo install inferno`), OUT (a directory to keep
 #      the perf data and reports in; default a temporary one, removed), PYTHON.
 set -euo pipefail
@@ -27,6 +29,8 @@ H3="$REPO/interop/http/h3_client.py"
 PY=${PYTHON:-python3}
 WORKLOADS=${WORKLOADS:-small-h1 small-h2 put-h2}
 SMALL_N=${SMALL_N:-20000}
+H3_SECS=${H3_SECS:-5}
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 PUT_MB=${PUT_MB:-256}
 GET_MB=${GET_MB:-256}
 TOP=${TOP:-25}
@@ -117,6 +121,15 @@ for w in $WORKLOADS; do
             fi
             what=$(grep -E '^(finished in|requests:)' <<<"$out" | tr '\n' ' ')
             unit="per 10k requests"; per=$((reqs / 10000)); [ "$per" -gt 0 ] || per=1
+            ;;
+        small-h3)
+            # oha in duration mode, counting the 200s (see benches/compare.sh, oha3).
+            out=$(timeout $((H3_SECS + 120)) "$OHA" --no-tui -z "${H3_SECS}s" -c 16 --http-version 3 --insecure \
+                "$BASE/get/small.bin" 2>&1 || true)
+            reqs=$(sed -n 's/^ *\[200\] \([0-9]*\) responses.*/\1/p' <<<"$out" | head -n1)
+            reqs=${reqs:-0}
+            what="oha -z ${H3_SECS}s -c 16: $reqs responses 200"
+            unit="per 10k requests"; per=$(awk -v r="$reqs" 'BEGIN {print (r > 0 ? r : 1) / 10000}')
             ;;
         put-h1|put-h2|put-h3)
             read -r status secs bytes <<<"$(measure_transfer "${w#put-}" up "$(sign "put/$w-$n.bin")" "$WORK/src/put.bin" "$WORK/err" "$WORK/body" 900)"
