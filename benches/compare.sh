@@ -26,7 +26,7 @@
 # All servers share one certificate (ECDSA P-256, made here) and run on loopback; nginx runs
 # 2 workers (the machine's 2 cores); every server logs nothing per request.
 set -euo pipefail
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid, measure_transfer
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid, measure_transfer, oha_h3
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -238,26 +238,16 @@ h2l() { # server mode run url pid
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${rps:-0}" "${ok:-0}" "${total:-0}" "$((c1 - c0))" >>"$SMALL"
     log "small $1 $2 run $3: ${rps:-?} req/s, ${ok:-?}/${total:-?} succeeded, $((c1 - c0)) CPU ticks"
 }
-# oha over HTTP/3 for H3_SECS seconds (duration mode), counting the 200s: oha's own
-# "Requests/sec" divides by its whole run, and against caddy and gtlsserver (not xferd) oha
-# 1.16 then waits about 30 s for its connections to close, which made caddy's figure 321 req/s
-# for a server doing about 7,000 (seen with -n 200 -c 1: 0.44 ms per request, 6.6 req/s).
+# HTTP/3 4 KiB GETs by oha for H3_SECS seconds (oha_h3 in interop/lib.sh: counts the 200s).
 oha3() { # server run
-    local port=$XPORT path=/get/small.bin pid=$XPID out ok other c0 c1
+    local port=$XPORT path=/get/small.bin pid=$XPID ok other c0 c1
     case $1 in
         caddy) port=$CPORT; path=/small.bin; pid=$CAPID ;;
         gtlsserver) port=$GPORT; path=/small.bin; pid=$GTPID ;;
     esac
     c0=$(tree_ticks "$pid")
-    out=$(timeout $((H3_SECS + 120)) "$OHA" --no-tui -z "${H3_SECS}s" -c 16 --http-version 3 --insecure \
-        "https://127.0.0.1:$port$path" 2>&1 || true)
+    read -r ok other <<<"$(oha_h3 "$H3_SECS" "https://127.0.0.1:$port$path")"
     c1=$(tree_ticks "$pid")
-    ok=$(sed -n 's/^ *\[200\] \([0-9]*\) responses.*/\1/p' <<<"$out" | head -n1)
-    # Other statuses and errors count as failures; requests cut by the deadline do not.
-    other=$(awk '/^ *\[[0-9]+\] [0-9]+ responses/ && $1 != "[200]" {n += $2}
-        /^ *\[[0-9]+\] / && !/responses/ && !/aborted due to deadline/ {n += substr($1, 2) + 0}
-        END {print n + 0}' <<<"$out")
-    ok=${ok:-0}
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" h3 "$2" "$(awk -v n="$ok" -v s="$H3_SECS" 'BEGIN {printf "%.0f", n / s}')" \
         "$ok" "$((ok + other))" "$((c1 - c0))" >>"$SMALL"
     log "small $1 h3 run $2: $ok 200s in ${H3_SECS} s, $other failed, $((c1 - c0)) CPU ticks"

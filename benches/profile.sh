@@ -17,11 +17,12 @@
 #   put-h3 get-h3  pycurl HTTP/3, one PUT_MB upload / GET_MB download
 #   get-h1 get-h2  curl, one GET_MB download
 # Env: WORKLOADS (small-h1 small-h2 put-h2), SMALL_N (20000), PUT_MB (256), GET_MB (256),
-#      H3_SECS (5), TOP (25), FREQ (perf -F, 1999), FLAME=1 (dwarf call graphs and an SVG per workload,
-#      needs `inferno-flamegraph` from `cargo install inferno`), OUT (a directory to keep
-#      the perf data and reports in; default a temporary one, removed), PYTHON.
+#      H3_SECS (5), TOP (25), FREQ (perf -F, 1999), FLAME=1 (dwarf call graphs and an SVG
+#      per workload, needs `inferno-flamegraph` from `cargo install inferno`), OUT (a
+#      directory to keep the perf data and reports in; default a temporary one, removed),
+#      PYTHON.
 set -euo pipefail
-. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid, measure_transfer
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid, measure_transfer, oha_h3
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -30,7 +31,7 @@ PY=${PYTHON:-python3}
 WORKLOADS=${WORKLOADS:-small-h1 small-h2 put-h2}
 SMALL_N=${SMALL_N:-20000}
 H3_SECS=${H3_SECS:-5}
-OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")  # for oha_h3
 PUT_MB=${PUT_MB:-256}
 GET_MB=${GET_MB:-256}
 TOP=${TOP:-25}
@@ -123,12 +124,8 @@ for w in $WORKLOADS; do
             unit="per 10k requests"; per=$((reqs / 10000)); [ "$per" -gt 0 ] || per=1
             ;;
         small-h3)
-            # oha in duration mode, counting the 200s (see benches/compare.sh, oha3).
-            out=$(timeout $((H3_SECS + 120)) "$OHA" --no-tui -z "${H3_SECS}s" -c 16 --http-version 3 --insecure \
-                "$BASE/get/small.bin" 2>&1 || true)
-            reqs=$(sed -n 's/^ *\[200\] \([0-9]*\) responses.*/\1/p' <<<"$out" | head -n1)
-            reqs=${reqs:-0}
-            what="oha -z ${H3_SECS}s -c 16: $reqs responses 200"
+            read -r reqs bad <<<"$(oha_h3 "$H3_SECS" "$BASE/get/small.bin")"
+            what="oha -z ${H3_SECS}s -c 16: $reqs responses 200, $bad failed"
             unit="per 10k requests"; per=$(awk -v r="$reqs" 'BEGIN {print (r > 0 ? r : 1) / 10000}')
             ;;
         put-h1|put-h2|put-h3)

@@ -1,5 +1,6 @@
-//! Prometheus metrics: the core's [`Telemetry`](crate::core::telemetry::Telemetry) events and the transports' connection and
-//! stream gauges, rendered as text at `/metrics` (main port, or a separate listener).
+//! Prometheus metrics: the core's [`Telemetry`](crate::core::telemetry::Telemetry) events
+//! and the transports' connection and stream gauges, rendered as text at `/metrics` (main
+//! port, or a separate listener).
 //!
 //! Every family has the `xferd_` prefix and, where it concerns traffic, one `protocol`
 //! label (`h1`, `h2`, `h3`); error counters add the stable error `code`. Label values come

@@ -4,10 +4,12 @@
 //! hold the same series (clones share the value), indexed by [`Protocol::index`],
 //! [`Route::index`] and [`Agent::index`]; the text exposition is unchanged.
 //!
-//! Gauges of a latest reading (buffer size chosen, chunk size advised, network estimates) have no true zero and must appear only
-//! with their first reading, so they are resolved on first use ([`OnceLock`]).
+//! Gauges of a latest reading (buffer size chosen, chunk size advised, network estimates)
+//! have no true zero and must appear only with their first reading, so they are resolved
+//! on first use ([`OnceLock`]).
 
 use crate::core::telemetry::{Agent, Protocol, Route};
+use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 use std::sync::OnceLock;
 
@@ -76,9 +78,12 @@ impl<G> Default for Lazy<G> {
 }
 
 impl<G> Lazy<G> {
-    /// The series of `p`, resolved by `resolve` (given the protocol's label) on first use.
-    pub fn get(&self, p: Protocol, resolve: impl FnOnce(&[&str]) -> G) -> Option<&G> {
+    /// The series of `p` in `family`, resolved on first use.
+    pub fn get<B>(&self, family: &MetricVec<B>, p: Protocol) -> Option<&G>
+    where
+        B: MetricVecBuilder<M = G>,
+    {
         let slot = self.0.get(p.index())?;
-        Some(slot.get_or_init(|| resolve(&[p.label()])))
+        Some(slot.get_or_init(|| family.with_label_values(&[p.label()])))
     }
 }

@@ -42,12 +42,7 @@ impl Telemetry for Metrics {
     }
 
     fn buffer_size(&self, p: Protocol, size: usize, changed: bool) {
-        let family = &self.buffer_optimal;
-        if let Some(g) = self
-            .hot
-            .buffer_optimal
-            .get(p, |l| family.with_label_values(l))
-        {
+        if let Some(g) = self.hot.buffer_optimal.get(&self.buffer_optimal, p) {
             g.set(i64::try_from(size).unwrap_or(i64::MAX));
         }
         if changed {
@@ -56,28 +51,20 @@ impl Telemetry for Metrics {
     }
 
     fn chunk_advised(&self, p: Protocol, size: u64) {
-        let family = &self.chunk_advised;
-        if let Some(g) = self
-            .hot
-            .chunk_advised
-            .get(p, |l| family.with_label_values(l))
-        {
+        if let Some(g) = self.hot.chunk_advised.get(&self.chunk_advised, p) {
             g.set(i64::try_from(size).unwrap_or(i64::MAX));
         }
     }
 
     fn network(&self, p: Protocol, e: &Estimate) {
-        let (hot, m) = (&self.hot, self);
-        if let Some(g) = hot.bandwidth.get(p, |l| m.bandwidth.with_label_values(l)) {
+        let hot = &self.hot;
+        if let Some(g) = hot.bandwidth.get(&self.bandwidth, p) {
             g.set(e.bandwidth as f64);
         }
-        if let Some(g) = hot.rtt.get(p, |l| m.rtt.with_label_values(l)) {
+        if let Some(g) = hot.rtt.get(&self.rtt, p) {
             g.set(e.rtt.as_secs_f64());
         }
-        if let Some(g) = hot
-            .reliability
-            .get(p, |l| m.reliability.with_label_values(l))
-        {
+        if let Some(g) = hot.reliability.get(&self.reliability, p) {
             g.set(e.reliability());
         }
     }

@@ -63,14 +63,17 @@ impl Rounds {
     /// `conn`, counting its polls: a write can tell a new poll from the one it waited in.
     pub fn drive<F: Future>(&self, conn: F) -> impl Future<Output = F::Output> {
         let rounds = self.clone();
-        let mut conn = Box::pin(conn);
-        std::future::poll_fn(move |cx| {
-            rounds.inner.round.fetch_add(1, Ordering::Relaxed);
-            rounds.inner.polling.store(true, Ordering::Relaxed);
-            let out = conn.as_mut().poll(cx);
-            rounds.inner.polling.store(false, Ordering::Relaxed);
-            out
-        })
+        async move {
+            let mut conn = std::pin::pin!(conn);
+            std::future::poll_fn(|cx| {
+                rounds.inner.round.fetch_add(1, Ordering::Relaxed);
+                rounds.inner.polling.store(true, Ordering::Relaxed);
+                let out = conn.as_mut().poll(cx);
+                rounds.inner.polling.store(false, Ordering::Relaxed);
+                out
+            })
+            .await
+        }
     }
 }
 
