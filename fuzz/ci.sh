@@ -33,6 +33,9 @@ for t in $(cargo +nightly fuzz list); do
     else
         failed=1
         echo "fuzz $t: FAILED"
+        # The assertion first: libFuzzer's crash report after it is long enough that a tail
+        # alone can cut the message off.
+        grep -m1 -A6 'panicked at' "$log" || true
         tail -40 "$log"
     fi
 done

@@ -91,17 +91,17 @@ async def slow(a):
 async def idle(a):
     ctx = tls_context()
     conns = []
-    failed = 0
+    reasons = {}   # why connections failed to open: exception type and text, counted
     sem = asyncio.Semaphore(200)   # handshakes in flight at once
 
     async def one():
-        nonlocal failed
         async with sem:
             try:
                 r, w = await asyncio.wait_for(asyncio.open_connection(a.host, a.port, ssl=ctx), 60)
                 conns.append((r, w))
-            except Exception:
-                failed += 1
+            except Exception as e:
+                why = f"{type(e).__name__}: {e}"[:120]
+                reasons[why] = reasons.get(why, 0) + 1
 
     t0 = time.monotonic()
     await asyncio.gather(*[one() for _ in range(a.n)])
@@ -114,7 +114,8 @@ async def idle(a):
     closed = sum(1 for r, _ in conns if r.at_eof())
     for _, w in conns:
         w.close()
-    print(json.dumps({"asked": a.n, "up": up, "failed": failed, "closed_by_server": closed,
+    print(json.dumps({"asked": a.n, "up": up, "failed": sum(reasons.values()),
+                      "why": reasons, "closed_by_server": closed,
                       "seconds_to_open": round(ready, 1), "hold": a.hold}))
 
 
