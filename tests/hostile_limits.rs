@@ -7,8 +7,13 @@
 //!   answer) do not fill the connection cap shared with TCP: past half of it, unvalidated
 //!   addresses get a Retry.
 //!
-//! The memory test measures this process's RSS (server and client share it), so the tests
-//! here run one at a time.
+//! - Idle TLS connections (no request yet) hold one descriptor each on the server, not two:
+//!   the probe's duplicate for `TCP_INFO` readings is made at the first request, so 10,000
+//!   idle connections (benches/compare.sh) no longer hit a 20,000 RLIMIT_NOFILE (EMFILE on
+//!   the last accepts).
+//!
+//! The memory and descriptor tests measure this process (server and client share it), so
+//! the tests here run one at a time.
 
 mod common;
 
@@ -350,5 +355,75 @@ async fn h2_connection_dripping_its_first_head_is_closed_at_the_head_deadline() 
         Ok(true),
         "the second request, after the deadline, is answered"
     );
+    srv.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Descriptors per idle connection.
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn tls_to(srv: &TestServer) -> Tls {
+    let cfg = xferd::client::tls_config(&srv.roots, &[b"http/1.1"]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Open descriptors once they have stopped changing (the server registers a connection a
+/// moment after the client's handshake completes).
+async fn settled_fds() -> usize {
+    let mut last = open_fds();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let now = open_fds();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// N idle TLS connections cost the process 2N descriptors (the client's socket and the
+/// server's), not 3N; a request on each still gets its readings' duplicate, and answers.
+#[tokio::test]
+async fn idle_tls_connections_hold_one_server_descriptor_each() {
+    let _serial = SERIAL.lock().await;
+    let srv = TestServer::start_with(|c| c.streaming.bandwidth_estimation = true).await;
+    const N: usize = 40;
+    let before = settled_fds().await;
+    let mut conns = Vec::new();
+    for _ in 0..N {
+        conns.push(tls_to(&srv).await);
+    }
+    let idle = settled_fds().await - before;
+    assert!(
+        idle <= 2 * N + 4,
+        "{N} idle connections hold {idle} descriptors (client and server: {})",
+        2 * N
+    );
+    for c in &mut conns {
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    // After a request, each connection's probe holds its duplicate (readings on).
+    let busy = settled_fds().await - before;
+    assert!(
+        busy >= 3 * N,
+        "{N} connections after a request hold {busy} descriptors: no probe was made"
+    );
+    drop(conns);
     srv.stop().await;
 }

@@ -28,7 +28,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,15 +136,13 @@ async fn serve_connection(
     let activity = slot.activity();
     let core = shared.core.clone();
     let in_flight = slot.counter();
-    let probe = if limits.readings {
-        stream
-            .as_fd()
-            .try_clone_to_owned()
-            .ok()
-            .map(|fd| Arc::new(Probe::new(Box::new(TcpSource::new(fd)))))
-    } else {
-        None
-    };
+    // The probe's descriptor is a duplicate, made when the first request arrives: a
+    // connection that never sends one (10,000 idle TLS connections in benches/compare.sh)
+    // holds one descriptor, not two; with two each, the 10,000 hit a 20,000 RLIMIT_NOFILE
+    // and the last accepts failed with EMFILE.
+    let socket = stream.as_raw_fd();
+    let probe_cell: Arc<std::sync::OnceLock<Option<Arc<Probe>>>> = Default::default();
+    let readings = limits.readings;
     let metrics = shared.metrics.clone();
     let started = Arc::new(AtomicBool::new(false));
     let any_request = started.clone();
@@ -152,7 +150,11 @@ async fn serve_connection(
         any_request.store(true, Ordering::Relaxed);
         let core = core.clone();
         let alt_svc = alt_svc.clone();
-        let probe = probe.clone();
+        let probe = if readings {
+            probe_cell.get_or_init(|| duplicate_probe(socket)).clone()
+        } else {
+            None
+        };
         let metrics = metrics.clone();
         let busy = Busy::new(in_flight.clone());
         async move { Ok::<_, Infallible>(handle(core, req, peer, alt_svc, probe, metrics, busy).await) }
@@ -242,6 +244,19 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
+}
+
+/// A connection probe reading `TCP_INFO` through its own duplicate of `socket` (see
+/// [`TcpSource`]); `None` when the descriptor cannot be duplicated (EMFILE).
+///
+/// Called only from the connection's service, which hyper calls while it owns the
+/// connection's I/O: `socket` is then open and is this connection's.
+fn duplicate_probe(socket: std::os::fd::RawFd) -> Option<Arc<Probe>> {
+    // SAFETY: see above: the descriptor is open for the duration of this call, which only
+    // borrows it to duplicate it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) };
+    let dup = fd.try_clone_to_owned().ok()?;
+    Some(Arc::new(Probe::new(Box::new(TcpSource::new(dup)))))
 }
 
 /// Resolves when an HTTP/2 connection has not completed its first request head within
