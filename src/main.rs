@@ -361,6 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.apply_overrides(&overrides);
             config.prepare_paths()?;
             limit_malloc_arenas();
+            raise_open_file_limit(config.server.max_connections);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 // File I/O runs on blocking threads; bounding them bounds memory too.
@@ -717,6 +718,40 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt only changes allocator tuning; called before any other thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as Go programs (HMAC File
+/// Server among them) do at start: systemd's default soft limit is 1,024, below what
+/// `max_connections` connections need (one descriptor each, two once a request has made a
+/// readings probe, plus files being transferred). Warns when even the hard limit is short.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the plain struct passed by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let wanted = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(256);
+    if lim.rlim_cur < wanted {
+        eprintln!(
+            "xferd: warning: open-file limit {} is below the {wanted} that server.max_connections              = {max_connections} may need; connections past it fail to be accepted (raise              LimitNOFILE or ulimit -n)",
+            lim.rlim_cur
+        );
     }
 }
 

@@ -355,3 +355,42 @@ async fn kill_9_mid_upload_leaves_nothing_visible_and_restart_cleans_up() {
         "the same URL works after the crash"
     );
 }
+
+/// `(soft, hard)` "Max open files" of process `pid`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut words = line["Max open files".len()..].split_whitespace();
+    (
+        words.next().unwrap().to_string(),
+        words.next().unwrap().to_string(),
+    )
+}
+
+/// Started with a soft open-file limit of 256 (systemd's default is 1,024), the server
+/// raises it to the hard limit, as Go servers (HMAC File Server) do, instead of failing
+/// accepts with EMFILE far below `max_connections`.
+#[tokio::test]
+async fn serve_raises_the_soft_open_file_limit_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(dir.path(), port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let proc = Proc(
+        Command::new("sh")
+            .args(["-c", "ulimit -Sn 256 && exec \"$0\" serve --config \"$1\""])
+            .arg(env!("CARGO_BIN_EXE_xferd"))
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(addr, &dir.path().join("state/cert.pem")).await;
+    let (soft, hard) = open_file_limits(proc.0.id());
+    assert_ne!(hard, "256", "the hard limit itself is 256: nothing to test");
+    assert_eq!(soft, hard, "soft open-file limit not raised");
+}
