@@ -748,9 +748,12 @@ fn raise_open_file_limit(max_connections: usize) {
         .saturating_mul(2)
         .saturating_add(256);
     if lim.rlim_cur < wanted {
-        eprintln!(
-            "xferd: warning: open-file limit {} is below the {wanted} that server.max_connections              = {max_connections} may need; connections past it fail to be accepted (raise              LimitNOFILE or ulimit -n)",
-            lim.rlim_cur
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            wanted,
+            max_connections,
+            "open-file limit below what server.max_connections may need: connections past it \
+             fail to be accepted (raise LimitNOFILE or ulimit -n)"
         );
     }
 }

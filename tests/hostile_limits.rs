@@ -365,18 +365,6 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
-type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
-async fn tls_to(srv: &TestServer) -> Tls {
-    let cfg = xferd::client::tls_config(&srv.roots, &[b"http/1.1"]).unwrap();
-    let tcp = tokio::net::TcpStream::connect(srv.addr()).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap()
-}
-
 /// Open descriptors once they have stopped changing (the server registers a connection a
 /// moment after the client's handshake completes).
 async fn settled_fds() -> usize {
@@ -402,7 +390,7 @@ async fn idle_tls_connections_hold_one_server_descriptor_each() {
     let before = settled_fds().await;
     let mut conns = Vec::new();
     for _ in 0..N {
-        conns.push(tls_to(&srv).await);
+        conns.push(raw_tls(srv.addr(), &srv.roots).await);
     }
     let idle = settled_fds().await - before;
     assert!(

@@ -187,11 +187,15 @@ fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
 }
 
 fn spawn_server(cfg: &std::path::Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xferd"));
+    cmd.args(["serve", "--config"]).arg(cfg);
+    spawn_quiet(cmd)
+}
+
+/// `cmd` started with its output discarded, killed when dropped.
+fn spawn_quiet(mut cmd: Command) -> Proc {
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_xferd"))
-            .args(["serve", "--config"])
-            .arg(cfg)
-            .stdout(Stdio::null())
+        cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -379,16 +383,11 @@ async fn serve_raises_the_soft_open_file_limit_to_the_hard_one() {
     let port = free_port();
     let cfg = write_config(dir.path(), port);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let proc = Proc(
-        Command::new("sh")
-            .args(["-c", "ulimit -Sn 256 && exec \"$0\" serve --config \"$1\""])
-            .arg(env!("CARGO_BIN_EXE_xferd"))
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -Sn 256 && exec \"$0\" serve --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_xferd"))
+        .arg(&cfg);
+    let proc = spawn_quiet(cmd);
     wait_ready(addr, &dir.path().join("state/cert.pem")).await;
     let (soft, hard) = open_file_limits(proc.0.id());
     assert_ne!(hard, "256", "the hard limit itself is 256: nothing to test");

@@ -8,9 +8,9 @@
 //! 3,1,7`: the body is delivered in frames of these sizes, the rest in one; `@cut N`: only
 //! the first N bytes are delivered; `@err`: the body ends with a transport error), an empty
 //! line, then the body (raw bytes). A header line that is not a valid name and value is
-//! dropped: the harness neither sends it nor signs or checks with it. `{id}` and `{first}` in the target and in header values
-//! stand for the last and the first session id the server has handed out in this input
-//! (from `Location` or a JSON `session_id`). When SCHEME (`v`, `v2`, `token`, `v3`) is
+//! dropped: the harness neither sends it nor signs or checks with it. `{id}` and `{first}`
+//! in the target and in header values stand for the last and the first session id the
+//! server has handed out in this input (from `Location` or a JSON `session_id`). When SCHEME (`v`, `v2`, `token`, `v3`) is
 //! given, the harness signs the request itself with [`SECRET`] (HMAC-SHA256 computed here
 //! with the `hmac` crate): over the decoded path (or `X-Filename`), SIZE or else the first
 //! of `Upload-Length`, `X-Total-Size`, `Content-Length` and the body's length, and the

@@ -136,13 +136,13 @@ async fn serve_connection(
     let activity = slot.activity();
     let core = shared.core.clone();
     let in_flight = slot.counter();
-    // The probe's descriptor is a duplicate, made when the first request arrives: a
-    // connection that never sends one (10,000 idle TLS connections in benches/compare.sh)
-    // holds one descriptor, not two; with two each, the 10,000 hit a 20,000 RLIMIT_NOFILE
-    // and the last accepts failed with EMFILE.
+    // The probe (its own duplicate of the socket) is made at the first request: a
+    // connection that never sends one holds one descriptor, not two (10,000 idle TLS
+    // connections once ran into a 20,000 RLIMIT_NOFILE).
     let socket = stream.as_raw_fd();
-    let probe_cell: Arc<std::sync::OnceLock<Option<Arc<Probe>>>> = Default::default();
-    let readings = limits.readings;
+    let probe_cell = limits
+        .readings
+        .then(Arc::<std::sync::OnceLock<Option<Arc<Probe>>>>::default);
     let metrics = shared.metrics.clone();
     let started = Arc::new(AtomicBool::new(false));
     let any_request = started.clone();
@@ -150,11 +150,9 @@ async fn serve_connection(
         any_request.store(true, Ordering::Relaxed);
         let core = core.clone();
         let alt_svc = alt_svc.clone();
-        let probe = if readings {
-            probe_cell.get_or_init(|| duplicate_probe(socket)).clone()
-        } else {
-            None
-        };
+        let probe = probe_cell
+            .as_ref()
+            .and_then(|cell| cell.get_or_init(|| duplicate_probe(socket)).clone());
         let metrics = metrics.clone();
         let busy = Busy::new(in_flight.clone());
         async move { Ok::<_, Infallible>(handle(core, req, peer, alt_svc, probe, metrics, busy).await) }
