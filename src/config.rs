@@ -309,6 +309,10 @@ pub struct PerformanceConfig {
     /// "bbr" (holds its rate through random loss, e.g. mostly mobile clients; quinn calls
     /// its BBR experimental) or "new-reno".
     pub quic_congestion_control: crate::transport::congestion::Congestion,
+    /// Threads of the runtime that runs every QUIC connection: its drivers and its HTTP/3
+    /// requests, on the same thread so that they wake each other without a cross-thread
+    /// wake-up (see `transport::quic::QuicRuntime`). 1 by default (measured best on 2 cores).
+    pub quic_threads: usize,
     /// Local storage: open, `fstat` and read a download of at most 32 KiB on the request's
     /// own runtime thread (page-cache work of microseconds) instead of the blocking pool.
     /// Off for storage where an open may stall (a network filesystem).
@@ -332,6 +336,7 @@ impl Default for PerformanceConfig {
             max_profiles: 10_000,
             connection_type_detection: true,
             quic_congestion_control: crate::transport::congestion::Congestion::Cubic,
+            quic_threads: 1,
             inline_small_reads: true,
         }
     }
@@ -491,6 +496,9 @@ impl Config {
         }
         if p.max_profiles == 0 {
             return bad("performance.max_profiles", "must be at least 1");
+        }
+        if !(1..=256).contains(&p.quic_threads) {
+            return bad("performance.quic_threads", "must be between 1 and 256");
         }
         for (key, p) in [
             ("resumable.tus_path", &self.resumable.tus_path),

@@ -35,7 +35,8 @@ pub struct Server {
     pub udp_buffers: (usize, usize),
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Runs quinn's drivers (see [`quic::QuicRuntime`]).
+    /// Runs QUIC connections: quinn's drivers and the HTTP/3 requests (see
+    /// [`quic::QuicRuntime`]).
     quic_runtime: Option<tokio::runtime::Runtime>,
     /// The transfer core the listeners serve (for introspection, e.g. in tests).
     pub core: Arc<Core>,
@@ -403,11 +404,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let (listener, udp, granted_rx, granted_tx) = bind_pair(config.server.listen, tuning).await?;
     let addr = listener.local_addr()?;
     let quic_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(config.performance.quic_threads)
         .thread_name("xferd-quic")
         .enable_all()
         .build()
-        .context("starting the QUIC driver thread")?;
+        .context("starting the QUIC runtime")?;
     let endpoint = quic::endpoint(
         udp,
         quic_tls,
@@ -442,7 +443,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             shared.clone(),
             grace,
         )),
-        tokio::spawn(quic::run(endpoint, shared.clone(), grace)),
+        tokio::spawn(quic::run(
+            endpoint,
+            shared.clone(),
+            grace,
+            quic_runtime.handle().clone(),
+        )),
     ];
     tasks.push(tokio::spawn(collect_expired(
         shared.core.clone(),

@@ -64,15 +64,27 @@ pub fn bind_udp(
 }
 
 /// A quinn runtime whose drivers (the endpoint's and every connection's) run on a runtime
-/// of their own.
+/// of their own, `[performance] quic_threads` threads (1 by default), where [`run`] also
+/// serves every connection's HTTP/3 requests.
 ///
-/// Why: quinn hands received datagrams to a connection through an unbounded channel. When
-/// the connection's driver is starved of CPU by request handlers on the same workers, that
-/// queue grows without bound (measured: 780 MB for one fast 1 GiB upload with 32 KB
-/// buffers; quinn-rs/quinn#599). On its own thread the driver keeps up, acknowledges, and
-/// flow control bounds the memory again. (What remained after that, h3's own receive buffer
-/// growing past flow control under a fast upload, hyperium/h3#308, is bounded by the guard
-/// in [`super::h3_guard`].)
+/// Why apart from the TCP runtime: quinn hands received datagrams to a connection through
+/// an unbounded channel. When the connection's driver is starved of CPU by request handlers
+/// on the same workers, that queue grows without bound (measured: 780 MB for one fast 1 GiB
+/// upload with 32 KB buffers; quinn-rs/quinn#599). On a runtime of its own the driver keeps
+/// up, acknowledges, and flow control bounds the memory again. (What remained after that,
+/// h3's own receive buffer growing past flow control under a fast upload, hyperium/h3#308,
+/// is bounded by the guard in [`super::h3_guard`].)
+///
+/// Why the requests run there too: a request handler and its connection's driver wake each
+/// other for every piece of stream data (data readable; window or send buffer freed). With
+/// the handlers on the TCP runtime each of those wake-ups crossed threads (a futex wake and
+/// a context switch: `finish_task_switch` and the scheduler's spin unlocks were 21% of an
+/// h3 upload's profile); on the driver's thread the woken task runs next. Measured with
+/// `WORKLOADS="put-h3 get-h3" PUT_MB=512 bash benches/profile.sh`, two runs each: a 512 MiB
+/// PUT 6.0-6.6 -> 3.5-3.9 server CPU-s per GiB and 3.5-4.2 s -> 2.2-2.5 s, a 256 MiB GET
+/// 4.3-4.9 -> 2.6-2.8 CPU-s per GiB; peak RSS of a 1 GiB h3 upload unchanged (22 MiB). Two
+/// threads instead of one were slower on 2 cores (GET 3.6 CPU-s per GiB: tasks stolen
+/// between the two threads wake across them again).
 #[derive(Debug)]
 pub struct QuicRuntime(pub tokio::runtime::Handle);
 
@@ -130,8 +142,15 @@ pub fn endpoint(
     Ok(endpoint)
 }
 
-/// Accepts connections until shutdown; then waits up to `grace` for them to finish.
-pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
+/// Accepts connections until shutdown; then waits up to `grace` for them to finish. Each
+/// connection, with its requests, is served on `drivers`, the runtime its quinn driver runs
+/// on (see [`QuicRuntime`]).
+pub async fn run(
+    endpoint: quinn::Endpoint,
+    shared: Shared,
+    grace: Duration,
+    drivers: tokio::runtime::Handle,
+) {
     let mut shutdown = shared.shutdown.clone();
     let mut tasks = tokio::task::JoinSet::new();
     // The cap: the slots free before QUIC took any (TCP may hold a few at this instant).
@@ -156,7 +175,7 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
             continue;
         };
         let shared = shared.clone();
-        tasks.spawn(async move {
+        tasks.spawn_on(async move {
             let peer = incoming.remote_address();
             let mut connecting = match incoming.accept() {
                 Ok(c) => c,
@@ -229,7 +248,7 @@ pub async fn run(endpoint: quinn::Endpoint, shared: Shared, grace: Duration) {
                 },
             }
             drop(permit);
-        });
+        }, &drivers);
         while tasks.try_join_next().is_some() {}
     }
     endpoint.set_server_config(None);
