@@ -309,9 +309,10 @@ pub struct PerformanceConfig {
     /// "bbr" (holds its rate through random loss, e.g. mostly mobile clients; quinn calls
     /// its BBR experimental) or "new-reno".
     pub quic_congestion_control: crate::transport::congestion::Congestion,
-    /// Threads of the runtime that runs every QUIC connection: its drivers and its HTTP/3
-    /// requests, on the same thread so that they wake each other without a cross-thread
-    /// wake-up (see `transport::quic::QuicRuntime`). 1 by default (measured best on 2 cores).
+    /// Threads of the runtime that runs quinn's drivers and every HTTP/3 request (not the
+    /// connections' handshakes and h3 setup), on the same thread so that they wake each
+    /// other without a cross-thread wake-up (see `transport::quic::QuicRuntime`). 1 by
+    /// default (measured best on 2 cores).
     pub quic_threads: usize,
     /// Local storage: open, `fstat` and read a download of at most 32 KiB on the request's
     /// own runtime thread (page-cache work of microseconds) instead of the blocking pool.

@@ -10,6 +10,23 @@ import time
 
 from wire import ATTACKER
 
+
+def server_socket_drops(port):
+    """Datagrams the kernel dropped because the server's UDP socket on `port` was full (the
+    last column of /proc/net/udp): how far the server fell behind draining it. Reported in
+    the stats; a good client's Initial lost this way waits out its 1 s retransmission."""
+    want = ":%04X" % port
+    try:
+        with open("/proc/net/udp") as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[1].endswith(want) and cols[2] == "00000000:0000":
+                    return int(cols[-1])
+    except OSError:
+        pass
+    return None
+
+
 def udp_blast(port, deadline, max_packets, make, stats, key):
     socks = []
     for _ in range(64):
@@ -52,6 +69,7 @@ async def udp_flood(env, secs, max_packets=3000000):
     loop = asyncio.get_running_loop()
     await asyncio.gather(*[loop.run_in_executor(None, udp_blast, env["port"], deadline, max_packets // 2,
                                                 random_datagram, stats, "datagrams") for _ in range(2)])
+    stats["server_socket_drops"] = server_socket_drops(env["port"])
     return "%d random datagrams, %ds" % (stats.get("datagrams", 0), secs), stats, []
 
 
@@ -122,6 +140,7 @@ async def quic_initials(env, secs, rounds=8, per_round=400, max_fake=2000000):
             stats["handshakes"] += 1
         await asyncio.sleep(0.2)
     await fake
+    stats["server_socket_drops"] = server_socket_drops(env["port"])
     for s in held:
         s.close()
     return "%d half-open QUIC handshakes + %d junk Initials, %ds" % (

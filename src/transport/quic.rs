@@ -40,8 +40,15 @@ pub struct UdpTuning {
     pub send_buffer: usize,
 }
 
-/// Binds a UDP socket with the requested buffer sizes (the kernel caps them at
-/// `net.core.rmem_max`/`wmem_max`); returns the socket and the sizes actually granted.
+/// Binds a UDP socket with the requested buffer sizes; returns the socket and the sizes
+/// actually granted (as Linux reports them: twice what was set, the half for its own
+/// bookkeeping). The kernel caps `SO_RCVBUF`/`SO_SNDBUF` at `net.core.rmem_max`/`wmem_max`
+/// (208 KiB by default, 4 MiB on the machines here); a process with `CAP_NET_ADMIN` (xferd
+/// run as root to bind 443) gets the configured sizes through `SO_RCVBUFFORCE`/
+/// `SO_SNDBUFFORCE` instead. The receive buffer is what a flood has to fill before a good
+/// client's datagram is dropped: under interop/hostile quic-initials (1.3 million junk
+/// Initials in 12 s beside 3,200 half-open handshakes) the server's socket dropped up to
+/// 6,700 datagrams with 4 MiB, and 0-468 with the configured 8 MiB.
 pub fn bind_udp(
     addr: SocketAddr,
     t: UdpTuning,
@@ -57,15 +64,46 @@ pub fn bind_udp(
     }
     let _ = sock.set_recv_buffer_size(t.recv_buffer);
     let _ = sock.set_send_buffer_size(t.send_buffer);
+    force_buffers(&sock, t);
     sock.bind(&addr.into())?;
     sock.set_nonblocking(true)?;
     let granted = (sock.recv_buffer_size()?, sock.send_buffer_size()?);
     Ok((sock.into(), granted.0, granted.1))
 }
 
+/// Raises a buffer the kernel capped below the configured size past the cap, where the
+/// process may (`CAP_NET_ADMIN`); otherwise leaves it as granted. Linux only.
+fn force_buffers(sock: &socket2::Socket, t: UdpTuning) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let force = |name: libc::c_int, want: usize, granted: std::io::Result<usize>| {
+            // Linux reports twice the size set; below that the cap applied.
+            if granted.is_ok_and(|g| g / 2 >= want) {
+                return;
+            }
+            let value = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
+            // SAFETY: a valid socket descriptor and a c_int option value of the stated size.
+            let _ = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    name,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        };
+        force(libc::SO_RCVBUFFORCE, t.recv_buffer, sock.recv_buffer_size());
+        force(libc::SO_SNDBUFFORCE, t.send_buffer, sock.send_buffer_size());
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (sock, t);
+}
+
 /// A quinn runtime whose drivers (the endpoint's and every connection's) run on a runtime
 /// of their own, `[performance] quic_threads` threads (1 by default), where [`run`] also
-/// serves every connection's HTTP/3 requests.
+/// serves the HTTP/3 requests (not the connections: see below).
 ///
 /// Why apart from the TCP runtime: quinn hands received datagrams to a connection through
 /// an unbounded channel. When the connection's driver is starved of CPU by request handlers
@@ -85,6 +123,14 @@ pub fn bind_udp(
 /// 4.3-4.9 -> 2.6-2.8 CPU-s per GiB; peak RSS of a 1 GiB h3 upload unchanged (22 MiB). Two
 /// threads instead of one were slower on 2 cores (GET 3.6 CPU-s per GiB: tasks stolen
 /// between the two threads wake across them again).
+///
+/// Why the connections do not: everything a connection does before and between requests
+/// (waiting for its handshake, h3's SETTINGS and control streams, the handshake watch) is
+/// what a flood of half-open handshakes multiplies, and on the one driver thread it took
+/// the CPU the endpoint needs to drain the UDP socket. Under interop/hostile quic-initials
+/// the socket's receive-buffer drops (`RcvbufErrors`) went from 440-2,300 per run to
+/// 9,200-16,800 with the connections there, and one good client's dropped Initial waited
+/// out its 1 s retransmission (the failed CI run after the change).
 #[derive(Debug)]
 pub struct QuicRuntime(pub tokio::runtime::Handle);
 
@@ -143,8 +189,8 @@ pub fn endpoint(
 }
 
 /// Accepts connections until shutdown; then waits up to `grace` for them to finish. Each
-/// connection, with its requests, is served on `drivers`, the runtime its quinn driver runs
-/// on (see [`QuicRuntime`]).
+/// connection's requests are served on `drivers`, the runtime its quinn driver runs on
+/// (see [`QuicRuntime`]); the connections themselves on the runtime this runs on.
 pub async fn run(
     endpoint: quinn::Endpoint,
     shared: Shared,
@@ -175,7 +221,8 @@ pub async fn run(
             continue;
         };
         let shared = shared.clone();
-        tasks.spawn_on(async move {
+        let drivers = drivers.clone();
+        tasks.spawn(async move {
             let peer = incoming.remote_address();
             let mut connecting = match incoming.accept() {
                 Ok(c) => c,
@@ -240,15 +287,15 @@ pub async fn run(
                             tracing::debug!(%peer, "QUIC connection lost before its handshake completed");
                         }
                     });
-                    serve_connection(conn, shared, Some(early)).await
+                    serve_connection(conn, shared, Some(early), &drivers).await
                 }
                 Err(connecting) => match connecting.await {
-                    Ok(conn) => serve_connection(conn, shared, None).await,
+                    Ok(conn) => serve_connection(conn, shared, None, &drivers).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
                 },
             }
             drop(permit);
-        }, &drivers);
+        });
         while tasks.try_join_next().is_some() {}
     }
     endpoint.set_server_config(None);
@@ -285,7 +332,12 @@ impl Early {
     }
 }
 
-async fn serve_connection(conn: quinn::Connection, shared: Shared, handshake: Option<Early>) {
+async fn serve_connection(
+    conn: quinn::Connection,
+    shared: Shared,
+    handshake: Option<Early>,
+    drivers: &tokio::runtime::Handle,
+) {
     let peer = conn.remote_address();
     // Kept beside the h3 connection: h3-quinn hides it; its stats feed the readings.
     let quinn_conn = conn.clone();
@@ -333,14 +385,17 @@ async fn serve_connection(conn: quinn::Connection, shared: Shared, handshake: Op
             Ok(Some(resolver)) => {
                 let core = shared.core.clone();
                 let stream = shared.metrics.stream(Protocol::H3);
-                requests.spawn(handle_request(
-                    core,
-                    resolver,
-                    peer,
-                    probe.clone(),
-                    stream,
-                    handshake.clone(),
-                ));
+                requests.spawn_on(
+                    handle_request(
+                        core,
+                        resolver,
+                        peer,
+                        probe.clone(),
+                        stream,
+                        handshake.clone(),
+                    ),
+                    drivers,
+                );
             }
             Ok(None) => break,
             Err(e) => {
@@ -514,3 +569,49 @@ async fn drain_h3(r: &mut h3::server::RequestStream<H3Recv, Bytes>) -> bool {
 }
 
 type H3Recv = super::h3_guard::Recv<h3_quinn::RecvStream>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sysctl(name: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Whether this process has CAP_NET_ADMIN (bit 12 of the effective set).
+    fn net_admin() -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .unwrap()
+            .trim();
+        u64::from_str_radix(eff, 16).unwrap() & (1 << 12) != 0
+    }
+
+    #[test]
+    fn buffers_above_the_kernel_cap_are_forced_where_the_process_may() {
+        let (rmax, wmax) = (sysctl("rmem_max"), sysctl("wmem_max"));
+        let want = UdpTuning {
+            recv_buffer: 2 * rmax + 4096,
+            send_buffer: 2 * wmax + 4096,
+        };
+        let (_sock, rx, tx) = bind_udp("127.0.0.1:0".parse().unwrap(), want).unwrap();
+        if net_admin() {
+            assert_eq!((rx / 2, tx / 2), (want.recv_buffer, want.send_buffer));
+        } else {
+            assert_eq!((rx / 2, tx / 2), (rmax, wmax), "capped, as granted");
+        }
+        // Below the cap the size set is the size granted, forced or not.
+        let small = UdpTuning {
+            recv_buffer: 64 << 10,
+            send_buffer: 64 << 10,
+        };
+        let (_sock, rx, tx) = bind_udp("127.0.0.1:0".parse().unwrap(), small).unwrap();
+        assert_eq!((rx / 2, tx / 2), (64 << 10, 64 << 10));
+    }
+}
