@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::core::{auth::Keys, Core, Settings};
 use crate::storage::FsStorage;
-use crate::transport::{quic, tcp, Limits, Shared};
+use crate::transport::{quic, tcp, udp, Limits, Shared};
 use anyhow::Context;
 use http::HeaderValue;
 use std::net::SocketAddr;
@@ -397,7 +397,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let tcp_tls = tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::tcp_server_config(&certs)?));
     let quic_tls = crate::tls::quic_server_config(&certs, config.server.zero_rtt)?;
 
-    let tuning = quic::UdpTuning {
+    let tuning = udp::UdpTuning {
         recv_buffer: usize::try_from(config.server.udp_recv_buffer).unwrap_or(usize::MAX),
         send_buffer: usize::try_from(config.server.udp_send_buffer).unwrap_or(usize::MAX),
     };
@@ -619,14 +619,14 @@ async fn shared_engine(
 /// Binds TCP and UDP on the same port; with port 0, retries until both get the same one.
 async fn bind_pair(
     addr: SocketAddr,
-    tuning: quic::UdpTuning,
+    tuning: udp::UdpTuning,
 ) -> anyhow::Result<(TcpListener, std::net::UdpSocket, usize, usize)> {
     let mut last_err = None;
     for _ in 0..20 {
         let listener =
             crate::transport::tcp::listen(addr).with_context(|| format!("binding TCP {addr}"))?;
         let bound = listener.local_addr()?;
-        match quic::bind_udp(bound, tuning) {
+        match udp::bind_udp(bound, tuning) {
             Ok((udp, rx, tx)) => return Ok((listener, udp, rx, tx)),
             Err(e) if addr.port() == 0 => last_err = Some(e),
             Err(e) => return Err(e).with_context(|| format!("binding UDP {bound}")),

@@ -20,6 +20,7 @@ pub mod quic_info;
 pub mod slots;
 pub mod tcp;
 pub mod tcp_info;
+pub mod udp;
 
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
