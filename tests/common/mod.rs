@@ -362,3 +362,37 @@ pub async fn tus_create(c: &mut Client, rel: &str, len: usize) -> String {
     assert_eq!(r.status, 201, "tus create: {:?}", r.body);
     r.header("location").unwrap().to_string()
 }
+
+/// Runs `cmd` for at most `limit`; returns (exit code, stdout, stderr).
+pub fn run_bounded(
+    mut cmd: std::process::Command,
+    limit: Duration,
+) -> (Option<i32>, String, String) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            return (
+                None,
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
