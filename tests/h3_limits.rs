@@ -275,32 +275,26 @@ async fn huge_headers_frame() {
     srv.stop().await;
 }
 
+/// The status of a `GET /health` sent on a new stream of `h3` with one extra field.
+async fn get_with_field(h3: &RawH3, name: &str, value: &[u8]) -> Result<Option<u16>, String> {
+    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
+    s.write_all(&frame(0x01, &get_head("/health", &[(name, value)])))
+        .await
+        .unwrap();
+    let _ = s.finish();
+    read_status(&mut r, Duration::from_secs(5)).await
+}
+
 /// Item 3: a complete 200 KB header block over HTTP/3 gets 431, as HTTP/1.1 does.
 #[tokio::test]
 async fn h3_200kb_header_block_gets_431() {
     let srv = TestServer::start().await;
     let h3 = raw_h3(&srv).await;
     let big = vec![b'a'; 200_000];
-    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
-    s.write_all(&frame(0x01, &get_head("/health", &[("x-big", &big)])))
-        .await
-        .unwrap();
-    let _ = s.finish();
-    assert_eq!(
-        read_status(&mut r, Duration::from_secs(5)).await,
-        Ok(Some(431))
-    );
+    assert_eq!(get_with_field(&h3, "x-big", &big).await, Ok(Some(431)));
     // Just under the limit is fine.
     let fits = vec![b'a'; 60_000];
-    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
-    s.write_all(&frame(0x01, &get_head("/health", &[("x-fits", &fits)])))
-        .await
-        .unwrap();
-    s.finish().unwrap();
-    assert_eq!(
-        read_status(&mut r, Duration::from_secs(5)).await,
-        Ok(Some(200))
-    );
+    assert_eq!(get_with_field(&h3, "x-fits", &fits).await, Ok(Some(200)));
     // HTTP/1.1 for comparison.
     let mut tls = raw_tls(srv.addr(), &srv.roots).await;
     let mut req = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
@@ -322,15 +316,7 @@ async fn h3_refused_head_does_not_hold_up_shutdown() {
     let mut srv = TestServer::start().await;
     let h3 = raw_h3(&srv).await;
     let big = vec![b'a'; 200_000];
-    let (mut s, mut r) = h3.conn.open_bi().await.unwrap();
-    s.write_all(&frame(0x01, &get_head("/health", &[("x-big", &big)])))
-        .await
-        .unwrap();
-    let _ = s.finish();
-    assert_eq!(
-        read_status(&mut r, Duration::from_secs(5)).await,
-        Ok(Some(431))
-    );
+    assert_eq!(get_with_field(&h3, "x-big", &big).await, Ok(Some(431)));
     let start = Instant::now();
     // The client keeps its connection open: the server closes it after its short linger.
     let server = srv.server.take().unwrap();
