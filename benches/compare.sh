@@ -185,9 +185,26 @@ tree_ticks() {
     for c in $(pgrep -P "$1" 2>/dev/null); do t=$((t + $(cpu_ticks "$c"))); done
     echo "$t"
 }
+# Waits (at most 10 s) until no server is busy: the dirty pages of the last upload written
+# out (sync) and the servers' CPU ticks together below 2 per 200 ms. A server still working
+# after its answer (nginx went on at 100% of a core for a second or more after some h2 PUTs)
+# took the CPU of the next server's run (seen with top during xferd's h3 PUT right after
+# nginx's h2 PUT).
+quiesce() {
+    local p t0 t1 i
+    sync
+    for i in $(seq 1 50); do
+        t0=0; for p in "${PIDS[@]}"; do t0=$((t0 + $(tree_ticks "$p"))); done
+        sleep 0.2
+        t1=0; for p in "${PIDS[@]}"; do t1=$((t1 + $(tree_ticks "$p"))); done
+        [ $((t1 - t0)) -lt 2 ] && return 0
+    done
+    log "servers still busy after 10 s ($((t1 - t0)) ticks per 200 ms); measuring anyway"
+}
 # one ROW SERVER PROTO RUN up|down URL SRC PID_FOR_CPU
 one() {
     local r=$1 srv=$2 proto=$3 run=$4 kind=$5 url=$6 src=$7 pid=$8 status secs bytes c0 c1
+    quiesce
     c0=$(tree_ticks "$pid")
     read -r status secs bytes <<<"$(measure_transfer "$proto" "$kind" "$url" "$src" "$WORK/err" "$WORK/body" "$XFER_TIMEOUT")"
     c1=$(tree_ticks "$pid")
@@ -227,6 +244,7 @@ SMALL="$WORK/small.tsv"   # server mode run req_per_s succeeded total cpu_ticks
 : >"$SMALL"
 h2l() { # server mode run url pid
     local out ok total rps c0 c1
+    quiesce
     c0=$(tree_ticks "$5")
     case $2 in
         h1) out=$(timeout 600 h2load --h1 -n "$SMALL_N" -c 16 "$4" 2>&1 || true) ;;
@@ -245,6 +263,7 @@ oha3() { # server run
         caddy) port=$CPORT; path=/small.bin; pid=$CAPID ;;
         gtlsserver) port=$GPORT; path=/small.bin; pid=$GTPID ;;
     esac
+    quiesce
     c0=$(tree_ticks "$pid")
     read -r ok other <<<"$(oha_h3 "$H3_SECS" "https://127.0.0.1:$port$path")"
     c1=$(tree_ticks "$pid")
