@@ -25,6 +25,11 @@
 #      SLOW_N (1000), IDLE_N (10000), H3_SECS (5), ROWS, PYTHON, KEEP_WORK=1, TMPDIR.
 # All servers share one certificate (ECDSA P-256, made here) and run on loopback; nginx runs
 # 2 workers (the machine's 2 cores); every server logs nothing per request.
+# On this workplace's machines (Firecracker guests with free page reporting: dmesg "Free page
+# reporting enabled") memory the kernel freed goes back to the host, and the next touch of it
+# is slow: the page-cache copy of an upload's writes (copy_folio_from_iter_atomic) was 7% of
+# a warm h1 PUT's profile and 45-55% of a cold one, and the same 512 MiB h3 PUT took 1.5 s
+# or 2.0-2.3 s (twice the CPU) by which pages it got. Compare rows of one run, not runs.
 set -euo pipefail
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/../interop" && pwd)/lib.sh"  # free_port, cpu_ticks, stop_pid, measure_transfer, oha_h3
 
