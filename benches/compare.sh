@@ -195,13 +195,14 @@ tree_ticks() {
 # after its answer (nginx went on at 100% of a core for a second or more after some h2 PUTs)
 # took the CPU of the next server's run (seen with top during xferd's h3 PUT right after
 # nginx's h2 PUT).
+all_ticks() { local p t=0; for p in "${PIDS[@]}"; do t=$((t + $(tree_ticks "$p"))); done; echo "$t"; }
 quiesce() {
-    local p t0 t1 i
+    local t0 t1 i
     sync
     for i in $(seq 1 50); do
-        t0=0; for p in "${PIDS[@]}"; do t0=$((t0 + $(tree_ticks "$p"))); done
+        t0=$(all_ticks)
         sleep 0.2
-        t1=0; for p in "${PIDS[@]}"; do t1=$((t1 + $(tree_ticks "$p"))); done
+        t1=$(all_ticks)
         [ $((t1 - t0)) -lt 2 ] && return 0
     done
     log "servers still busy after 10 s ($((t1 - t0)) ticks per 200 ms); measuring anyway"

@@ -33,43 +33,55 @@ pub fn bind_udp(
     if addr.is_ipv6() {
         let _ = sock.set_only_v6(false);
     }
-    let _ = sock.set_recv_buffer_size(t.recv_buffer);
-    let _ = sock.set_send_buffer_size(t.send_buffer);
-    force_buffers(&sock, t);
+    // Past the kernel's cap where the process may, else as far as the cap allows.
+    let _ = force_buffer(&sock, Buffer::Recv, t.recv_buffer)
+        .or_else(|_| sock.set_recv_buffer_size(t.recv_buffer));
+    let _ = force_buffer(&sock, Buffer::Send, t.send_buffer)
+        .or_else(|_| sock.set_send_buffer_size(t.send_buffer));
     sock.bind(&addr.into())?;
     sock.set_nonblocking(true)?;
     let granted = (sock.recv_buffer_size()?, sock.send_buffer_size()?);
     Ok((sock.into(), granted.0, granted.1))
 }
 
-/// Raises a buffer the kernel capped below the configured size past the cap, where the
-/// process may (`CAP_NET_ADMIN`); otherwise leaves it as granted. Linux only.
-fn force_buffers(sock: &socket2::Socket, t: UdpTuning) {
+#[derive(Clone, Copy)]
+enum Buffer {
+    Recv,
+    Send,
+}
+
+/// Sets a buffer's size ignoring the kernel's cap (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`): an
+/// error without `CAP_NET_ADMIN` (EPERM), and off Linux.
+fn force_buffer(sock: &socket2::Socket, which: Buffer, size: usize) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let force = |name: libc::c_int, want: usize, granted: std::io::Result<usize>| {
-            // Linux reports twice the size set; below that the cap applied.
-            if granted.is_ok_and(|g| g / 2 >= want) {
-                return;
-            }
-            let value = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
-            // SAFETY: a valid socket descriptor and a c_int option value of the stated size.
-            let _ = unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    name,
-                    (&value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
+        let name = match which {
+            Buffer::Recv => libc::SO_RCVBUFFORCE,
+            Buffer::Send => libc::SO_SNDBUFFORCE,
         };
-        force(libc::SO_RCVBUFFORCE, t.recv_buffer, sock.recv_buffer_size());
-        force(libc::SO_SNDBUFFORCE, t.send_buffer, sock.send_buffer_size());
+        let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: a valid socket descriptor and a c_int option value of the stated size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (sock, t);
+    {
+        let _ = (sock, which, size);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 #[cfg(test)]
