@@ -300,7 +300,7 @@ async fn restart_aborts_the_multipart_upload_of_a_killed_put_and_keeps_sessions(
     };
     assert_eq!(
         append(&c, &sess, &data, 0, 6 << 20).await,
-        Some((6 << 20, false))
+        Ok((6 << 20, false))
     );
     let session_upload = uploads_become(&store, 1).await;
 
@@ -351,7 +351,7 @@ async fn restart_aborts_the_multipart_upload_of_a_killed_put_and_keeps_sessions(
     assert_eq!(query(&c, &sess).await, Some((200, 6 << 20)));
     assert_eq!(
         append(&c, &sess, &data, 6 << 20, total).await,
-        Some((total, true))
+        Ok((total, true))
     );
     assert_eq!(
         read(&store, "s/tus.bin").await.map(|b| sha(&b)),

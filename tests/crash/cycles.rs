@@ -56,7 +56,7 @@ where
             let sids: Vec<u64> = l.lock().unwrap().sessions.keys().copied().collect();
             for sid in sids {
                 let all = rng.random_bool(0.5);
-                advance(&c, l, sid, if all { None } else { Some(0) }, rng).await;
+                let _ = advance(&c, l, sid, if all { None } else { Some(0) }, rng).await;
             }
         }
         let workers: Vec<_> = (0..WORKERS)
@@ -95,11 +95,13 @@ where
         .unwrap();
     let sids: Vec<u64> = l.lock().unwrap().sessions.keys().copied().collect();
     for sid in sids {
-        if !advance(&c, l, sid, None, rng).await {
+        let outcome = advance(&c, l, sid, None, rng).await;
+        if outcome != Ok(true) {
             let s = l.lock().unwrap().sessions.get(&sid).cloned();
             if let Some(s) = s {
+                let why = outcome.err().unwrap_or_else(|| "stopped short".into());
                 l.lock().unwrap().violations.push(format!(
-                    "{:?} session {} ({}): did not complete when resumed",
+                    "{:?} session {} ({}): did not complete when resumed: {why}",
                     s.kind, s.loc, s.rel
                 ));
             }

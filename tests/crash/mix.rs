@@ -48,20 +48,22 @@ pub(crate) fn ack_done(l: &Shared, rel: &str, data: &[u8], how: String) {
 }
 
 /// Drives session `sid` from the server's offset for at most `pieces` pieces (all when
-/// `None`); records acknowledgements and checks the offset against the ledger.
+/// `None`); records acknowledgements and checks the offset against the ledger. `Ok(true)`
+/// when every byte is in, `Ok(false)` when the session is gone or not yet complete, else
+/// what went wrong.
 pub(crate) async fn advance(
     c: &Client,
     l: &Shared,
     sid: u64,
     pieces: Option<usize>,
     rng: &mut rand::rngs::StdRng,
-) -> bool {
+) -> Result<bool, String> {
     let Some(s) = l.lock().unwrap().sessions.get(&sid).cloned() else {
-        return false;
+        return Ok(false);
     };
     let data = content(s.seed, s.total);
     let Some((status, mut off)) = query(c, &s).await else {
-        return false;
+        return Err("offset query: no response".into());
     };
     if status == 404 || status == 410 {
         // Gone: only a completed upload may go (its file is then checked like any other;
@@ -76,17 +78,17 @@ pub(crate) async fn advance(
                 format!("{:?} session gone ({status})", s.kind),
             ),
         );
-        return false;
+        return Ok(false);
     }
     if !(200..300).contains(&status) {
-        return false;
+        return Err(format!("offset query: {status}"));
     }
     if off < s.acked {
         l.lock().unwrap().violations.push(format!(
             "{:?} session {} ({}): offset {off} below the acknowledged {}",
             s.kind, s.loc, s.rel, s.acked
         ));
-        return false;
+        return Err(format!("offset {off} below the acknowledged {}", s.acked));
     }
     if off >= s.total {
         // Every byte is in: the upload is complete, or completes on this query (tus, IETF)
@@ -101,7 +103,7 @@ pub(crate) async fn advance(
             s.rel.clone(),
             (sha(&data), s.total, format!("{:?} offset at total", s.kind)),
         );
-        return true;
+        return Ok(true);
     }
     if s.kind == Kind::Hfs {
         off = off / s.chunk * s.chunk;
@@ -109,9 +111,9 @@ pub(crate) async fn advance(
     let mut sent = 0usize;
     while off < s.total && pieces.is_none_or(|p| sent < p) {
         let end = piece_end(&s, off, rng);
-        let Some((at, complete)) = append(c, &s, &data, off, end).await else {
-            return false;
-        };
+        let (at, complete) = append(c, &s, &data, off, end)
+            .await
+            .map_err(|e| format!("from offset {off} (acknowledged {}): {e}", s.acked))?;
         sent += 1;
         let mut g = l.lock().unwrap();
         if let Some(e) = g.sessions.get_mut(&sid) {
@@ -125,11 +127,11 @@ pub(crate) async fn advance(
             );
             g.acked_uploads += 1;
             g.acked_bytes += s.total;
-            return true;
+            return Ok(true);
         }
         off = at;
     }
-    off >= s.total
+    Ok(off >= s.total)
 }
 
 /// Creates a resumable session and registers it once the server acknowledged it.
@@ -290,7 +292,7 @@ pub(crate) async fn worker(
                     return;
                 };
                 let pieces = rng.random_range(1..=4);
-                advance(c, &l, sid, Some(pieces), &mut rng).await;
+                let _ = advance(c, &l, sid, Some(pieces), &mut rng).await;
                 release(&l, sid);
             }
             _ => {
@@ -311,7 +313,7 @@ pub(crate) async fn worker(
                     sid
                 };
                 let pieces = rng.random_range(1..=3);
-                advance(c, &l, sid, Some(pieces), &mut rng).await;
+                let _ = advance(c, &l, sid, Some(pieces), &mut rng).await;
                 release(&l, sid);
             }
         }

@@ -200,15 +200,15 @@ pub(crate) async fn query(c: &Client, s: &Sess) -> Option<(u16, u64)> {
     }
 }
 
-/// Sends the piece `[off, end)` of a session; returns the acknowledged offset (`Some`), and
-/// whether that completed the upload.
+/// Sends the piece `[off, end)` of a session; returns the acknowledged offset and whether
+/// that completed the upload, or what went wrong (for a violation's message).
 pub(crate) async fn append(
     c: &Client,
     s: &Sess,
     data: &Bytes,
     off: u64,
     end: u64,
-) -> Option<(u64, bool)> {
+) -> Result<(u64, bool), String> {
     let piece = data.slice(off as usize..end as usize);
     let (o, len) = (off.to_string(), piece.len().to_string());
     let last = end == s.total;
@@ -220,10 +220,15 @@ pub(crate) async fn append(
                 ("upload-offset", o.as_str()),
                 ("content-length", len.as_str()),
             ];
-            let r = try_req(c, "PATCH", &s.loc, &h, Some(paced(piece))).await?;
-            (r.status == 204).then_some(())?;
-            let at: u64 = r.header("upload-offset")?.parse().ok()?;
-            Some((at, at == s.total))
+            let r = sent(c, "PATCH", &s.loc, &h, piece, off, end).await?;
+            if r.status != 204 {
+                return Err(refused("PATCH", off, end, &r));
+            }
+            let at: u64 = r
+                .header("upload-offset")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| refused("PATCH (no Upload-Offset)", off, end, &r))?;
+            Ok((at, at == s.total))
         }
         Kind::Ietf => {
             let h = [
@@ -232,13 +237,15 @@ pub(crate) async fn append(
                 ("upload-complete", if last { "?1" } else { "?0" }),
                 ("content-length", len.as_str()),
             ];
-            let r = try_req(c, "PATCH", &s.loc, &h, Some(paced(piece))).await?;
-            r.status.is_success().then_some(())?;
+            let r = sent(c, "PATCH", &s.loc, &h, piece, off, end).await?;
+            if !r.status.is_success() {
+                return Err(refused("PATCH", off, end, &r));
+            }
             let at = r
                 .header("upload-offset")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(end);
-            Some((at, last && at == s.total))
+            Ok((at, last && at == s.total))
         }
         Kind::Hfs => {
             let n = (off / s.chunk).to_string();
@@ -247,20 +254,38 @@ pub(crate) async fn append(
                 ("x-chunk-number", n.as_str()),
                 ("content-length", len.as_str()),
             ];
-            let r = try_req(c, "PUT", "/chunked-upload", &h, Some(paced(piece))).await?;
-            if r.status != 200 && std::env::var_os("XFERD_CRASH_LOG").is_some() {
-                eprintln!(
-                    "HFS chunk {n} of {}: {} {}",
-                    s.loc,
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                );
+            let r = sent(c, "PUT", "/chunked-upload", &h, piece, off, end).await?;
+            if r.status != 200 {
+                return Err(refused(&format!("chunk {n}"), off, end, &r));
             }
-            (r.status == 200).then_some(())?;
             let done = r.json()["completed"] == true;
-            Some((if done { s.total } else { end }, done))
+            Ok((if done { s.total } else { end }, done))
         }
     }
+}
+
+/// `piece` (paced) sent as the body of `method path_q`; no response is an error.
+async fn sent(
+    c: &Client,
+    method: &str,
+    path_q: &str,
+    headers: &[(&str, &str)],
+    piece: Bytes,
+    off: u64,
+    end: u64,
+) -> Result<Reply, String> {
+    try_req(c, method, path_q, headers, Some(paced(piece)))
+        .await
+        .ok_or_else(|| format!("{method} [{off}, {end}): no response"))
+}
+
+/// The message of a piece the server refused: what was sent, the status and the body.
+fn refused(what: &str, off: u64, end: u64, r: &Reply) -> String {
+    format!(
+        "{what} [{off}, {end}): {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body).trim()
+    )
 }
 
 /// The end of the next piece of `s` from `off`: HFS pieces are whole chunks, others random.

@@ -132,7 +132,7 @@ impl Append {
         let upload_id = match &st.m.upload_id {
             Some(u) => u.clone(),
             None => {
-                let u = self.parts.create_upload(&target).await?;
+                let u = self.parts.create_upload(&target, &self.id).await?;
                 st.m.upload_id = Some(u.clone());
                 u
             }

@@ -167,9 +167,10 @@ impl S3Parts {
             .map(|(_, off, n, key)| (key.clone(), *off, off + n))
             .collect();
         if copyable(&pieces) {
-            self.assemble(&full, pieces).await?;
+            self.assemble(&full, pieces, id).await?;
         } else {
-            let staged = S3Staged::new(self.s3.clone(), full, inner.part_size, inner.max_in_flight);
+            let staged = S3Staged::new(self.s3.clone(), full, inner.part_size, inner.max_in_flight)
+                .marked(id);
             let sink = staged.sink();
             let mut pos = 0u64;
             for (obj, off, n, _) in plan {
@@ -184,7 +185,10 @@ impl S3Parts {
             drop(sink);
             Box::new(staged).commit().await?;
         }
-        let gone = self.keys_of(id).await.unwrap_or_default();
+        // `state` first: a removal cut after it leaves a session that is gone, not one whose
+        // chunks are partly missing.
+        let mut gone = self.keys_of(id).await.unwrap_or_default();
+        gone.sort_by_key(|k| !k.ends_with("/state"));
         for k in gone {
             if let Err(e) = self.remove(&k).await {
                 tracing::warn!(%id, error = %e, "cannot remove a completed session's chunk from S3");

@@ -105,10 +105,10 @@ impl S3Parts {
             .ok_or_else(|| other("UploadPartCopy answered no ETag"))
     }
 
-    /// Makes `full` (create-only) of `pieces`, in order, server-side (the rules above;
-    /// the caller checked [`copyable`]).
-    pub(crate) async fn assemble(&self, full: &str, pieces: Vec<Piece>) -> Result<()> {
-        let up = self.create_upload(full).await?;
+    /// Makes `full` (create-only, marked as session `id`'s) of `pieces`, in order,
+    /// server-side (the rules above; the caller checked [`copyable`]).
+    pub(crate) async fn assemble(&self, full: &str, pieces: Vec<Piece>, id: &str) -> Result<()> {
+        let up = self.create_upload(full, id).await?;
         let r = self.assemble_into(full, &up, pieces).await;
         if r.is_err() {
             // Rule 2.
@@ -204,7 +204,7 @@ impl S3Parts {
         let psize = dm.psize.unwrap_or(self.s3.inner.part_size as u64);
         let keyed: Vec<(String, u64)> = sources.iter().map(|(k, _, n)| (k.clone(), *n)).collect();
         let plan = plan_concat(&keyed, psize);
-        let up = self.create_upload(&target).await?;
+        let up = self.create_upload(&target, dest).await?;
         let built = async {
             let todo: Vec<(usize, Piece)> = (plan.iter().enumerate())
                 .filter_map(|(k, p)| Some((k, p.clone()?)))

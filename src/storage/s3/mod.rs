@@ -121,11 +121,17 @@ pub(crate) struct CommitGuard(
     #[allow(dead_code)] Option<crate::storage::meta::Guard>,
 );
 
+/// The user metadata naming the resumable session an object was completed from (set on
+/// every write of a session into its target: `parts.rs` rule 1).
+pub(crate) const SESSION_META: &str = "x-amz-meta-xferd-session";
+
 /// What HEAD says about an object.
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
     pub meta: ObjectMeta,
     pub etag: String,
+    /// The session it was completed from ([`SESSION_META`]), if any.
+    pub session: Option<String>,
 }
 
 /// The ETag as a version number (its SHA-256's first 16 bytes).
@@ -231,6 +237,7 @@ impl S3Store {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 let etag = resp.header("etag").unwrap_or("").to_string();
+                let session = resp.header(SESSION_META).map(str::to_string);
                 let modified = resp
                     .header("last-modified")
                     .and_then(|v| httpdate::parse_http_date(v).ok())
@@ -243,6 +250,7 @@ impl S3Store {
                         version: version_of(&etag),
                     },
                     etag,
+                    session,
                 }))
             }
             StatusCode::NOT_FOUND => {

@@ -25,7 +25,15 @@
 //!   and streams them into the target through a create-only staged write.
 //! - [`PartStore::complete`]: the tail becomes the last part, CompleteMultipartUpload with
 //!   `If-None-Match: *` (a taken key: [`StoreError::Exists`], the session's data kept);
-//!   an upload that never filled a part is one create-only PutObject.
+//!   an upload that never filled a part is one create-only PutObject. Then the session's
+//!   objects are removed, `state` first (without it the session is gone).
+//! - Completion survives being cut: every object a session writes into its target
+//!   (multipart upload, PutObject, server-side assembly, staged write) carries
+//!   `x-amz-meta-xferd-session: <id>`. A completion that fails where the target already
+//!   holds `len` bytes marked with the session's id was cut after the object was in
+//!   place (the process died before it removed the session's objects, or before the
+//!   engine recorded the completion): it is done, and what is left is the clean-up. A
+//!   target someone else wrote stays a taken key.
 //! - **Sealed sessions** (tus partial uploads, created without a target): their parts go
 //!   to the session's own `data` object, which [`PartStore::seal`] completes once the
 //!   partial is whole; a concatenation then copies the parts that lie inside one partial
@@ -192,11 +200,13 @@ impl S3Parts {
         self.load(id).await?.ok_or(StoreError::NotFound)
     }
 
-    pub(crate) async fn create_upload(&self, target: &str) -> Result<String> {
+    /// CreateMultipartUpload for `target`, marked as session `id`'s.
+    pub(crate) async fn create_upload(&self, target: &str, id: &str) -> Result<String> {
         let resp = (self.s3.client())
             .send(
                 Call::new(Op::CreateMultipartUpload, Method::POST, Some(target))
-                    .query("uploads", ""),
+                    .query("uploads", "")
+                    .header(super::SESSION_META, id),
             )
             .await?;
         if !resp.status.is_success() {
@@ -279,7 +289,9 @@ impl S3Parts {
                 self.complete_upload(key, up, &list, create_only).await
             }
             _ => {
-                let mut call = Call::new(Op::PutObject, Method::PUT, Some(key)).body(tail, None);
+                let mut call = Call::new(Op::PutObject, Method::PUT, Some(key))
+                    .header(super::SESSION_META, id)
+                    .body(tail, None);
                 if create_only {
                     call = call.header("if-none-match", "*");
                 }
@@ -309,6 +321,15 @@ impl S3Parts {
             call = call.header("if-none-match", "*");
         }
         staged::committed(self.s3.client().send(call).await?).await
+    }
+
+    /// Whether `full` holds `len` bytes that session `id` put there (see the module doc: a
+    /// completion cut after its object was in place). Unknown (HEAD failed) is no.
+    async fn placed_before(&self, id: &str, full: &str, len: u64) -> bool {
+        match self.s3.head(full).await {
+            Ok(Some(h)) => h.meta.len == len && h.session.as_deref() == Some(id),
+            _ => false,
+        }
     }
 
     /// After a completion the object is in place: what is left is cleanup (a failure
@@ -457,13 +478,27 @@ impl PartStore for S3Parts {
     fn complete(&self, id: &str, len: u64, key: &Key) -> BoxFuture<'static, Result<()>> {
         let (me, id, full) = (self.clone(), id.to_string(), self.s3.full(key.as_str()));
         Box::pin(async move {
-            let m = me.load_req(&id).await?;
-            if let Some(n) = m.sealed {
-                me.complete_sealed(&id, m, n, len, full).await
-            } else if S3Parts::is_appends(&m) {
-                me.complete_appends(&id, m, len, full).await
-            } else {
-                me.complete_chunks(&id, len, full).await
+            let done = async {
+                let m = me.load_req(&id).await?;
+                if let Some(n) = m.sealed {
+                    me.complete_sealed(&id, m, n, len, full.clone()).await
+                } else if S3Parts::is_appends(&m) {
+                    me.complete_appends(&id, m, len, full.clone()).await
+                } else {
+                    me.complete_chunks(&id, len, full.clone()).await
+                }
+            }
+            .await;
+            match done {
+                Err(e) if me.placed_before(&id, &full, len).await => {
+                    tracing::info!(%id, error = %e, "a completion cut after its object was in place: cleaning up");
+                    me.forget_sealed(&id);
+                    let mut gone = me.keys_of(&id).await.unwrap_or_default();
+                    gone.sort_by_key(|k| !k.ends_with("/state"));
+                    me.clean_up(&id, gone).await;
+                    Ok(())
+                }
+                r => r,
             }
         })
     }

@@ -124,7 +124,7 @@ impl S3Parts {
             self.finish_upload(id, &Manifest::default(), Bytes::new(), &full, true)
                 .await?;
         } else {
-            self.assemble(&full, pieces).await?;
+            self.assemble(&full, pieces, id).await?;
         }
         self.forget_sealed(id);
         let base = self.base(id)?;

@@ -8,7 +8,7 @@ use super::parts::S3Parts;
 use super::{S3Store, MIN_PART_SIZE};
 use crate::storage::contract_tests::s3_store_with;
 use crate::storage::key::Key;
-use crate::storage::store::{PartStore, Store};
+use crate::storage::store::{PartStore, Store, StoreError};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -170,5 +170,100 @@ async fn sealed_partial_uploads_concatenate_past_a_part() {
         PartStore::abort(&parts, id).await.unwrap();
     }
     Store::delete(&st, &target).await.unwrap();
+    nothing_left(&st).await;
+}
+
+/// Every object of a session: (full key, bytes).
+async fn objects_of(parts: &S3Parts, id: &str) -> Vec<(String, Bytes)> {
+    let mut out = Vec::new();
+    for k in parts.keys_of(id).await.unwrap() {
+        let b = parts.get(&k, 64 * MIB).await.unwrap().unwrap();
+        out.push((k, b));
+    }
+    out
+}
+
+/// Writes `d` as HFS chunks of 1 MiB (each its own object), in reverse order.
+async fn chunks(parts: &S3Parts, id: &str, d: &Bytes) {
+    for at in (0..d.len()).step_by(MIB).rev() {
+        let piece = d.slice(at..(at + MIB).min(d.len()));
+        let sink = PartStore::open_chunk_sink(parts, id, at as u64, piece.len() as u64)
+            .await
+            .unwrap();
+        sink.write(at as u64, piece).await.unwrap();
+        sink.sync().await.unwrap();
+    }
+}
+
+/// A process killed after a completion put its object in place, before it removed the
+/// session's objects (or before the engine recorded the completion), is asked for the
+/// completion again after its restart: the crash loop's "did not complete when resumed"
+/// (the retry found its own object, took it for a taken key and the engine dropped the
+/// session). It finds the object its session made and only cleans up, for every kind of
+/// session; an object someone else put at the target, the same bytes even, stays a taken
+/// key and the session is kept.
+#[tokio::test]
+async fn a_completion_cut_after_its_object_was_in_place_completes_when_asked_again() {
+    let Some(st) = s3_store_with(MIN_PART_SIZE, None) else {
+        return;
+    };
+    let parts = S3Parts::new(st.clone());
+    let cases = [
+        ("appends in the tail", MIB + 5),
+        ("appends in parts", 2 * MIN_PART_SIZE as usize + 9),
+        ("chunks", 3 * MIB + 1),
+        ("a sealed partial", MIB + 3),
+    ];
+    for (n, (how, len)) in cases.into_iter().enumerate() {
+        let id = format!("{n:032x}");
+        let key = Key::parse(&format!("cut/{n}.bin")).unwrap();
+        let d = data(n as u8, len);
+        match how {
+            "chunks" => {
+                PartStore::create_at(&parts, &id, &key).await.unwrap();
+                chunks(&parts, &id, &d).await;
+            }
+            "a sealed partial" => {
+                PartStore::create(&parts, &id).await.unwrap();
+                append(&parts, &id, 0, &d).await;
+                PartStore::seal(&parts, &id, len as u64).await.unwrap();
+            }
+            _ => {
+                PartStore::create_at(&parts, &id, &key).await.unwrap();
+                append(&parts, &id, 0, &d).await;
+            }
+        }
+        let before = objects_of(&parts, &id).await;
+        PartStore::complete(&parts, &id, len as u64, &key)
+            .await
+            .unwrap();
+        // The kill: the session's objects are still there (its upload is completed).
+        for (k, b) in &before {
+            parts.put(k, b.clone()).await.unwrap();
+        }
+        PartStore::complete(&parts, &id, len as u64, &key)
+            .await
+            .unwrap_or_else(|e| panic!("{how}: completed again: {e}"));
+        assert_eq!(read_all(&st, key.as_str()).await, d, "{how}");
+        assert_eq!(
+            parts.keys_of(&id).await.unwrap(),
+            Vec::<String>::new(),
+            "{how}: the session's objects are removed"
+        );
+        Store::delete(&st, &key).await.unwrap();
+    }
+
+    let (id, key) = ("ffffffffffffffffffffffffffffffff", "cut/taken.bin");
+    let d = data(9, MIB);
+    PartStore::create_at(&parts, id, &Key::parse(key).unwrap())
+        .await
+        .unwrap();
+    append(&parts, id, 0, &d).await;
+    parts.put(&st.full(key), d.clone()).await.unwrap();
+    let r = PartStore::complete(&parts, id, MIB as u64, &Key::parse(key).unwrap()).await;
+    assert!(matches!(r, Err(StoreError::Exists)), "{r:?}");
+    assert!(PartStore::exists(&parts, id).await.unwrap());
+    PartStore::abort(&parts, id).await.unwrap();
+    Store::delete(&st, &Key::parse(key).unwrap()).await.unwrap();
     nothing_left(&st).await;
 }

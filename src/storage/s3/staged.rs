@@ -25,6 +25,8 @@ struct Shared {
     /// Commit with `If-None-Match: *` (off for the session's own chunk objects, which a
     /// retried chunk overwrites).
     create_only: bool,
+    /// The resumable session this object completes ([`super::SESSION_META`]), if any.
+    session: Option<String>,
     /// The body's declared length, if known: a part buffer is allocated once at the size
     /// it will reach (no regrowth copies), never larger than what is still to come.
     expect: Option<u64>,
@@ -63,6 +65,7 @@ impl S3Staged {
                 part_size,
                 max_in_flight: max_in_flight.max(1),
                 create_only: true,
+                session: None,
                 expect: None,
                 state: tokio::sync::Mutex::new(State::default()),
             }),
@@ -87,6 +90,14 @@ impl S3Staged {
 }
 
 impl S3Staged {
+    /// The same write, marked as completing resumable session `id`.
+    pub fn marked(mut self, id: &str) -> S3Staged {
+        if let Some(sh) = Arc::get_mut(&mut self.shared) {
+            sh.session = Some(id.to_string());
+        }
+        self
+    }
+
     /// The same write, told the body's declared length (sizes its part buffers).
     pub fn expecting(mut self, len: Option<u64>) -> S3Staged {
         if let Some(sh) = Arc::get_mut(&mut self.shared) {
@@ -127,12 +138,22 @@ pub(crate) async fn committed(resp: super::client::Response) -> Result<()> {
 }
 
 impl Shared {
+    /// `call` with the session's mark, if any.
+    fn mark<'a>(&self, call: Call<'a>) -> Call<'a> {
+        match &self.session {
+            Some(id) => call.header(super::SESSION_META, id.clone()),
+            None => call,
+        }
+    }
+
     async fn create_upload(&self) -> Result<String> {
         let c = self.store.client();
         let resp = c
             .send(
-                Call::new(Op::CreateMultipartUpload, Method::POST, Some(&self.key))
-                    .query("uploads", ""),
+                self.mark(
+                    Call::new(Op::CreateMultipartUpload, Method::POST, Some(&self.key))
+                        .query("uploads", ""),
+                ),
             )
             .await?;
         if !resp.status.is_success() {
@@ -202,7 +223,8 @@ impl Shared {
         let resp = match st.upload_id.clone() {
             None => {
                 c.send(cond(
-                    Call::new(Op::PutObject, Method::PUT, Some(&self.key)).body(rest, None),
+                    self.mark(Call::new(Op::PutObject, Method::PUT, Some(&self.key)))
+                        .body(rest, None),
                     create_only,
                 ))
                 .await?
