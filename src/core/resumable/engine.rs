@@ -19,13 +19,15 @@
 //!    is a compare-and-set on the record's version, retried on a conflict.
 //! 5. When every byte of a known length is present, the file is hashed, checked against an
 //!    expected digest, and moved to its target without overwriting; the record is kept
-//!    (completed) until it expires so clients can still ask for the offset.
+//!    (completed) until it expires so clients can still ask for the offset. The record is
+//!    marked just before the move, so a completion cut between the move and its record is
+//!    recorded by the next query, not lost with the data file (`engine/finish.rs`).
 //! 6. Only what the records say ends a session: [`Engine::expire`] collects records past
 //!    their expiry (a record that changed since it was read is left alone) and their data.
 //!    A data file without a record may belong to a creation in progress on another instance:
 //!    it is removed only once it has been seen without a record for [`ORPHAN_GRACE_SECS`].
-//!    Start-up drops only records of sessions in progress whose data file is gone, and only
-//!    with the local store ([`Engine::open`]); over a store shared by several instances
+//!    Start-up drops only records of sessions in progress whose data file is gone (those
+//!    marked as moved into place excepted, rule 5), and only with the local store ([`Engine::open`]); over a store shared by several instances
 //!    ([`Engine::new`], `[cluster]`) start-up removes nothing: another instance may be
 //!    creating what this one does not know yet.
 //! 7. In memory, the engine keeps state only for sessions in progress: a cache of running
@@ -39,20 +41,22 @@
 //!    what it lacks.
 //!
 //! Time comes in as Unix seconds; nothing here reads a clock or touches a socket.
-//! Writes live in `engine/write.rs`, tus concatenation in `engine/concat.rs`, records and
-//! expiry in `engine/records.rs`, the error type in [`super::errors`].
+//! Writes live in `engine/write.rs`, completion in `engine/finish.rs`, tus concatenation in
+//! `engine/concat.rs`, records and expiry in `engine/records.rs`, the error type in
+//! [`super::errors`].
 
 use super::checksum;
-use super::session::{Completed, Kind, Origin, Session};
+use super::session::{Kind, Origin, Session};
 use crate::core::error::CoreError;
-use crate::core::path::{self, RelPath};
+use crate::core::path::RelPath;
 use crate::storage::meta::{Guard, Locker, MemLocker, Quota, SessionRecords, SessionStore};
 use crate::storage::store::{PartStore, StoreError};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 mod concat;
+mod finish;
 mod records;
 mod write;
 
@@ -324,6 +328,7 @@ impl Engine {
             chunk_size: new.chunk_size,
             completed: None,
             part_etags: Vec::new(),
+            completing: None,
         };
         let record = records::record_of(&session, l.max_length)?;
         // A cheap check first, so a refused creation touches no file; the insert below
@@ -429,121 +434,6 @@ impl Engine {
             Ok(true)
         })
         .await
-    }
-
-    /// Completes a session whose data is all present: hash, digest check, move into place.
-    /// Runs under the writer lock: the caller's `held`, or taken here.
-    async fn finish(
-        &self,
-        id: &str,
-        held: Option<&Guard>,
-        now: u64,
-    ) -> Result<Session, SessionError> {
-        let own = match held {
-            Some(_) => None,
-            None => Some(self.take_writer(id).await?),
-        };
-        let fence = held.or(own.as_ref()).map(Guard::token);
-        let (s, _) = self.load(id).await?;
-        if s.completed.is_some() || !s.data_complete() {
-            return Ok(s);
-        }
-        let len = s.length.unwrap_or(0);
-        let cached = lock(&self.hashes).get(id).cloned();
-        let running = match cached {
-            Some(h) => {
-                let p = h.lock().await;
-                if p.upto <= len {
-                    p.clone()
-                } else {
-                    Prefix::default()
-                }
-            }
-            None => Prefix::default(),
-        };
-        let sha: [u8; 32] = (self.parts)
-            .hash_range(id, running.sha, running.upto, len)
-            .await
-            .map_err(stored)?
-            .finalize()
-            .into();
-        if let Some(expected) = &s.expected_sha256 {
-            if *expected != hex::encode(sha) {
-                self.remove(id, None).await?;
-                return Err(SessionError::DigestMismatch);
-            }
-        }
-        if s.kind == Kind::Partial {
-            (self.parts.seal(id, len).await).map_err(stored)?;
-        } else {
-            let target =
-                path::validate(&s.target).map_err(|e| SessionError::Storage(e.to_string()))?;
-            // [scan] hook: the assembled data is scanned before it moves to its target; an
-            // infected upload (or a failed scan, failing closed) is removed, never stored.
-            if let Some((scanning, telemetry)) = &self.scan {
-                let parts = &self.parts;
-                match parts.seal(id, len).await {
-                    // Begun before scanning was on: read back as it is (or the scan fails
-                    // by its policy).
-                    Err(StoreError::Other(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
-                        tracing::warn!(%id, error = %e, "scanning an upload that cannot be sealed");
-                    }
-                    r => r.map_err(stored)?,
-                }
-                let scanned = scanning
-                    .scan_parts(parts, id, len, &s.target, telemetry.as_ref())
-                    .await;
-                if let Err(e) = scanned {
-                    self.remove(id, None).await?;
-                    return Err(SessionError::from(e));
-                }
-            }
-            let completed = match &self.dedup {
-                Some(t) => {
-                    crate::core::dedup::complete(
-                        self.parts.as_ref(),
-                        t.as_ref(),
-                        id,
-                        len,
-                        &target,
-                        sha,
-                    )
-                    .await
-                }
-                None => self.parts.complete(id, len, &target).await,
-            };
-            let moved = match completed {
-                Ok(()) => Ok(()),
-                Err(StoreError::Exists) => Err(SessionError::TargetExists),
-                Err(e) => return Err(stored(e)),
-            };
-            if let Err(e) = moved {
-                self.remove(id, None).await?;
-                return Err(e);
-            }
-            // Quota hook: the session's reservation becomes usage.
-            self.quotas.settle_session(id, target.as_str(), len);
-            tracing::info!(id, target = %s.target, size = len, sha256 = %hex::encode(sha), "resumable upload stored");
-        }
-        let done = Completed {
-            sha256: hex::encode(sha),
-            at: now,
-        };
-        let expires = now.saturating_add(self.limits.ttl_secs);
-        let s = self
-            .update(id, fence, |s| {
-                s.completed = Some(done.clone());
-                s.expires = expires;
-                Ok(true)
-            })
-            .await?;
-        // No longer in progress: out of the limits and out of memory.
-        lock(&self.hashes).remove(id);
-        drop(own);
-        if s.kind == Kind::Partial {
-            self.finish_waiting_finals(id, now).await;
-        }
-        Ok(s)
     }
 
     /// Terminates a session (tus `DELETE`, IETF cancellation): a writer in flight is

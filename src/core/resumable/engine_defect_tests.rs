@@ -333,6 +333,7 @@ fn record_for(id: &str, expires: u64) -> Record {
         chunk_size: None,
         completed: None,
         part_etags: Vec::new(),
+        completing: None,
     };
     Record {
         summary: Summary {
@@ -464,5 +465,91 @@ async fn a_dead_holders_lock_is_taken_over_after_its_lease() {
     assert!(
         matches!(stale, Err(crate::storage::meta::RecordError::Fenced)),
         "{stale:?}"
+    );
+}
+
+/// The record a process killed just before it recorded `done` complete leaves: in progress,
+/// marked `completing` with the digest when `marked` (`engine/finish.rs` rule 1).
+fn cut_record(done: &Session, marked: bool) -> Record {
+    let mut s = done.clone();
+    let sha = s.completed.take().map(|c| c.sha256);
+    s.completing = sha.filter(|_| marked);
+    Record {
+        summary: Summary {
+            owner: s.owner.clone(),
+            open: true,
+            reserved: s.length.unwrap_or(0),
+            expires: s.expires,
+        },
+        body: serde_json::to_vec(&s).unwrap(),
+    }
+}
+
+/// Creates a session for `target` and writes `bytes` to it in one append (it completes).
+async fn completed(engine: &Engine, target: &str, bytes: &[u8]) -> Session {
+    let n = bytes.len() as u64;
+    let s = engine.create(new(target, Some(n)), 0).await.unwrap();
+    let mut b = body(vec![Ok(bytes.to_vec())]);
+    let done = engine
+        .write(&s.id, append(0, n as usize), &mut b, 1)
+        .await
+        .unwrap();
+    assert!(done.completed.is_some());
+    done
+}
+
+/// A process killed between the move of a completed upload into place and the record of
+/// the completion (`engine/finish.rs` rules 1 and 2): the record is in progress and marked,
+/// the data file is gone, the target is there. Start-up used to drop such a record as a
+/// session without data, so a client resuming got 404 (and then 409 when it created the
+/// upload again, its target being taken). Now its next offset query records it complete
+/// with the marked digest, after a restart (local store) and on a shared store (no
+/// start-up recovery). A session without its data and without the mark is still dropped.
+#[tokio::test]
+async fn a_completion_cut_after_the_move_is_recorded_at_the_next_query() {
+    let e = env_with(limits());
+    let (want, other) = (data(40, 3), data(30, 4));
+    let moved = completed(&e.engine, "cut/moved.bin", &want).await;
+    let lost = completed(&e.engine, "cut/lost.bin", &other).await;
+    let dir = e.dir;
+    drop(e.engine);
+    let store =
+        crate::storage::SessionStore::open(&dir.path().join("state/sessions.redb")).unwrap();
+    for (s, marked) in [(&moved, true), (&lost, false)] {
+        let cur = store.get_blocking(&s.id).unwrap().unwrap();
+        (store.put_if_blocking(&s.id, cut_record(s, marked), cur.version, None)).unwrap();
+    }
+    drop(store);
+    let engine = open_engine(dir.path(), limits());
+    let s = engine.info_settled(&moved.id, 2).await.unwrap();
+    assert_eq!(
+        s.completed,
+        Some(super::session::Completed {
+            sha256: moved.completed.clone().unwrap().sha256,
+            at: 2
+        })
+    );
+    assert_eq!((s.offset(), s.completing.is_some()), (40, true));
+    assert_eq!(
+        std::fs::read(dir.path().join("data/cut/moved.bin")).unwrap(),
+        want
+    );
+    assert!(matches!(
+        engine.info(&lost.id, 2).await,
+        Err(SessionError::NotFound)
+    ));
+
+    // A shared record store: nothing happens at start-up, the query records it.
+    let (_dir, records, a, _b) = two_instances(limits());
+    let moved = completed(&a, "cut/shared.bin", &want).await;
+    let cur = records.get(&moved.id).await.unwrap().unwrap();
+    (records
+        .put_if(&moved.id, cut_record(&moved, true), cur.version, None)
+        .await)
+        .unwrap();
+    let s = a.info_settled(&moved.id, 3).await.unwrap();
+    assert_eq!(
+        s.completed.map(|c| c.sha256),
+        moved.completed.map(|c| c.sha256)
     );
 }

@@ -54,6 +54,11 @@ pub struct Session {
     /// Part identifiers of an object-store multipart upload (unused by the filesystem store).
     #[serde(default)]
     pub part_etags: Vec<String>,
+    /// SHA-256 (hex) of the data, set just before they move to `target`: a session found
+    /// with it and without its data was moved and not yet recorded complete (the process
+    /// died between; `engine/finish.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

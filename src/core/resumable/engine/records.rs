@@ -61,13 +61,30 @@ pub(super) fn summarize(raw: &[u8], max_length: u64) -> Option<Summary> {
 }
 
 /// Start-up: drops records of sessions in progress whose data file is gone (nothing can
-/// resume them). Nothing else: expiry and orphans are [`Engine::expire`]'s.
+/// resume them), except those moved into place whose record did not follow
+/// (`finish.rs` rule 2: the next query records them complete). Nothing else: expiry and
+/// orphans are [`Engine::expire`]'s.
 pub(super) fn recover_blocking(
     store: &SessionStore,
     parts: &Arc<dyn PartStore>,
 ) -> Result<(), SessionError> {
     for (id, s) in store.scan_blocking().map_err(rec_err)? {
         if s.record.summary.open && !block_on(parts.exists(&id)).map_err(stored)? {
+            if let Ok(Session {
+                completing: Some(_),
+                kind,
+                target,
+                ..
+            }) = serde_json::from_slice::<Session>(&s.record.body)
+            {
+                let key = crate::core::path::validate(&target);
+                if kind != Kind::Partial
+                    && key.is_ok_and(|k| block_on(parts.target_taken(&k)).unwrap_or(false))
+                {
+                    tracing::info!(%id, %target, "session moved into place before a crash: its completion is recorded at its next query");
+                    continue;
+                }
+            }
             tracing::warn!(%id, "dropping session whose data file is missing");
             match store.delete_blocking(&id, Some(s.version)) {
                 Ok(_) | Err(RecordError::Conflict) => {}
