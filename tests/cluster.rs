@@ -21,7 +21,6 @@ use common::*;
 use fixture::*;
 use http::Request;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -380,36 +379,9 @@ async fn with_redis_down_resumable_uploads_get_503_and_plain_put_and_get_keep_wo
     .await;
 }
 
-/// Runs `xferd serve` on `cfg`, expecting it to refuse (bounded: 20 s); returns stderr.
+/// `xferd serve` on `cfg` refuses to start within 20 s; what it said.
 fn refused(cfg: &Path) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xferd"))
-        .args(["serve", "--config"])
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            assert!(!st.success(), "it started: {err}");
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a cluster with a generated identity kept running");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    serve_must_fail(cfg, Duration::from_secs(20))
 }
 
 #[test]

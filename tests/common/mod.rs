@@ -396,3 +396,18 @@ pub fn run_bounded(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `xferd serve --config cfg` must refuse to start: it exits by itself, non-zero, within
+/// `limit` (a timeout or a death by signal fails the test too). Its stderr, then stdout.
+pub fn serve_must_fail(cfg: &std::path::Path, limit: Duration) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xferd"));
+    cmd.args(["serve", "--config"]).arg(cfg);
+    let (code, out, err) = run_bounded(cmd, limit);
+    match code {
+        Some(0) => panic!("xferd started on {}: {err}", cfg.display()),
+        Some(_) => err + &out,
+        None => {
+            panic!("xferd did not exit by itself within {limit:?} (or a signal killed it): {err}")
+        }
+    }
+}

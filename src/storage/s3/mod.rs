@@ -121,8 +121,9 @@ pub(crate) struct CommitGuard(
     #[allow(dead_code)] Option<crate::storage::meta::Guard>,
 );
 
-/// The user metadata naming the resumable session an object was completed from (set on
-/// every write of a session into its target: `parts.rs` rule 1).
+/// The user metadata naming the resumable session an object was completed from, set on
+/// every write of a session into its target (so a completion cut after it can be told
+/// from a taken key: see `parts.rs`).
 pub(crate) const SESSION_META: &str = "x-amz-meta-xferd-session";
 
 /// What HEAD says about an object.
