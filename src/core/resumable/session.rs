@@ -82,6 +82,15 @@ impl Session {
             .is_some_and(|len| self.received.prefix_end() >= len)
     }
 
+    /// The target of a session marked `completing` (a whole or final upload about to move
+    /// into place; `engine/finish.rs` rule 1); `None` for any other.
+    pub fn moving_to(&self) -> Option<crate::core::path::RelPath> {
+        if self.completing.is_none() || self.kind == Kind::Partial {
+            return None;
+        }
+        crate::core::path::validate(&self.target).ok()
+    }
+
     /// Bytes this session may occupy (for the reserved-bytes limit).
     pub fn reserved(&self, max_length: u64) -> u64 {
         if self.completed.is_some() {

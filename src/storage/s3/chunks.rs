@@ -185,15 +185,7 @@ impl S3Parts {
             drop(sink);
             Box::new(staged).commit().await?;
         }
-        // `state` first: a removal cut after it leaves a session that is gone, not one whose
-        // chunks are partly missing.
-        let mut gone = self.keys_of(id).await.unwrap_or_default();
-        gone.sort_by_key(|k| !k.ends_with("/state"));
-        for k in gone {
-            if let Err(e) = self.remove(&k).await {
-                tracing::warn!(%id, error = %e, "cannot remove a completed session's chunk from S3");
-            }
-        }
+        self.clean_up_all(id).await;
         Ok(())
     }
 }

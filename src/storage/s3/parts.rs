@@ -332,6 +332,14 @@ impl S3Parts {
         }
     }
 
+    /// [`S3Parts::clean_up`] of every object of the session, `state` first: a removal cut
+    /// after it leaves a session that is gone, not one with some chunks missing.
+    pub(crate) async fn clean_up_all(&self, id: &str) {
+        let mut gone = self.keys_of(id).await.unwrap_or_default();
+        gone.sort_by_key(|k| !k.ends_with("/state"));
+        self.clean_up(id, gone).await;
+    }
+
     /// After a completion the object is in place: what is left is cleanup (a failure
     /// leaves objects that the session's removal deletes later), never a failed one.
     pub(crate) async fn clean_up(&self, id: &str, keys: Vec<String>) {
@@ -493,9 +501,7 @@ impl PartStore for S3Parts {
                 Err(e) if me.placed_before(&id, &full, len).await => {
                     tracing::info!(%id, error = %e, "a completion cut after its object was in place: cleaning up");
                     me.forget_sealed(&id);
-                    let mut gone = me.keys_of(&id).await.unwrap_or_default();
-                    gone.sort_by_key(|k| !k.ends_with("/state"));
-                    me.clean_up(&id, gone).await;
+                    me.clean_up_all(&id).await;
                     Ok(())
                 }
                 r => r,

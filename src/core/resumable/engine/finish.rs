@@ -41,9 +41,11 @@ impl Engine {
             return Ok(s);
         }
         let len = s.length.unwrap_or(0);
-        if let Some(sha) = s.completing.clone() {
-            if self.moved_before(&s).await? {
-                // Rule 2.
+        if let (Some(target), Some(sha)) = (s.moving_to(), s.completing.clone()) {
+            // Rule 2: moved when its data are gone and its target is there.
+            if !self.parts.exists(id).await.map_err(stored)?
+                && self.parts.target_taken(&target).await.map_err(stored)?
+            {
                 tracing::info!(id, target = %s.target, "recording a completion cut after the move into place");
                 self.quotas.settle_session(id, &s.target, len);
                 return self.recorded_complete(id, fence, sha, now).await;
@@ -67,8 +69,9 @@ impl Engine {
             .map_err(stored)?
             .finalize()
             .into();
+        let sha_hex = hex::encode(sha);
         if let Some(expected) = &s.expected_sha256 {
-            if *expected != hex::encode(sha) {
+            if *expected != sha_hex {
                 self.remove(id, None).await?;
                 return Err(SessionError::DigestMismatch);
             }
@@ -98,11 +101,11 @@ impl Engine {
                     return Err(SessionError::from(e));
                 }
             }
-            // Rule 1.
-            let marked = hex::encode(sha);
+            // Rule 1 (a retried completion is marked already: nothing is written).
             self.update(id, fence, |s| {
-                s.completing = Some(marked.clone());
-                Ok(true)
+                let unmarked = s.completing.as_ref() != Some(&sha_hex);
+                s.completing = Some(sha_hex.clone());
+                Ok(unmarked)
             })
             .await?;
             let completed = match &self.dedup {
@@ -130,31 +133,14 @@ impl Engine {
             }
             // Quota hook: the session's reservation becomes usage.
             self.quotas.settle_session(id, target.as_str(), len);
-            tracing::info!(id, target = %s.target, size = len, sha256 = %hex::encode(sha), "resumable upload stored");
+            tracing::info!(id, target = %s.target, size = len, sha256 = %sha_hex, "resumable upload stored");
         }
-        let s = self
-            .recorded_complete(id, fence, hex::encode(sha), now)
-            .await?;
+        let s = self.recorded_complete(id, fence, sha_hex, now).await?;
         drop(own);
         if s.kind == Kind::Partial {
             self.finish_waiting_finals(id, now).await;
         }
         Ok(s)
-    }
-
-    /// Rule 1: whether a session marked `completing` was moved into place (its data are
-    /// gone and its target is there).
-    pub(super) async fn moved_before(&self, s: &Session) -> Result<bool, SessionError> {
-        if s.completing.is_none() || s.kind == Kind::Partial {
-            return Ok(false);
-        }
-        if self.parts.exists(&s.id).await.map_err(stored)? {
-            return Ok(false);
-        }
-        let Ok(target) = path::validate(&s.target) else {
-            return Ok(false);
-        };
-        self.parts.target_taken(&target).await.map_err(stored)
     }
 
     /// The record says complete (with `sha256`); the session leaves memory.

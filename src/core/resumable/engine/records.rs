@@ -70,17 +70,11 @@ pub(super) fn recover_blocking(
 ) -> Result<(), SessionError> {
     for (id, s) in store.scan_blocking().map_err(rec_err)? {
         if s.record.summary.open && !block_on(parts.exists(&id)).map_err(stored)? {
-            if let Ok(Session {
-                completing: Some(_),
-                kind,
-                target,
-                ..
-            }) = serde_json::from_slice::<Session>(&s.record.body)
-            {
-                let key = crate::core::path::validate(&target);
-                if kind != Kind::Partial
-                    && key.is_ok_and(|k| block_on(parts.target_taken(&k)).unwrap_or(false))
-                {
+            let moving = serde_json::from_slice::<Session>(&s.record.body)
+                .ok()
+                .and_then(|s| s.moving_to());
+            if let Some(target) = moving {
+                if block_on(parts.target_taken(&target)).map_err(stored)? {
                     tracing::info!(%id, %target, "session moved into place before a crash: its completion is recorded at its next query");
                     continue;
                 }
